@@ -1,0 +1,136 @@
+//! Committing a tree into the archive repo with libostree, and reading commit metadata back.
+
+use anyhow::{Context, Result};
+use ostree::gio;
+use ostree::glib::{self, prelude::*};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Open the archive repo at `path`, creating it on first use.
+pub fn open_or_create_repo(path: &Path) -> Result<ostree::Repo> {
+    let repo = ostree::Repo::new_for_path(path);
+    if path.join("config").exists() {
+        repo.open(gio::Cancellable::NONE).with_context(|| format!("opening OSTree repo {}", path.display()))?;
+    } else {
+        std::fs::create_dir_all(path)?;
+        repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
+            .with_context(|| format!("creating OSTree repo {}", path.display()))?;
+    }
+    Ok(repo)
+}
+
+/// A package as recorded in commit metadata (rpm-ostree's `rpmostree.rpmdb.pkglist` shape).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PkgRecord {
+    pub name: String,
+    pub epoch: String,
+    pub version: String,
+    pub release: String,
+    pub arch: String,
+}
+
+impl PkgRecord {
+    pub fn evr(&self) -> String {
+        let e = if self.epoch.is_empty() || self.epoch == "0" { String::new() } else { format!("{}:", self.epoch) };
+        format!("{e}{}-{}", self.version, self.release)
+    }
+}
+
+/// What goes into a commit besides the tree.
+pub struct CommitRequest<'a> {
+    pub ref_: &'a str,
+    pub parent: Option<&'a str>,
+    pub subject: &'a str,
+    pub time: u64,
+    pub version: Option<&'a str>,
+    pub inputhash: &'a str,
+    pub tree: &'a str,
+    pub arch: &'a str,
+    pub packages: &'a [PkgRecord],
+    pub extra: &'a BTreeMap<String, serde_json::Value>,
+}
+
+fn json_to_variant(v: &serde_json::Value) -> glib::Variant {
+    use serde_json::Value;
+    match v {
+        Value::Bool(b) => b.to_variant(),
+        Value::Number(n) if n.is_i64() => n.as_i64().unwrap().to_variant(),
+        Value::Number(n) => n.as_f64().unwrap_or_default().to_variant(),
+        Value::String(s) => s.to_variant(),
+        Value::Array(a) if a.iter().all(Value::is_string) => {
+            a.iter().map(|s| s.as_str().unwrap().to_string()).collect::<Vec<_>>().to_variant()
+        }
+        other => other.to_string().to_variant(),
+    }
+}
+
+/// Write `root` as a commit and move the ref to it, all in one transaction: on any error the
+/// transaction is aborted and the ref stays where it was.
+pub fn commit_tree(repo: &ostree::Repo, root: &Path, req: &CommitRequest) -> Result<String> {
+    let dict = glib::VariantDict::new(None);
+    for (k, v) in req.extra {
+        dict.insert_value(k, &json_to_variant(v));
+    }
+    if let Some(v) = req.version {
+        dict.insert_value("version", &v.to_variant());
+    }
+    dict.insert_value("rpmostree.inputhash", &req.inputhash.to_variant());
+    dict.insert_value("fedostree.tree", &req.tree.to_variant());
+    dict.insert_value("fedostree.arch", &req.arch.to_variant());
+    let nevras: Vec<String> = req.packages.iter().map(|p| format!("{}-{}.{}", p.name, p.evr(), p.arch)).collect();
+    dict.insert_value("fedostree.packages", &nevras.to_variant());
+    let pkglist: Vec<(String, String, String, String, String)> = req
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.epoch.clone(), p.version.clone(), p.release.clone(), p.arch.clone()))
+        .collect();
+    dict.insert_value("rpmostree.rpmdb.pkglist", &pkglist.to_variant());
+    let metadata = dict.end();
+
+    let cancellable = gio::Cancellable::NONE;
+    repo.prepare_transaction(cancellable)?;
+    let result = (|| -> Result<String> {
+        let mtree = ostree::MutableTree::new();
+        let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::SKIP_XATTRS, None);
+        repo.write_directory_to_mtree(&gio::File::for_path(root), &mtree, Some(&modifier), cancellable)
+            .context("writing the tree into the repo")?;
+        let root_file = repo.write_mtree(&mtree, cancellable)?;
+        let root_file = root_file.downcast::<ostree::RepoFile>().expect("write_mtree returns a RepoFile");
+        let csum = repo.write_commit_with_time(req.parent, Some(req.subject), None, Some(&metadata), &root_file, req.time, cancellable)?;
+        repo.transaction_set_ref(None, req.ref_, Some(&csum));
+        repo.commit_transaction(cancellable)?;
+        Ok(csum.to_string())
+    })();
+    if result.is_err() {
+        let _ = repo.abort_transaction(cancellable);
+    }
+    result
+}
+
+/// The commit a ref (or checksum) points to, if any.
+pub fn resolve(repo: &ostree::Repo, rev: &str) -> Result<Option<String>> {
+    Ok(repo.resolve_rev(rev, true)?.map(|s| s.to_string()))
+}
+
+/// A commit's metadata dictionary.
+pub fn commit_metadata(repo: &ostree::Repo, csum: &str) -> Result<glib::VariantDict> {
+    let commit = repo.load_variant(ostree::ObjectType::Commit, csum)?;
+    Ok(glib::VariantDict::new(Some(&commit.child_value(0))))
+}
+
+pub fn metadata_string(dict: &glib::VariantDict, key: &str) -> Option<String> {
+    dict.lookup_value(key, None).and_then(|v| v.get::<String>())
+}
+
+/// The package list recorded in a commit.
+pub fn commit_packages(repo: &ostree::Repo, csum: &str) -> Result<Vec<PkgRecord>> {
+    let dict = commit_metadata(repo, csum)?;
+    let list = dict
+        .lookup_value("rpmostree.rpmdb.pkglist", None)
+        .and_then(|v| v.get::<Vec<(String, String, String, String, String)>>())
+        .with_context(|| format!("commit {csum} has no package list (not composed by fedostree?)"))?;
+    Ok(list
+        .into_iter()
+        .map(|(name, epoch, version, release, arch)| PkgRecord { name, epoch, version, release, arch })
+        .collect())
+}

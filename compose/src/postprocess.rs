@@ -1,0 +1,178 @@
+//! OSTree conventions applied to an assembled tree before commit: `/etc` → `/usr/etc`, `/var`
+//! content → tmpfiles.d entries (so `/var` is empty in the commit), usr-merge and toplevel symlinks,
+//! `remove-files`, the recorded package list, and the initramfs next to the kernel.
+
+use crate::import::ImportedPackage;
+use anyhow::{anyhow, bail, Context, Result};
+use std::fmt::Write as _;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Where the package list is recorded in the tree (one line per package: `NEVRA path-or--`).
+pub const PKGLIST_PATH: &str = "usr/lib/fedostree/pkglist";
+/// The tmpfiles.d snippet that recreates the packages' `/var` content at boot.
+pub const VAR_TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/fedostree-var.conf";
+
+/// Run every step in order on the tree at `root`; returns the kernel version found.
+pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], remove_files: &[String]) -> Result<String> {
+    for rel in remove_files {
+        let p = root.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p)?,
+            Ok(_) => std::fs::remove_file(&p)?,
+            Err(_) => tracing::warn!("remove-files: /{rel} is not in the tree"),
+        }
+    }
+    usr_merge(root)?;
+    move_etc(root)?;
+    var_to_tmpfiles(root)?;
+    toplevel_layout(root)?;
+    write_pkglist(root, pkgs)?;
+    let kver = find_kernel(root)?;
+    let initramfs = crate::initramfs::build(root, &kver).context("generating the initramfs")?;
+    std::fs::write(root.join(format!("usr/lib/modules/{kver}/initramfs.img")), initramfs)?;
+    std::fs::create_dir_all(root.join("boot"))?;
+    Ok(kver)
+}
+
+/// `/bin`, `/sbin`, `/lib`, `/lib64` must be symlinks into `/usr`; content a package put in the real
+/// directory moves into `/usr` first.
+fn usr_merge(root: &Path) -> Result<()> {
+    for d in ["bin", "sbin", "lib", "lib64"] {
+        let top = root.join(d);
+        let usr = root.join("usr").join(d);
+        match std::fs::symlink_metadata(&top) {
+            Ok(m) if m.file_type().is_symlink() => continue,
+            Ok(m) if m.is_dir() => {
+                std::fs::create_dir_all(&usr)?;
+                for e in std::fs::read_dir(&top)? {
+                    let e = e?;
+                    let dest = usr.join(e.file_name());
+                    if dest.symlink_metadata().is_ok() {
+                        bail!("usr-merge: both /{d}/{0} and /usr/{d}/{0} exist", e.file_name().to_string_lossy());
+                    }
+                    std::fs::rename(e.path(), dest)?;
+                }
+                std::fs::remove_dir(&top)?;
+            }
+            Ok(_) => bail!("usr-merge: /{d} is a regular file"),
+            Err(_) if !usr.exists() => continue,
+            Err(_) => {}
+        }
+        symlink(format!("usr/{d}"), &top)?;
+    }
+    Ok(())
+}
+
+fn move_etc(root: &Path) -> Result<()> {
+    let etc = root.join("etc");
+    if !etc.exists() {
+        return Ok(());
+    }
+    let usr_etc = root.join("usr/etc");
+    if usr_etc.symlink_metadata().is_ok() {
+        bail!("the tree has both /etc and /usr/etc: packages must not ship /usr/etc");
+    }
+    std::fs::rename(&etc, &usr_etc).context("moving /etc to /usr/etc")
+}
+
+/// Packages' `/var` content is only created at deploy time by tmpfiles (as rpm-ostree does):
+/// directories become `d`, symlinks `L`; regular files cannot be represented and are dropped.
+fn var_to_tmpfiles(root: &Path) -> Result<()> {
+    let var = root.join("var");
+    let mut lines = Vec::new();
+    if var.exists() {
+        walk(&var, &mut |p, m| {
+            let rel = Path::new("/var").join(p.strip_prefix(&var).unwrap());
+            if m.file_type().is_symlink() {
+                let target = std::fs::read_link(p)?;
+                lines.push(format!("L {} - - - - {}", rel.display(), target.display()));
+            } else if m.is_dir() {
+                lines.push(format!("d {} {:04o} {} {} - -", rel.display(), m.permissions().mode() & 0o7777, m.uid(), m.gid()));
+            } else {
+                tracing::warn!("dropping /var file {} (only directories and symlinks can live in /var)", rel.display());
+            }
+            Ok(())
+        })?;
+        std::fs::remove_dir_all(&var)?;
+    }
+    std::fs::create_dir(&var)?;
+    lines.sort();
+    if !lines.is_empty() {
+        let conf = root.join(VAR_TMPFILES_PATH);
+        std::fs::create_dir_all(conf.parent().unwrap())?;
+        std::fs::write(conf, lines.join("\n") + "\n")?;
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> Result<()>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let m = e.path().symlink_metadata()?;
+        f(&e.path(), &m)?;
+        if m.is_dir() {
+            walk(&e.path(), f)?;
+        }
+    }
+    Ok(())
+}
+
+/// The toplevel an OSTree deployment expects: API mount points, `/sysroot`, and the links that put
+/// mutable state under `/var`.
+fn toplevel_layout(root: &Path) -> Result<()> {
+    for d in ["dev", "proc", "sys", "run", "sysroot", "boot", "usr/lib/fedostree"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    if !root.join("tmp").exists() {
+        std::fs::create_dir(root.join("tmp"))?;
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    }
+    for (link, target) in [
+        ("ostree", "sysroot/ostree"),
+        ("home", "var/home"),
+        ("root", "var/roothome"),
+        ("mnt", "var/mnt"),
+        ("opt", "var/opt"),
+        ("srv", "var/srv"),
+        ("media", "run/media"),
+    ] {
+        let p = root.join(link);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&p)?,
+            Ok(m) if m.is_dir() && std::fs::read_dir(&p)?.next().is_none() => std::fs::remove_dir(&p)?,
+            Ok(_) => bail!("/{link} has content; OSTree needs it to be a symlink to {target}"),
+            Err(_) => {}
+        }
+        symlink(target, &p)?;
+    }
+    Ok(())
+}
+
+fn write_pkglist(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
+    let mut s = String::new();
+    for p in pkgs {
+        let sample = p.sample_path.as_deref().unwrap_or("-");
+        writeln!(s, "{} {}", p.nevra, sample).unwrap();
+    }
+    std::fs::write(root.join(PKGLIST_PATH), s)?;
+    Ok(())
+}
+
+/// The single kernel the tree ships, `usr/lib/modules/$KVER/vmlinuz`.
+fn find_kernel(root: &Path) -> Result<String> {
+    let dir = root.join("usr/lib/modules");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(|_| anyhow!("no kernel in the tree: /usr/lib/modules is missing"))? {
+        let e = e?;
+        if e.path().join("vmlinuz").is_file() {
+            found.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!("no kernel in the tree: no /usr/lib/modules/*/vmlinuz (add a kernel package)"),
+        _ => bail!("more than one kernel in the tree: {}", found.join(", ")),
+    }
+}

@@ -1,0 +1,199 @@
+//! rpm-md repositories: `*.repo` files beside a treefile, and their metadata (repomd.xml → primary,
+//! filelists), fetched over file:// or http(s):// into a cache and verified against repomd checksums.
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256, Sha512};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One `[id]` section of a `.repo` file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RepoConfig {
+    pub id: String,
+    pub name: String,
+    /// With variables expanded, without a trailing slash.
+    pub baseurl: String,
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// Variables expanded in `baseurl` (dnf's `$basearch`, plus fedostree's `$devrepo`).
+pub struct RepoVars<'a> {
+    pub basearch: &'a str,
+    pub devrepo: &'a Path,
+}
+
+/// Read every `*.repo` file in `dir` and return the repositories named in `wanted`, in that order.
+pub fn load_repos(dir: &Path, wanted: &[String], vars: &RepoVars) -> Result<Vec<RepoConfig>> {
+    let mut all: BTreeMap<String, RepoConfig> = BTreeMap::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "repo"))
+        .collect();
+    files.sort();
+    for f in files {
+        for r in parse_repo_file(&f, vars)? {
+            if let Some(prev) = all.get(&r.id) {
+                bail!("{}: repository `{}` is also defined in {}", f.display(), r.id, prev.source.display());
+            }
+            all.insert(r.id.clone(), r);
+        }
+    }
+    wanted
+        .iter()
+        .map(|id| {
+            all.get(id).cloned().ok_or_else(|| {
+                anyhow!("repository `{id}` is not defined in any *.repo file in {} (known: {})", dir.display(),
+                    all.keys().cloned().collect::<Vec<_>>().join(", "))
+            })
+        })
+        .collect()
+}
+
+fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out: Vec<RepoConfig> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        let at = || format!("{}:{}", path.display(), i + 1);
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(id) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            out.push(RepoConfig { id: id.trim().into(), name: id.trim().into(), baseurl: String::new(), source: path.into() });
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or_else(|| anyhow!("{}: expected `key=value`", at()))?;
+        let cur = out.last_mut().ok_or_else(|| anyhow!("{}: key outside of a [repository] section", at()))?;
+        let v = v.trim();
+        match k.trim() {
+            "name" => cur.name = v.into(),
+            "baseurl" => {
+                let url = v.split_whitespace().next().unwrap_or_default();
+                let url = url.replace("$basearch", vars.basearch).replace("$devrepo", &vars.devrepo.to_string_lossy());
+                if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
+                    bail!("{}: baseurl `{url}` must be file://, http:// or https://", at());
+                }
+                cur.baseurl = url.trim_end_matches('/').into();
+            }
+            "enabled" | "gpgcheck" | "repo_gpgcheck" | "gpgkey" | "metadata_expire" | "skip_if_unavailable" => {}
+            "metalink" | "mirrorlist" => bail!("{}: `{}` is not supported yet, use baseurl", at(), k.trim()),
+            other => bail!("{}: unknown repository option `{other}`", at()),
+        }
+    }
+    for r in &out {
+        if r.baseurl.is_empty() {
+            bail!("{}: repository `{}` has no baseurl", path.display(), r.id);
+        }
+    }
+    Ok(out)
+}
+
+/// Read `url` (file:// or http(s)://) fully into memory.
+pub fn read_url(url: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    open_url(url)?.read_to_end(&mut buf).with_context(|| format!("reading {url}"))?;
+    Ok(buf)
+}
+
+/// Open `url` as a stream, with its length when known.
+pub fn open_url(url: &str) -> Result<Box<dyn Read + Send>> {
+    if let Some(p) = url.strip_prefix("file://") {
+        let f = std::fs::File::open(p).with_context(|| format!("opening {p}"))?;
+        return Ok(Box::new(f));
+    }
+    let resp = ureq::get(url).timeout(std::time::Duration::from_secs(60)).call().map_err(|e| anyhow!("GET {url}: {e}"))?;
+    Ok(Box::new(resp.into_reader()))
+}
+
+/// A digest in one of rpm-md's checksum types.
+pub fn hex_digest(kind: &str, data: &[u8]) -> Result<String> {
+    Ok(match kind {
+        "sha256" => hex::encode(Sha256::digest(data)),
+        "sha512" => hex::encode(Sha512::digest(data)),
+        other => bail!("unsupported checksum type `{other}`"),
+    })
+}
+
+/// Verified local copies of one repository's metadata.
+#[derive(Debug, Clone)]
+pub struct RepoMetadata {
+    pub primary: PathBuf,
+    pub filelists: Option<PathBuf>,
+    /// sha256 of repomd.xml: changes whenever the repository does.
+    pub revision: String,
+}
+
+struct RepomdEntry {
+    href: String,
+    kind: String,
+    checksum: String,
+}
+
+fn parse_repomd(xml: &str, url: &str) -> Result<BTreeMap<String, RepomdEntry>> {
+    let doc = roxmltree::Document::parse(xml).with_context(|| format!("{url}: invalid repomd.xml"))?;
+    let mut out = BTreeMap::new();
+    for data in doc.descendants().filter(|n| n.has_tag_name("data")) {
+        let ty = data.attribute("type").unwrap_or_default().to_string();
+        let child = |tag: &str| data.children().find(|c| c.has_tag_name(tag));
+        let (Some(loc), Some(ck)) = (child("location"), child("checksum")) else { continue };
+        out.insert(ty, RepomdEntry {
+            href: loc.attribute("href").unwrap_or_default().into(),
+            kind: ck.attribute("type").unwrap_or("sha256").into(),
+            checksum: ck.text().unwrap_or_default().trim().into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Fetch (or reuse from `cache_root`) the metadata of `repo`, verifying each file's checksum.
+pub fn fetch_metadata(repo: &RepoConfig, cache_root: &Path) -> Result<RepoMetadata> {
+    let url = format!("{}/repodata/repomd.xml", repo.baseurl);
+    let repomd = read_url(&url).with_context(|| format!("repository `{}`", repo.id))?;
+    let xml = std::str::from_utf8(&repomd).with_context(|| format!("{url}: not UTF-8"))?;
+    let entries = parse_repomd(xml, &url)?;
+    let key = &hex::encode(Sha256::digest(repo.baseurl.as_bytes()))[..16];
+    let dir = cache_root.join(format!("{}-{key}", repo.id));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let get = |ty: &str| -> Result<Option<PathBuf>> {
+        let Some(e) = entries.get(ty) else { return Ok(None) };
+        let name = Path::new(&e.href).file_name().ok_or_else(|| anyhow!("{url}: bad href {}", e.href))?;
+        let local = dir.join(format!("{}-{}", &e.checksum, name.to_string_lossy()));
+        if !local.exists() {
+            let data = read_url(&format!("{}/{}", repo.baseurl, e.href))?;
+            let got = hex_digest(&e.kind, &data)?;
+            if got != e.checksum {
+                bail!("{}/{}: {} checksum mismatch: repomd.xml says {}, file has {got}", repo.baseurl, e.href, e.kind, e.checksum);
+            }
+            let tmp = local.with_extension("tmp");
+            std::fs::write(&tmp, &data)?;
+            std::fs::rename(&tmp, &local)?;
+        }
+        Ok(Some(local))
+    };
+    let primary = get("primary")?.ok_or_else(|| anyhow!("{url}: no primary metadata"))?;
+    let filelists = get("filelists")?;
+    Ok(RepoMetadata { primary, filelists, revision: hex::encode(Sha256::digest(&repomd)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_files_expand_variables_and_name_errors() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.repo"), "[dev]\nname=Dev\nbaseurl=file://$devrepo/$basearch/\nenabled=1\n\n[web]\nbaseurl=http://127.0.0.1:1/x\n").unwrap();
+        let vars = RepoVars { basearch: "aarch64", devrepo: Path::new("/s/devrepo") };
+        let r = load_repos(d.path(), &["web".into(), "dev".into()], &vars).unwrap();
+        assert_eq!(r[1].baseurl, "file:///s/devrepo/aarch64");
+        assert_eq!(r[0].id, "web");
+        let e = load_repos(d.path(), &["nope".into()], &vars).unwrap_err().to_string();
+        assert!(e.contains("`nope`") && e.contains("dev, web"), "{e}");
+        std::fs::write(d.path().join("b.repo"), "[bad]\nbaseurl=ftp://x\n").unwrap();
+        let e = load_repos(d.path(), &["dev".into()], &vars).unwrap_err().to_string();
+        assert!(e.contains("b.repo:2") && e.contains("ftp://x"), "{e}");
+    }
+}

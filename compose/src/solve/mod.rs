@@ -1,0 +1,301 @@
+//! Depsolving with libsolv, the solver dnf and rpm-ostree use: RPM version semantics, file and
+//! soname provides, rich and weak deps, obsoletes. This module is the only place that touches its FFI.
+#![allow(unsafe_code)]
+
+use anyhow::{bail, Context, Result};
+use std::ffi::{CStr, CString};
+use std::path::Path;
+
+#[allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code, clippy::all)]
+mod ffi {
+    include!(concat!(env!("OUT_DIR"), "/solv_bindings.rs"));
+}
+
+/// A package the solver chose, with what fetch needs to get and verify it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SolvedPackage {
+    pub name: String,
+    pub epoch: u32,
+    pub version: String,
+    pub release: String,
+    pub arch: String,
+    /// Index of the repository in the list given to [`Solver::add_repo`] order.
+    pub repo: usize,
+    /// `location href` from primary.xml, relative to the repository's baseurl.
+    pub location: String,
+    pub checksum_type: String,
+    pub checksum: String,
+}
+
+impl SolvedPackage {
+    /// `name-[epoch:]version-release.arch`, the way rpm prints it.
+    pub fn nevra(&self) -> String {
+        let epoch = if self.epoch > 0 { format!("{}:", self.epoch) } else { String::new() };
+        format!("{}-{epoch}{}-{}.{}", self.name, self.version, self.release, self.arch)
+    }
+    pub fn evr(&self) -> String {
+        let epoch = if self.epoch > 0 { format!("{}:", self.epoch) } else { String::new() };
+        format!("{epoch}{}-{}", self.version, self.release)
+    }
+}
+
+/// What to solve for.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub install: Vec<String>,
+    pub exclude: Vec<String>,
+    pub recommends: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError {
+    #[error("no package provides `{0}` in the enabled repositories")]
+    NotFound(String),
+    #[error("the package set cannot be solved:\n{}", .0.join("\n"))]
+    Unsatisfiable(Vec<String>),
+}
+
+/// A libsolv pool for one target architecture.
+pub struct Solver {
+    pool: *mut ffi::Pool,
+    repos: usize,
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL in solver strings")
+}
+
+unsafe fn str_of(p: *const std::os::raw::c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+impl Solver {
+    pub fn new(arch: &str) -> Self {
+        unsafe {
+            let pool = ffi::pool_create();
+            // Debian builds libsolv with DEB as the default: without this noarch "does not exist".
+            ffi::pool_setdisttype(pool, ffi::DISTTYPE_RPM as i32);
+            let a = cstr(arch);
+            ffi::pool_setarch(pool, a.as_ptr());
+            Solver { pool, repos: 0 }
+        }
+    }
+
+    /// Load one rpm-md repository: primary first, then filelists extending the same solvables.
+    pub fn add_repo(&mut self, name: &str, primary: &Path, filelists: Option<&Path>) -> Result<()> {
+        unsafe {
+            let n = cstr(name);
+            let repo = ffi::repo_create(self.pool, n.as_ptr());
+            (*repo).appdata = self.repos as *mut std::ffi::c_void;
+            self.repos += 1;
+            self.load_xml(repo, primary, 0)?;
+            if let Some(f) = filelists {
+                self.load_xml(repo, f, ffi::REPO_EXTEND_SOLVABLES as i32)?;
+            }
+            ffi::repo_internalize(repo);
+        }
+        Ok(())
+    }
+
+    unsafe fn load_xml(&self, repo: *mut ffi::Repo, path: &Path, flags: i32) -> Result<()> {
+        let p = cstr(path.to_str().context("non-UTF-8 path")?);
+        let mode = cstr("r");
+        let fp = ffi::solv_xfopen(p.as_ptr(), mode.as_ptr());
+        if fp.is_null() {
+            bail!("{}: cannot open rpm-md metadata", path.display());
+        }
+        let r = ffi::repo_add_rpmmd(repo, fp as *mut _, std::ptr::null(), flags);
+        libc::fclose(fp as *mut libc::FILE);
+        if r != 0 {
+            let err = str_of(ffi::pool_errstr(self.pool));
+            bail!("{}: invalid rpm-md metadata: {err}", path.display());
+        }
+        Ok(())
+    }
+
+    /// Compare two `[epoch:]version[-release]` strings with rpm's rules (rpmvercmp).
+    pub fn evrcmp(&self, a: &str, b: &str) -> std::cmp::Ordering {
+        let (a, b) = (cstr(a), cstr(b));
+        let r = unsafe { ffi::pool_evrcmp_str(self.pool, a.as_ptr(), b.as_ptr(), ffi::EVRCMP_COMPARE as i32) };
+        r.cmp(&0)
+    }
+
+    /// Solve a fresh install of `req` and return the chosen packages sorted by name.
+    pub fn solve(&mut self, req: &Request) -> Result<Vec<SolvedPackage>, SolveError> {
+        unsafe {
+            let pool = self.pool;
+            ffi::pool_addfileprovides(pool);
+            ffi::pool_createwhatprovides(pool);
+            self.apply_excludes(&req.exclude);
+
+            let mut job: ffi::Queue = std::mem::zeroed();
+            ffi::queue_init(&mut job);
+            for name in &req.install {
+                let n = cstr(name);
+                let id = ffi::pool_str2id(pool, n.as_ptr(), 0);
+                if id == 0 || !self.has_considered_provider(&n) {
+                    ffi::queue_free(&mut job);
+                    return Err(SolveError::NotFound(name.clone()));
+                }
+                ffi::queue_insert2(
+                    &mut job,
+                    job.count,
+                    (ffi::SOLVER_INSTALL | ffi::SOLVER_SOLVABLE_PROVIDES) as i32,
+                    id,
+                );
+            }
+            let solv = ffi::solver_create(pool);
+            if !req.recommends {
+                ffi::solver_set_flag(solv, ffi::SOLVER_FLAG_IGNORE_RECOMMENDED as i32, 1);
+            }
+            let nproblems = ffi::solver_solve(solv, &mut job);
+            ffi::queue_free(&mut job);
+            if nproblems > 0 {
+                let problems = (1..=nproblems)
+                    .map(|p| format!("  problem {p}: {}", str_of(ffi::solver_problem2str(solv, p))))
+                    .collect();
+                ffi::solver_free(solv);
+                return Err(SolveError::Unsatisfiable(problems));
+            }
+            let trans = ffi::solver_create_transaction(solv);
+            let steps = &(*trans).steps;
+            let mut out = Vec::with_capacity(steps.count as usize);
+            for i in 0..steps.count as usize {
+                let p = *steps.elements.add(i);
+                out.push(self.describe(p));
+            }
+            ffi::transaction_free(trans);
+            ffi::solver_free(solv);
+            out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
+            Ok(out)
+        }
+    }
+
+    /// dnf's excludes: excluded packages are invisible to the solver, not merely uninstallable.
+    unsafe fn apply_excludes(&mut self, exclude: &[String]) {
+        if exclude.is_empty() {
+            return;
+        }
+        let pool = self.pool;
+        let n = (*pool).nsolvables;
+        let map = Box::into_raw(Box::new(std::mem::zeroed::<ffi::Map>()));
+        ffi::map_init(map, n);
+        std::ptr::write_bytes((*map).map, 0xff, (*map).size as usize);
+        for p in 2..n {
+            let s = (*pool).solvables.add(p as usize);
+            if (*s).repo.is_null() {
+                continue;
+            }
+            let name = str_of(ffi::pool_id2str(pool, (*s).name));
+            if exclude.iter().any(|e| *e == name) {
+                *(*map).map.add((p >> 3) as usize) &= !(1u8 << (p & 7));
+            }
+        }
+        (*pool).considered = map;
+    }
+
+    unsafe fn has_considered_provider(&self, name: &CStr) -> bool {
+        let pool = self.pool;
+        let mut sel: ffi::Queue = std::mem::zeroed();
+        let mut q: ffi::Queue = std::mem::zeroed();
+        ffi::queue_init(&mut sel);
+        ffi::queue_init(&mut q);
+        ffi::selection_make(pool, &mut sel, name.as_ptr(), (ffi::SELECTION_NAME | ffi::SELECTION_PROVIDES) as i32);
+        ffi::selection_solvables(pool, &mut sel, &mut q);
+        ffi::queue_free(&mut sel);
+        let considered = (*pool).considered;
+        let found = (0..q.count as usize).any(|i| {
+            let p = *q.elements.add(i);
+            considered.is_null() || map_tst(&*considered, p)
+        });
+        ffi::queue_free(&mut q);
+        found
+    }
+
+    unsafe fn describe(&self, p: ffi::Id) -> SolvedPackage {
+        let pool = self.pool;
+        let s = (*pool).solvables.add(p as usize);
+        let evr = str_of(ffi::pool_id2str(pool, (*s).evr));
+        let (epoch, rest) = match evr.split_once(':') {
+            Some((e, r)) => (e.parse().unwrap_or(0), r.to_string()),
+            None => (0, evr.clone()),
+        };
+        let (version, release) = rest.rsplit_once('-').map(|(v, r)| (v.to_string(), r.to_string())).unwrap_or((rest, String::new()));
+        let mut medianr = 0u32;
+        let location = str_of(ffi::solvable_lookup_location(s, &mut medianr));
+        let mut ctype: ffi::Id = 0;
+        let checksum =
+            str_of(ffi::solvable_lookup_checksum(s, ffi::solv_knownid_SOLVABLE_CHECKSUM as ffi::Id, &mut ctype));
+        SolvedPackage {
+            name: str_of(ffi::pool_id2str(pool, (*s).name)),
+            epoch,
+            version,
+            release,
+            arch: str_of(ffi::pool_id2str(pool, (*s).arch)),
+            repo: (*(*s).repo).appdata as usize,
+            location,
+            checksum_type: str_of(ffi::solv_chksum_type2str(ctype)),
+            checksum,
+        }
+    }
+}
+
+fn map_tst(m: &ffi::Map, p: ffi::Id) -> bool {
+    let byte = (p >> 3) as usize;
+    // SAFETY: p < nsolvables, the map's size.
+    #[allow(unsafe_code)]
+    unsafe {
+        (*m.map.add(byte) & (1 << (p & 7))) != 0
+    }
+}
+
+impl Drop for Solver {
+    fn drop(&mut self) {
+        unsafe {
+            let considered = (*self.pool).considered;
+            if !considered.is_null() {
+                (*self.pool).considered = std::ptr::null_mut();
+                ffi::map_free(considered);
+                drop(Box::from_raw(considered));
+            }
+            ffi::pool_free(self.pool);
+        }
+    }
+}
+
+/// Compare two EVR strings with rpm's rules, without a repository.
+pub fn evrcmp(a: &str, b: &str) -> std::cmp::Ordering {
+    Solver::new("noarch").evrcmp(a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Ordering::*;
+
+    #[test]
+    fn rpmvercmp_corner_cases() {
+        let cases = [
+            ("1.0", "1.0", Equal),
+            ("1.0", "2.0", Less),
+            ("1.10", "1.9", Greater),
+            ("1.0~rc1", "1.0", Less),
+            ("1.0~rc1", "1.0~rc2", Less),
+            ("1.0^git1", "1.0", Greater),
+            ("1.0^git1", "1.0.1", Less),
+            ("1:1.0", "2.0", Greater),
+            ("0:2.0", "2.0", Equal),
+            ("2.0-1", "2.0-2", Less),
+            ("5.5p1", "5.5p10", Less),
+            ("1.a", "1.1", Less),
+            ("1.0-1.fc40", "1.0-1.fc39", Greater),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(evrcmp(a, b), want, "{a} vs {b}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+#include <stdio.h>
+#include <solv/pool.h>
+#include <solv/poolarch.h>
+#include <solv/repo.h>
+#include <solv/solver.h>
+#include <solv/solverdebug.h>
+#include <solv/selection.h>
+#include <solv/transaction.h>
+#include <solv/evr.h>
+#include <solv/knownid.h>
+#include <solv/chksum.h>
+#include <solv/repo_rpmmd.h>
+#include <solv/repo_repomdxml.h>
+#include <solv/solv_xfopen.h>

@@ -1,0 +1,417 @@
+//! Treefiles: rpm-ostree's YAML format (key names and include semantics), parsed strictly.
+//!
+//! Unknown keys are errors naming file and line; rpm-ostree keys that fedostree does not implement
+//! yet are a distinct "not supported yet" error, never silently ignored.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// rpm-ostree's limit on include nesting.
+const INCLUDE_MAX_DEPTH: usize = 50;
+
+/// Architectures whose `packages-$basearch` keys are accepted (rpm-ostree's set).
+const BASEARCHES: &[&str] = &["x86_64", "aarch64", "ppc64le", "s390x", "armhfp"];
+
+/// rpm-ostree treefile keys that fedostree recognises but does not implement yet.
+const NOT_SUPPORTED_YET: &[&str] = &[
+    "edition", "metadata", "gpg-key", "gpg_key", "selinux", "selinux-label-version", "initramfs-args",
+    "boot-location", "boot_location", "tmp-is-dir", "default-target", "default_target", "machineid-compat",
+    "releasever", "repovars", "lockfile-repos", "repo-packages", "modules", "install-langs",
+    "postprocess", "postprocess-script", "add-files", "units", "mutate-os-release", "etc-group-members",
+    "preserve-passwd", "check-passwd", "check-groups", "ignore-removed-users", "ignore-removed-groups",
+    "readonly-executables", "rojig", "cliwrap", "container", "container-cmd", "opt-usrlocal",
+    "sysroot-readonly", "etc-transient", "root-transient", "ostree-layers", "ostree-override-layers",
+    "rpmdb", "rpmdb-normalize", "basearch", "variables", "conditional-include", "exclude-packages-list",
+    "packages-pinned", "container-imgref", "gpg-key-path", "automatic-version-suffix", "ignore-pkgs",
+    "initramfs-args", "remove-from-packages", "bootstrap-packages", "documentation-langs", "arch-include",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreefileError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {msg}")]
+    Syntax { path: PathBuf, msg: String },
+    #[error("{path}:{line}: unknown treefile key `{key}`")]
+    UnknownKey { path: PathBuf, line: usize, key: String },
+    #[error("{path}:{line}: treefile key `{key}` (rpm-ostree) is not supported yet by fedostree")]
+    NotSupported { path: PathBuf, line: usize, key: String },
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+    #[error("include cycle: {}", .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" → "))]
+    IncludeCycle(Vec<PathBuf>),
+    #[error("{path}: includes nested deeper than {INCLUDE_MAX_DEPTH}")]
+    IncludeDepth { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Includes {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One treefile as written, before includes are merged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawTreefile {
+    include: Option<Includes>,
+    #[serde(rename = "ref")]
+    ref_: Option<String>,
+    repos: Option<Vec<String>>,
+    packages: Option<Vec<String>>,
+    #[serde(rename = "packages-x86_64")]
+    packages_x86_64: Option<Vec<String>>,
+    #[serde(rename = "packages-aarch64")]
+    packages_aarch64: Option<Vec<String>>,
+    #[serde(rename = "packages-ppc64le")]
+    packages_ppc64le: Option<Vec<String>>,
+    #[serde(rename = "packages-s390x")]
+    packages_s390x: Option<Vec<String>>,
+    #[serde(rename = "packages-armhfp")]
+    packages_armhfp: Option<Vec<String>>,
+    exclude_packages: Option<Vec<String>>,
+    recommends: Option<bool>,
+    add_commit_metadata: Option<BTreeMap<String, serde_json::Value>>,
+    automatic_version_prefix: Option<String>,
+    remove_files: Option<Vec<String>>,
+    documentation: Option<bool>,
+}
+
+impl RawTreefile {
+    fn packages_for(&mut self, arch: &str) -> Option<Vec<String>> {
+        match arch {
+            "x86_64" => self.packages_x86_64.take(),
+            "aarch64" => self.packages_aarch64.take(),
+            "ppc64le" => self.packages_ppc64le.take(),
+            "s390x" => self.packages_s390x.take(),
+            "armhfp" => self.packages_armhfp.take(),
+            _ => None,
+        }
+    }
+
+    /// rpm-ostree's include merge: lists are the included values followed by the includer's, maps
+    /// are merged with the includer winning, scalars come from the includer when it sets them.
+    fn merge_over(self, base: RawTreefile) -> RawTreefile {
+        fn list(base: Option<Vec<String>>, top: Option<Vec<String>>) -> Option<Vec<String>> {
+            match (base, top) {
+                (Some(mut b), Some(t)) => {
+                    b.extend(t);
+                    Some(b)
+                }
+                (b, t) => t.or(b),
+            }
+        }
+        let metadata = match (base.add_commit_metadata, self.add_commit_metadata) {
+            (Some(mut b), Some(t)) => {
+                b.extend(t);
+                Some(b)
+            }
+            (b, t) => t.or(b),
+        };
+        RawTreefile {
+            include: None,
+            ref_: self.ref_.or(base.ref_),
+            repos: list(base.repos, self.repos),
+            packages: list(base.packages, self.packages),
+            packages_x86_64: list(base.packages_x86_64, self.packages_x86_64),
+            packages_aarch64: list(base.packages_aarch64, self.packages_aarch64),
+            packages_ppc64le: list(base.packages_ppc64le, self.packages_ppc64le),
+            packages_s390x: list(base.packages_s390x, self.packages_s390x),
+            packages_armhfp: list(base.packages_armhfp, self.packages_armhfp),
+            exclude_packages: list(base.exclude_packages, self.exclude_packages),
+            recommends: self.recommends.or(base.recommends),
+            add_commit_metadata: metadata,
+            automatic_version_prefix: self.automatic_version_prefix.or(base.automatic_version_prefix),
+            remove_files: list(base.remove_files, self.remove_files),
+            documentation: self.documentation.or(base.documentation),
+        }
+    }
+}
+
+/// A treefile with its includes merged and resolved for one architecture.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Treefile {
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Tree name: the path under `trees/` without `.yaml`, or the file stem for other paths.
+    pub name: String,
+    pub arch: String,
+    #[serde(rename = "ref")]
+    pub ref_: String,
+    pub repos: Vec<String>,
+    pub packages: Vec<String>,
+    pub exclude_packages: Vec<String>,
+    pub recommends: bool,
+    pub add_commit_metadata: BTreeMap<String, serde_json::Value>,
+    pub automatic_version_prefix: Option<String>,
+    pub remove_files: Vec<String>,
+    pub documentation: bool,
+}
+
+impl Treefile {
+    /// Load `path` and everything it includes, resolved for `arch`.
+    pub fn load(path: &Path, name: &str, arch: &str) -> Result<Treefile, TreefileError> {
+        let mut chain = Vec::new();
+        let mut raw = load_raw(path, &mut chain)?;
+        let mut packages = raw.packages.take().unwrap_or_default();
+        packages.extend(raw.packages_for(arch).unwrap_or_default());
+        let packages = split_names(packages);
+        let ref_ = raw.ref_.take().ok_or_else(|| TreefileError::Invalid {
+            path: path.to_owned(),
+            msg: "missing mandatory key `ref`".into(),
+        })?;
+        let ref_ = substitute(&ref_, arch);
+        if ref_.is_empty() || ref_.contains(['\0', ' ', '\n']) {
+            return Err(TreefileError::Invalid { path: path.to_owned(), msg: format!("invalid ref `{ref_}`") });
+        }
+        let remove_files = raw.remove_files.unwrap_or_default();
+        for f in &remove_files {
+            if f.starts_with('/') || f.split('/').any(|c| c == "..") {
+                return Err(TreefileError::Invalid {
+                    path: path.to_owned(),
+                    msg: format!("remove-files entry `{f}` must be relative to / and must not contain `..`"),
+                });
+            }
+        }
+        if packages.is_empty() {
+            return Err(TreefileError::Invalid { path: path.to_owned(), msg: format!("no packages for {arch}") });
+        }
+        Ok(Treefile {
+            path: path.to_owned(),
+            name: name.to_owned(),
+            arch: arch.to_owned(),
+            ref_,
+            repos: raw.repos.unwrap_or_default(),
+            packages,
+            exclude_packages: split_names(raw.exclude_packages.unwrap_or_default()),
+            recommends: raw.recommends.unwrap_or(true),
+            add_commit_metadata: raw.add_commit_metadata.unwrap_or_default(),
+            automatic_version_prefix: raw.automatic_version_prefix,
+            remove_files,
+            documentation: raw.documentation.unwrap_or(true),
+        })
+    }
+
+    /// The directory holding the top-level treefile and its `*.repo` files.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Canonical serialization of the merged treefile, an input of the compose hash.
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("treefile serializes")
+    }
+}
+
+/// Find a tree by name under `trees_dir` (`dev/minimal` → `trees/dev/minimal.yaml`) or take a path.
+pub fn locate(tree: &str, trees_dir: &Path) -> Result<(PathBuf, String), TreefileError> {
+    let as_path = Path::new(tree);
+    if as_path.is_file() {
+        let name = as_path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        return Ok((as_path.to_owned(), name));
+    }
+    for ext in ["yaml", "yml", "json"] {
+        let p = trees_dir.join(format!("{tree}.{ext}"));
+        if p.is_file() {
+            return Ok((p, tree.to_owned()));
+        }
+    }
+    Err(TreefileError::Io {
+        path: trees_dir.join(format!("{tree}.yaml")),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no tree named `{tree}` and no such file")),
+    })
+}
+
+fn substitute(s: &str, arch: &str) -> String {
+    s.replace("${basearch}", arch)
+}
+
+/// rpm-ostree accepts several whitespace-separated names in one list entry.
+fn split_names(v: Vec<String>) -> Vec<String> {
+    v.iter().flat_map(|s| s.split_whitespace().map(str::to_owned)).collect()
+}
+
+fn line_of_key(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start_matches(['"', '\'']);
+            l.starts_with(key) && l[key.len()..].trim_start_matches(['"', '\'']).trim_start().starts_with(':')
+        })
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}
+
+fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, TreefileError> {
+    let canonical = path.canonicalize().map_err(|source| TreefileError::Io { path: path.to_owned(), source })?;
+    if let Some(pos) = chain.iter().position(|p| *p == canonical) {
+        let mut cycle = chain[pos..].to_vec();
+        cycle.push(canonical);
+        return Err(TreefileError::IncludeCycle(cycle));
+    }
+    if chain.len() >= INCLUDE_MAX_DEPTH {
+        return Err(TreefileError::IncludeDepth { path: path.to_owned() });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| TreefileError::Io { path: path.to_owned(), source })?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| TreefileError::Syntax { path: path.to_owned(), msg: e.to_string() })?;
+    let map = match value {
+        serde_yaml::Value::Mapping(m) => m,
+        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+        _ => {
+            return Err(TreefileError::Syntax { path: path.to_owned(), msg: "a treefile must be a mapping".into() })
+        }
+    };
+    for key in map.keys() {
+        let key = key.as_str().unwrap_or_default();
+        let line = line_of_key(&text, key);
+        if NOT_SUPPORTED_YET.contains(&key) {
+            return Err(TreefileError::NotSupported { path: path.to_owned(), line, key: key.into() });
+        }
+        let known = matches!(
+            key,
+            "include" | "ref" | "repos" | "packages" | "exclude-packages" | "recommends" | "add-commit-metadata"
+                | "automatic-version-prefix" | "remove-files" | "documentation"
+        ) || key.strip_prefix("packages-").is_some_and(|a| BASEARCHES.contains(&a));
+        if !known {
+            return Err(TreefileError::UnknownKey { path: path.to_owned(), line, key: key.into() });
+        }
+    }
+    let mut raw: RawTreefile =
+        serde_yaml::from_str(&text).map_err(|e| TreefileError::Syntax { path: path.to_owned(), msg: e.to_string() })?;
+
+    chain.push(canonical);
+    let includes = match raw.include.take() {
+        None => vec![],
+        Some(Includes::One(s)) => vec![s],
+        Some(Includes::Many(v)) => v,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut base = RawTreefile::default();
+    for inc in includes {
+        let included = load_raw(&dir.join(&inc), chain)?;
+        base = included.merge_over(base);
+    }
+    chain.pop();
+    Ok(raw.merge_over(base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indoc::indoc;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const VALID: &str = indoc! {"
+        ref: fedostree/test/${basearch}/t
+        repos: [dev]
+        packages: [kernel, 'busybox fedostree-base']
+        packages-aarch64: [arm-only]
+        packages-x86_64: [x86-only]
+        exclude-packages: [fedostree-motd]
+        recommends: false
+        automatic-version-prefix: '1.<date:%Y>'
+        add-commit-metadata:
+          fedostree.stream: dev
+        remove-files: [usr/share/doc/busybox]
+        documentation: false
+    "};
+
+    #[test]
+    fn parses_valid_treefile_for_each_arch() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "t.yaml", VALID);
+        let t = Treefile::load(&p, "t", "aarch64").unwrap();
+        assert_eq!(t.ref_, "fedostree/test/aarch64/t");
+        assert_eq!(t.packages, ["kernel", "busybox", "fedostree-base", "arm-only"]);
+        assert_eq!(t.exclude_packages, ["fedostree-motd"]);
+        assert!(!t.recommends && !t.documentation);
+        let x = Treefile::load(&p, "t", "x86_64").unwrap();
+        assert_eq!(x.packages.last().unwrap(), "x86-only");
+        assert_eq!(x.add_commit_metadata["fedostree.stream"], "dev");
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\npacakges: [y]\n");
+        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("t.yaml:3: unknown treefile key `pacakges`"), "{e}");
+    }
+
+    #[test]
+    fn rpm_ostree_key_not_supported_yet() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\npostprocess-script: foo.sh\n");
+        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("t.yaml:3: treefile key `postprocess-script` (rpm-ostree) is not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_and_missing_ref() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: 5\n");
+        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("t.yaml") && e.contains("packages"), "{e}");
+        let p = write(d.path(), "n.yaml", "packages: [x]\n");
+        let e = Treefile::load(&p, "n", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("n.yaml: missing mandatory key `ref`"), "{e}");
+    }
+
+    #[test]
+    fn includes_merge_like_rpm_ostree() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base.yaml", "ref: base/ref\nrepos: [a]\npackages: [one]\nrecommends: false\nadd-commit-metadata: {k: base, only-base: 1}\n");
+        write(d.path(), "mid.yaml", "include: base.yaml\npackages: [two]\nexclude-packages: [x]\n");
+        let p = write(d.path(), "top.yaml", "include: [mid.yaml]\nref: top/ref\npackages: [three]\nadd-commit-metadata: {k: top}\n");
+        let t = Treefile::load(&p, "top", "x86_64").unwrap();
+        assert_eq!(t.ref_, "top/ref");
+        assert_eq!(t.packages, ["one", "two", "three"]);
+        assert_eq!(t.repos, ["a"]);
+        assert!(!t.recommends, "scalar inherited from include");
+        assert_eq!(t.add_commit_metadata["k"], "top");
+        assert_eq!(t.add_commit_metadata["only-base"], 1);
+    }
+
+    #[test]
+    fn include_cycle_is_detected() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.yaml", "include: b.yaml\nref: a\npackages: [x]\n");
+        write(d.path(), "b.yaml", "include: a.yaml\n");
+        let e = Treefile::load(&d.path().join("a.yaml"), "a", "x86_64").unwrap_err().to_string();
+        assert!(e.starts_with("include cycle:") && e.contains("a.yaml → ") && e.contains("b.yaml"), "{e}");
+    }
+
+    #[test]
+    fn include_depth_is_limited() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..60 {
+            write(d.path(), &format!("{i}.yaml"), &format!("include: {}.yaml\n", i + 1));
+        }
+        write(d.path(), "60.yaml", "ref: a\npackages: [x]\n");
+        let e = Treefile::load(&d.path().join("0.yaml"), "0", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("nested deeper than 50"), "{e}");
+    }
+
+    #[test]
+    fn missing_include_names_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "a.yaml", "include: nope.yaml\nref: a\npackages: [x]\n");
+        let e = Treefile::load(&p, "a", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("nope.yaml"), "{e}");
+    }
+
+    #[test]
+    fn remove_files_must_stay_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "a.yaml", "ref: a\npackages: [x]\nremove-files: [../etc]\n");
+        assert!(Treefile::load(&p, "a", "x86_64").unwrap_err().to_string().contains("remove-files"));
+    }
+}
