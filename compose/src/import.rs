@@ -69,8 +69,11 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
         .map_err(|e| anyhow!("{}: not a valid RPM: {e}", rpm_path.display()))?;
     pkg.verify_digests().map_err(|e| anyhow!("{}: RPM digest check failed: {e}", rpm_path.display()))?;
     let md = &pkg.metadata;
-    let nevra = md.get_nevra().map_err(|e| anyhow!("{}: {e}", rpm_path.display()))?.nevra().to_string();
-    let name = md.get_name().map_err(|e| anyhow!("{}: {e}", rpm_path.display()))?.to_string();
+    let header = |e: rpm::Error| anyhow!("{}: invalid RPM header: {e}", rpm_path.display());
+    let name = md.get_name().map_err(header)?.to_string();
+    let epoch = md.get_epoch().unwrap_or(0);
+    let epoch = if epoch > 0 { format!("{epoch}:") } else { String::new() };
+    let nevra = format!("{name}-{epoch}{}-{}.{}", md.get_version().map_err(header)?, md.get_release().map_err(header)?, md.get_arch().map_err(header)?);
     let at = |path: &str| format!("{}: {nevra}: {path}", rpm_path.display());
 
     // Hardlink sets are identified by (device, inode) in header order.

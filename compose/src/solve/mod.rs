@@ -128,16 +128,16 @@ impl Solver {
     pub fn solve(&mut self, req: &Request) -> Result<Vec<SolvedPackage>, SolveError> {
         unsafe {
             let pool = self.pool;
+            self.apply_excludes(&req.exclude);
             ffi::pool_addfileprovides(pool);
             ffi::pool_createwhatprovides(pool);
-            self.apply_excludes(&req.exclude);
 
             let mut job: ffi::Queue = std::mem::zeroed();
             ffi::queue_init(&mut job);
             for name in &req.install {
                 let n = cstr(name);
                 let id = ffi::pool_str2id(pool, n.as_ptr(), 0);
-                if id == 0 || !self.has_considered_provider(&n) {
+                if id == 0 || !self.has_provider(&n) {
                     ffi::queue_free(&mut job);
                     return Err(SolveError::NotFound(name.clone()));
                 }
@@ -175,44 +175,28 @@ impl Solver {
         }
     }
 
-    /// dnf's excludes: excluded packages are invisible to the solver, not merely uninstallable.
+    /// dnf's excludes: excluded packages vanish from the pool, so a requirement only they could
+    /// satisfy reads "nothing provides X needed by Y", naming both sides.
     unsafe fn apply_excludes(&mut self, exclude: &[String]) {
-        if exclude.is_empty() {
-            return;
-        }
         let pool = self.pool;
-        let n = (*pool).nsolvables;
-        let map = Box::into_raw(Box::new(std::mem::zeroed::<ffi::Map>()));
-        ffi::map_init(map, n);
-        std::ptr::write_bytes((*map).map, 0xff, (*map).size as usize);
-        for p in 2..n {
+        for p in (2..(*pool).nsolvables).rev() {
             let s = (*pool).solvables.add(p as usize);
             if (*s).repo.is_null() {
                 continue;
             }
             let name = str_of(ffi::pool_id2str(pool, (*s).name));
             if exclude.iter().any(|e| *e == name) {
-                *(*map).map.add((p >> 3) as usize) &= !(1u8 << (p & 7));
+                ffi::repo_free_solvable((*s).repo, p, 0);
             }
         }
-        (*pool).considered = map;
     }
 
-    unsafe fn has_considered_provider(&self, name: &CStr) -> bool {
-        let pool = self.pool;
+    unsafe fn has_provider(&self, name: &CStr) -> bool {
         let mut sel: ffi::Queue = std::mem::zeroed();
-        let mut q: ffi::Queue = std::mem::zeroed();
         ffi::queue_init(&mut sel);
-        ffi::queue_init(&mut q);
-        ffi::selection_make(pool, &mut sel, name.as_ptr(), (ffi::SELECTION_NAME | ffi::SELECTION_PROVIDES) as i32);
-        ffi::selection_solvables(pool, &mut sel, &mut q);
+        ffi::selection_make(self.pool, &mut sel, name.as_ptr(), (ffi::SELECTION_NAME | ffi::SELECTION_PROVIDES) as i32);
+        let found = sel.count > 0;
         ffi::queue_free(&mut sel);
-        let considered = (*pool).considered;
-        let found = (0..q.count as usize).any(|i| {
-            let p = *q.elements.add(i);
-            considered.is_null() || map_tst(&*considered, p)
-        });
-        ffi::queue_free(&mut q);
         found
     }
 
@@ -244,26 +228,9 @@ impl Solver {
     }
 }
 
-fn map_tst(m: &ffi::Map, p: ffi::Id) -> bool {
-    let byte = (p >> 3) as usize;
-    // SAFETY: p < nsolvables, the map's size.
-    #[allow(unsafe_code)]
-    unsafe {
-        (*m.map.add(byte) & (1 << (p & 7))) != 0
-    }
-}
-
 impl Drop for Solver {
     fn drop(&mut self) {
-        unsafe {
-            let considered = (*self.pool).considered;
-            if !considered.is_null() {
-                (*self.pool).considered = std::ptr::null_mut();
-                ffi::map_free(considered);
-                drop(Box::from_raw(considered));
-            }
-            ffi::pool_free(self.pool);
-        }
+        unsafe { ffi::pool_free(self.pool) }
     }
 }
 
