@@ -1,0 +1,269 @@
+#!/bin/sh
+# installed-tests-runner: the in-guest GNOME installed-tests runner of fedostree. Installed as
+# /usr/libexec/fedostree/installed-tests-runner and exec'd by PID 1; runs every
+# /usr/share/installed-tests/**/*.test and reports JSON lines on the virtio-serial port
+# org.fedostree.results (the host harness parses them), then powers the VM off.
+# POSIX sh for Debian's busybox-static (ash applets only). Env overrides exist so the host can test it:
+#   FEDOSTREE_TESTS_ROOT   where *.test files live        (/usr/share/installed-tests)
+#   FEDOSTREE_RESULTS_OUT  results file instead of the virtio port
+#   FEDOSTREE_VIRTIO_PORTS sysfs dir of virtio ports      (/sys/class/virtio-ports)
+#   FEDOSTREE_DEV          where port devices live         (/dev)
+#   FEDOSTREE_CONSOLE      diagnostics sink                (/dev/console)
+#   FEDOSTREE_CMDLINE      kernel command line file        (/proc/cmdline)
+#   FEDOSTREE_SYSROOT      physical root                   (/sysroot)
+#   FEDOSTREE_WORKDIR      scratch for test output         (/run/fedostree-tests)
+#   FEDOSTREE_NO_POWEROFF  1 = exit instead of poweroff -f
+#   FEDOSTREE_PATH         PATH (a dir of busybox applet links, to test with the guest's tools)
+export PATH="${FEDOSTREE_PATH:-/usr/bin:/usr/sbin:/bin:/sbin}"
+PORT_NAME=org.fedostree.results
+TESTS_ROOT=${FEDOSTREE_TESTS_ROOT:-/usr/share/installed-tests}
+CONSOLE=${FEDOSTREE_CONSOLE:-/dev/console}
+CMDLINE=${FEDOSTREE_CMDLINE:-/proc/cmdline}
+SYSROOT=${FEDOSTREE_SYSROOT:-/sysroot}
+WORK=${FEDOSTREE_WORKDIR:-/run/fedostree-tests}
+PORTS_SYSFS=${FEDOSTREE_VIRTIO_PORTS:-/sys/class/virtio-ports}
+DEV=${FEDOSTREE_DEV:-/dev}
+DEFAULT_TIMEOUT=300
+# The host only needs the tail of a test's output; the full log would flood the port.
+OUTPUT_TAIL=8192
+# Kernel args and Exec lines may contain glob characters; nothing here wants pathname expansion.
+set -f
+
+TAB=$(printf '\t')
+CR=$(printf '\r')
+
+# stdin → JSON string body (no quotes): escape \ " tab CR, join lines with \n, drop other controls.
+json_escape() {
+	tr -d '\000-\010\013\014\016-\037' |
+		sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e "s/$TAB/\\\\t/g" -e "s/$CR/\\\\r/g" |
+		awk '{ if (NR > 1) printf "%s", "\\n"; printf "%s", $0 }'
+}
+
+# A tail cut by bytes can start inside a UTF-8 sequence; drop leading continuation bytes (0x80-0xbf)
+# so the JSON line stays valid UTF-8.
+utf8_tail() {
+	tail -c "$2" "$1" >"$1.tail"
+	skip=0
+	for b in $(head -c 3 "$1.tail" | od -An -tu1); do
+		if [ "$b" -lt 128 ] || [ "$b" -ge 192 ]; then break; fi
+		skip=$((skip + 1))
+	done
+	tail -c +$((skip + 1)) "$1.tail"
+	rm -f "$1.tail"
+}
+
+emit() {
+	printf '%s\n' "$1" >&3
+	printf 'fedostree-result: %s\n' "$1" >&4
+}
+
+log() { printf 'fedostree-runner: %s\n' "$*" >&4; }
+
+# /proc/uptime has centiseconds; busybox date has no %N.
+now_ms() {
+	read -r up _ </proc/uptime
+	echo $((${up%.*} * 1000 + (1${up#*.} - 100) * 10))
+}
+
+karg() {
+	# shellcheck disable=SC2013 # kernel args are words, not lines
+	for a in $(cat "$CMDLINE" 2>/dev/null); do
+		case "$a" in "$1="*) echo "${a#*=}"; return 0 ;; esac
+	done
+	return 1
+}
+
+is_uint() { case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
+
+# Value of KEY in the [Test] group of a GLib keyfile (spaces around '=' allowed, comments skipped).
+kf_get() {
+	awk -v k="$2" '
+		/^[ \t]*\[/ { g = ($0 ~ /^[ \t]*\[Test\][ \t\r]*$/); next }
+		!g || /^[ \t]*#/ { next }
+		{
+			i = index($0, "="); if (!i) next
+			key = substr($0, 1, i - 1); gsub(/^[ \t]+|[ \t]+$/, "", key)
+			if (key != k) next
+			v = substr($0, i + 1); sub(/^[ \t]+/, "", v); sub(/[ \t\r]+$/, "", v)
+			print v; exit
+		}' "$1"
+}
+
+# TAP lines of a log → "NUMBER STATUS DESCRIPTION" per subtest, then "plan N" / "bail" markers.
+tap_parse() {
+	awk '
+		/^1\.\.[0-9]+/ { n = $0; sub(/^1\.\./, "", n); sub(/[^0-9].*$/, "", n); print "plan " n; next }
+		/^Bail out!/ { print "bail"; next }
+		/^(not )?ok([ \t]|$)/ {
+			ok = ($1 == "ok"); line = $0; sub(/^(not )?ok[ \t]*/, "", line)
+			count++; num = count
+			if (match(line, /^[0-9]+/)) { num = substr(line, 1, RLENGTH) + 0; line = substr(line, RLENGTH + 1) }
+			dir = ""
+			if (match(line, /[ \t]*#[ \t]*[Ss][Kk][Ii][Pp]/)) dir = "skip"
+			else if (match(line, /[ \t]*#[ \t]*[Tt][Oo][Dd][Oo]/)) dir = "todo"
+			if (dir != "") line = substr(line, 1, RSTART - 1)
+			sub(/^[ \t]*-?[ \t]*/, "", line)
+			if (dir == "todo") st = "todo"
+			else if (!ok) st = "fail"
+			else if (dir == "skip") st = "skip"
+			else st = "pass"
+			print num " " st " " line
+		}' "$1"
+}
+
+passed=0 failed=0 skipped=0 timed_out=0
+
+# run_test FILE: runs one .test alone and emits its events.
+run_test() {
+	file=$1
+	name=${file#"$TESTS_ROOT"/}
+	name=${name%.test}
+	jname=$(printf '%s' "$name" | json_escape)
+	emit "{\"event\":\"test-started\",\"name\":\"$jname\"}"
+	exec_line=$(kf_get "$file" Exec)
+	type=$(kf_get "$file" Type)
+	tenv=$(kf_get "$file" TestEnvironment)
+	tap=$(kf_get "$file" Output)
+	limit=$(kf_get "$file" X-Fedostree-Timeout)
+	is_uint "$limit" && [ "$limit" -gt 0 ] || limit=$global_timeout
+	out=$WORK/output
+	: >"$out"
+	start=$(now_ms)
+	rc=
+	if [ -z "$exec_line" ]; then
+		echo "fedostree-runner: $file has no Exec= in [Test]" >"$out"
+		rc=1
+	else
+		case "${type:-session}" in
+		session | session-exclusive) ;;
+		*)
+			echo "fedostree-runner: $file: unknown Type=$type" >"$out"
+			rc=1
+			;;
+		esac
+	fi
+	if [ -z "$rc" ]; then
+		# A subshell so TestEnvironment reaches this test only; setsid gives the test its own process
+		# group so daemons it leaves behind (or a timed-out pipeline) can be killed as a whole.
+		(
+			IFS=';'
+			for kv in $tenv; do
+				# shellcheck disable=SC2163 # exporting NAME=VALUE is the point
+				case "$kv" in [A-Za-z_]*=*) export "$kv" ;; esac
+			done
+			exec timeout -k 5 "$limit" setsid sh -c "$exec_line"
+		) </dev/null >"$out" 2>&1 &
+		pid=$!
+		wait "$pid" 2>/dev/null
+		rc=$?
+		kill -KILL -"$pid" 2>/dev/null
+	fi
+	dur=$(($(now_ms) - start))
+
+	# busybox 1.35 timeout execs the test in place and signals it: the status is 143 (TERM) or 137 (KILL
+	# after -k), indistinguishable from a test killed by those signals except by the elapsed time.
+	status=fail
+	if { [ "$rc" -eq 143 ] || [ "$rc" -eq 137 ]; } && [ $((dur + 100)) -ge $((limit * 1000)) ]; then
+		status=timeout
+		echo "fedostree-runner: timed out after ${limit}s" >>"$out"
+	elif [ "$rc" -eq 77 ]; then
+		status=skip
+	elif [ "$rc" -eq 0 ]; then
+		status=pass
+	fi
+
+	if [ "$tap" = TAP ]; then
+		plan='' ran=0 bad=0 bail=
+		tap_parse "$out" >"$WORK/tap"
+		while read -r num st desc; do
+			case "$num" in
+			plan) plan=$st; continue ;;
+			bail) bail=1; continue ;;
+			esac
+			ran=$((ran + 1))
+			[ "$st" = fail ] && bad=$((bad + 1))
+			jdesc=$(printf '%s' "$desc" | json_escape)
+			emit "{\"event\":\"subtest\",\"test\":\"$jname\",\"number\":$num,\"description\":\"$jdesc\",\"status\":\"$st\"}"
+		done <"$WORK/tap"
+		if [ "$status" = pass ]; then
+			if [ "$bad" -gt 0 ]; then
+				status=fail
+				echo "fedostree-runner: $bad TAP subtest(s) not ok" >>"$out"
+			elif [ -n "$bail" ]; then
+				status=fail
+				echo "fedostree-runner: TAP Bail out!" >>"$out"
+			elif [ -n "$plan" ] && [ "$plan" -ne "$ran" ]; then
+				status=fail
+				echo "fedostree-runner: TAP plan 1..$plan but $ran subtest(s) ran" >>"$out"
+			fi
+		fi
+	fi
+
+	case $status in
+	pass) passed=$((passed + 1)) ;;
+	skip) skipped=$((skipped + 1)) ;;
+	timeout) timed_out=$((timed_out + 1)) ;;
+	*) failed=$((failed + 1)) ;;
+	esac
+	jout=$(utf8_tail "$out" "$OUTPUT_TAIL" | json_escape)
+	emit "{\"event\":\"test-finished\",\"name\":\"$jname\",\"status\":\"$status\",\"exit_code\":$rc,\"duration_ms\":$dur,\"output\":\"$jout\"}"
+}
+
+# --- main ---
+# A failing `exec N>file` ends a non-interactive shell, so probe the sinks in a subshell first.
+can_write() { (: >>"$1") 2>/dev/null; }
+if can_write "$CONSOLE"; then exec 4>>"$CONSOLE"; else exec 4>&2; fi
+# The port's device appears when the host side of virtio-serial announces it: give it a few seconds.
+find_port() {
+	set +f
+	for p in "$PORTS_SYSFS"/*; do
+		[ -r "$p/name" ] && [ "$(cat "$p/name")" = "$PORT_NAME" ] && echo "$DEV/${p##*/}" && break
+	done
+	set -f
+}
+port=$FEDOSTREE_RESULTS_OUT
+i=0
+while [ -z "$port" ] && [ $i -lt 50 ]; do
+	port=$(find_port)
+	[ -n "$port" ] || usleep 100000
+	i=$((i + 1))
+done
+if [ -n "$port" ] && can_write "$port"; then exec 3>>"$port"; else
+	log "virtio port $PORT_NAME not found; results go to the console only"
+	exec 3>/dev/null
+fi
+mkdir -p "$WORK"
+
+global_timeout=$(karg fedostree.test_timeout)
+is_uint "$global_timeout" && [ "$global_timeout" -gt 0 ] || global_timeout=$DEFAULT_TIMEOUT
+
+deployment='' commit=
+if ostree=$(karg ostree); then
+	d=$(readlink -f "$SYSROOT$ostree")
+	deployment=${d#"$SYSROOT"}
+	commit=${d##*/}
+	commit=${commit%.*}
+fi
+
+find "$TESTS_ROOT" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/all"
+: >"$WORK/session"
+: >"$WORK/exclusive"
+while IFS= read -r t; do
+	if [ "$(kf_get "$t" Type)" = session-exclusive ]; then echo "$t" >>"$WORK/exclusive"; else echo "$t" >>"$WORK/session"; fi
+done <"$WORK/all"
+
+ntests=$(wc -l <"$WORK/all")
+jdep=$(printf '%s' "$deployment" | json_escape)
+emit "{\"event\":\"run-started\",\"tests\":$((ntests)),\"arch\":\"$(uname -m)\",\"kernel\":\"$(uname -r)\",\"deployment\":\"$jdep\",\"commit\":\"$commit\"}"
+# Session tests first, then each session-exclusive one; tests run one at a time, so each is alone.
+# fd 5 keeps the list away from the tests' stdin.
+for list in "$WORK/session" "$WORK/exclusive"; do
+	while IFS= read -r t <&5; do run_test "$t"; done 5<"$list"
+done
+emit "{\"event\":\"run-finished\",\"passed\":$passed,\"failed\":$failed,\"skipped\":$skipped,\"timed_out\":$timed_out}"
+exec 3>&-
+sync
+[ "$FEDOSTREE_NO_POWEROFF" = 1 ] && exit 0
+poweroff -f
+# poweroff -f only returns on failure; PID 1 exiting panics, which -no-reboot turns into VM exit.
+exit 1

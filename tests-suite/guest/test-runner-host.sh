@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# test-runner-host.sh: host-side test of installed-tests-runner.sh. Runs the runner under busybox sh with
+# only busybox applets on PATH (what the guest has) against sample .test files, then checks every emitted
+# line is JSON (jq) and every status, subtest, ordering and escaping rule of the results protocol.
+# Needs jq and iconv; busybox from $BUSYBOX, PATH, or `apt-get download busybox-static`. Exit 0 = all pass.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+runner=$here/installed-tests-runner.sh
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+bb=${BUSYBOX:-$(command -v busybox || true)}
+if [ -z "$bb" ]; then
+	# Debian's busybox-static is the guest's busybox; fetch it unprivileged into the temp dir.
+	(cd "$tmp" && apt-get download -q busybox-static >/dev/null 2>&1 && dpkg-deb -x busybox-static_*.deb bbroot) ||
+		{ echo "test-runner-host: no busybox (set BUSYBOX=/path/to/busybox)" >&2; exit 2; }
+	bb=$tmp/bbroot/bin/busybox
+fi
+mkdir -p "$tmp/bin"
+for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s "$bb" "$tmp/bin/$a"; done
+
+# --- fixtures ---
+T=$tmp/tests
+mkdir -p "$T/sample/sub/dir" "$tmp/sysroot/ostree/deploy/fedostree/deploy/abc123.0" "$tmp/sysroot/ostree/boot.1/fedostree/bcs"
+ln -s ../../../deploy/fedostree/deploy/abc123.0 "$tmp/sysroot/ostree/boot.1/fedostree/bcs/0"
+echo "quiet ostree=/ostree/boot.1/fedostree/bcs/0 fedostree.test_timeout=2 console=ttyS0" >"$tmp/cmdline"
+mktest() { # mktest NAME BODY...: a [Test] keyfile
+	local f=$T/$1.test
+	shift
+	{ echo "# comment"; echo "[Test]"; printf '%s\n' "$@"; echo "[Other]"; echo "Exec=false"; } >"$f"
+}
+mkscript() { # mkscript NAME: stdin → executable script
+	cat >"$tmp/$1"
+	chmod +x "$tmp/$1"
+}
+mkscript escape.sh <<'EOF'
+printf 'quote" back\\slash\ttab\rCR\001ctl é\nline2\n'
+EOF
+mktest sample/pass "Type=session" "Exec = $tmp/escape.sh"
+mktest sample/fail "Exec=sh -c 'echo failing on purpose; exit 3'"
+mktest sample/skip "Exec=sh -c 'echo no hardware; exit 77'"
+mkscript tap.sh <<'EOF'
+echo "1..5"
+echo "ok 1 - first"
+echo "not ok 2 - todo thing # TODO later"
+echo "ok 3 - skipped one # SKIP no network"
+echo 'ok 4 - with "quotes" and \back'
+echo "ok 5"
+EOF
+mktest sample/tap "Exec=$tmp/tap.sh" "Output=TAP"
+mktest sample/tap-notok "Exec=sh -c 'echo 1..2; echo ok 1 - a; echo not ok 2 - b'" "Output=TAP"
+mktest sample/tap-plan "Exec=sh -c 'echo 1..3; echo ok 1; echo ok 2'" "Output=TAP"
+mktest sample/tap-notap "Exec=sh -c 'echo ok 1 - looks like TAP; exit 0'"
+mktest sample/timeout "X-Fedostree-Timeout=1" "Exec=sh -c 'echo before; sleep 37 & sleep 38; echo after'"
+mktest sample/global-timeout "Exec=sleep 30"
+mktest sample/env "TestEnvironment=FOO=bar baz;BAR=2;" \
+	"Exec=sh -c 'test \"\$FOO\" = \"bar baz\" && test \"\$BAR\" = 2 && test \"\$(cat)\" = \"\"'"
+mktest sample/noenv "Exec=sh -c 'test -z \"\$FOO\"'"
+mktest sample/noexec "Type=session"
+mktest sample/badtype "Type=system" "Exec=true"
+mktest sample/a-exclusive "Type=session-exclusive" "Exec=true"
+mktest sample/sub/dir/nested "Exec=true"
+mkscript big.sh <<'EOF'
+i=0; while [ $i -lt 5000 ]; do printf 'é'; i=$((i + 1)); done; printf 'x\n'
+EOF
+mktest sample/big-output "Exec=$tmp/big.sh"
+
+# --- run ---
+# The results port is found the guest's way: a sysfs-like dir whose */name holds the port name.
+mkdir -p "$tmp/sys/vport0p1" "$tmp/sys/vport1p1" "$tmp/dev"
+echo org.qemu.guest_agent.0 >"$tmp/sys/vport0p1/name"
+echo org.fedostree.results >"$tmp/sys/vport1p1/name"
+results=$tmp/dev/vport1p1 console=$tmp/console.log
+: >"$results"
+start=$(date +%s)
+FEDOSTREE_TESTS_ROOT=$T FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+	FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work \
+	FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+elapsed=$(($(date +%s) - start))
+
+# --- checks ---
+fails=0
+check() { # check DESCRIPTION COMMAND...
+	if "${@:2}"; then echo "ok - $1"; else echo "FAIL - $1"; fails=$((fails + 1)); fi
+}
+eq() { [ "$1" = "$2" ] || { echo "    expected [$2], got [$1]" >&2; return 1; }; }
+q() { jq -r "$@" "$results"; }
+# shellcheck disable=SC2016 # $n is jq's
+finished() { q --arg n "sample/$1" 'select(.event == "test-finished" and .name == $n) | '"$2"; }
+all_json() { jq -e . "$results" >/dev/null; }
+orphans() { pgrep -xf 'sleep 3[78]' | wc -l; }
+
+check "every results line is JSON" all_json
+check "console echoes every line with the prefix" \
+	eq "$(sed -n 's/^fedostree-result: //p' "$console")" "$(cat "$results")"
+check "results are valid UTF-8" iconv -f UTF-8 -t UTF-8 "$results" -o /dev/null
+check "run-started first" eq "$(head -n1 "$results" | jq -r .event)" run-started
+check "run-finished last" eq "$(tail -n1 "$results" | jq -r .event)" run-finished
+check "run-started counts tests" eq "$(q 'select(.event == "run-started") | .tests')" 16
+check "deployment resolved" eq "$(q 'select(.event == "run-started") | .deployment')" \
+	/ostree/deploy/fedostree/deploy/abc123.0
+check "commit resolved" eq "$(q 'select(.event == "run-started") | .commit')" abc123
+check "arch reported" eq "$(q 'select(.event == "run-started") | .arch')" "$(uname -m)"
+for t in pass:pass fail:fail skip:skip tap:pass tap-notok:fail tap-plan:fail tap-notap:pass timeout:timeout \
+	global-timeout:timeout env:pass noenv:pass noexec:fail badtype:fail a-exclusive:pass \
+	sub/dir/nested:pass big-output:pass; do
+	check "status of ${t%%:*} is ${t#*:}" eq "$(finished "${t%%:*}" .status)" "${t#*:}"
+done
+check "exit codes" eq "$(finished fail .exit_code) $(finished skip .exit_code) $(finished pass .exit_code)" "3 77 0"
+check "1 s timeout ends in time" test "$(finished timeout .duration_ms)" -lt 4000
+check "global karg timeout is 2 s" test "$(finished global-timeout .duration_ms)" -ge 1900
+check "timeout orphans are killed" eq "$(orphans)" 0
+check "output escaped and round-trips" eq "$(finished pass .output)" "$(printf 'quote" back\\slash\ttab\rCRctl é\nline2')"
+check "test output tail is 8 KiB at most" test "$(finished big-output .output | wc -c)" -le 8193
+check "timeout noted in output" eq "$(finished timeout .output)" "$(printf 'before\nfedostree-runner: timed out after 1s')"
+check "subtests of tap" eq "$(q -c 'select(.event == "subtest" and .test == "sample/tap") | [.number, .status, .description]')" \
+	"$(printf '%s\n' '[1,"pass","first"]' '[2,"todo","todo thing"]' '[3,"skip","skipped one"]' \
+		'[4,"pass","with \"quotes\" and \\back"]' '[5,"pass",""]')"
+check "no subtests without Output=TAP" eq "$(q 'select(.event == "subtest" and .test == "sample/tap-notap") | .number')" ""
+check "session tests sorted, then session-exclusive" eq "$(q 'select(.event == "test-started") | .name' | tr '\n' ' ')" \
+	"sample/badtype sample/big-output sample/env sample/fail sample/global-timeout sample/noenv sample/noexec sample/pass sample/skip sample/sub/dir/nested sample/tap-notap sample/tap-notok sample/tap-plan sample/tap sample/timeout sample/a-exclusive "
+check "every test-started has its test-finished next" eq \
+	"$(q -c 'select(.event | test("^test-")) | .event' | uniq -c | awk '{print $1}' | sort -u)" 1
+check "run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
+	"[8,5,1,2]"
+echo "test-runner-host: ran in ${elapsed}s"
+if [ "$fails" -gt 0 ]; then
+	echo "test-runner-host: $fails check(s) failed; results:" >&2
+	cat "$results" >&2
+	exit 1
+fi
+echo "test-runner-host: all checks passed"

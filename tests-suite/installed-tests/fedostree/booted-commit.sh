@@ -1,0 +1,16 @@
+#!/bin/sh
+# booted-commit: the deployment the kernel booted is the commit the host meant to test
+# (kernel arg fedostree.commit=CSUM), so a stale image can never pass as the new tree.
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
+expected=$(karg fedostree.commit) || { echo "no fedostree.commit= kernel argument: the host must pass it"; exit 1; }
+d=$(deployment_dir) || exit 1
+# Deployments are named CSUM.SERIAL.
+booted=${d##*/}
+booted=${booted%.*}
+echo "ostree=$(karg ostree) -> $d"
+if [ "$booted" != "$expected" ]; then
+	echo "booted commit $booted, expected $expected"
+	exit 1
+fi
+echo "booted commit $booted as expected"
