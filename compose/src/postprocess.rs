@@ -70,10 +70,20 @@ fn move_etc(root: &Path) -> Result<()> {
         return Ok(());
     }
     let usr_etc = root.join("usr/etc");
-    if usr_etc.symlink_metadata().is_ok() {
-        bail!("the tree has both /etc and /usr/etc: packages must not ship /usr/etc");
+    if !usr_etc.exists() {
+        return std::fs::rename(&etc, &usr_etc).context("moving /etc to /usr/etc");
     }
-    std::fs::rename(&etc, &usr_etc).context("moving /etc to /usr/etc")
+    // A package may own the (empty) /usr/etc directory itself; anything more is a conflict.
+    for e in std::fs::read_dir(&etc)? {
+        let e = e?;
+        let dest = usr_etc.join(e.file_name());
+        if dest.symlink_metadata().is_ok() {
+            bail!("both /etc/{0} and /usr/etc/{0} exist: packages must not ship /usr/etc content", e.file_name().to_string_lossy());
+        }
+        std::fs::rename(e.path(), dest)?;
+    }
+    std::fs::remove_dir(&etc)?;
+    Ok(())
 }
 
 /// Packages' `/var` content is only created at deploy time by tmpfiles (as rpm-ostree does):

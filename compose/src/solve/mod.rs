@@ -135,18 +135,19 @@ impl Solver {
             let mut job: ffi::Queue = std::mem::zeroed();
             ffi::queue_init(&mut job);
             for name in &req.install {
-                let n = cstr(name);
-                let id = ffi::pool_str2id(pool, n.as_ptr(), 0);
-                if id == 0 || !self.has_provider(&n) {
+                // dnf's rule: a package of that exact name wins over other packages providing it
+                // (kernel-core provides `kernel`, but `kernel` means the kernel package).
+                let mut sel = self.select(name, ffi::SELECTION_NAME);
+                if sel.is_empty() {
+                    sel = self.select(name, ffi::SELECTION_PROVIDES | ffi::SELECTION_FILELIST);
+                }
+                if sel.is_empty() {
                     ffi::queue_free(&mut job);
                     return Err(SolveError::NotFound(name.clone()));
                 }
-                ffi::queue_insert2(
-                    &mut job,
-                    job.count,
-                    (ffi::SOLVER_INSTALL | ffi::SOLVER_SOLVABLE_PROVIDES) as i32,
-                    id,
-                );
+                for pair in sel.chunks(2) {
+                    ffi::queue_insert2(&mut job, job.count, pair[0] | ffi::SOLVER_INSTALL as i32, pair[1]);
+                }
             }
             let solv = ffi::solver_create(pool);
             if !req.recommends {
@@ -191,13 +192,15 @@ impl Solver {
         }
     }
 
-    unsafe fn has_provider(&self, name: &CStr) -> bool {
+    /// libsolv's selection for `name` with `flags`, as (how, what) job pairs.
+    unsafe fn select(&self, name: &str, flags: u32) -> Vec<ffi::Id> {
+        let n = cstr(name);
         let mut sel: ffi::Queue = std::mem::zeroed();
         ffi::queue_init(&mut sel);
-        ffi::selection_make(self.pool, &mut sel, name.as_ptr(), (ffi::SELECTION_NAME | ffi::SELECTION_PROVIDES) as i32);
-        let found = sel.count > 0;
+        ffi::selection_make(self.pool, &mut sel, n.as_ptr(), flags as i32);
+        let out = (0..sel.count as usize).map(|i| *sel.elements.add(i)).collect();
         ffi::queue_free(&mut sel);
-        found
+        out
     }
 
     unsafe fn describe(&self, p: ffi::Id) -> SolvedPackage {

@@ -1,0 +1,306 @@
+//! Debian inputs of the dev repo: resolving packages with apt-cache, fetching .debs into
+//! `$STATE/cache/debs/<debarch>/` (verified, then reused), extracting them, and mapping their
+//! versions and paths to RPM conventions.
+
+use crate::cmd::CommandRunExt;
+use crate::state::StateDir;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A .deb present in the cache, as apt's metadata describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Deb {
+    pub package: String,
+    pub version: String,
+    pub sha256: String,
+    pub path: PathBuf,
+}
+
+/// A Debian version split the RPM way: `[epoch:]upstream[-revision]`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DebVersion {
+    pub epoch: Option<u32>,
+    pub version: String,
+    pub release: String,
+}
+
+pub(crate) fn split_version(v: &str) -> Result<DebVersion> {
+    let (epoch, rest) = match v.split_once(':') {
+        Some((e, r)) => (
+            Some(
+                e.parse()
+                    .with_context(|| format!("bad epoch in Debian version {v:?}"))?,
+            ),
+            r,
+        ),
+        None => (None, v),
+    };
+    let (version, release) = match rest.rsplit_once('-') {
+        Some((u, r)) => (u, r),
+        // Native packages have no revision; "0" keeps RPM's release non-empty.
+        None => (rest, "0"),
+    };
+    if version.contains('-') {
+        bail!("Debian version {v:?}: upstream part contains '-', which RPM versions cannot hold");
+    }
+    Ok(DebVersion {
+        epoch,
+        version: version.to_string(),
+        release: release.to_string(),
+    })
+}
+
+/// apt names a foreign-architecture package `NAME:ARCH`; the native one works the same way.
+fn qualified(name: &str, debarch: &str) -> String {
+    format!("{name}:{debarch}")
+}
+
+/// The Debian packages one architecture's dev repo is made from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ArchDebs {
+    pub kernel: Deb,
+    pub busybox: Deb,
+}
+
+/// `$STATE/cache/debs/resolved.json`: the last resolution and the apt lists it was made from.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Resolved {
+    lists: String,
+    arches: BTreeMap<String, ArchDebs>,
+}
+
+/// A fingerprint of apt's package lists (names, sizes, mtimes): resolution can only change when
+/// `apt-get update` changed them.
+fn lists_stamp() -> Result<String> {
+    let dir = Path::new("/var/lib/apt/lists");
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let m = e.metadata()?;
+        if m.is_file() && e.file_name() != "lock" {
+            let mtime = m.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            lines.push(format!(
+                "{} {} {}",
+                e.file_name().to_string_lossy(),
+                m.len(),
+                mtime.as_nanos()
+            ));
+        }
+    }
+    lines.sort();
+    Ok(hex::encode(Sha256::digest(lines.join("\n").as_bytes())))
+}
+
+/// The cloud kernel and busybox-static for each of `debarches`, present in the cache. apt-cache
+/// costs over a second per call here (no pkgcache.bin), so it is asked twice for all arches
+/// together, and not at all while apt's lists are unchanged since the last resolution.
+pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<String, ArchDebs>> {
+    std::fs::create_dir_all(state.deb_cache())?;
+    let memo = state.deb_cache().join("resolved.json");
+    let stamp = lists_stamp()?;
+    let old: Resolved = match std::fs::read(&memo) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => Resolved::default(),
+    };
+    if old.lists == stamp {
+        let hit: Option<BTreeMap<_, _>> = debarches
+            .iter()
+            .map(|a| {
+                old.arches
+                    .get(*a)
+                    .filter(|d| d.kernel.path.exists() && d.busybox.path.exists())
+                    .map(|d| (a.to_string(), d.clone()))
+            })
+            .collect();
+        if let Some(hit) = hit {
+            return Ok(hit);
+        }
+    }
+    let kernels = cloud_kernel_packages(debarches)?;
+    let mut queries: Vec<(String, &str)> = Vec::new();
+    for a in debarches {
+        queries.push((kernels[*a].clone(), a));
+        queries.push(("busybox-static".to_string(), a));
+    }
+    let qs: Vec<String> = queries.iter().map(|(n, a)| qualified(n, a)).collect();
+    let show = Command::new("apt-cache")
+        .args(["show", "--no-all-versions"])
+        .args(&qs)
+        .run_get_string()?;
+    let mut out = BTreeMap::new();
+    for a in debarches {
+        let kernel = fetch(state, a, &kernels[*a], &show)?;
+        let busybox = fetch(state, a, "busybox-static", &show)?;
+        out.insert(a.to_string(), ArchDebs { kernel, busybox });
+    }
+    let mut all = if old.lists == stamp {
+        old.arches
+    } else {
+        BTreeMap::new()
+    };
+    all.extend(out.clone());
+    let text = serde_json::to_vec_pretty(&Resolved {
+        lists: stamp,
+        arches: all,
+    })?;
+    std::fs::write(&memo, text).with_context(|| format!("writing {}", memo.display()))?;
+    Ok(out)
+}
+
+/// The versioned cloud kernel package each metapackage points at, e.g.
+/// `linux-image-cloud-amd64` → `linux-image-6.1.0-56-cloud-amd64`.
+fn cloud_kernel_packages(debarches: &[&str]) -> Result<BTreeMap<String, String>> {
+    let metas: Vec<String> = debarches
+        .iter()
+        .map(|a| qualified(&format!("linux-image-cloud-{a}"), a))
+        .collect();
+    let out = Command::new("apt-cache").arg("depends").args(&metas).run_get_string()?;
+    let mut found = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        if !line.starts_with(' ') {
+            let name = line.split(':').next().unwrap_or(line);
+            current = name.strip_prefix("linux-image-cloud-").map(str::to_string);
+        } else if let (Some(a), Some(dep)) = (&current, line.trim().strip_prefix("Depends: ")) {
+            let dep = dep.split(':').next().unwrap_or(dep);
+            if dep.starts_with("linux-image-") && !found.contains_key(a) {
+                found.insert(a.clone(), dep.to_string());
+            }
+        }
+    }
+    for a in debarches {
+        if !found.contains_key(*a) {
+            bail!("`apt-cache depends linux-image-cloud-{a}:{a}` names no linux-image-* package:\n{out}");
+        }
+    }
+    Ok(found)
+}
+
+/// NAME for `debarch` as described in `show` (apt-cache show output), downloaded into the cache
+/// unless already there.
+fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb> {
+    let q = qualified(name, debarch);
+    let record = show
+        .split("\n\n")
+        .find(|r| {
+            let has = |f: &str, v: &str| {
+                r.lines()
+                    .any(|l| l.strip_prefix(f).and_then(|x| x.strip_prefix(": ")) == Some(v))
+            };
+            has("Package", name) && has("Architecture", debarch)
+        })
+        .ok_or_else(|| anyhow!("apt-cache show has no record for {q}"))?;
+    let field = |f: &str| {
+        record
+            .lines()
+            .find_map(|l| l.strip_prefix(f).and_then(|r| r.strip_prefix(": ")))
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("`apt-cache show {q}` has no {f} field"))
+    };
+    let version = field("Version")?;
+    let sha256 = field("SHA256")?;
+    let filename = field("Filename")?;
+    let base = Path::new(&filename).file_name().context("empty Filename")?;
+    let dir = state.deb_cache().join(debarch);
+    let path = dir.join(base);
+    let deb = Deb {
+        package: name.to_string(),
+        version,
+        sha256,
+        path,
+    };
+    if deb.path.exists() {
+        return Ok(deb);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = tempfile::tempdir_in(&dir)?;
+    eprintln!("devrepo: downloading {q}={}", deb.version);
+    Command::new("apt-get")
+        // Our cache is not readable by apt's _apt sandbox user; without this apt warns on every download.
+        .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+        .arg(format!("{q}={}", deb.version))
+        .current_dir(tmp.path())
+        .run()?;
+    let got = std::fs::read_dir(tmp.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| anyhow!("apt-get download {q} produced no .deb"))?;
+    let actual = sha256_file(&got)?;
+    if actual != deb.sha256 {
+        bail!("{}: sha256 {actual} does not match apt's {}", got.display(), deb.sha256);
+    }
+    std::fs::rename(&got, &deb.path).with_context(|| format!("storing {}", deb.path.display()))?;
+    Ok(deb)
+}
+
+pub(crate) fn sha256_file(p: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Unpack a .deb's data into `dest` (created).
+pub(crate) fn extract(deb: &Deb, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    Command::new("dpkg-deb").arg("-x").arg(&deb.path).arg(dest).run()
+}
+
+/// Debian's split-usr path to Fedora's merged one: `/bin/x` → `/usr/bin/x`, `/lib/...` → `/usr/lib/...`.
+pub(crate) fn usr_merge(path: &str) -> String {
+    for top in ["/bin/", "/sbin/", "/lib/", "/lib64/"] {
+        if path.starts_with(top) {
+            return format!("/usr{path}");
+        }
+    }
+    path.to_string()
+}
+
+/// What of a Debian package's /usr/share an RPM keeps: man pages, and the copyright file moved
+/// from /usr/share/doc/<debname>/ to /usr/share/doc/<rpmname>/. Everything else there (changelogs,
+/// bug-reporting hooks, lintian overrides, initramfs-tools hooks) is Debian plumbing.
+pub(crate) fn keep_share(path: &str, deb_name: &str, rpm_name: &str) -> Option<String> {
+    if path == format!("/usr/share/doc/{deb_name}/copyright") {
+        return Some(format!("/usr/share/doc/{rpm_name}/copyright"));
+    }
+    if path.starts_with("/usr/share/man/") {
+        return Some(path.to_string());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_split_the_rpm_way() {
+        let v = split_version("1:1.35.0-4+deb12u1+b1").unwrap();
+        assert_eq!(
+            v,
+            DebVersion {
+                epoch: Some(1),
+                version: "1.35.0".into(),
+                release: "4+deb12u1+b1".into()
+            }
+        );
+        let v = split_version("6.1.192-2").unwrap();
+        assert_eq!(
+            (v.epoch, v.version.as_str(), v.release.as_str()),
+            (None, "6.1.192", "2")
+        );
+        assert_eq!(split_version("2.0").unwrap().release, "0");
+    }
+
+    #[test]
+    fn paths_are_usr_merged() {
+        assert_eq!(usr_merge("/bin/busybox"), "/usr/bin/busybox");
+        assert_eq!(usr_merge("/lib/modules/x"), "/usr/lib/modules/x");
+        assert_eq!(usr_merge("/usr/share/x"), "/usr/share/x");
+        assert_eq!(usr_merge("/library"), "/library");
+    }
+}

@@ -1,0 +1,317 @@
+//! Dev repository builder: real RPMs made from Debian binaries (cloud kernel, busybox-static) and
+//! the project's own sources, published as one rpm-md repo per arch at `$STATE/devrepo/<arch>/`.
+//!
+//! Builds are incremental and reproducible: each package's inputs (Debian .deb checksums or file
+//! contents, metadata, release, and this module's own source) are hashed into
+//! `$STATE/devrepo/<arch>/manifest.json`; an unchanged package is not rebuilt, and the same inputs
+//! always give byte-identical RPMs. `bump` raises a package's release so the next compose sees an
+//! upgrade of exactly that package; counts persist in `$STATE/devrepo/bumps.json`.
+
+mod busybox;
+mod debian;
+mod kernel;
+mod own;
+mod repo;
+mod spec;
+#[cfg(test)]
+mod tests;
+
+use crate::state::{debian_arch, host_arch, StateDir};
+use anyhow::{anyhow, bail, Context, Result};
+use repo::{bumped_release, Bumps, Manifest, ManifestEntry};
+use sha2::{Digest, Sha256};
+use spec::PkgSpec;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub struct DevRepoOptions {
+    /// RPM architecture names: "x86_64", "aarch64".
+    pub arches: Vec<String>,
+    /// Package names whose release to raise by one before building.
+    pub bump: Vec<String>,
+    /// The project checkout (see [`crate::state::source_dir`]).
+    pub source_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuiltPackage {
+    pub name: String,
+    pub nevra: String,
+    pub path: PathBuf,
+    /// False when the package's inputs were unchanged and the existing RPM was kept.
+    pub rebuilt: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Own(&'static own::OwnPackage),
+    Busybox,
+    KernelCore,
+    KernelModules,
+    Kernel,
+}
+
+/// Every package of the dev repo, in build order.
+fn kinds() -> Vec<(&'static str, Kind)> {
+    let mut v: Vec<_> = own::OWN_PACKAGES.iter().map(|p| (p.name, Kind::Own(p))).collect();
+    v.extend([
+        ("busybox", Kind::Busybox),
+        ("kernel-core", Kind::KernelCore),
+        ("kernel-modules", Kind::KernelModules),
+        ("kernel", Kind::Kernel),
+    ]);
+    v
+}
+
+/// The package names `bump` accepts.
+pub fn package_names() -> Vec<&'static str> {
+    kinds().into_iter().map(|(n, _)| n).collect()
+}
+
+/// The three kernel packages require each other at the exact EVR, so they share one bump count.
+fn bump_key(name: &str) -> &str {
+    match name {
+        "kernel-core" | "kernel-modules" => "kernel",
+        n => n,
+    }
+}
+
+/// This module's source: a change to how packages are made rebuilds them all.
+fn recipe_hash() -> String {
+    let sources = [
+        include_str!("mod.rs"),
+        include_str!("spec.rs"),
+        include_str!("debian.rs"),
+        include_str!("kernel.rs"),
+        include_str!("busybox.rs"),
+        include_str!("own.rs"),
+    ];
+    let mut h = Sha256::new();
+    for s in sources {
+        h.update(Sha256::digest(s.as_bytes()));
+    }
+    hex::encode(h.finalize())
+}
+
+fn input_hash(parts: &[&str]) -> String {
+    hex::encode(Sha256::digest(parts.join("\n").as_bytes()))
+}
+
+fn human_size(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    }
+}
+
+pub fn is_built(state: &StateDir, arch: &str) -> bool {
+    state.devrepo(arch).join("repodata/repomd.xml").exists()
+}
+
+#[tracing::instrument(skip_all, fields(arches = ?opts.arches, bump = ?opts.bump))]
+pub fn build(state: &StateDir, opts: &DevRepoOptions) -> Result<Vec<(String, Vec<BuiltPackage>)>> {
+    for a in &opts.arches {
+        if debian_arch(a).is_none() {
+            bail!(
+                "unknown architecture {a:?} (known: {})",
+                crate::state::ARCHES.join(", ")
+            );
+        }
+    }
+    let bumps = apply_bumps(state, &opts.bump)?;
+    let mut debarches: Vec<&str> = opts.arches.iter().filter_map(|a| debian_arch(a)).collect();
+    debarches.push(host_debarch()?);
+    debarches.sort();
+    debarches.dedup();
+    let debs = debian::resolve(state, &debarches)?;
+    opts.arches
+        .iter()
+        .map(|a| Ok((a.clone(), build_arch(state, a, &opts.source_dir, &bumps, &debs)?)))
+        .collect()
+}
+
+/// `busybox --list` runs on the host, so the host's busybox-static is always needed.
+fn host_debarch() -> Result<&'static str> {
+    debian_arch(host_arch()).ok_or_else(|| {
+        anyhow!(
+            "busybox: cannot run `busybox --list` on host architecture {}",
+            host_arch()
+        )
+    })
+}
+
+/// Validate `names`, add one to each one's bump count and persist the counts.
+fn apply_bumps(state: &StateDir, names: &[String]) -> Result<Bumps> {
+    let known = package_names();
+    for b in names {
+        if !known.contains(&b.as_str()) {
+            bail!(
+                "cannot bump unknown package {b:?}; dev repo packages: {}",
+                known.join(", ")
+            );
+        }
+    }
+    let mut bumps = Bumps::load(&state.devrepo_root())?;
+    if !names.is_empty() {
+        for b in names {
+            *bumps.0.entry(bump_key(b).to_string()).or_default() += 1;
+        }
+        bumps.save(&state.devrepo_root())?;
+    }
+    Ok(bumps)
+}
+
+fn build_arch(
+    state: &StateDir,
+    arch: &str,
+    source_dir: &Path,
+    bumps: &Bumps,
+    debs: &BTreeMap<String, debian::ArchDebs>,
+) -> Result<Vec<BuiltPackage>> {
+    let debarch = debian_arch(arch).ok_or_else(|| anyhow!("unknown architecture {arch}"))?;
+    let dir = state.devrepo(arch);
+    let pkgdir = dir.join("Packages");
+    std::fs::create_dir_all(&pkgdir).with_context(|| format!("creating {}", pkgdir.display()))?;
+    std::fs::create_dir_all(state.tmp())?;
+    let tmp = tempfile::tempdir_in(state.tmp())?;
+    let recipe = recipe_hash();
+    let shared = own::shared_dirs();
+    let mut manifest = Manifest::load(&dir)?;
+
+    let host_bb = &debs[host_debarch()?].busybox;
+    let debian::ArchDebs {
+        kernel: kdeb,
+        busybox: bb,
+    } = &debs[debarch];
+    let mut kv = debian::split_version(&kdeb.version)?;
+    kv.release = bumped_release(&kv.release, bumps.count("kernel"));
+    let kmeta = kernel::KernelMeta {
+        arch: arch.to_string(),
+        v: kv,
+    };
+    let mut kstage: Option<kernel::KernelStage> = None;
+
+    let mut out = Vec::new();
+    let mut rewrote_in_place = false;
+    for (name, kind) in kinds() {
+        let t0 = Instant::now();
+        let ctx = || format!("devrepo {arch}: {name}");
+        // A complete spec when it is cheap (own files, metadata only), else a skeleton whose
+        // metadata names the result and the .deb checksums stand in for the content.
+        let (full, skel, input) = match kind {
+            Kind::Own(p) => {
+                let rel = bumped_release(own::OWN_RELEASE, bumps.count(name));
+                let s = own::spec(p, source_dir, &rel).with_context(ctx)?;
+                let h = input_hash(&[&recipe, &s.content_hash()?]);
+                (true, s, h)
+            }
+            Kind::Kernel => {
+                let s = kmeta.meta();
+                let h = input_hash(&[&recipe, &s.content_hash()?]);
+                (true, s, h)
+            }
+            Kind::Busybox => {
+                let s = busybox::skeleton(arch, bb, bumps.count(name))?;
+                let h = input_hash(&[&recipe, &s.nevra(), &bb.sha256, &host_bb.sha256]);
+                (false, s, h)
+            }
+            Kind::KernelCore | Kind::KernelModules => {
+                let s = if matches!(kind, Kind::KernelCore) {
+                    kmeta.core_skeleton()
+                } else {
+                    kmeta.modules_skeleton()
+                };
+                let h = input_hash(&[&recipe, &s.nevra(), &kdeb.sha256]);
+                (false, s, h)
+            }
+        };
+        let file = skel.file_name();
+        let nevra = skel.nevra();
+        let path = pkgdir.join(&file);
+        let old = manifest.packages.get(name).cloned();
+        if old.as_ref().is_some_and(|o| o.input == input && o.file == file) && path.exists() {
+            eprintln!("devrepo {arch}: unchanged {nevra}");
+            out.push(BuiltPackage {
+                name: name.into(),
+                nevra,
+                path,
+                rebuilt: false,
+            });
+            continue;
+        }
+        let s: PkgSpec = if full {
+            skel
+        } else {
+            match kind {
+                Kind::Busybox => busybox::spec(arch, bb, bumps.count(name), host_bb, &shared, tmp.path()),
+                Kind::KernelCore | Kind::KernelModules => {
+                    if kstage.is_none() {
+                        kstage = Some(kernel::stage(kdeb, tmp.path()).with_context(ctx)?);
+                    }
+                    let st = kstage.as_ref().expect("staged above");
+                    if matches!(kind, Kind::KernelCore) {
+                        kmeta.core(st, &shared)
+                    } else {
+                        kmeta.modules(st, &shared)
+                    }
+                }
+                Kind::Own(_) | Kind::Kernel => unreachable!("full specs are built above"),
+            }
+            .with_context(ctx)?
+        };
+        if s.nevra() != nevra {
+            bail!("devrepo {arch}: {name}: built {} but expected {nevra}", s.nevra());
+        }
+        if path.exists() {
+            rewrote_in_place = true;
+        }
+        let size = s.write_rpm(&path).with_context(ctx)?;
+        eprintln!(
+            "devrepo {arch}: built {nevra} ({}) in {:.1}s",
+            human_size(size),
+            t0.elapsed().as_secs_f64()
+        );
+        manifest.packages.insert(
+            name.into(),
+            ManifestEntry {
+                nevra: nevra.clone(),
+                file,
+                input,
+            },
+        );
+        manifest.save(&dir)?;
+        out.push(BuiltPackage {
+            name: name.into(),
+            nevra,
+            path,
+            rebuilt: true,
+        });
+    }
+    drop(kstage);
+
+    let keep: BTreeSet<String> = out
+        .iter()
+        .filter_map(|p| p.path.file_name())
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    manifest.packages.retain(|n, _| out.iter().any(|p| &p.name == n));
+    manifest.save(&dir)?;
+    let removed = repo::remove_stale(&pkgdir, &keep)?;
+    for r in &removed {
+        eprintln!("devrepo {arch}: removed stale {r}");
+    }
+    if removed.is_empty() && !out.iter().any(|p| p.rebuilt) && is_built(state, arch) {
+        return Ok(out);
+    }
+    let t0 = Instant::now();
+    let revision = u64::from(spec::SOURCE_DATE) + u64::from(bumps.total());
+    repo::createrepo(&dir, revision, !rewrote_in_place).with_context(|| format!("devrepo {arch}: createrepo_c"))?;
+    eprintln!(
+        "devrepo {arch}: repodata for {} packages in {:.1}s",
+        out.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(out)
+}

@@ -1,0 +1,279 @@
+//! A package described as data (metadata, dependencies, sorted file entries) and its one
+//! deterministic path to an RPM file: fixed build time, mtimes, owner and build host.
+
+use anyhow::{bail, Context, Result};
+use rpm::{BuildConfig, CompressionWithLevel, Dependency, FileOptions, PackageBuilder};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Build time and mtime of every file: 2024-01-01T00:00:00Z. A constant, not the clock, so that the
+/// same inputs give byte-identical RPMs.
+pub(crate) const SOURCE_DATE: u32 = 1_704_067_200;
+const BUILD_HOST: &str = "fedostree-devrepo";
+
+#[derive(Debug)]
+pub(crate) enum Content {
+    Dir,
+    /// A regular file read from disk at build time.
+    File(PathBuf),
+    Bytes(Vec<u8>),
+    Symlink(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub mode: u16,
+    pub content: Content,
+}
+
+/// One package. Dependencies are strings `name`, `name = EVR` or `name >= EVR` so that they hash
+/// and read like a spec file.
+#[derive(Debug, Default)]
+pub(crate) struct PkgSpec {
+    pub name: String,
+    pub epoch: Option<u32>,
+    pub version: String,
+    pub release: String,
+    pub arch: String,
+    pub summary: String,
+    pub license: String,
+    pub provides: Vec<String>,
+    pub requires: Vec<String>,
+    pub recommends: Vec<String>,
+    /// Keyed by absolute path; the BTreeMap gives the sorted order RPM wants and catches duplicates.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// Paths whose files get the %doc flag (so `--excludedocs` style installs can drop them).
+pub(crate) fn is_doc_path(path: &str) -> bool {
+    path.starts_with("/usr/share/doc/") || path.starts_with("/usr/share/man/")
+}
+
+pub(crate) fn evr(epoch: Option<u32>, version: &str, release: &str) -> String {
+    match epoch {
+        Some(e) => format!("{e}:{version}-{release}"),
+        None => format!("{version}-{release}"),
+    }
+}
+
+impl PkgSpec {
+    pub fn nevra(&self) -> String {
+        format!(
+            "{}-{}.{}",
+            self.name,
+            evr(self.epoch, &self.version, &self.release),
+            self.arch
+        )
+    }
+
+    /// Fedora's file name: no epoch.
+    pub fn file_name(&self) -> String {
+        format!("{}-{}-{}.{}.rpm", self.name, self.version, self.release, self.arch)
+    }
+
+    fn insert(&mut self, path: &str, mode: u16, content: Content) -> Result<()> {
+        if !path.starts_with('/') || path.ends_with('/') || path.contains("//") || path.split('/').any(|c| c == "..") {
+            bail!("{}: invalid path {path:?}", self.name);
+        }
+        if self.entries.insert(path.to_string(), Entry { mode, content }).is_some() {
+            bail!("{}: {path} added twice", self.name);
+        }
+        Ok(())
+    }
+
+    pub fn dir(&mut self, path: &str, mode: u16) -> Result<()> {
+        self.insert(path, mode, Content::Dir)
+    }
+    pub fn file(&mut self, path: &str, src: impl Into<PathBuf>, mode: u16) -> Result<()> {
+        self.insert(path, mode, Content::File(src.into()))
+    }
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        self.insert(path, 0o777, Content::Symlink(target.to_string()))
+    }
+
+    /// Add the regular files (0755 if executable, else 0644, so umask and checkout permissions do
+    /// not leak in) and symlinks of a tree on disk below `dest`. `map` may rename or drop (None)
+    /// each destination path. Directories come from [`Self::own_parents`].
+    pub fn tree(&mut self, src: &Path, dest: &str, map: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        let mut stack = vec![(src.to_path_buf(), dest.trim_end_matches('/').to_string())];
+        while let Some((dir, dpath)) = stack.pop() {
+            let mut names: Vec<_> = std::fs::read_dir(&dir)
+                .with_context(|| format!("{}: reading {}", self.name, dir.display()))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()?;
+            names.sort();
+            for n in names {
+                let s = dir.join(&n);
+                let d = format!(
+                    "{dpath}/{}",
+                    n.to_str().with_context(|| format!("non-UTF-8 name {}", s.display()))?
+                );
+                let meta = s.symlink_metadata()?;
+                if meta.is_dir() {
+                    stack.push((s, d));
+                    continue;
+                }
+                let Some(target) = map(&d) else { continue };
+                if meta.file_type().is_symlink() {
+                    let t = std::fs::read_link(&s)?;
+                    self.symlink(&target, t.to_str().context("non-UTF-8 symlink target")?)?;
+                } else if meta.is_file() {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = if meta.permissions().mode() & 0o111 != 0 {
+                        0o755
+                    } else {
+                        0o644
+                    };
+                    self.file(&target, s, mode)?;
+                } else {
+                    bail!("{}: {} is not a file, directory or symlink", self.name, s.display());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Own every ancestor directory of the entries that is not in `shared` (the directories the
+    /// base package owns), the way a spec file's %dir lines would.
+    pub fn own_parents(&mut self, shared: &BTreeSet<String>) -> Result<()> {
+        let mut parents = BTreeSet::new();
+        for p in self.entries.keys() {
+            let mut cur = Path::new(p.as_str());
+            while let Some(parent) = cur.parent() {
+                let ps = parent.to_str().unwrap_or("/");
+                if ps == "/" || shared.contains(ps) {
+                    break;
+                }
+                parents.insert(ps.to_string());
+                cur = parent;
+            }
+        }
+        for d in parents {
+            if !self.entries.contains_key(&d) {
+                self.dir(&d, 0o755)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hash of everything that goes into the RPM, file contents included.
+    pub fn content_hash(&self) -> Result<String> {
+        let mut h = Sha256::new();
+        let meta = format!(
+            "{}\n{}\n{}\n{}\n{}\n{}\n{:?}\n{:?}\n{:?}\n",
+            self.nevra(),
+            self.summary,
+            self.license,
+            self.arch,
+            self.version,
+            self.release,
+            self.provides,
+            self.requires,
+            self.recommends
+        );
+        h.update(meta.as_bytes());
+        for (path, e) in &self.entries {
+            h.update(format!("{path}\0{:o}\0", e.mode).as_bytes());
+            match &e.content {
+                Content::Dir => h.update(b"d"),
+                Content::Symlink(t) => h.update(format!("l{t}").as_bytes()),
+                Content::Bytes(b) => {
+                    h.update(b"f");
+                    h.update(Sha256::digest(b));
+                }
+                Content::File(src) => {
+                    let data =
+                        std::fs::read(src).with_context(|| format!("{}: reading {}", self.name, src.display()))?;
+                    h.update(b"f");
+                    h.update(Sha256::digest(&data));
+                }
+            }
+            h.update(b"\n");
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// Write the RPM to `out` atomically and return its size. The file's mtime is SOURCE_DATE too:
+    /// createrepo_c records it in primary.xml.
+    pub fn write_rpm(&self, out: &Path) -> Result<u64> {
+        let ts = rpm::Timestamp::from(SOURCE_DATE);
+        let mut b = PackageBuilder::new(&self.name, &self.version, &self.license, &self.arch, &self.summary);
+        b.using_config(
+            BuildConfig::v4()
+                .source_date(SOURCE_DATE)
+                .compression(CompressionWithLevel::Zstd(3)),
+        )
+        .release(self.release.as_str())
+        .description(self.summary.as_str())
+        .vendor("fedostree")
+        .build_host(BUILD_HOST);
+        if let Some(e) = self.epoch {
+            b.epoch(e);
+        }
+        for (path, e) in &self.entries {
+            let ctx = || format!("{}: adding {path}", self.nevra());
+            let doc = is_doc_path(path);
+            let fo = |o: rpm::FileOptionsBuilder| {
+                let o = o.permissions(e.mode).user("root").group("root").modified_at(ts);
+                if doc {
+                    o.doc()
+                } else {
+                    o
+                }
+            };
+            match &e.content {
+                Content::Dir => b.with_dir_entry(fo(FileOptions::dir(path.as_str()))).map(|_| ()),
+                Content::File(src) => b.with_file(src, fo(FileOptions::new(path.as_str()))).map(|_| ()),
+                Content::Bytes(d) => b
+                    .with_file_contents(d.clone(), fo(FileOptions::new(path.as_str())))
+                    .map(|_| ()),
+                Content::Symlink(t) => b
+                    .with_symlink(
+                        FileOptions::symlink(path.as_str(), t.as_str())
+                            .user("root")
+                            .group("root")
+                            .modified_at(ts),
+                    )
+                    .map(|_| ()),
+            }
+            .with_context(ctx)?;
+        }
+        for d in &self.provides {
+            b.provides(parse_dep(d)?);
+        }
+        for d in &self.requires {
+            b.requires(parse_dep(d)?);
+        }
+        for d in &self.recommends {
+            b.recommends(parse_dep(d)?);
+        }
+        let pkg = b.build().with_context(|| format!("building {}", self.nevra()))?;
+        let dir = out.parent().context("output has no parent")?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        pkg.write(&mut w)
+            .with_context(|| format!("writing {}", out.display()))?;
+        w.flush()?;
+        drop(w);
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(SOURCE_DATE.into());
+        tmp.as_file().set_modified(mtime)?;
+        let size = tmp.as_file().metadata()?.len();
+        let perm = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+        tmp.as_file().set_permissions(perm)?;
+        tmp.persist(out).with_context(|| format!("writing {}", out.display()))?;
+        Ok(size)
+    }
+}
+
+/// `name`, `name = EVR`, `name >= EVR`.
+pub(crate) fn parse_dep(s: &str) -> Result<Dependency> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    Ok(match parts.as_slice() {
+        [n] => Dependency::any(*n),
+        [n, "=", v] => Dependency::eq(*n, *v),
+        [n, ">=", v] => Dependency::greater_eq(*n, *v),
+        _ => bail!("unsupported dependency {s:?}"),
+    })
+}
