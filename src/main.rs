@@ -55,6 +55,31 @@ enum Command {
         #[arg(long)]
         write_compose_json: Option<PathBuf>,
     },
+    /// Compose, update the cached image, boot it, run the installed-tests, publish on pass.
+    /// Exit 0: tested and published; 1: tests failed, nothing published; 2: infrastructure error.
+    Test {
+        /// A tree name under trees/ (e.g. dev/minimal) or a path to a treefile.
+        #[arg(long)]
+        tree: String,
+        /// x86_64, aarch64 or all (default: the host's).
+        #[arg(long)]
+        arch: Option<String>,
+        /// kvm or tcg (default: KVM only when a probe VM proves it works).
+        #[arg(long)]
+        accel: Option<String>,
+        /// Image access: qsd (qemu-storage-daemon + loop, needs root) or guestfs (libguestfs).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Emit the guest events as JSON lines on stdout instead of the terminal report.
+        #[arg(long)]
+        json: bool,
+        /// Do not publish even when the tests pass.
+        #[arg(long)]
+        no_publish: bool,
+        /// Whole-VM timeout in seconds.
+        #[arg(long, default_value_t = 600)]
+        vm_timeout: u64,
+    },
     /// Package database queries on commits.
     Db {
         #[command(subcommand)]
@@ -106,6 +131,21 @@ fn run(cli: Cli) -> Result<u8> {
                 std::fs::write(&path, json + "\n")?;
             }
         }
+        Command::Test { tree, arch, accel, backend, json, no_publish, vm_timeout } => {
+            let opts = fedostree_ci::TestOptions {
+                tree,
+                arches: compose_tree::arches(arch.as_deref())?,
+                accel: accel.map(|a| a.parse()).transpose().map_err(fedostree_compose::InputError::new)?,
+                backend: match backend {
+                    Some(b) => b.parse().map_err(fedostree_compose::InputError::wrap)?,
+                    None => fedostree_images::default_backend(),
+                },
+                publish: !no_publish,
+                vm_timeout: std::time::Duration::from_secs(vm_timeout),
+                run_id: fedostree_ci::pipeline::new_run_id(),
+            };
+            return run_tests(&state, &opts, json);
+        }
         Command::Db { command: DbCommand::Diff { json, from, to } } => {
             let repo = fedostree_compose::commit::open_or_create_repo(&state.repo())?;
             let d = dbdiff::diff(&repo, &from, &to)?;
@@ -117,6 +157,30 @@ fn run(cli: Cli) -> Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+fn run_tests(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> Result<u8> {
+    use fedostree_harness::report::{JsonReporter, Reporter, TerminalReporter};
+    let mut reporter: Box<dyn Reporter + Send> =
+        if json { Box::new(JsonReporter::stdout()) } else { Box::new(TerminalReporter::stderr()) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runs = rt.block_on(fedostree_ci::test_tree(state, opts, reporter.as_mut()))?;
+    reporter.finish();
+    for r in &runs {
+        let verdict = if r.published {
+            "published"
+        } else if r.suite.passed() {
+            "passed (not published)"
+        } else {
+            "NOT published"
+        };
+        eprintln!("{} {}: {verdict}; artifacts in {}", r.ref_, &r.commit[..12], r.run_dir.display());
+        if let Some(e) = &r.suite.infra_error {
+            eprintln!("infrastructure error: {e}\n--- console tail ---\n{}", r.suite.console_tail);
+        }
+    }
+    eprintln!("run directory: {}", state.runs().join(&opts.run_id).display());
+    Ok(fedostree_ci::ExitVerdict::of(&runs) as u8)
 }
 
 fn main() -> ExitCode {

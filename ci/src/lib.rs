@@ -1,0 +1,11 @@
+//! fedostree-ci: the pipeline that takes a tree from RPMs to a published, VM-proven commit.
+//!
+//! [`pipeline`] runs compose → offline image update → boot on a throwaway overlay → installed-tests →
+//! gate; [`publish`] moves the public ref only for a passing commit; [`lock`] serializes runs that share
+//! a state directory.
+
+pub mod lock;
+pub mod pipeline;
+pub mod publish;
+
+pub use pipeline::{test_tree, ExitVerdict, TestOptions, TreeArchRun};

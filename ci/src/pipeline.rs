@@ -1,0 +1,182 @@
+//! `fedostree test`: for each architecture, compose the tree, deploy the commit offline into the
+//! cached image, boot a throwaway overlay, run the installed-tests, and publish only on a pass.
+
+use crate::lock::FileLock;
+use anyhow::{Context, Result};
+use fedostree_compose::compose_tree::{self, ComposeOptions};
+use fedostree_compose::state::StateDir;
+use fedostree_harness::qemu::{Accel, Arch, VmConfig};
+use fedostree_harness::report::Reporter;
+use fedostree_harness::results::{suite_from_outcome, SuiteResult};
+use fedostree_images::{Backend, ImageSpec, ImageState};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The stateroot every image deploys into.
+pub const OSNAME: &str = "fedostree";
+
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    pub tree: String,
+    pub arches: Vec<String>,
+    pub accel: Option<Accel>,
+    pub backend: Backend,
+    /// Move the public ref when the tests pass (off for nextest runs).
+    pub publish: bool,
+    /// Whole-VM deadline (the guest applies per-test timeouts itself).
+    pub vm_timeout: Duration,
+    pub run_id: String,
+}
+
+/// Seconds spent in each stage of one tree/arch.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Timings {
+    pub compose_s: f64,
+    pub image_s: f64,
+    pub boot_s: f64,
+    pub qemu_to_results_s: Option<f64>,
+}
+
+/// One tree on one architecture, start to verdict.
+#[derive(Debug, Clone)]
+pub struct TreeArchRun {
+    pub ref_: String,
+    pub commit: String,
+    pub run_dir: PathBuf,
+    pub suite: SuiteResult,
+    pub published: bool,
+    pub image: ImageState,
+    pub timings: Timings,
+}
+
+/// Documented exit codes of `fedostree test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitVerdict {
+    /// Every suite passed (and was published when asked).
+    Passed = 0,
+    /// A test failed; nothing of that tree/arch was published.
+    TestsFailed = 1,
+    /// The machine, QEMU or the guest broke before the tests could say anything.
+    Infra = 2,
+}
+
+impl ExitVerdict {
+    pub fn of(runs: &[TreeArchRun]) -> ExitVerdict {
+        if runs.iter().any(|r| r.suite.infra_error.is_some()) {
+            ExitVerdict::Infra
+        } else if runs.iter().any(|r| !r.suite.passed()) {
+            ExitVerdict::TestsFailed
+        } else {
+            ExitVerdict::Passed
+        }
+    }
+}
+
+/// A fresh run id: sortable time plus pid, unique on this machine.
+pub fn new_run_id() -> String {
+    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id())
+}
+
+/// The directory of one tree/arch in a run.
+pub fn run_dir(state: &StateDir, run_id: &str, tree: &str, arch: &str) -> PathBuf {
+    state.runs().join(run_id).join(tree).join(arch)
+}
+
+/// Run the whole loop for `opts.tree` on every arch in `opts.arches`.
+pub async fn test_tree(state: &StateDir, opts: &TestOptions, reporter: &mut (dyn Reporter + Send)) -> Result<Vec<TreeArchRun>> {
+    let mut runs = Vec::new();
+    for arch in &opts.arches {
+        let run = test_tree_arch(state, opts, arch, reporter).await?;
+        reporter.suite_done(&run.suite);
+        runs.push(run);
+    }
+    let suites: Vec<SuiteResult> = runs.iter().map(|r| r.suite.clone()).collect();
+    fedostree_harness::junit::write_junit(&suites, &state.runs().join(&opts.run_id).join("junit.xml"))?;
+    Ok(runs)
+}
+
+/// Compose and deploy into the cached image (blocking work, serialized per state directory).
+pub fn prepare(state: &StateDir, tree: &str, arch: &str, backend: Backend) -> Result<(compose_tree::ComposeResult, ImageState, Timings)> {
+    let mut timings = Timings::default();
+    let t = Instant::now();
+    let composed = {
+        let _lock = FileLock::acquire(&state.root().join("compose.lock"))?;
+        compose_tree::compose(state, &ComposeOptions { tree: tree.into(), arch: arch.into(), dry_run: false, force: false })?
+    };
+    timings.compose_s = t.elapsed().as_secs_f64();
+    let commit = composed.commit.clone().context("compose produced no commit")?;
+    let harness_arch: Arch = arch.parse().map_err(anyhow::Error::msg)?;
+    let t = Instant::now();
+    let spec = ImageSpec {
+        tree: composed.tree.clone(),
+        arch: arch.into(),
+        repo: state.repo(),
+        commit: commit.clone(),
+        osname: OSNAME.into(),
+        kargs: vec![
+            "root=LABEL=root".into(),
+            "rw".into(),
+            format!("console={}", harness_arch.console_tty()),
+            "quiet".into(),
+            "panic=-1".into(),
+        ],
+    };
+    let image = fedostree_images::update_image(state, &spec, backend)
+        .with_context(|| format!("updating the {} {arch} image", composed.tree))?;
+    timings.image_s = t.elapsed().as_secs_f64();
+    Ok((composed, image, timings))
+}
+
+/// Boot `image` once on a throwaway overlay in `run_dir` and fold the guest's events into a suite.
+pub async fn boot_and_test(
+    tree: &str,
+    arch: &str,
+    image: &ImageState,
+    run_dir: &Path,
+    accel: Option<Accel>,
+    vm_timeout: Duration,
+    reporter: &mut (dyn Reporter + Send),
+) -> Result<(SuiteResult, Option<Duration>)> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    // The overlay's backing file is a hardlink to this exact image version: a concurrent update swaps
+    // the cached image's directory but can never change what this VM boots.
+    let base = run_dir.join("base.qcow2");
+    let _ = std::fs::remove_file(&base);
+    std::fs::hard_link(&image.disk, &base).or_else(|_| std::fs::copy(&image.disk, &base).map(|_| ()))?;
+    let overlay = run_dir.join("overlay.qcow2");
+    let _ = std::fs::remove_file(&overlay);
+    fedostree_images::create_overlay(&base, &overlay)?;
+    let harness_arch: Arch = arch.parse().map_err(anyhow::Error::msg)?;
+    let accel = fedostree_harness::accel::choose_accel(harness_arch, accel).await;
+    let cmdline = format!(
+        "{} fedostree.commit={} fedostree.image_id={}",
+        image.boot.options, image.commit, image.image_id
+    );
+    let cfg = VmConfig::new(harness_arch, accel, image.boot.kernel.clone(), image.boot.initrd.clone(), cmdline, overlay.clone(), run_dir.to_path_buf());
+    let mut on_event = |e: &fedostree_harness::protocol::GuestEvent| reporter.event(tree, arch, e);
+    let outcome = fedostree_harness::run::run_vm(&cfg, vm_timeout, &mut on_event).await;
+    // The overlay and base link are throwaway; the logs stay.
+    let _ = std::fs::remove_file(&overlay);
+    let _ = std::fs::remove_file(&base);
+    let outcome = outcome?;
+    let suite = suite_from_outcome(tree, arch, &image.commit, &outcome);
+    fedostree_harness::junit::write_junit(std::slice::from_ref(&suite), &run_dir.join("junit.xml"))?;
+    Ok((suite, outcome.time_to_results))
+}
+
+async fn test_tree_arch(state: &StateDir, opts: &TestOptions, arch: &str, reporter: &mut (dyn Reporter + Send)) -> Result<TreeArchRun> {
+    let (composed, image, mut timings) = prepare(state, &opts.tree, arch, opts.backend)?;
+    let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
+    let t = Instant::now();
+    let (suite, to_results) = boot_and_test(&composed.tree, arch, &image, &dir, opts.accel, opts.vm_timeout, reporter).await?;
+    timings.boot_s = t.elapsed().as_secs_f64();
+    timings.qemu_to_results_s = to_results.map(|d| d.as_secs_f64());
+    let commit = image.commit.clone();
+    let mut published = false;
+    if opts.publish && suite.passed() {
+        crate::publish::publish(&state.repo(), &state.public(), &composed.ref_, &commit)?;
+        published = true;
+    }
+    std::fs::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
+    Ok(TreeArchRun { ref_: composed.ref_, commit, run_dir: dir, suite, published, image, timings })
+}

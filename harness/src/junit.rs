@@ -1,0 +1,188 @@
+//! JUnit XML with quick-junit (what nextest writes): a testsuite per tree/arch, a testcase per installed test
+//! and per TAP subtest. For CI dashboards only — the gate reads `SuiteResult`, never this XML.
+
+use crate::protocol::SubtestStatus;
+use crate::results::{Status, SuiteResult};
+use anyhow::{Context, Result};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use std::path::Path;
+
+/// The synthetic testcase that carries a suite's infrastructure error, so dashboards show it as a failure.
+pub const INFRA_CASE: &str = "fedostree::vm";
+
+fn non_success(kind: NonSuccessKind, message: &str, ty: &str, description: &str) -> TestCaseStatus {
+    let mut st = TestCaseStatus::non_success(kind);
+    st.set_message(message).set_type(ty);
+    if !description.is_empty() {
+        st.set_description(description);
+    }
+    st
+}
+
+/// The report as a value (for `write_junit` and tests).
+pub fn junit_report(suites: &[SuiteResult]) -> Report {
+    let mut report = Report::new("fedostree");
+    for s in suites {
+        let class = s.id();
+        let mut suite = TestSuite::new(class.clone());
+        suite.add_property(("commit", s.commit.as_str()));
+        for c in &s.cases {
+            let status = match c.status {
+                Status::Pass => TestCaseStatus::success(),
+                Status::Skip => TestCaseStatus::skipped(),
+                Status::Fail => {
+                    let msg = match c.exit_code {
+                        Some(code) => format!("exited with code {code}"),
+                        None => "failed".to_owned(),
+                    };
+                    non_success(NonSuccessKind::Failure, &msg, "test failure", &c.output)
+                }
+                Status::Timeout => {
+                    non_success(NonSuccessKind::Failure, "timed out", "timeout", &c.output)
+                }
+                Status::Error => non_success(
+                    NonSuccessKind::Error,
+                    "never finished",
+                    "harness error",
+                    &c.output,
+                ),
+            };
+            let mut tc = TestCase::new(c.name.as_str(), status);
+            tc.set_classname(class.as_str()).set_time(c.duration);
+            if c.status.is_failure() {
+                tc.set_system_err(s.console_tail.as_str());
+            }
+            suite.add_test_case(tc);
+            for st in &c.subtests {
+                let status = match st.status {
+                    SubtestStatus::Pass => TestCaseStatus::success(),
+                    SubtestStatus::Skip | SubtestStatus::Todo => TestCaseStatus::skipped(),
+                    SubtestStatus::Fail => {
+                        non_success(NonSuccessKind::Failure, "not ok", "tap failure", &c.output)
+                    }
+                };
+                let name = format!("{}::subtest {} {}", c.name, st.number, st.description);
+                let mut tc = TestCase::new(name.trim_end(), status);
+                tc.set_classname(class.as_str());
+                suite.add_test_case(tc);
+            }
+        }
+        if let Some(err) = &s.infra_error {
+            let status = non_success(NonSuccessKind::Error, err, "infrastructure", "");
+            let mut tc = TestCase::new(INFRA_CASE, status);
+            tc.set_classname(class.as_str())
+                .set_system_err(s.console_tail.as_str());
+            suite.add_test_case(tc);
+        }
+        report.add_test_suite(suite);
+    }
+    report
+}
+
+/// Write the JUnit file for `suites` to `path` (parent directories created).
+pub fn write_junit(suites: &[SuiteResult], path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let xml = junit_report(suites)
+        .to_string()
+        .context("serializing JUnit")?;
+    std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::suite_from_outcome;
+    use crate::results::tests::{outcome, SAMPLE};
+
+    fn suites() -> Vec<SuiteResult> {
+        let ok = suite_from_outcome("dev/minimal", "x86_64", "5f1c0a", &outcome(SAMPLE));
+        let failing = SAMPLE
+            .replace(
+                r#""number":1,"description":"first","status":"pass""#,
+                r#""number":1,"description":"first","status":"fail""#,
+            )
+            .replace(
+                r#""status":"pass","exit_code":0,"duration_ms":12"#,
+                r#""status":"fail","exit_code":1,"duration_ms":12"#,
+            );
+        let cut: String = failing.lines().take(6).map(|l| format!("{l}\n")).collect();
+        let bad = suite_from_outcome("dev/minimal", "aarch64", "5f1c0a", &outcome(&cut));
+        vec![ok, bad]
+    }
+
+    /// Parse our own XML back, as nextest does, and count what dashboards will count.
+    #[test]
+    fn junit_parses_back_with_expected_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/junit.xml");
+        write_junit(&suites(), &path).unwrap();
+        let xml = std::fs::read_to_string(&path).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "testsuites");
+        let ts: Vec<_> = root
+            .children()
+            .filter(|n| n.has_tag_name("testsuite"))
+            .collect();
+        assert_eq!(ts.len(), 2);
+        let attr = |n: &roxmltree::Node, a: &str| n.attribute(a).unwrap().to_owned();
+        assert_eq!(attr(&ts[0], "name"), "dev/minimal::x86_64");
+        // 3 tests + 2 subtests; one skipped test and one skipped subtest.
+        assert_eq!(
+            (
+                attr(&ts[0], "tests"),
+                attr(&ts[0], "failures"),
+                attr(&ts[0], "skipped")
+            ),
+            ("5".into(), "0".into(), "2".into())
+        );
+        // aarch64: tap-example failed (+ failed subtest 1, skipped subtest 2), os-release never finished,
+        // plus the infrastructure case.
+        assert_eq!(attr(&ts[1], "tests"), "5");
+        assert_eq!(attr(&ts[1], "failures"), "2");
+        assert_eq!(attr(&ts[1], "errors"), "2");
+        let names: Vec<String> = ts[1]
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .map(|n| attr(&n, "name"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "fedostree/tap-example",
+                "fedostree/tap-example::subtest 1 first",
+                "fedostree/tap-example::subtest 2 second",
+                "fedostree/os-release",
+                INFRA_CASE
+            ]
+        );
+        let failure = ts[1]
+            .descendants()
+            .find(|n| n.has_tag_name("failure"))
+            .unwrap();
+        assert_eq!(attr(&failure, "message"), "exited with code 1");
+        assert!(failure.text().unwrap_or_default().contains("ok 2 second"));
+        let infra = ts[1]
+            .children()
+            .find(|n| n.attribute("name") == Some(INFRA_CASE))
+            .unwrap();
+        assert!(attr(
+            &infra
+                .descendants()
+                .find(|n| n.has_tag_name("error"))
+                .unwrap(),
+            "message"
+        )
+        .contains("never reported an end marker"));
+        assert!(infra.descendants().any(|n| n.has_tag_name("system-err")
+            && n.text().unwrap_or_default().contains("reboot: Power down")));
+    }
+
+    #[test]
+    fn junit_snapshot() {
+        let xml = junit_report(&suites()).to_string().unwrap();
+        insta::assert_snapshot!(xml);
+    }
+}

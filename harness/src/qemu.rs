@@ -1,0 +1,338 @@
+//! The QEMU command line as a pure function of the VM configuration (kola's `platformQemuArgs`).
+//!
+//! Nothing here touches the system: `qemu_command` is snapshot-tested for both arches, and `vm.rs` is the
+//! only place that turns its output into a process.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Guest architecture. Spelled like `uname -m` and the treefiles ("x86_64", "aarch64").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The architecture this harness binary runs on, if it is one we can boot natively.
+    pub fn host() -> Option<Arch> {
+        std::env::consts::ARCH.parse().ok()
+    }
+
+    /// `qemu-system-<arch>`.
+    pub fn qemu_binary(self) -> String {
+        format!("qemu-system-{}", self.as_str())
+    }
+
+    /// The machine type every fedostree VM of this arch uses.
+    pub fn machine(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "q35",
+            Arch::Aarch64 => "virt",
+        }
+    }
+
+    /// The serial device the guest kernel must log to so `console.log` sees it.
+    pub fn console_tty(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "x86_64" => Ok(Arch::X86_64),
+            "aarch64" => Ok(Arch::Aarch64),
+            other => Err(format!(
+                "unsupported architecture {other:?} (expected x86_64 or aarch64)"
+            )),
+        }
+    }
+}
+
+/// Which accelerator QEMU uses. Chosen by `accel::choose_accel`, never assumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Accel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kvm" => Ok(Accel::Kvm),
+            "tcg" => Ok(Accel::Tcg),
+            other => Err(format!(
+                "unknown accelerator {other:?} (expected kvm or tcg)"
+            )),
+        }
+    }
+}
+
+/// Default guest memory: enough for the dev trees and a busybox userland, small enough for 4 VMs on 2 cores.
+pub const DEFAULT_MEMORY_MB: u32 = 512;
+/// Default vCPUs: TCG gains little from more on a 2-core host shared by parallel VMs.
+pub const DEFAULT_SMP: u32 = 1;
+/// The virtio-serial port name the in-guest runner writes its JSON lines to.
+pub const RESULTS_PORT: &str = "org.fedostree.results";
+
+/// Everything that decides a VM's command line. `run_dir` receives console.log, results.jsonl, qmp.sock,
+/// qemu.log and qemu-cmdline.txt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    pub arch: Arch,
+    pub accel: Accel,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Kernel arguments from the deployment's BLS entry; `qemu_command` adds `console=` and `panic=-1`
+    /// when absent.
+    pub cmdline: String,
+    /// A throwaway qcow2 overlay: the VM writes to it with `cache=unsafe`.
+    pub disk: PathBuf,
+    pub memory_mb: u32,
+    pub smp: u32,
+    pub run_dir: PathBuf,
+}
+
+impl VmConfig {
+    /// A config with the default memory and vCPU count.
+    pub fn new(
+        arch: Arch,
+        accel: Accel,
+        kernel: PathBuf,
+        initrd: PathBuf,
+        cmdline: impl Into<String>,
+        disk: PathBuf,
+        run_dir: PathBuf,
+    ) -> Self {
+        VmConfig {
+            arch,
+            accel,
+            kernel,
+            initrd,
+            cmdline: cmdline.into(),
+            disk,
+            memory_mb: DEFAULT_MEMORY_MB,
+            smp: DEFAULT_SMP,
+            run_dir,
+        }
+    }
+
+    pub fn console_log(&self) -> PathBuf {
+        self.run_dir.join("console.log")
+    }
+    pub fn results_log(&self) -> PathBuf {
+        self.run_dir.join("results.jsonl")
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.run_dir.join("qmp.sock")
+    }
+    pub fn qemu_log(&self) -> PathBuf {
+        self.run_dir.join("qemu.log")
+    }
+    pub fn cmdline_file(&self) -> PathBuf {
+        self.run_dir.join("qemu-cmdline.txt")
+    }
+}
+
+/// The kernel command line the guest actually gets: the BLS options plus what the harness relies on.
+/// `console=` routes the kernel log to the logged serial port; `panic=-1` with `-no-reboot` makes a panic
+/// end the VM at once instead of waiting for the whole-VM timeout.
+pub fn kernel_cmdline(cfg: &VmConfig) -> String {
+    let mut args: Vec<String> = cfg.cmdline.split_whitespace().map(str::to_owned).collect();
+    if !args.iter().any(|a| a.starts_with("console=")) {
+        args.push(format!("console={}", cfg.arch.console_tty()));
+    }
+    if !args.iter().any(|a| a.starts_with("panic=")) {
+        args.push("panic=-1".to_owned());
+    }
+    args.join(" ")
+}
+
+/// QEMU binary and arguments for `cfg`. Pure: same config, same command line.
+pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
+    let p = |path: &std::path::Path| path.display().to_string();
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    match cfg.arch {
+        Arch::X86_64 => push(&["-M", "q35"]),
+        Arch::Aarch64 => {
+            // cortex-a57 under TCG: `-cpu max` emulates every optional extension and is 4–5× slower.
+            let cpu = match cfg.accel {
+                Accel::Kvm => "host",
+                Accel::Tcg => "cortex-a57",
+            };
+            push(&["-M", "virt", "-cpu", cpu]);
+        }
+    }
+    push(&["-accel", cfg.accel.as_str()]);
+    push(&[
+        "-m",
+        &cfg.memory_mb.to_string(),
+        "-smp",
+        &cfg.smp.to_string(),
+    ]);
+    // No default devices, no display, and a guest reboot ends QEMU (so a panic ends the run).
+    push(&["-nodefaults", "-display", "none", "-no-reboot"]);
+    push(&[
+        "-kernel",
+        &p(&cfg.kernel),
+        "-initrd",
+        &p(&cfg.initrd),
+        "-append",
+        &kernel_cmdline(cfg),
+    ]);
+    push(&[
+        "-drive",
+        &format!(
+            "if=none,id=d0,file={},format=qcow2,cache=unsafe",
+            p(&cfg.disk)
+        ),
+        "-device",
+        "virtio-blk-pci,drive=d0",
+    ]);
+    push(&[
+        "-chardev",
+        &format!("file,id=console,path={}", p(&cfg.console_log())),
+        "-serial",
+        "chardev:console",
+    ]);
+    push(&[
+        "-device",
+        "virtio-serial-pci",
+        "-chardev",
+        &format!("file,id=results,path={}", p(&cfg.results_log())),
+        "-device",
+        &format!("virtserialport,chardev=results,name={RESULTS_PORT}"),
+    ]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", p(&cfg.qmp_socket())),
+    ]);
+    (cfg.arch.qemu_binary(), a)
+}
+
+/// Quote one word for a POSIX shell so `qemu-cmdline.txt` can be pasted back into a terminal.
+pub fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if safe {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The whole command as one shell line.
+pub fn shell_line(binary: &str, args: &[String]) -> String {
+    std::iter::once(binary)
+        .chain(args.iter().map(String::as_str))
+        .map(shell_quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(arch: Arch, accel: Accel) -> VmConfig {
+        VmConfig::new(
+            arch,
+            accel,
+            "/boot/vmlinuz".into(),
+            "/boot/initramfs.img".into(),
+            "root=LABEL=root rw ostree=/ostree/boot.1/fedostree/abc/0 quiet",
+            "/run/vm/overlay.qcow2".into(),
+            "/run/vm".into(),
+        )
+    }
+
+    #[test]
+    fn x86_64_tcg() {
+        let (bin, args) = qemu_command(&cfg(Arch::X86_64, Accel::Tcg));
+        assert_eq!(bin, "qemu-system-x86_64");
+        insta::assert_snapshot!(shell_line(&bin, &args).replace(" -", "\n  -"));
+    }
+
+    #[test]
+    fn aarch64_tcg() {
+        let (bin, args) = qemu_command(&cfg(Arch::Aarch64, Accel::Tcg));
+        assert_eq!(bin, "qemu-system-aarch64");
+        insta::assert_snapshot!(shell_line(&bin, &args).replace(" -", "\n  -"));
+    }
+
+    #[test]
+    fn aarch64_kvm_uses_host_cpu() {
+        let (_, args) = qemu_command(&cfg(Arch::Aarch64, Accel::Kvm));
+        let i = args.iter().position(|a| a == "-cpu").unwrap();
+        assert_eq!(args[i + 1], "host");
+        assert!(args.windows(2).any(|w| w == ["-accel", "kvm"]));
+    }
+
+    #[test]
+    fn cmdline_keeps_explicit_console_and_panic() {
+        let mut c = cfg(Arch::X86_64, Accel::Tcg);
+        c.cmdline = "console=hvc0 panic=5 rw".into();
+        assert_eq!(kernel_cmdline(&c), "console=hvc0 panic=5 rw");
+        c.cmdline = "rw".into();
+        c.arch = Arch::Aarch64;
+        assert_eq!(kernel_cmdline(&c), "rw console=ttyAMA0 panic=-1");
+    }
+
+    #[test]
+    fn arch_and_accel_round_trip() {
+        for a in [Arch::X86_64, Arch::Aarch64] {
+            assert_eq!(a.as_str().parse::<Arch>().unwrap(), a);
+            assert_eq!(a.to_string(), a.as_str());
+        }
+        for a in [Accel::Kvm, Accel::Tcg] {
+            assert_eq!(a.as_str().parse::<Accel>().unwrap(), a);
+        }
+        assert!("ppc64le".parse::<Arch>().unwrap_err().contains("ppc64le"));
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("a-b,c=d/e.f"), "a-b,c=d/e.f");
+        assert_eq!(shell_quote("two words"), "'two words'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

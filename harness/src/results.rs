@@ -1,0 +1,287 @@
+//! The results model: one `SuiteResult` per (tree, arch) boot, built from the guest's event stream.
+//!
+//! Reporters (`report.rs`) and JUnit (`junit.rs`) consume these and the events; they are re-exported here so
+//! the whole results API reads as one module.
+
+use crate::protocol::{GuestEvent, SubtestStatus, TestStatus};
+use crate::run::VmOutcome;
+use std::time::Duration;
+
+pub use crate::junit::write_junit;
+pub use crate::report::{JsonReporter, Reporter, TerminalReporter};
+
+/// A test's verdict on the host side. `Error` = the test started but the harness never learned its result
+/// (the VM died, hung or timed out under it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Pass,
+    Fail,
+    Skip,
+    Timeout,
+    Error,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Skip => "SKIP",
+            Status::Timeout => "TIMEOUT",
+            Status::Error => "ERROR",
+        }
+    }
+
+    /// Whether this verdict blocks the gate.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Fail | Status::Timeout | Status::Error)
+    }
+}
+
+impl From<TestStatus> for Status {
+    fn from(s: TestStatus) -> Self {
+        match s {
+            TestStatus::Pass => Status::Pass,
+            TestStatus::Fail => Status::Fail,
+            TestStatus::Skip => Status::Skip,
+            TestStatus::Timeout => Status::Timeout,
+        }
+    }
+}
+
+/// One TAP line of an installed test.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Subtest {
+    pub number: u32,
+    pub description: String,
+    pub status: SubtestStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TestCaseResult {
+    /// The installed test's name, e.g. `fedostree/tap-example`.
+    pub name: String,
+    pub status: Status,
+    pub duration: Duration,
+    /// What the test printed (the runner's capture), or the harness's explanation for `Error`.
+    pub output: String,
+    /// `None` when the test never finished or the runner did not report it.
+    pub exit_code: Option<i32>,
+    pub subtests: Vec<Subtest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SuiteResult {
+    pub tree: String,
+    pub arch: String,
+    pub commit: String,
+    pub cases: Vec<TestCaseResult>,
+    /// Why this boot cannot be trusted as a whole: no end marker, console badness, a wrong commit booted.
+    /// Any of these fails the suite even if every case passed.
+    pub infra_error: Option<String>,
+    pub console_tail: String,
+}
+
+impl SuiteResult {
+    /// `tree::arch`, the prefix of every test name in reports.
+    pub fn id(&self) -> String {
+        format!("{}::{}", self.tree, self.arch)
+    }
+
+    pub fn count(&self, status: Status) -> usize {
+        self.cases.iter().filter(|c| c.status == status).count()
+    }
+
+    /// Passed the gate: no infrastructure error and no failing case.
+    pub fn passed(&self) -> bool {
+        self.infra_error.is_none() && !self.cases.iter().any(|c| c.status.is_failure())
+    }
+}
+
+/// Fold one VM's events into a suite. `commit` is the commit the image was deployed with; a guest that
+/// reports booting another one is an infrastructure error (the test would prove nothing about `commit`).
+pub fn suite_from_outcome(
+    tree: &str,
+    arch: &str,
+    commit: &str,
+    outcome: &VmOutcome,
+) -> SuiteResult {
+    let mut cases: Vec<TestCaseResult> = Vec::new();
+    let mut finished: Vec<bool> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    // Find or create the case for `name`, in first-seen order.
+    fn case<'a>(
+        cases: &'a mut Vec<TestCaseResult>,
+        done: &mut Vec<bool>,
+        name: &str,
+    ) -> (usize, &'a mut TestCaseResult) {
+        let i = cases
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or_else(|| {
+                cases.push(TestCaseResult {
+                    name: name.to_owned(),
+                    status: Status::Error,
+                    duration: Duration::ZERO,
+                    output: String::new(),
+                    exit_code: None,
+                    subtests: Vec::new(),
+                });
+                done.push(false);
+                cases.len() - 1
+            });
+        (i, &mut cases[i])
+    }
+    for ev in &outcome.events {
+        match ev {
+            GuestEvent::RunStarted { commit: booted, .. } => {
+                if !booted.is_empty() && !commit.is_empty() && booted != commit {
+                    problems.push(format!("guest booted commit {booted}, expected {commit}"));
+                }
+            }
+            GuestEvent::TestStarted { name } => {
+                case(&mut cases, &mut finished, name);
+            }
+            GuestEvent::Subtest {
+                test,
+                number,
+                description,
+                status,
+            } => {
+                let (_, c) = case(&mut cases, &mut finished, test);
+                c.subtests.push(Subtest {
+                    number: *number,
+                    description: description.clone(),
+                    status: *status,
+                });
+            }
+            GuestEvent::TestFinished {
+                name,
+                status,
+                exit_code,
+                duration_ms,
+                output,
+            } => {
+                let (i, c) = case(&mut cases, &mut finished, name);
+                c.status = (*status).into();
+                c.exit_code = *exit_code;
+                c.duration = Duration::from_millis(*duration_ms);
+                c.output = output.clone();
+                finished[i] = true;
+            }
+            GuestEvent::RunFinished { .. } => {}
+        }
+    }
+    let why = if let Some(b) = &outcome.badness {
+        format!("console shows the guest broke: {b}")
+    } else if outcome.timed_out {
+        format!("the VM timed out after {:.1}s", outcome.wall.as_secs_f64())
+    } else {
+        "the VM ended".to_owned()
+    };
+    for (c, done) in cases.iter_mut().zip(&finished) {
+        if !done {
+            c.status = Status::Error;
+            c.output = format!("test started but never finished: {why}");
+        }
+    }
+    if let Some(b) = &outcome.badness {
+        problems.push(format!("console shows the guest broke: {b}"));
+    }
+    if !outcome.finished {
+        problems.push(if outcome.timed_out {
+            format!(
+                "guest never reported an end marker (VM timed out after {:.1}s)",
+                outcome.wall.as_secs_f64()
+            )
+        } else {
+            "guest never reported an end marker".to_owned()
+        });
+    }
+    SuiteResult {
+        tree: tree.to_owned(),
+        arch: arch.to_owned(),
+        commit: commit.to_owned(),
+        cases,
+        infra_error: (!problems.is_empty()).then(|| problems.join("; ")),
+        console_tail: outcome.console_tail.clone(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::protocol::parse_all;
+
+    pub(crate) const SAMPLE: &str = include_str!("../tests/fixtures/results.jsonl");
+
+    pub(crate) fn outcome(events_text: &str) -> VmOutcome {
+        let (events, _) = parse_all(events_text);
+        VmOutcome {
+            finished: events
+                .iter()
+                .any(|e| matches!(e, GuestEvent::RunFinished { .. })),
+            events,
+            console_tail: "[    1.0] fedostree-runner: done\nreboot: Power down".into(),
+            wall: Duration::from_millis(3200),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn complete_run() {
+        let s = suite_from_outcome("dev/minimal", "x86_64", "5f1c0a", &outcome(SAMPLE));
+        assert_eq!(s.infra_error, None);
+        assert!(s.passed());
+        let names: Vec<_> = s
+            .cases
+            .iter()
+            .map(|c| (c.name.as_str(), c.status))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("fedostree/tap-example", Status::Pass),
+                ("fedostree/os-release", Status::Pass),
+                ("fedostree/needs-network", Status::Skip)
+            ]
+        );
+        assert_eq!(s.cases[0].subtests.len(), 2);
+        assert_eq!(s.cases[0].duration, Duration::from_millis(12));
+        assert_eq!(s.cases[2].exit_code, Some(77));
+    }
+
+    #[test]
+    fn no_end_marker_and_unfinished_test() {
+        let cut: String = SAMPLE.lines().take(6).map(|l| format!("{l}\n")).collect();
+        let mut o = outcome(&cut);
+        o.timed_out = true;
+        let s = suite_from_outcome("dev/minimal", "x86_64", "5f1c0a", &o);
+        assert_eq!(
+            s.infra_error.as_deref(),
+            Some("guest never reported an end marker (VM timed out after 3.2s)")
+        );
+        assert_eq!(s.cases[1].status, Status::Error);
+        assert!(
+            s.cases[1].output.contains("timed out"),
+            "{}",
+            s.cases[1].output
+        );
+        assert_eq!(s.console_tail, o.console_tail);
+        assert!(!s.passed());
+    }
+
+    #[test]
+    fn badness_and_wrong_commit_fail_the_suite() {
+        let mut o = outcome(SAMPLE);
+        o.badness = Some("Oops: 0002".into());
+        let s = suite_from_outcome("dev/minimal", "x86_64", "other", &o);
+        let err = s.infra_error.unwrap();
+        assert!(
+            err.contains("guest booted commit 5f1c0a, expected other"),
+            "{err}"
+        );
+        assert!(err.contains("Oops: 0002"), "{err}");
+    }
+}

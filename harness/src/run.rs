@@ -1,0 +1,278 @@
+//! `run_vm`: boot one VM, stream guest events as they arrive, and end it on the first of: QEMU exits,
+//! the end marker (then a short power-off grace), console badness or a VM that QEMU stopped (kill at once),
+//! or the whole-VM timeout.
+
+use crate::console::{tail, ConsoleScan};
+use crate::protocol::{EventParser, GuestEvent};
+use crate::qemu::{Accel, VmConfig};
+use crate::vm::Vm;
+use anyhow::{Context, Result};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often results.jsonl and console.log are polled.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// After `run-finished`, how long the guest gets to power itself off before the stop ladder.
+pub const POWEROFF_GRACE: Duration = Duration::from_secs(5);
+/// How often the VM's run state is checked over QMP (a STOP event also triggers a check).
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// QEMU run states that mean the guest will never continue on its own.
+const DEAD_STATES: &[&str] = &["internal-error", "guest-panicked", "io-error"];
+/// Lines of console kept in the outcome.
+pub const CONSOLE_TAIL_LINES: usize = 40;
+
+#[derive(Debug, Clone, Default)]
+pub struct VmOutcome {
+    /// Every guest event, in the order the guest wrote them.
+    pub events: Vec<GuestEvent>,
+    /// `run-finished` was seen.
+    pub finished: bool,
+    /// The first console line that shows the guest broke.
+    pub badness: Option<String>,
+    /// The whole-VM timeout ended the run.
+    pub timed_out: bool,
+    pub console_tail: String,
+    /// QEMU spawn → QEMU gone.
+    pub wall: Duration,
+    /// QEMU spawn → `run-finished` read.
+    pub time_to_results: Option<Duration>,
+}
+
+/// Reads what was appended to a file since the last call. A missing file reads as empty (QEMU creates its
+/// chardev files a moment after start).
+struct FileTail {
+    path: PathBuf,
+    pos: u64,
+}
+
+impl FileTail {
+    fn new(path: PathBuf) -> Self {
+        FileTail { path, pos: 0 }
+    }
+
+    /// Local, small, append-only files: a plain read is cheaper than a trip through `spawn_blocking`.
+    fn read_new(&mut self) -> Result<Vec<u8>> {
+        let mut f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", self.path.display())),
+        };
+        f.seek(SeekFrom::Start(self.pos))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        self.pos += buf.len() as u64;
+        Ok(buf)
+    }
+}
+
+/// What the watch loop saw and why it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Exited,
+    Finished,
+    Badness,
+    /// QEMU stopped the VM in this run state.
+    Stopped(&'static str),
+    TimedOut,
+}
+
+struct Watch<'a> {
+    results: FileTail,
+    console: FileTail,
+    parser: EventParser,
+    scan: ConsoleScan,
+    outcome: VmOutcome,
+    started: Instant,
+    on_event: &'a mut (dyn FnMut(&GuestEvent) + Send),
+}
+
+impl Watch<'_> {
+    /// Read both files and stream new events. `last` also takes an unterminated final line.
+    fn poll(&mut self, last: bool) -> Result<()> {
+        let bytes = self.results.read_new()?;
+        let mut events = self.parser.feed(&bytes);
+        if last {
+            events.extend(self.parser.finish());
+        }
+        for ev in events {
+            if matches!(ev, GuestEvent::RunFinished { .. }) && !self.outcome.finished {
+                self.outcome.finished = true;
+                self.outcome.time_to_results = Some(self.started.elapsed());
+            }
+            (self.on_event)(&ev);
+            self.outcome.events.push(ev);
+        }
+        let bytes = self.console.read_new()?;
+        self.scan.feed(&bytes);
+        if last {
+            self.scan.finish();
+        }
+        Ok(())
+    }
+}
+
+/// Boot `cfg`, stream guest events to `on_event`, and return what happened. Whatever path ends the run —
+/// including this future being dropped — QEMU is gone afterwards (`Vm` kills on drop).
+///
+/// A KVM VM that QEMU stops with an internal error before the guest wrote any event is rerun under TCG
+/// (the probe passed but KVM cannot run this kernel; its qemu.log is kept as qemu-kvm.log).
+#[tracing::instrument(skip_all, fields(arch = %cfg.arch, accel = %cfg.accel, run_dir = %cfg.run_dir.display()))]
+pub async fn run_vm(
+    cfg: &VmConfig,
+    timeout: Duration,
+    on_event: &mut (dyn FnMut(&GuestEvent) + Send),
+) -> Result<VmOutcome> {
+    let (outcome, stopped) = run_once(cfg, timeout, on_event).await?;
+    if cfg.accel == Accel::Kvm && stopped == Some("internal-error") && outcome.events.is_empty() {
+        tracing::warn!(arch = %cfg.arch, "KVM internal error before the guest said anything: rerunning under TCG");
+        crate::accel::mark_kvm_broken(cfg.arch).await;
+        let _ = std::fs::rename(cfg.qemu_log(), cfg.run_dir.join("qemu-kvm.log"));
+        let tcg = VmConfig {
+            accel: Accel::Tcg,
+            ..cfg.clone()
+        };
+        return Ok(run_once(&tcg, timeout, on_event).await?.0);
+    }
+    Ok(outcome)
+}
+
+/// One boot; also returns the dead run state QEMU stopped the VM in, if that is how it ended.
+async fn run_once(
+    cfg: &VmConfig,
+    timeout: Duration,
+    on_event: &mut (dyn FnMut(&GuestEvent) + Send),
+) -> Result<(VmOutcome, Option<&'static str>)> {
+    let mut vm = Vm::spawn(cfg).await?;
+    let mut qmp_events = vm.take_qmp_events();
+    let started = vm.started();
+    let deadline = started + timeout;
+    let status = vm
+        .qmp()?
+        .execute("query-status", None)
+        .await
+        .context("QMP query-status")?;
+    tracing::debug!(qmp_ready = ?vm.qmp_ready(), status = %status["status"], "VM running");
+
+    let mut w = Watch {
+        results: FileTail::new(cfg.results_log()),
+        console: FileTail::new(cfg.console_log()),
+        parser: EventParser::new(),
+        scan: ConsoleScan::default(),
+        outcome: VmOutcome::default(),
+        started,
+        on_event,
+    };
+    let mut poweroff_deadline: Option<Instant> = None;
+    let mut next_status = started + STATUS_INTERVAL;
+    let ending = loop {
+        let exited = vm.try_exit().is_some();
+        // Read after checking for exit, so an exited VM's last writes are read before we stop looking.
+        w.poll(exited)?;
+        if w.scan.badness().is_some() {
+            break Ending::Badness;
+        }
+        if exited {
+            break Ending::Exited;
+        }
+        let mut stop_event = false;
+        while let Some(ev) = qmp_events.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            stop_event |= matches!(ev.event.as_str(), "STOP" | "GUEST_PANICKED");
+        }
+        let now = Instant::now();
+        if stop_event || now >= next_status {
+            next_status = now + STATUS_INTERVAL;
+            // A paused-forever VM (e.g. "KVM internal error") would otherwise wait for the whole timeout.
+            if let Ok(st) = vm.qmp()?.execute("query-status", None).await {
+                let state = st["status"].as_str().unwrap_or_default();
+                if let Some(dead) = DEAD_STATES.iter().find(|s| **s == state) {
+                    break Ending::Stopped(dead);
+                }
+            }
+        }
+        if w.outcome.finished {
+            let pd = *poweroff_deadline.get_or_insert(now + POWEROFF_GRACE);
+            if now >= pd {
+                break Ending::Finished;
+            }
+        }
+        if now >= deadline {
+            break Ending::TimedOut;
+        }
+        let next = (now + POLL_INTERVAL)
+            .min(deadline)
+            .min(poweroff_deadline.unwrap_or(deadline));
+        // Wake early when QEMU exits; otherwise poll again after the interval.
+        vm.wait_exit(next).await;
+    };
+    match ending {
+        Ending::Exited => {}
+        Ending::Badness => {
+            // The guest is broken: a graceful power-off would only wait for nothing.
+            tracing::warn!(
+                badness = w.scan.badness().unwrap_or_default(),
+                "console badness: killing VM"
+            );
+            vm.kill().await;
+        }
+        Ending::Stopped(state) => {
+            let why = qemu_log_reason(cfg).unwrap_or_default();
+            tracing::warn!(state, %why, "QEMU stopped the VM: killing it");
+            vm.kill().await;
+            w.outcome
+                .badness
+                .get_or_insert(format!("QEMU stopped the VM ({state}){why}"));
+        }
+        Ending::Finished => {
+            tracing::warn!("guest reported its end marker but did not power off: stopping it");
+            vm.stop_ladder().await?;
+        }
+        Ending::TimedOut => {
+            tracing::warn!(?timeout, "whole-VM timeout: stopping it");
+            w.outcome.timed_out = true;
+            vm.stop_ladder().await?;
+        }
+    }
+    // QEMU is gone: read what it wrote last.
+    w.poll(true)?;
+    let wall = started.elapsed();
+    if w.parser.garbage() > 0 {
+        tracing::warn!(
+            lines = w.parser.garbage(),
+            "results port carried lines that are not protocol events"
+        );
+    }
+    let mut outcome = w.outcome;
+    if let Some(b) = w.scan.badness() {
+        outcome.badness = Some(b.to_owned());
+    }
+    outcome.console_tail = tail(w.scan.text(), CONSOLE_TAIL_LINES);
+    outcome.wall = wall;
+    tracing::info!(?wall, time_to_results = ?outcome.time_to_results, ?ending, "VM done");
+    let stopped = match ending {
+        Ending::Stopped(s) => Some(s),
+        _ => None,
+    };
+    Ok((outcome, stopped))
+}
+
+/// QEMU's own explanation from qemu.log ("KVM internal error. Suberror: 1"), as ": <line>".
+fn qemu_log_reason(cfg: &VmConfig) -> Option<String> {
+    let log = std::fs::read_to_string(cfg.qemu_log()).ok()?;
+    let line = log
+        .lines()
+        .find(|l| l.contains("error") || l.contains("Error"))?;
+    Some(format!(": {}", line.trim()))
+}
+
+/// Where a run's logs are, for messages that point a developer at them.
+pub fn run_logs(run_dir: &Path) -> String {
+    format!(
+        "console: {}, results: {}, qemu: {}",
+        run_dir.join("console.log").display(),
+        run_dir.join("results.jsonl").display(),
+        run_dir.join("qemu.log").display()
+    )
+}

@@ -1,0 +1,148 @@
+//! Process-wide cleanup registry: every OS resource owner registers an idempotent teardown closure while it
+//! holds the resource; on SIGINT/SIGTERM a signal thread kills our child processes, runs the registered
+//! teardowns newest first (umount before loop detach before qemu-storage-daemon), and exits 130/143.
+//!
+//! Owners call [`deregister`] only after their own teardown finished, so a signal arriving mid-teardown
+//! still finds the entry (teardowns are idempotent: killing or unmounting twice is safe). Other crates
+//! (the harness's QEMU, for one) may register here too.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+type Teardown = Box<dyn FnOnce() + Send + 'static>;
+
+struct Registry {
+    next: u64,
+    entries: BTreeMap<u64, (String, Teardown)>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { next: 0, entries: BTreeMap::new() });
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Token for a registered teardown; pass it back to [`deregister`].
+#[derive(Debug)]
+pub struct CleanupHandle(u64);
+
+/// Register an idempotent teardown to run if the process is interrupted by SIGINT/SIGTERM.
+pub fn register(what: impl Into<String>, teardown: impl FnOnce() + Send + 'static) -> CleanupHandle {
+    install_signal_handler();
+    let mut r = registry();
+    let id = r.next;
+    r.next += 1;
+    r.entries.insert(id, (what.into(), Box::new(teardown)));
+    CleanupHandle(id)
+}
+
+/// Forget a teardown (the owner ran it itself). Blocks while a signal-time cleanup runs.
+pub fn deregister(h: CleanupHandle) {
+    registry().entries.remove(&h.0);
+}
+
+/// How many teardowns are registered (tests).
+pub fn pending() -> usize {
+    registry().entries.len()
+}
+
+/// Run every registered teardown, newest first. Holds the registry lock throughout, so owners on other
+/// threads block in [`deregister`] until it is done.
+pub fn run_all() {
+    let mut r = registry();
+    let entries = std::mem::take(&mut r.entries);
+    for (_, (what, f)) in entries.into_iter().rev() {
+        eprintln!("fedostree: cleaning up {what}");
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+            eprintln!("fedostree: cleanup of {what} panicked");
+        }
+    }
+}
+
+/// Install the SIGINT/SIGTERM thread once per process. Called by [`register`]; the CLI may call it early.
+pub fn install_signal_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot install signal handler: {e}");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new().name("fedostree-signals".into()).spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                eprintln!("fedostree: caught {name}, cleaning up");
+                if pending() > 0 {
+                    stop_children(Duration::from_secs(5));
+                }
+                run_all();
+                std::process::exit(128 + sig);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot spawn signal thread: {e}");
+        }
+    });
+}
+
+/// Direct children of this process (e.g. an `ostree admin deploy` in flight holding the mount busy).
+fn children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_string()))
+                .and_then(|rest| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+                == Some(me)
+        })
+        .collect()
+}
+
+/// SIGTERM our children, wait up to `grace`, then SIGKILL the rest.
+fn stop_children(grace: Duration) {
+    let kids = children();
+    for &pid in &kids {
+        let _ = crate::sys::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        for &pid in &kids {
+            crate::sys::try_reap(pid);
+        }
+        if kids.iter().all(|&p| !crate::sys::pid_alive(p)) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &pid in &kids {
+        if crate::sys::pid_alive(pid) {
+            let _ = crate::sys::kill(pid, libc::SIGKILL);
+            crate::sys::try_reap(pid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn deregistered_teardown_does_not_run() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        let h = register("test entry", move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        });
+        deregister(h);
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+    }
+}
