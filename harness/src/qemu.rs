@@ -159,7 +159,16 @@ impl VmConfig {
         self.run_dir.join("results.jsonl")
     }
     pub fn qmp_socket(&self) -> PathBuf {
-        self.run_dir.join("qmp.sock")
+        let in_run_dir = self.run_dir.join("qmp.sock");
+        // sockaddr_un holds 107 bytes: deep run dirs (CI checkouts, nextest run ids) get a socket in
+        // the temp dir instead, named after the run dir so the command line stays a pure function.
+        if in_run_dir.as_os_str().len() <= 100 {
+            return in_run_dir;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.run_dir.hash(&mut h);
+        std::env::temp_dir().join(format!("fedostree-qmp-{:016x}.sock", h.finish()))
     }
     pub fn qemu_log(&self) -> PathBuf {
         self.run_dir.join("qemu.log")

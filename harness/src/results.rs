@@ -12,7 +12,7 @@ pub use crate::report::{JsonReporter, Reporter, TerminalReporter};
 
 /// A test's verdict on the host side. `Error` = the test started but the harness never learned its result
 /// (the VM died, hung or timed out under it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Pass,
@@ -51,14 +51,14 @@ impl From<TestStatus> for Status {
 }
 
 /// One TAP line of an installed test.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subtest {
     pub number: u32,
     pub description: String,
     pub status: SubtestStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TestCaseResult {
     /// The installed test's name, e.g. `fedostree/tap-example`.
     pub name: String,
@@ -71,7 +71,7 @@ pub struct TestCaseResult {
     pub subtests: Vec<Subtest>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SuiteResult {
     pub tree: String,
     pub arch: String,

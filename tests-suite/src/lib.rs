@@ -1,0 +1,129 @@
+//! The dev trees' installed-tests as a list of VM test cases (`<tree>::<arch>::<test>`), and the VM
+//! results behind them. Listing reads treefiles and `tests-suite/installed-tests/` only: it composes
+//! and boots nothing. Running composes, updates the image and boots once per tree/arch and test run;
+//! every case of that tree/arch reads the same results.
+
+use anyhow::{Context, Result};
+use fedostree_ci::lock::FileLock;
+use fedostree_compose::state::{StateDir, ARCHES};
+use fedostree_compose::treefile::Treefile;
+use fedostree_harness::report::Reporter;
+use fedostree_harness::results::SuiteResult;
+use std::path::{Path, PathBuf};
+
+/// Installed-tests packages are named `fedostree-installed-tests[-SUFFIX]` and built from
+/// `tests-suite/installed-tests/fedostree[-SUFFIX]/`.
+const TESTS_PACKAGE: &str = "fedostree-installed-tests";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmTestCase {
+    pub tree: String,
+    pub arch: String,
+    /// `suite/test`, as the in-guest runner names it.
+    pub test: String,
+    /// Tests of `*-broken` suites exist to fail: the case passes when the guest reports a failure.
+    pub expect_fail: bool,
+}
+
+impl VmTestCase {
+    pub fn name(&self) -> String {
+        format!("{}::{}::{}", self.tree, self.arch, self.test)
+    }
+}
+
+/// Every installed test of every dev tree (those under `trees/dev/` that set a `ref`) and arch.
+pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
+    let trees_dir = source_dir.join("trees");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(trees_dir.join("dev"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut cases = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)?;
+        if !text.lines().any(|l| l.starts_with("ref:")) {
+            continue; // an include fragment, not a tree
+        }
+        let name = format!("dev/{}", file.file_stem().unwrap().to_string_lossy());
+        for arch in ARCHES {
+            let tf = Treefile::load(&file, &name, arch)?;
+            for pkg in &tf.packages {
+                let Some(suffix) = pkg.strip_prefix(TESTS_PACKAGE) else { continue };
+                let suite = format!("fedostree{suffix}");
+                let dir = source_dir.join("tests-suite/installed-tests").join(&suite);
+                let mut tests: Vec<String> = std::fs::read_dir(&dir)
+                    .with_context(|| format!("{}: package {pkg} has no {}", file.display(), dir.display()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "test"))
+                    .map(|p| format!("{suite}/{}", p.file_stem().unwrap().to_string_lossy()))
+                    .collect();
+                tests.sort();
+                cases.extend(tests.into_iter().map(|test| VmTestCase {
+                    tree: name.clone(),
+                    arch: arch.to_string(),
+                    test,
+                    expect_fail: suite.ends_with("-broken"),
+                }));
+            }
+        }
+    }
+    Ok(cases)
+}
+
+/// Prints nothing: the test runner reports each case.
+struct Quiet;
+impl Reporter for Quiet {
+    fn event(&mut self, _: &str, _: &str, _: &fedostree_harness::protocol::GuestEvent) {}
+    fn suite_done(&mut self, _: &SuiteResult) {}
+}
+
+/// The results of booting `tree` on `arch` in this test run: the first case to ask composes, updates
+/// the image and boots; the others wait on a lock and read the saved suite. A run is one nextest
+/// invocation (`NEXTEST_RUN_ID`) or one test process.
+pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResult> {
+    let run = std::env::var("NEXTEST_RUN_ID").map(|id| id.chars().take(8).collect()).unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+    let dir = state.runs().join("vm-tests").join(&run).join(tree).join(arch);
+    let _lock = FileLock::acquire(&dir.with_extension("lock"))?;
+    let saved = dir.join("suite.json");
+    if let Ok(text) = std::fs::read_to_string(&saved) {
+        return Ok(serde_json::from_str(&text)?);
+    }
+    let (_, image, _) = fedostree_ci::pipeline::prepare(state, tree, arch, fedostree_images::default_backend())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (suite, _) = rt.block_on(fedostree_ci::pipeline::boot_and_test(
+        tree,
+        arch,
+        &image,
+        &dir,
+        None,
+        std::time::Duration::from_secs(600),
+        &mut Quiet,
+    ))?;
+    std::fs::write(&saved, serde_json::to_string(&suite)?)?;
+    Ok(suite)
+}
+
+/// Judge one case from its tree/arch suite; `Err` carries what a developer needs to see.
+pub fn verdict(case: &VmTestCase, suite: &SuiteResult) -> Result<String, String> {
+    if let Some(e) = &suite.infra_error {
+        return Err(format!("infrastructure error: {e}\n--- console tail ---\n{}", suite.console_tail));
+    }
+    let Some(c) = suite.cases.iter().find(|c| c.name == case.test) else {
+        return Err(format!("the guest never ran {} (ran: {})", case.test,
+            suite.cases.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")));
+    };
+    use fedostree_harness::results::Status;
+    let ok = match (case.expect_fail, c.status) {
+        (false, Status::Pass | Status::Skip) => true,
+        (true, Status::Fail) => true,
+        _ => false,
+    };
+    let summary = format!("{} {} in {:?} (commit {})", case.name(), c.status.label(), c.duration, suite.commit);
+    if ok {
+        Ok(summary)
+    } else {
+        let want = if case.expect_fail { " (expected to fail)" } else { "" };
+        Err(format!("{summary}{want}\n--- output ---\n{}", c.output))
+    }
+}
