@@ -7,7 +7,9 @@ fn main() {
         let found = pkg_config::Config::new()
             .atleast_version("0.7.20")
             .probe(lib)
-            .unwrap_or_else(|e| panic!("system {lib} not found via pkg-config (run ci/setup: libsolv-dev libsolvext-dev): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("system {lib} not found via pkg-config (run ci/setup: libsolv-dev libsolvext-dev): {e}")
+            });
         includes.extend(found.include_paths);
     }
     println!("cargo:rerun-if-changed=src/solve/wrapper.h");

@@ -17,7 +17,11 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "fedostree", version, about = "Compose OSTree trees from RPMs and prove them in VMs")]
+#[command(
+    name = "fedostree",
+    version,
+    about = "Compose OSTree trees from RPMs and prove them in VMs"
+)]
 struct Cli {
     /// State directory (repo, caches, images, runs).
     #[arg(long, global = true, env = "FEDOSTREE_STATE_DIR", default_value = ".fedostree")]
@@ -80,6 +84,18 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         vm_timeout: u64,
     },
+    /// Compose the tree and deploy its commit offline into the cached image, without booting;
+    /// prints the image state and update statistics as JSON.
+    Image {
+        #[arg(long)]
+        tree: String,
+        /// x86_64 or aarch64 (default: the host's).
+        #[arg(long)]
+        arch: Option<String>,
+        /// qsd (qemu-storage-daemon + loop, needs root) or guestfs (libguestfs).
+        #[arg(long)]
+        backend: Option<String>,
+    },
     /// Package database queries on commits.
     Db {
         #[command(subcommand)]
@@ -103,13 +119,28 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Devrepo { arch, bump } => {
             let arches = compose_tree::arches(arch.as_deref())?;
-            let opts = devrepo::DevRepoOptions { arches, bump, source_dir: fedostree_compose::state::source_dir() };
+            let opts = devrepo::DevRepoOptions {
+                arches,
+                bump,
+                source_dir: fedostree_compose::state::source_dir(),
+            };
             devrepo::build(&state, &opts)?;
         }
-        Command::Compose { tree, arch, dry_run, force, write_compose_json } => {
+        Command::Compose {
+            tree,
+            arch,
+            dry_run,
+            force,
+            write_compose_json,
+        } => {
             let mut results = Vec::new();
             for arch in compose_tree::arches(arch.as_deref())? {
-                let opts = compose_tree::ComposeOptions { tree: tree.clone(), arch, dry_run, force };
+                let opts = compose_tree::ComposeOptions {
+                    tree: tree.clone(),
+                    arch,
+                    dry_run,
+                    force,
+                };
                 let r = compose_tree::compose(&state, &opts)?;
                 if dry_run {
                     println!("{} ({}): {} packages", r.ref_, r.arch, r.packages);
@@ -118,7 +149,12 @@ fn run(cli: Cli) -> Result<u8> {
                     }
                 } else {
                     let what = if r.changed { "committed" } else { "unchanged" };
-                    println!("{} {what} {} {}", r.ref_, r.commit.as_deref().unwrap_or("-"), r.version.as_deref().unwrap_or(""));
+                    println!(
+                        "{} {what} {} {}",
+                        r.ref_,
+                        r.commit.as_deref().unwrap_or("-"),
+                        r.version.as_deref().unwrap_or("")
+                    );
                 }
                 results.push(r);
             }
@@ -131,11 +167,22 @@ fn run(cli: Cli) -> Result<u8> {
                 std::fs::write(&path, json + "\n")?;
             }
         }
-        Command::Test { tree, arch, accel, backend, json, no_publish, vm_timeout } => {
+        Command::Test {
+            tree,
+            arch,
+            accel,
+            backend,
+            json,
+            no_publish,
+            vm_timeout,
+        } => {
             let opts = fedostree_ci::TestOptions {
                 tree,
                 arches: compose_tree::arches(arch.as_deref())?,
-                accel: accel.map(|a| a.parse()).transpose().map_err(fedostree_compose::InputError::new)?,
+                accel: accel
+                    .map(|a| a.parse())
+                    .transpose()
+                    .map_err(fedostree_compose::InputError::new)?,
                 backend: match backend {
                     Some(b) => b.parse().map_err(fedostree_compose::InputError::wrap)?,
                     None => fedostree_images::default_backend(),
@@ -146,7 +193,29 @@ fn run(cli: Cli) -> Result<u8> {
             };
             return run_tests(&state, &opts, json);
         }
-        Command::Db { command: DbCommand::Diff { json, from, to } } => {
+        Command::Image { tree, arch, backend } => {
+            let backend = match backend {
+                Some(b) => b.parse().map_err(fedostree_compose::InputError::wrap)?,
+                None => fedostree_images::default_backend(),
+            };
+            for arch in compose_tree::arches(arch.as_deref())? {
+                let (_, image, _) = fedostree_ci::pipeline::prepare(&state, &tree, &arch, backend)?;
+                let report = serde_json::json!({
+                    "arch": arch,
+                    "disk": image.disk,
+                    "commit": image.commit,
+                    "created": image.created,
+                    "updated": image.updated,
+                    "backend": image.backend.to_string(),
+                    "boot-checksum": image.boot.boot_checksum,
+                    "stats": image.stats,
+                });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+        }
+        Command::Db {
+            command: DbCommand::Diff { json, from, to },
+        } => {
             let repo = fedostree_compose::commit::open_or_create_repo(&state.repo())?;
             let d = dbdiff::diff(&repo, &from, &to)?;
             if json {
@@ -161,8 +230,11 @@ fn run(cli: Cli) -> Result<u8> {
 
 fn run_tests(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> Result<u8> {
     use fedostree_harness::report::{JsonReporter, Reporter, TerminalReporter};
-    let mut reporter: Box<dyn Reporter + Send> =
-        if json { Box::new(JsonReporter::stdout()) } else { Box::new(TerminalReporter::stderr()) };
+    let mut reporter: Box<dyn Reporter + Send> = if json {
+        Box::new(JsonReporter::stdout())
+    } else {
+        Box::new(TerminalReporter::stderr())
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let runs = rt.block_on(fedostree_ci::test_tree(state, opts, reporter.as_mut()))?;
     reporter.finish();
@@ -174,9 +246,17 @@ fn run_tests(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> 
         } else {
             "NOT published"
         };
-        eprintln!("{} {}: {verdict}; artifacts in {}", r.ref_, &r.commit[..12], r.run_dir.display());
+        eprintln!(
+            "{} {}: {verdict}; artifacts in {}",
+            r.ref_,
+            &r.commit[..12],
+            r.run_dir.display()
+        );
         if let Some(e) = &r.suite.infra_error {
-            eprintln!("infrastructure error: {e}\n--- console tail ---\n{}", r.suite.console_tail);
+            eprintln!(
+                "infrastructure error: {e}\n--- console tail ---\n{}",
+                r.suite.console_tail
+            );
         }
     }
     eprintln!("run directory: {}", state.runs().join(&opts.run_id).display());
@@ -193,7 +273,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = if fedostree_compose::is_input_error(&e) { exit::INPUT } else { exit::INFRA };
+            let code = if fedostree_compose::is_input_error(&e) {
+                exit::INPUT
+            } else {
+                exit::INFRA
+            };
             ExitCode::from(code)
         }
     }

@@ -4,16 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn fedostree(state: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fedostree"))
-        .env("FEDOSTREE_STATE_DIR", state)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!("$ fedostree {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
+mod common;
+use common::{fedostree, state_dir};
 
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -21,8 +13,16 @@ fn ok(out: &Output) -> String {
 }
 
 fn ostree(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("ostree").arg(format!("--repo={}", repo.display())).args(args).output().unwrap();
-    assert!(out.status.success(), "ostree {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ostree {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -30,32 +30,33 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// A state dir shared by the tests in this file: the dev repository is built once.
-fn state_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    // The Debian downloads are the slow part and do not change: share them across runs.
-    let debs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache");
-    std::fs::create_dir_all(&debs).unwrap();
-    std::fs::create_dir_all(d.join("cache")).unwrap();
-    std::os::unix::fs::symlink(&debs, d.join("cache/debs")).unwrap();
-    d
-}
-
 #[test]
 fn compose_both_arches_noop_bump_and_diff() {
     let state = state_dir("compose-e2e");
     let repo = state.join("repo");
     let cj = state.join("compose.json");
-    ok(&fedostree(&state, &["compose", "--tree", "dev/minimal", "--arch", "all", "--write-compose-json", cj.to_str().unwrap()]));
+    ok(&fedostree(
+        &state,
+        &[
+            "compose",
+            "--tree",
+            "dev/minimal",
+            "--arch",
+            "all",
+            "--write-compose-json",
+            cj.to_str().unwrap(),
+        ],
+    ));
     let results = json(&cj);
     for (r, arch) in results.as_array().unwrap().iter().zip(["x86_64", "aarch64"]) {
         assert_eq!(r["arch"], arch);
         assert_eq!(r["changed"], true);
         assert_eq!(r["ref"], format!("fedostree/dev/{arch}/minimal"));
         let commit = r["ostree-commit"].as_str().unwrap();
-        assert_eq!(ostree(&repo, &["rev-parse", &format!("fedostree/dev/{arch}/minimal")]).trim(), commit);
+        assert_eq!(
+            ostree(&repo, &["rev-parse", &format!("fedostree/dev/{arch}/minimal")]).trim(),
+            commit
+        );
         // metadata
         let md = |k: &str| ostree(&repo, &["show", commit, &format!("--print-metadata-key={k}")]);
         assert!(md("version").starts_with("'1."), "{}", md("version"));
@@ -66,16 +67,39 @@ fn compose_both_arches_noop_bump_and_diff() {
         // OSTree layout
         let ls = |p: &str| ostree(&repo, &["ls", "-R", commit, p]);
         assert!(ls("/usr/etc").contains("/usr/etc/os-release"));
-        assert!(ostree(&repo, &["ls", commit, "/"]).lines().all(|l| !l.ends_with(" /etc")), "no /etc in commit");
-        assert_eq!(ostree(&repo, &["ls", commit, "/var"]).lines().count(), 1, "/var is empty");
+        assert!(
+            ostree(&repo, &["ls", commit, "/"])
+                .lines()
+                .all(|l| !l.ends_with(" /etc")),
+            "no /etc in commit"
+        );
+        assert_eq!(
+            ostree(&repo, &["ls", commit, "/var"]).lines().count(),
+            1,
+            "/var is empty"
+        );
         let modules = ls("/usr/lib/modules");
-        assert!(modules.contains("/vmlinuz") && modules.contains("/initramfs.img"), "{modules}");
+        assert!(
+            modules.contains("/vmlinuz") && modules.contains("/initramfs.img"),
+            "{modules}"
+        );
         assert!(ostree(&repo, &["ls", commit, "/ostree"]).contains("-> sysroot/ostree"));
         assert!(ostree(&repo, &["cat", commit, "/usr/lib/fedostree/pkglist"]).contains("busybox-"));
     }
 
     // Unchanged inputs: no new commit.
-    let out = fedostree(&state, &["compose", "--tree", "dev/minimal", "--arch", "x86_64", "--write-compose-json", cj.to_str().unwrap()]);
+    let out = fedostree(
+        &state,
+        &[
+            "compose",
+            "--tree",
+            "dev/minimal",
+            "--arch",
+            "x86_64",
+            "--write-compose-json",
+            cj.to_str().unwrap(),
+        ],
+    );
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no changes since"));
     let r = json(&cj);
@@ -83,14 +107,31 @@ fn compose_both_arches_noop_bump_and_diff() {
     assert_eq!(r["ostree-commit"], results[0]["ostree-commit"]);
 
     // One package bumped in the dev repo: a new commit whose diff is exactly that upgrade.
-    ok(&fedostree(&state, &["devrepo", "--arch", "x86_64", "--bump", "fedostree-base"]));
-    ok(&fedostree(&state, &["compose", "--tree", "dev/minimal", "--arch", "x86_64", "--write-compose-json", cj.to_str().unwrap()]));
+    ok(&fedostree(
+        &state,
+        &["devrepo", "--arch", "x86_64", "--bump", "fedostree-base"],
+    ));
+    ok(&fedostree(
+        &state,
+        &[
+            "compose",
+            "--tree",
+            "dev/minimal",
+            "--arch",
+            "x86_64",
+            "--write-compose-json",
+            cj.to_str().unwrap(),
+        ],
+    ));
     let r = json(&cj);
     assert_eq!(r["changed"], true);
     assert_eq!(r["parent"], results[0]["ostree-commit"]);
     let reff = "fedostree/dev/x86_64/minimal";
-    let diff: serde_json::Value =
-        serde_json::from_str(&ok(&fedostree(&state, &["db", "diff", "--json", &format!("{reff}^"), reff]))).unwrap();
+    let diff: serde_json::Value = serde_json::from_str(&ok(&fedostree(
+        &state,
+        &["db", "diff", "--json", &format!("{reff}^"), reff],
+    )))
+    .unwrap();
     assert_eq!(diff["upgraded"].as_array().unwrap().len(), 1, "{diff}");
     assert_eq!(diff["upgraded"][0]["name"], "fedostree-base");
     assert_eq!(diff["upgraded"][0]["from"], "1.0-1");
@@ -101,7 +142,10 @@ fn compose_both_arches_noop_bump_and_diff() {
 
     // Dry run resolves and commits nothing.
     let before = ostree(&repo, &["rev-parse", reff]);
-    let dry = ok(&fedostree(&state, &["compose", "--tree", "dev/broken", "--arch", "x86_64", "--dry-run"]));
+    let dry = ok(&fedostree(
+        &state,
+        &["compose", "--tree", "dev/broken", "--arch", "x86_64", "--dry-run"],
+    ));
     assert!(dry.contains("fedostree-installed-tests-broken-"), "{dry}");
     assert_eq!(ostree(&repo, &["rev-parse", reff]), before);
     assert!(!ostree(&repo, &["refs"]).contains("broken"));
@@ -120,7 +164,11 @@ fn bad_inputs(good_state: &Path) {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("r.repo"), format!("[r]\nbaseurl={baseurl}\n")).unwrap();
         let p = dir.join("tree.yaml");
-        let packages = if extra.contains("packages") { "" } else { "packages: [kernel, busybox, fedostree-base]\n" };
+        let packages = if extra.contains("packages") {
+            ""
+        } else {
+            "packages: [kernel, busybox, fedostree-base]\n"
+        };
         std::fs::write(&p, format!("ref: test/{name}\nrepos: [r]\n{packages}{extra}")).unwrap();
         p
     };
@@ -137,7 +185,11 @@ fn bad_inputs(good_state: &Path) {
     };
 
     // Unsatisfiable: the only /bin/sh provider is excluded.
-    let t = tree("unsat", &format!("file://{}", devrepo.display()), "packages: [kernel, fedostree-base]\nexclude-packages: [busybox]\n");
+    let t = tree(
+        "unsat",
+        &format!("file://{}", devrepo.display()),
+        "packages: [kernel, fedostree-base]\nexclude-packages: [busybox]\n",
+    );
     let s = fresh_state("unsat");
     let out = fedostree(&s, &["compose", "--tree", t.to_str().unwrap(), "--arch", "x86_64"]);
     assert_eq!(out.status.code(), Some(1));
@@ -147,7 +199,13 @@ fn bad_inputs(good_state: &Path) {
 
     // Checksum mismatch: the RPM changed after repodata was written.
     let copy = work.join("repo-copy");
-    assert!(Command::new("cp").args(["-a"]).arg(&devrepo).arg(&copy).status().unwrap().success());
+    assert!(Command::new("cp")
+        .args(["-a"])
+        .arg(&devrepo)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
     let base_rpm = std::fs::read_dir(copy.join("Packages"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -162,22 +220,35 @@ fn bad_inputs(good_state: &Path) {
     let out = fedostree(&s, &["compose", "--tree", t.to_str().unwrap(), "--arch", "x86_64"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("checksum mismatch") && err.contains("fedostree-base-"), "{err}");
+    assert!(
+        err.contains("checksum mismatch") && err.contains("fedostree-base-"),
+        "{err}"
+    );
     assert!(refs(&s).is_empty());
 
     // http:// repositories, served by a local server.
     let fixed = work.join("repo-http");
-    assert!(Command::new("cp").args(["-a"]).arg(&devrepo).arg(&fixed).status().unwrap().success());
-    let mut server = Command::new("python3")
-        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
-        .current_dir(&fixed)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    assert!(Command::new("cp")
+        .args(["-a"])
+        .arg(&devrepo)
+        .arg(&fixed)
+        .status()
+        .unwrap()
+        .success());
+    let mut server = KillOnDrop(
+        Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+            .current_dir(&fixed)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let port = {
         use std::io::BufRead;
         let mut line = String::new();
-        std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        std::io::BufReader::new(server.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
         line.split_whitespace().nth(5).unwrap().to_string()
     };
@@ -195,13 +266,37 @@ fn bad_inputs(good_state: &Path) {
         .find(|p| std::fs::metadata(p).unwrap().len() > 1_000_000)
         .unwrap();
     let len = std::fs::metadata(&cached).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&cached).unwrap().set_len(len / 2).unwrap();
-    let out = fedostree(&s, &["compose", "--force", "--tree", t.to_str().unwrap(), "--arch", "x86_64"]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cached)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = fedostree(
+        &s,
+        &["compose", "--force", "--tree", t.to_str().unwrap(), "--arch", "x86_64"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&cached.display().to_string()), "{err}");
-    assert_eq!(ostree(&s.join("repo"), &["rev-parse", "test/http"]), good, "ref did not move");
-    assert_eq!(std::fs::read_dir(s.join("tmp")).unwrap().count(), 0, "no leftover compose dirs");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    assert_eq!(
+        ostree(&s.join("repo"), &["rev-parse", "test/http"]),
+        good,
+        "ref did not move"
+    );
+    assert_eq!(
+        std::fs::read_dir(s.join("tmp")).unwrap().count(),
+        0,
+        "no leftover compose dirs"
+    );
+}
+
+/// The local HTTP server must not outlive the test, even when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -15,7 +15,11 @@ impl FileLock {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let f = File::options().create(true).truncate(false).write(true).open(path)
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
             .with_context(|| format!("opening lock {}", path.display()))?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         #[allow(unsafe_code)]

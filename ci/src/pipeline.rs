@@ -83,7 +83,11 @@ pub fn run_dir(state: &StateDir, run_id: &str, tree: &str, arch: &str) -> PathBu
 }
 
 /// Run the whole loop for `opts.tree` on every arch in `opts.arches`.
-pub async fn test_tree(state: &StateDir, opts: &TestOptions, reporter: &mut (dyn Reporter + Send)) -> Result<Vec<TreeArchRun>> {
+pub async fn test_tree(
+    state: &StateDir,
+    opts: &TestOptions,
+    reporter: &mut (dyn Reporter + Send),
+) -> Result<Vec<TreeArchRun>> {
     let mut runs = Vec::new();
     for arch in &opts.arches {
         let run = test_tree_arch(state, opts, arch, reporter).await?;
@@ -96,12 +100,25 @@ pub async fn test_tree(state: &StateDir, opts: &TestOptions, reporter: &mut (dyn
 }
 
 /// Compose and deploy into the cached image (blocking work, serialized per state directory).
-pub fn prepare(state: &StateDir, tree: &str, arch: &str, backend: Backend) -> Result<(compose_tree::ComposeResult, ImageState, Timings)> {
+pub fn prepare(
+    state: &StateDir,
+    tree: &str,
+    arch: &str,
+    backend: Backend,
+) -> Result<(compose_tree::ComposeResult, ImageState, Timings)> {
     let mut timings = Timings::default();
     let t = Instant::now();
     let composed = {
         let _lock = FileLock::acquire(&state.root().join("compose.lock"))?;
-        compose_tree::compose(state, &ComposeOptions { tree: tree.into(), arch: arch.into(), dry_run: false, force: false })?
+        compose_tree::compose(
+            state,
+            &ComposeOptions {
+                tree: tree.into(),
+                arch: arch.into(),
+                dry_run: false,
+                force: false,
+            },
+        )?
     };
     timings.compose_s = t.elapsed().as_secs_f64();
     let commit = composed.commit.clone().context("compose produced no commit")?;
@@ -152,7 +169,15 @@ pub async fn boot_and_test(
         "{} fedostree.commit={} fedostree.image_id={}",
         image.boot.options, image.commit, image.image_id
     );
-    let cfg = VmConfig::new(harness_arch, accel, image.boot.kernel.clone(), image.boot.initrd.clone(), cmdline, overlay.clone(), run_dir.to_path_buf());
+    let cfg = VmConfig::new(
+        harness_arch,
+        accel,
+        image.boot.kernel.clone(),
+        image.boot.initrd.clone(),
+        cmdline,
+        overlay.clone(),
+        run_dir.to_path_buf(),
+    );
     let mut on_event = |e: &fedostree_harness::protocol::GuestEvent| reporter.event(tree, arch, e);
     let outcome = fedostree_harness::run::run_vm(&cfg, vm_timeout, &mut on_event).await;
     // The overlay and base link are throwaway; the logs stay.
@@ -164,11 +189,25 @@ pub async fn boot_and_test(
     Ok((suite, outcome.time_to_results))
 }
 
-async fn test_tree_arch(state: &StateDir, opts: &TestOptions, arch: &str, reporter: &mut (dyn Reporter + Send)) -> Result<TreeArchRun> {
+async fn test_tree_arch(
+    state: &StateDir,
+    opts: &TestOptions,
+    arch: &str,
+    reporter: &mut (dyn Reporter + Send),
+) -> Result<TreeArchRun> {
     let (composed, image, mut timings) = prepare(state, &opts.tree, arch, opts.backend)?;
     let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
     let t = Instant::now();
-    let (suite, to_results) = boot_and_test(&composed.tree, arch, &image, &dir, opts.accel, opts.vm_timeout, reporter).await?;
+    let (suite, to_results) = boot_and_test(
+        &composed.tree,
+        arch,
+        &image,
+        &dir,
+        opts.accel,
+        opts.vm_timeout,
+        reporter,
+    )
+    .await?;
     timings.boot_s = t.elapsed().as_secs_f64();
     timings.qemu_to_results_s = to_results.map(|d| d.as_secs_f64());
     let commit = image.commit.clone();
@@ -178,5 +217,13 @@ async fn test_tree_arch(state: &StateDir, opts: &TestOptions, arch: &str, report
         published = true;
     }
     std::fs::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
-    Ok(TreeArchRun { ref_: composed.ref_, commit, run_dir: dir, suite, published, image, timings })
+    Ok(TreeArchRun {
+        ref_: composed.ref_,
+        commit,
+        run_dir: dir,
+        suite,
+        published,
+        image,
+        timings,
+    })
 }

@@ -23,7 +23,8 @@ pub fn publish(source: &Path, public: &Path, ref_: &str, commit: &str) -> Result
         .with_context(|| format!("copying {commit} into the public repo"))?;
     repo.set_ref_immediate(None, ref_, Some(commit), gio::Cancellable::NONE)
         .with_context(|| format!("setting public ref {ref_}"))?;
-    repo.regenerate_summary(None, gio::Cancellable::NONE).context("regenerating the public summary")?;
+    repo.regenerate_summary(None, gio::Cancellable::NONE)
+        .context("regenerating the public summary")?;
     Ok(())
 }
 

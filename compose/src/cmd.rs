@@ -42,11 +42,7 @@ fn output_checked(cmd: &mut Command) -> Result<Output> {
         .output()
         .with_context(|| format!("spawning `{desc}`"))?;
     if !out.status.success() {
-        return Err(anyhow!(
-            "`{desc}` failed ({}): {}",
-            out.status,
-            tail(&out.stderr)
-        ));
+        return Err(anyhow!("`{desc}` failed ({}): {}", out.status, tail(&out.stderr)));
     }
     Ok(out)
 }

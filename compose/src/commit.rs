@@ -10,7 +10,8 @@ use std::path::Path;
 pub fn open_or_create_repo(path: &Path) -> Result<ostree::Repo> {
     let repo = ostree::Repo::new_for_path(path);
     if path.join("config").exists() {
-        repo.open(gio::Cancellable::NONE).with_context(|| format!("opening OSTree repo {}", path.display()))?;
+        repo.open(gio::Cancellable::NONE)
+            .with_context(|| format!("opening OSTree repo {}", path.display()))?;
     } else {
         std::fs::create_dir_all(path)?;
         repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
@@ -31,7 +32,11 @@ pub struct PkgRecord {
 
 impl PkgRecord {
     pub fn evr(&self) -> String {
-        let e = if self.epoch.is_empty() || self.epoch == "0" { String::new() } else { format!("{}:", self.epoch) };
+        let e = if self.epoch.is_empty() || self.epoch == "0" {
+            String::new()
+        } else {
+            format!("{}:", self.epoch)
+        };
         format!("{e}{}-{}", self.version, self.release)
     }
 }
@@ -57,9 +62,11 @@ fn json_to_variant(v: &serde_json::Value) -> glib::Variant {
         Value::Number(n) if n.is_i64() => n.as_i64().unwrap().to_variant(),
         Value::Number(n) => n.as_f64().unwrap_or_default().to_variant(),
         Value::String(s) => s.to_variant(),
-        Value::Array(a) if a.iter().all(Value::is_string) => {
-            a.iter().map(|s| s.as_str().unwrap().to_string()).collect::<Vec<_>>().to_variant()
-        }
+        Value::Array(a) if a.iter().all(Value::is_string) => a
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .to_variant(),
         other => other.to_string().to_variant(),
     }
 }
@@ -77,12 +84,24 @@ pub fn commit_tree(repo: &ostree::Repo, root: &Path, req: &CommitRequest) -> Res
     dict.insert_value("rpmostree.inputhash", &req.inputhash.to_variant());
     dict.insert_value("fedostree.tree", &req.tree.to_variant());
     dict.insert_value("fedostree.arch", &req.arch.to_variant());
-    let nevras: Vec<String> = req.packages.iter().map(|p| format!("{}-{}.{}", p.name, p.evr(), p.arch)).collect();
+    let nevras: Vec<String> = req
+        .packages
+        .iter()
+        .map(|p| format!("{}-{}.{}", p.name, p.evr(), p.arch))
+        .collect();
     dict.insert_value("fedostree.packages", &nevras.to_variant());
     let pkglist: Vec<(String, String, String, String, String)> = req
         .packages
         .iter()
-        .map(|p| (p.name.clone(), p.epoch.clone(), p.version.clone(), p.release.clone(), p.arch.clone()))
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.epoch.clone(),
+                p.version.clone(),
+                p.release.clone(),
+                p.arch.clone(),
+            )
+        })
         .collect();
     dict.insert_value("rpmostree.rpmdb.pkglist", &pkglist.to_variant());
     let metadata = dict.end();
@@ -95,8 +114,18 @@ pub fn commit_tree(repo: &ostree::Repo, root: &Path, req: &CommitRequest) -> Res
         repo.write_directory_to_mtree(&gio::File::for_path(root), &mtree, Some(&modifier), cancellable)
             .context("writing the tree into the repo")?;
         let root_file = repo.write_mtree(&mtree, cancellable)?;
-        let root_file = root_file.downcast::<ostree::RepoFile>().expect("write_mtree returns a RepoFile");
-        let csum = repo.write_commit_with_time(req.parent, Some(req.subject), None, Some(&metadata), &root_file, req.time, cancellable)?;
+        let root_file = root_file
+            .downcast::<ostree::RepoFile>()
+            .expect("write_mtree returns a RepoFile");
+        let csum = repo.write_commit_with_time(
+            req.parent,
+            Some(req.subject),
+            None,
+            Some(&metadata),
+            &root_file,
+            req.time,
+            cancellable,
+        )?;
         repo.transaction_set_ref(None, req.ref_, Some(&csum));
         repo.commit_transaction(cancellable)?;
         Ok(csum.to_string())
@@ -131,6 +160,12 @@ pub fn commit_packages(repo: &ostree::Repo, csum: &str) -> Result<Vec<PkgRecord>
         .with_context(|| format!("commit {csum} has no package list (not composed by fedostree?)"))?;
     Ok(list
         .into_iter()
-        .map(|(name, epoch, version, release, arch)| PkgRecord { name, epoch, version, release, arch })
+        .map(|(name, epoch, version, release, arch)| PkgRecord {
+            name,
+            epoch,
+            version,
+            release,
+            arch,
+        })
         .collect())
 }

@@ -46,11 +46,22 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
     let (path, name) = treefile::locate(&opts.tree, &trees_dir)?;
     let tf = Treefile::load(&path, &name, &opts.arch)?;
     let devrepo_dir = state.devrepo_root();
-    let vars = RepoVars { basearch: &opts.arch, devrepo: &devrepo_dir };
+    let vars = RepoVars {
+        basearch: &opts.arch,
+        devrepo: &devrepo_dir,
+    };
     let repos = repo::load_repos(tf.dir(), &tf.repos, &vars).map_err(InputError::wrap)?;
-    if repos.iter().any(|r| r.baseurl.contains(&*devrepo_dir.to_string_lossy())) && !devrepo::is_built(state, &opts.arch) {
+    if repos
+        .iter()
+        .any(|r| r.baseurl.contains(&*devrepo_dir.to_string_lossy()))
+        && !devrepo::is_built(state, &opts.arch)
+    {
         eprintln!("compose: dev repository for {} is missing, building it", opts.arch);
-        let dopts = devrepo::DevRepoOptions { arches: vec![opts.arch.clone()], bump: vec![], source_dir: crate::state::source_dir() };
+        let dopts = devrepo::DevRepoOptions {
+            arches: vec![opts.arch.clone()],
+            bump: vec![],
+            source_dir: crate::state::source_dir(),
+        };
         devrepo::build(state, &dopts).context("building the dev repository")?;
     }
 
@@ -93,7 +104,9 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
     let work = tempfile::Builder::new().prefix("compose-").tempdir_in(state.tmp())?;
     let root = work.path().join("rootfs");
     std::fs::create_dir(&root)?;
-    let import_opts = import::ImportOptions { documentation: tf.documentation };
+    let import_opts = import::ImportOptions {
+        documentation: tf.documentation,
+    };
     let progress = Progress::new("import", rpms.len() as u64, false);
     let mut imported = Vec::with_capacity(rpms.len());
     for (pkg, rpm) in solved.iter().zip(&rpms) {
@@ -105,7 +118,10 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
     import::apply_owners(&root, &imported).map_err(InputError::wrap)?;
     let kver = postprocess::postprocess(&root, &imported, &tf.remove_files).map_err(InputError::wrap)?;
 
-    let version = tf.automatic_version_prefix.as_deref().map(|p| next_version(p, prev_version.as_deref()));
+    let version = tf
+        .automatic_version_prefix
+        .as_deref()
+        .map(|p| next_version(p, prev_version.as_deref()));
     let records: Vec<PkgRecord> = solved
         .iter()
         .map(|p| PkgRecord {
@@ -121,18 +137,22 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
         None => format!("{} ({})", tf.name, opts.arch),
     };
     let progress = Progress::new("commit", 1, false);
-    let csum = commit::commit_tree(&repo, &root, &commit::CommitRequest {
-        ref_: &tf.ref_,
-        parent: parent.as_deref(),
-        subject: &subject,
-        time: chrono::Utc::now().timestamp() as u64,
-        version: version.as_deref(),
-        inputhash: &inputhash,
-        tree: &tf.name,
-        arch: &opts.arch,
-        packages: &records,
-        extra: &tf.add_commit_metadata,
-    })?;
+    let csum = commit::commit_tree(
+        &repo,
+        &root,
+        &commit::CommitRequest {
+            ref_: &tf.ref_,
+            parent: parent.as_deref(),
+            subject: &subject,
+            time: chrono::Utc::now().timestamp() as u64,
+            version: version.as_deref(),
+            inputhash: &inputhash,
+            tree: &tf.name,
+            arch: &opts.arch,
+            packages: &records,
+            extra: &tf.add_commit_metadata,
+        },
+    )?;
     progress.finish(&format!("{} → {csum} (kernel {kver})", tf.ref_));
     result.commit = Some(csum);
     result.parent = parent;
@@ -148,8 +168,14 @@ fn solve(state: &StateDir, tf: &Treefile, repos: &[repo::RepoConfig]) -> Result<
         let md = repo::fetch_metadata(r, &state.repodata_cache())?;
         solver.add_repo(&r.id, &md.primary, md.filelists.as_deref())?;
     }
-    let req = Request { install: tf.packages.clone(), exclude: tf.exclude_packages.clone(), recommends: tf.recommends };
-    let solved = solver.solve(&req).with_context(|| format!("{}: {} ({})", tf.path.display(), tf.name, tf.arch))?;
+    let req = Request {
+        install: tf.packages.clone(),
+        exclude: tf.exclude_packages.clone(),
+        recommends: tf.recommends,
+    };
+    let solved = solver
+        .solve(&req)
+        .with_context(|| format!("{}: {} ({})", tf.path.display(), tf.name, tf.arch))?;
     progress.finish(&format!("{} packages for {}", solved.len(), tf.arch));
     Ok(solved)
 }
@@ -186,7 +212,9 @@ fn expand_date(s: &str) -> String {
     let mut rest = s;
     while let Some(i) = rest.find("<date:") {
         out.push_str(&rest[..i]);
-        let Some(end) = rest[i..].find('>') else { break };
+        let Some(end) = rest[i..].find('>') else {
+            break;
+        };
         let fmt = &rest[i + 6..i + end];
         out.push_str(&chrono::Utc::now().format(fmt).to_string());
         rest = &rest[i + end + 1..];
@@ -201,7 +229,9 @@ pub fn arches(arg: Option<&str>) -> Result<Vec<String>> {
         None => Ok(vec![crate::state::host_arch().to_string()]),
         Some("all") => Ok(crate::state::ARCHES.iter().map(|s| s.to_string()).collect()),
         Some(a) if crate::state::ARCHES.contains(&a) => Ok(vec![a.to_string()]),
-        Some(a) => Err(InputError::new(format!("unknown architecture `{a}` (x86_64, aarch64 or all)"))),
+        Some(a) => Err(InputError::new(format!(
+            "unknown architecture `{a}` (x86_64, aarch64 or all)"
+        ))),
     }
 }
 

@@ -23,7 +23,9 @@ pub struct Change {
 }
 
 fn by_name(list: Vec<PkgRecord>) -> BTreeMap<(String, String), PkgRecord> {
-    list.into_iter().map(|p| ((p.name.clone(), p.arch.clone()), p)).collect()
+    list.into_iter()
+        .map(|p| ((p.name.clone(), p.arch.clone()), p))
+        .collect()
 }
 
 fn nevra(p: &PkgRecord) -> String {
@@ -36,13 +38,24 @@ pub fn diff(repo: &ostree::Repo, a: &str, b: &str) -> Result<PkgDiff> {
         commit::resolve(repo, r)?.ok_or_else(|| crate::InputError::new(format!("no ref or commit `{r}` in the repo")))
     };
     let (ca, cb) = (resolve(a)?, resolve(b)?);
-    let (pa, pb) = (by_name(commit::commit_packages(repo, &ca)?), by_name(commit::commit_packages(repo, &cb)?));
-    let mut d = PkgDiff { from: ca, to: cb, ..Default::default() };
+    let (pa, pb) = (
+        by_name(commit::commit_packages(repo, &ca)?),
+        by_name(commit::commit_packages(repo, &cb)?),
+    );
+    let mut d = PkgDiff {
+        from: ca,
+        to: cb,
+        ..Default::default()
+    };
     for (k, old) in &pa {
         match pb.get(k) {
             None => d.removed.push(nevra(old)),
             Some(new) => {
-                let change = || Change { name: k.0.clone(), from: old.evr(), to: new.evr() };
+                let change = || Change {
+                    name: k.0.clone(),
+                    from: old.evr(),
+                    to: new.evr(),
+                };
                 match crate::solve::evrcmp(&old.evr(), &new.evr()) {
                     std::cmp::Ordering::Less => d.upgraded.push(change()),
                     std::cmp::Ordering::Greater => d.downgraded.push(change()),
@@ -51,14 +64,21 @@ pub fn diff(repo: &ostree::Repo, a: &str, b: &str) -> Result<PkgDiff> {
             }
         }
     }
-    d.added = pb.iter().filter(|(k, _)| !pa.contains_key(*k)).map(|(_, p)| nevra(p)).collect();
+    d.added = pb
+        .iter()
+        .filter(|(k, _)| !pa.contains_key(*k))
+        .map(|(_, p)| nevra(p))
+        .collect();
     Ok(d)
 }
 
 impl PkgDiff {
     /// rpm-ostree's `db diff` layout.
     pub fn render(&self) -> String {
-        let mut s = format!("ostree diff commit from: {}\nostree diff commit to:   {}\n", self.from, self.to);
+        let mut s = format!(
+            "ostree diff commit from: {}\nostree diff commit to:   {}\n",
+            self.from, self.to
+        );
         let section = |s: &mut String, title: &str, lines: Vec<String>| {
             if !lines.is_empty() {
                 writeln!(s, "{title}:").unwrap();

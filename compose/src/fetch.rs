@@ -42,7 +42,11 @@ enum Hasher {
 
 fn fetch_one(pkg: &SolvedPackage, repo: &RepoConfig, cache: &Path) -> Result<u64> {
     if pkg.location.contains("..") || pkg.location.starts_with('/') {
-        bail!("{}: refusing repodata location `{}` outside the repository", pkg.nevra(), pkg.location);
+        bail!(
+            "{}: refusing repodata location `{}` outside the repository",
+            pkg.nevra(),
+            pkg.location
+        );
     }
     let url = format!("{}/{}", repo.baseurl, pkg.location);
     let mut hasher = match pkg.checksum_type.as_str() {
@@ -80,6 +84,7 @@ fn fetch_one(pkg: &SolvedPackage, repo: &RepoConfig, cache: &Path) -> Result<u64
         )));
     }
     tmp.as_file().sync_all()?;
-    tmp.persist(&dest).map_err(|e| anyhow!("storing {}: {}", dest.display(), e.error))?;
+    tmp.persist(&dest)
+        .map_err(|e| anyhow!("storing {}: {}", dest.display(), e.error))?;
     Ok(total)
 }

@@ -41,7 +41,10 @@ fn safe_relative(raw: &str) -> Option<PathBuf> {
 }
 
 fn split_parent(rel: &Path) -> (&Path, &std::ffi::OsStr) {
-    (rel.parent().unwrap_or(Path::new("")), rel.file_name().expect("normal path has a file name"))
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().expect("normal path has a file name"),
+    )
 }
 
 /// Open (creating as needed) the parent directory of `rel` beneath `root`.
@@ -65,21 +68,34 @@ fn remove_existing(dir: &Dir, name: &std::ffi::OsStr) -> std::io::Result<()> {
 
 /// Import `rpm_path` into `root`. Errors name the RPM file, the package and the payload path.
 pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<ImportedPackage> {
-    let pkg = rpm::Package::open(rpm_path)
-        .map_err(|e| anyhow!("{}: not a valid RPM: {e}", rpm_path.display()))?;
-    pkg.verify_digests().map_err(|e| anyhow!("{}: RPM digest check failed: {e}", rpm_path.display()))?;
+    let pkg = rpm::Package::open(rpm_path).map_err(|e| anyhow!("{}: not a valid RPM: {e}", rpm_path.display()))?;
+    pkg.verify_digests()
+        .map_err(|e| anyhow!("{}: RPM digest check failed: {e}", rpm_path.display()))?;
     let md = &pkg.metadata;
     let header = |e: rpm::Error| anyhow!("{}: invalid RPM header: {e}", rpm_path.display());
     let name = md.get_name().map_err(header)?.to_string();
     let epoch = md.get_epoch().unwrap_or(0);
     let epoch = if epoch > 0 { format!("{epoch}:") } else { String::new() };
-    let nevra = format!("{name}-{epoch}{}-{}.{}", md.get_version().map_err(header)?, md.get_release().map_err(header)?, md.get_arch().map_err(header)?);
+    let nevra = format!(
+        "{name}-{epoch}{}-{}.{}",
+        md.get_version().map_err(header)?,
+        md.get_release().map_err(header)?,
+        md.get_arch().map_err(header)?
+    );
     let at = |path: &str| format!("{}: {nevra}: {path}", rpm_path.display());
 
     // Hardlink sets are identified by (device, inode) in header order.
-    let entries = md.get_file_entries().map_err(|e| anyhow!("{}: {e}", rpm_path.display()))?;
-    let devices = md.header.get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEDEVICES).unwrap_or_default();
-    let inodes = md.header.get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEINODES).unwrap_or_default();
+    let entries = md
+        .get_file_entries()
+        .map_err(|e| anyhow!("{}: {e}", rpm_path.display()))?;
+    let devices = md
+        .header
+        .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEDEVICES)
+        .unwrap_or_default();
+    let inodes = md
+        .header
+        .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEINODES)
+        .unwrap_or_default();
     let mut identity: HashMap<PathBuf, (u32, u32)> = HashMap::new();
     let mut group_size: HashMap<(u32, u32), usize> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
@@ -98,7 +114,9 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
     // Hardlink members collected per identity: (path, content if this member carries it, mode).
     let mut links: BTreeMap<(u32, u32), Vec<(PathBuf, Option<Vec<u8>>, u16)>> = BTreeMap::new();
 
-    let files = pkg.files().map_err(|e| anyhow!("{}: reading payload: {e}", rpm_path.display()))?;
+    let files = pkg
+        .files()
+        .map_err(|e| anyhow!("{}: reading payload: {e}", rpm_path.display()))?;
     for f in files {
         let f = f.map_err(|e| anyhow!("{}: {nevra}: corrupt or truncated payload: {e}", rpm_path.display()))?;
         let meta = &f.metadata;
@@ -114,13 +132,20 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
             FileType::Dir => {
                 match root_dir.symlink_metadata(&rel) {
                     Ok(m) if m.is_dir() => {}
-                    Ok(_) => bail!("{}: a directory in this package is a file or symlink in another", at(&raw)),
+                    Ok(_) => bail!(
+                        "{}: a directory in this package is a file or symlink in another",
+                        at(&raw)
+                    ),
                     Err(_) => root_dir.create_dir_all(&rel).map_err(escape)?,
                 }
-                root_dir.set_permissions(&rel, Permissions::from_mode(perms)).map_err(escape)?;
+                root_dir
+                    .set_permissions(&rel, Permissions::from_mode(perms))
+                    .map_err(escape)?;
             }
             FileType::SymbolicLink => {
-                let target = meta.linkto().ok_or_else(|| anyhow!("{}: symlink without a target", at(&raw)))?;
+                let target = meta
+                    .linkto()
+                    .ok_or_else(|| anyhow!("{}: symlink without a target", at(&raw)))?;
                 let dir = parent_dir(&root_dir, &rel).map_err(escape)?;
                 let (_, base) = split_parent(&rel);
                 remove_existing(&dir, base).map_err(escape)?;
@@ -132,13 +157,19 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
                 let id = identity.get(&meta.path()).copied();
                 if let Some(id) = id.filter(|id| group_size.get(id).copied().unwrap_or(0) > 1) {
                     let carries = f.content().filter(|c| c.len() == meta.size()).map(<[u8]>::to_vec);
-                    links.entry(id).or_default().push((rel.clone(), carries, meta.permissions()));
+                    links
+                        .entry(id)
+                        .or_default()
+                        .push((rel.clone(), carries, meta.permissions()));
                 } else {
                     write_file(&root_dir, &rel, f.content().unwrap_or_default(), perms).map_err(escape)?;
                 }
                 sample_path.get_or_insert_with(|| format!("/{}", rel.display()));
             }
-            other => bail!("{}: unsupported file type {other:?} (devices, fifos and sockets are not allowed)", at(&raw)),
+            other => bail!(
+                "{}: unsupported file type {other:?} (devices, fifos and sockets are not allowed)",
+                at(&raw)
+            ),
         }
         if meta.user() != "root" || meta.group() != "root" {
             owners.push((rel, meta.user().to_string(), meta.group().to_string()));
@@ -146,10 +177,19 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
     }
     for (_, members) in links {
         let Some(content) = members.iter().find_map(|(_, c, _)| c.clone()) else {
-            bail!("{}: {nevra}: hardlink set {} has no content", rpm_path.display(), members[0].0.display());
+            bail!(
+                "{}: {nevra}: hardlink set {} has no content",
+                rpm_path.display(),
+                members[0].0.display()
+            );
         };
         let (first, _, mode) = &members[0];
-        let escape = |e: std::io::Error| anyhow!("{}: cannot write beneath the tree root: {e}", at(&first.to_string_lossy()));
+        let escape = |e: std::io::Error| {
+            anyhow!(
+                "{}: cannot write beneath the tree root: {e}",
+                at(&first.to_string_lossy())
+            )
+        };
         write_file(&root_dir, first, &content, *mode as u32).map_err(escape)?;
         for (other, _, _) in &members[1..] {
             let dir = parent_dir(&root_dir, other).map_err(escape)?;
@@ -158,7 +198,12 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
             root_dir.hard_link(first, &root_dir, other).map_err(escape)?;
         }
     }
-    Ok(ImportedPackage { name, nevra, sample_path, owners })
+    Ok(ImportedPackage {
+        name,
+        nevra,
+        sample_path,
+        owners,
+    })
 }
 
 fn write_file(root: &Dir, rel: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
@@ -195,8 +240,12 @@ pub fn apply_owners(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
     let root_canon = root.canonicalize()?;
     for p in pkgs {
         for (rel, user, group) in &p.owners {
-            let uid = *users.get(user).ok_or_else(|| anyhow!("{}: /{}: unknown user `{user}`", p.nevra, rel.display()))?;
-            let gid = *groups.get(group).ok_or_else(|| anyhow!("{}: /{}: unknown group `{group}`", p.nevra, rel.display()))?;
+            let uid = *users
+                .get(user)
+                .ok_or_else(|| anyhow!("{}: /{}: unknown user `{user}`", p.nevra, rel.display()))?;
+            let gid = *groups
+                .get(group)
+                .ok_or_else(|| anyhow!("{}: /{}: unknown group `{group}`", p.nevra, rel.display()))?;
             let full = root.join(rel);
             let parent = full.parent().unwrap_or(root).canonicalize()?;
             if !parent.starts_with(&root_canon) {

@@ -38,7 +38,6 @@ impl InputError {
 
 /// Whether an error (anywhere in its chain) is the user's input rather than the machine.
 pub fn is_input_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.is::<InputError>() || c.is::<treefile::TreefileError>() || c.is::<solve::SolveError>()
-    })
+    e.chain()
+        .any(|c| c.is::<InputError>() || c.is::<treefile::TreefileError>() || c.is::<solve::SolveError>())
 }

@@ -49,7 +49,10 @@ fn usr_merge(root: &Path) -> Result<()> {
                     let e = e?;
                     let dest = usr.join(e.file_name());
                     if dest.symlink_metadata().is_ok() {
-                        bail!("usr-merge: both /{d}/{0} and /usr/{d}/{0} exist", e.file_name().to_string_lossy());
+                        bail!(
+                            "usr-merge: both /{d}/{0} and /usr/{d}/{0} exist",
+                            e.file_name().to_string_lossy()
+                        );
                     }
                     std::fs::rename(e.path(), dest)?;
                 }
@@ -78,7 +81,10 @@ fn move_etc(root: &Path) -> Result<()> {
         let e = e?;
         let dest = usr_etc.join(e.file_name());
         if dest.symlink_metadata().is_ok() {
-            bail!("both /etc/{0} and /usr/etc/{0} exist: packages must not ship /usr/etc content", e.file_name().to_string_lossy());
+            bail!(
+                "both /etc/{0} and /usr/etc/{0} exist: packages must not ship /usr/etc content",
+                e.file_name().to_string_lossy()
+            );
         }
         std::fs::rename(e.path(), dest)?;
     }
@@ -98,9 +104,18 @@ fn var_to_tmpfiles(root: &Path) -> Result<()> {
                 let target = std::fs::read_link(p)?;
                 lines.push(format!("L {} - - - - {}", rel.display(), target.display()));
             } else if m.is_dir() {
-                lines.push(format!("d {} {:04o} {} {} - -", rel.display(), m.permissions().mode() & 0o7777, m.uid(), m.gid()));
+                lines.push(format!(
+                    "d {} {:04o} {} {} - -",
+                    rel.display(),
+                    m.permissions().mode() & 0o7777,
+                    m.uid(),
+                    m.gid()
+                ));
             } else {
-                tracing::warn!("dropping /var file {} (only directories and symlinks can live in /var)", rel.display());
+                tracing::warn!(
+                    "dropping /var file {} (only directories and symlinks can live in /var)",
+                    rel.display()
+                );
             }
             Ok(())
         })?;

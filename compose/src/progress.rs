@@ -25,7 +25,11 @@ impl Progress {
             b.set_prefix(label.to_string());
             b
         });
-        Progress { bar, label: label.to_string(), start: Instant::now() }
+        Progress {
+            bar,
+            label: label.to_string(),
+            start: Instant::now(),
+        }
     }
 
     pub fn inc(&self, n: u64) {

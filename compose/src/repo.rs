@@ -36,7 +36,12 @@ pub fn load_repos(dir: &Path, wanted: &[String], vars: &RepoVars) -> Result<Vec<
     for f in files {
         for r in parse_repo_file(&f, vars)? {
             if let Some(prev) = all.get(&r.id) {
-                bail!("{}: repository `{}` is also defined in {}", f.display(), r.id, prev.source.display());
+                bail!(
+                    "{}: repository `{}` is also defined in {}",
+                    f.display(),
+                    r.id,
+                    prev.source.display()
+                );
             }
             all.insert(r.id.clone(), r);
         }
@@ -45,8 +50,11 @@ pub fn load_repos(dir: &Path, wanted: &[String], vars: &RepoVars) -> Result<Vec<
         .iter()
         .map(|id| {
             all.get(id).cloned().ok_or_else(|| {
-                anyhow!("repository `{id}` is not defined in any *.repo file in {} (known: {})", dir.display(),
-                    all.keys().cloned().collect::<Vec<_>>().join(", "))
+                anyhow!(
+                    "repository `{id}` is not defined in any *.repo file in {} (known: {})",
+                    dir.display(),
+                    all.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
             })
         })
         .collect()
@@ -62,24 +70,37 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
             continue;
         }
         if let Some(id) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            out.push(RepoConfig { id: id.trim().into(), name: id.trim().into(), baseurl: String::new(), source: path.into() });
+            out.push(RepoConfig {
+                id: id.trim().into(),
+                name: id.trim().into(),
+                baseurl: String::new(),
+                source: path.into(),
+            });
             continue;
         }
-        let (k, v) = line.split_once('=').ok_or_else(|| anyhow!("{}: expected `key=value`", at()))?;
-        let cur = out.last_mut().ok_or_else(|| anyhow!("{}: key outside of a [repository] section", at()))?;
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{}: expected `key=value`", at()))?;
+        let cur = out
+            .last_mut()
+            .ok_or_else(|| anyhow!("{}: key outside of a [repository] section", at()))?;
         let v = v.trim();
         match k.trim() {
             "name" => cur.name = v.into(),
             "baseurl" => {
                 let url = v.split_whitespace().next().unwrap_or_default();
-                let url = url.replace("$basearch", vars.basearch).replace("$devrepo", &vars.devrepo.to_string_lossy());
+                let url = url
+                    .replace("$basearch", vars.basearch)
+                    .replace("$devrepo", &vars.devrepo.to_string_lossy());
                 if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
                     bail!("{}: baseurl `{url}` must be file://, http:// or https://", at());
                 }
                 cur.baseurl = url.trim_end_matches('/').into();
             }
             "enabled" | "gpgcheck" | "repo_gpgcheck" | "gpgkey" | "metadata_expire" | "skip_if_unavailable" => {}
-            "metalink" | "mirrorlist" => bail!("{}: `{}` is not supported yet, use baseurl", at(), k.trim()),
+            "metalink" | "mirrorlist" => {
+                bail!("{}: `{}` is not supported yet, use baseurl", at(), k.trim())
+            }
             other => bail!("{}: unknown repository option `{other}`", at()),
         }
     }
@@ -94,7 +115,9 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
 /// Read `url` (file:// or http(s)://) fully into memory.
 pub fn read_url(url: &str) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    open_url(url)?.read_to_end(&mut buf).with_context(|| format!("reading {url}"))?;
+    open_url(url)?
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {url}"))?;
     Ok(buf)
 }
 
@@ -104,7 +127,10 @@ pub fn open_url(url: &str) -> Result<Box<dyn Read + Send>> {
         let f = std::fs::File::open(p).with_context(|| format!("opening {p}"))?;
         return Ok(Box::new(f));
     }
-    let resp = ureq::get(url).timeout(std::time::Duration::from_secs(60)).call().map_err(|e| anyhow!("GET {url}: {e}"))?;
+    let resp = ureq::get(url)
+        .timeout(std::time::Duration::from_secs(60))
+        .call()
+        .map_err(|e| anyhow!("GET {url}: {e}"))?;
     Ok(Box::new(resp.into_reader()))
 }
 
@@ -138,12 +164,17 @@ fn parse_repomd(xml: &str, url: &str) -> Result<BTreeMap<String, RepomdEntry>> {
     for data in doc.descendants().filter(|n| n.has_tag_name("data")) {
         let ty = data.attribute("type").unwrap_or_default().to_string();
         let child = |tag: &str| data.children().find(|c| c.has_tag_name(tag));
-        let (Some(loc), Some(ck)) = (child("location"), child("checksum")) else { continue };
-        out.insert(ty, RepomdEntry {
-            href: loc.attribute("href").unwrap_or_default().into(),
-            kind: ck.attribute("type").unwrap_or("sha256").into(),
-            checksum: ck.text().unwrap_or_default().trim().into(),
-        });
+        let (Some(loc), Some(ck)) = (child("location"), child("checksum")) else {
+            continue;
+        };
+        out.insert(
+            ty,
+            RepomdEntry {
+                href: loc.attribute("href").unwrap_or_default().into(),
+                kind: ck.attribute("type").unwrap_or("sha256").into(),
+                checksum: ck.text().unwrap_or_default().trim().into(),
+            },
+        );
     }
     Ok(out)
 }
@@ -158,14 +189,24 @@ pub fn fetch_metadata(repo: &RepoConfig, cache_root: &Path) -> Result<RepoMetada
     let dir = cache_root.join(format!("{}-{key}", repo.id));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let get = |ty: &str| -> Result<Option<PathBuf>> {
-        let Some(e) = entries.get(ty) else { return Ok(None) };
-        let name = Path::new(&e.href).file_name().ok_or_else(|| anyhow!("{url}: bad href {}", e.href))?;
+        let Some(e) = entries.get(ty) else {
+            return Ok(None);
+        };
+        let name = Path::new(&e.href)
+            .file_name()
+            .ok_or_else(|| anyhow!("{url}: bad href {}", e.href))?;
         let local = dir.join(format!("{}-{}", &e.checksum, name.to_string_lossy()));
         if !local.exists() {
             let data = read_url(&format!("{}/{}", repo.baseurl, e.href))?;
             let got = hex_digest(&e.kind, &data)?;
             if got != e.checksum {
-                bail!("{}/{}: {} checksum mismatch: repomd.xml says {}, file has {got}", repo.baseurl, e.href, e.kind, e.checksum);
+                bail!(
+                    "{}/{}: {} checksum mismatch: repomd.xml says {}, file has {got}",
+                    repo.baseurl,
+                    e.href,
+                    e.kind,
+                    e.checksum
+                );
             }
             let tmp = local.with_extension("tmp");
             std::fs::write(&tmp, &data)?;
@@ -175,7 +216,11 @@ pub fn fetch_metadata(repo: &RepoConfig, cache_root: &Path) -> Result<RepoMetada
     };
     let primary = get("primary")?.ok_or_else(|| anyhow!("{url}: no primary metadata"))?;
     let filelists = get("filelists")?;
-    Ok(RepoMetadata { primary, filelists, revision: hex::encode(Sha256::digest(&repomd)) })
+    Ok(RepoMetadata {
+        primary,
+        filelists,
+        revision: hex::encode(Sha256::digest(&repomd)),
+    })
 }
 
 #[cfg(test)]
@@ -185,8 +230,15 @@ mod tests {
     #[test]
     fn repo_files_expand_variables_and_name_errors() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("a.repo"), "[dev]\nname=Dev\nbaseurl=file://$devrepo/$basearch/\nenabled=1\n\n[web]\nbaseurl=http://127.0.0.1:1/x\n").unwrap();
-        let vars = RepoVars { basearch: "aarch64", devrepo: Path::new("/s/devrepo") };
+        std::fs::write(
+            d.path().join("a.repo"),
+            "[dev]\nname=Dev\nbaseurl=file://$devrepo/$basearch/\nenabled=1\n\n[web]\nbaseurl=http://127.0.0.1:1/x\n",
+        )
+        .unwrap();
+        let vars = RepoVars {
+            basearch: "aarch64",
+            devrepo: Path::new("/s/devrepo"),
+        };
         let r = load_repos(d.path(), &["web".into(), "dev".into()], &vars).unwrap();
         assert_eq!(r[1].baseurl, "file:///s/devrepo/aarch64");
         assert_eq!(r[0].id, "web");

@@ -15,16 +15,63 @@ const BASEARCHES: &[&str] = &["x86_64", "aarch64", "ppc64le", "s390x", "armhfp"]
 
 /// rpm-ostree treefile keys that fedostree recognises but does not implement yet.
 const NOT_SUPPORTED_YET: &[&str] = &[
-    "edition", "metadata", "gpg-key", "gpg_key", "selinux", "selinux-label-version", "initramfs-args",
-    "boot-location", "boot_location", "tmp-is-dir", "default-target", "default_target", "machineid-compat",
-    "releasever", "repovars", "lockfile-repos", "repo-packages", "modules", "install-langs",
-    "postprocess", "postprocess-script", "add-files", "units", "mutate-os-release", "etc-group-members",
-    "preserve-passwd", "check-passwd", "check-groups", "ignore-removed-users", "ignore-removed-groups",
-    "readonly-executables", "rojig", "cliwrap", "container", "container-cmd", "opt-usrlocal",
-    "sysroot-readonly", "etc-transient", "root-transient", "ostree-layers", "ostree-override-layers",
-    "rpmdb", "rpmdb-normalize", "basearch", "variables", "conditional-include", "exclude-packages-list",
-    "packages-pinned", "container-imgref", "gpg-key-path", "automatic-version-suffix", "ignore-pkgs",
-    "initramfs-args", "remove-from-packages", "bootstrap-packages", "documentation-langs", "arch-include",
+    "edition",
+    "metadata",
+    "gpg-key",
+    "gpg_key",
+    "selinux",
+    "selinux-label-version",
+    "initramfs-args",
+    "boot-location",
+    "boot_location",
+    "tmp-is-dir",
+    "default-target",
+    "default_target",
+    "machineid-compat",
+    "releasever",
+    "repovars",
+    "lockfile-repos",
+    "repo-packages",
+    "modules",
+    "install-langs",
+    "postprocess",
+    "postprocess-script",
+    "add-files",
+    "units",
+    "mutate-os-release",
+    "etc-group-members",
+    "preserve-passwd",
+    "check-passwd",
+    "check-groups",
+    "ignore-removed-users",
+    "ignore-removed-groups",
+    "readonly-executables",
+    "rojig",
+    "cliwrap",
+    "container",
+    "container-cmd",
+    "opt-usrlocal",
+    "sysroot-readonly",
+    "etc-transient",
+    "root-transient",
+    "ostree-layers",
+    "ostree-override-layers",
+    "rpmdb",
+    "rpmdb-normalize",
+    "basearch",
+    "variables",
+    "conditional-include",
+    "exclude-packages-list",
+    "packages-pinned",
+    "container-imgref",
+    "gpg-key-path",
+    "automatic-version-suffix",
+    "ignore-pkgs",
+    "initramfs-args",
+    "remove-from-packages",
+    "bootstrap-packages",
+    "documentation-langs",
+    "arch-include",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +212,10 @@ impl Treefile {
         })?;
         let ref_ = substitute(&ref_, arch);
         if ref_.is_empty() || ref_.contains(['\0', ' ', '\n']) {
-            return Err(TreefileError::Invalid { path: path.to_owned(), msg: format!("invalid ref `{ref_}`") });
+            return Err(TreefileError::Invalid {
+                path: path.to_owned(),
+                msg: format!("invalid ref `{ref_}`"),
+            });
         }
         let remove_files = raw.remove_files.unwrap_or_default();
         for f in &remove_files {
@@ -177,7 +227,10 @@ impl Treefile {
             }
         }
         if packages.is_empty() {
-            return Err(TreefileError::Invalid { path: path.to_owned(), msg: format!("no packages for {arch}") });
+            return Err(TreefileError::Invalid {
+                path: path.to_owned(),
+                msg: format!("no packages for {arch}"),
+            });
         }
         Ok(Treefile {
             path: path.to_owned(),
@@ -221,7 +274,10 @@ pub fn locate(tree: &str, trees_dir: &Path) -> Result<(PathBuf, String), Treefil
     }
     Err(TreefileError::Io {
         path: trees_dir.join(format!("{tree}.yaml")),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no tree named `{tree}` and no such file")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no tree named `{tree}` and no such file"),
+        ),
     })
 }
 
@@ -238,14 +294,21 @@ fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
         .position(|l| {
             let l = l.trim_start_matches(['"', '\'']);
-            l.starts_with(key) && l[key.len()..].trim_start_matches(['"', '\'']).trim_start().starts_with(':')
+            l.starts_with(key)
+                && l[key.len()..]
+                    .trim_start_matches(['"', '\''])
+                    .trim_start()
+                    .starts_with(':')
         })
         .map(|i| i + 1)
         .unwrap_or(1)
 }
 
 fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, TreefileError> {
-    let canonical = path.canonicalize().map_err(|source| TreefileError::Io { path: path.to_owned(), source })?;
+    let canonical = path.canonicalize().map_err(|source| TreefileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     if let Some(pos) = chain.iter().position(|p| *p == canonical) {
         let mut cycle = chain[pos..].to_vec();
         cycle.push(canonical);
@@ -254,33 +317,59 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, Treefi
     if chain.len() >= INCLUDE_MAX_DEPTH {
         return Err(TreefileError::IncludeDepth { path: path.to_owned() });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| TreefileError::Io { path: path.to_owned(), source })?;
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| TreefileError::Syntax { path: path.to_owned(), msg: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| TreefileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| TreefileError::Syntax {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    })?;
     let map = match value {
         serde_yaml::Value::Mapping(m) => m,
         serde_yaml::Value::Null => serde_yaml::Mapping::new(),
         _ => {
-            return Err(TreefileError::Syntax { path: path.to_owned(), msg: "a treefile must be a mapping".into() })
+            return Err(TreefileError::Syntax {
+                path: path.to_owned(),
+                msg: "a treefile must be a mapping".into(),
+            })
         }
     };
     for key in map.keys() {
         let key = key.as_str().unwrap_or_default();
         let line = line_of_key(&text, key);
         if NOT_SUPPORTED_YET.contains(&key) {
-            return Err(TreefileError::NotSupported { path: path.to_owned(), line, key: key.into() });
+            return Err(TreefileError::NotSupported {
+                path: path.to_owned(),
+                line,
+                key: key.into(),
+            });
         }
         let known = matches!(
             key,
-            "include" | "ref" | "repos" | "packages" | "exclude-packages" | "recommends" | "add-commit-metadata"
-                | "automatic-version-prefix" | "remove-files" | "documentation"
+            "include"
+                | "ref"
+                | "repos"
+                | "packages"
+                | "exclude-packages"
+                | "recommends"
+                | "add-commit-metadata"
+                | "automatic-version-prefix"
+                | "remove-files"
+                | "documentation"
         ) || key.strip_prefix("packages-").is_some_and(|a| BASEARCHES.contains(&a));
         if !known {
-            return Err(TreefileError::UnknownKey { path: path.to_owned(), line, key: key.into() });
+            return Err(TreefileError::UnknownKey {
+                path: path.to_owned(),
+                line,
+                key: key.into(),
+            });
         }
     }
-    let mut raw: RawTreefile =
-        serde_yaml::from_str(&text).map_err(|e| TreefileError::Syntax { path: path.to_owned(), msg: e.to_string() })?;
+    let mut raw: RawTreefile = serde_yaml::from_str(&text).map_err(|e| TreefileError::Syntax {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    })?;
 
     chain.push(canonical);
     let includes = match raw.include.take() {
@@ -349,9 +438,16 @@ mod tests {
     #[test]
     fn rpm_ostree_key_not_supported_yet() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\npostprocess-script: foo.sh\n");
+        let p = write(
+            d.path(),
+            "t.yaml",
+            "ref: a\npackages: [x]\npostprocess-script: foo.sh\n",
+        );
         let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
-        assert!(e.contains("t.yaml:3: treefile key `postprocess-script` (rpm-ostree) is not supported yet"), "{e}");
+        assert!(
+            e.contains("t.yaml:3: treefile key `postprocess-script` (rpm-ostree) is not supported yet"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -369,8 +465,16 @@ mod tests {
     fn includes_merge_like_rpm_ostree() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "base.yaml", "ref: base/ref\nrepos: [a]\npackages: [one]\nrecommends: false\nadd-commit-metadata: {k: base, only-base: 1}\n");
-        write(d.path(), "mid.yaml", "include: base.yaml\npackages: [two]\nexclude-packages: [x]\n");
-        let p = write(d.path(), "top.yaml", "include: [mid.yaml]\nref: top/ref\npackages: [three]\nadd-commit-metadata: {k: top}\n");
+        write(
+            d.path(),
+            "mid.yaml",
+            "include: base.yaml\npackages: [two]\nexclude-packages: [x]\n",
+        );
+        let p = write(
+            d.path(),
+            "top.yaml",
+            "include: [mid.yaml]\nref: top/ref\npackages: [three]\nadd-commit-metadata: {k: top}\n",
+        );
         let t = Treefile::load(&p, "top", "x86_64").unwrap();
         assert_eq!(t.ref_, "top/ref");
         assert_eq!(t.packages, ["one", "two", "three"]);
@@ -385,8 +489,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "a.yaml", "include: b.yaml\nref: a\npackages: [x]\n");
         write(d.path(), "b.yaml", "include: a.yaml\n");
-        let e = Treefile::load(&d.path().join("a.yaml"), "a", "x86_64").unwrap_err().to_string();
-        assert!(e.starts_with("include cycle:") && e.contains("a.yaml → ") && e.contains("b.yaml"), "{e}");
+        let e = Treefile::load(&d.path().join("a.yaml"), "a", "x86_64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("include cycle:") && e.contains("a.yaml → ") && e.contains("b.yaml"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -396,7 +505,9 @@ mod tests {
             write(d.path(), &format!("{i}.yaml"), &format!("include: {}.yaml\n", i + 1));
         }
         write(d.path(), "60.yaml", "ref: a\npackages: [x]\n");
-        let e = Treefile::load(&d.path().join("0.yaml"), "0", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&d.path().join("0.yaml"), "0", "x86_64")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nested deeper than 50"), "{e}");
     }
 
@@ -412,6 +523,9 @@ mod tests {
     fn remove_files_must_stay_inside() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "a.yaml", "ref: a\npackages: [x]\nremove-files: [../etc]\n");
-        assert!(Treefile::load(&p, "a", "x86_64").unwrap_err().to_string().contains("remove-files"));
+        assert!(Treefile::load(&p, "a", "x86_64")
+            .unwrap_err()
+            .to_string()
+            .contains("remove-files"));
     }
 }

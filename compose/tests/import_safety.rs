@@ -17,7 +17,14 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn nothing_outside(d: &std::path::Path) {
-    let leaked: Vec<_> = walk(d).into_iter().filter(|p| !p.starts_with(d.join("jail")) && p.extension().is_none_or(|e| e != "rpm") && p.file_name().unwrap() != "outside").collect();
+    let leaked: Vec<_> = walk(d)
+        .into_iter()
+        .filter(|p| {
+            !p.starts_with(d.join("jail"))
+                && p.extension().is_none_or(|e| e != "rpm")
+                && p.file_name().unwrap() != "outside"
+        })
+        .collect();
     assert!(leaked.is_empty(), "written outside the root: {leaked:?}");
 }
 
@@ -36,7 +43,9 @@ fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn dotdot_paths_are_refused() {
     let (d, root, _) = setup();
-    let rpm = Pkg::new("evil", "1", "noarch").file("/../../outside/dotdot", "x", 0o644).write(d.path());
+    let rpm = Pkg::new("evil", "1", "noarch")
+        .file("/../../outside/dotdot", "x", 0o644)
+        .write(d.path());
     let err = import_rpm(&rpm, &root, OPTS).unwrap_err().to_string();
     assert!(err.contains("evil.rpm") || err.contains("evil-1"), "{err}");
     assert!(err.contains("escapes the tree root"), "{err}");
@@ -45,7 +54,10 @@ fn dotdot_paths_are_refused() {
 
 #[test]
 fn symlinked_parents_cannot_escape() {
-    for target in ["/tmp/fedostree-import-escape", "../../../../../../../../tmp/fedostree-import-escape"] {
+    for target in [
+        "/tmp/fedostree-import-escape",
+        "../../../../../../../../tmp/fedostree-import-escape",
+    ] {
         let (d, root, _) = setup();
         let abs = std::path::Path::new("/tmp/fedostree-import-escape");
         let _ = std::fs::remove_dir_all(abs);
@@ -55,7 +67,10 @@ fn symlinked_parents_cannot_escape() {
             .file("/usr/lib/evil/pwned", "x", 0o644)
             .write(d.path());
         let err = import_rpm(&rpm, &root, OPTS).unwrap_err().to_string();
-        assert!(err.contains("/usr/lib/evil/pwned") && err.contains("cannot write beneath the tree root"), "{err}");
+        assert!(
+            err.contains("/usr/lib/evil/pwned") && err.contains("cannot write beneath the tree root"),
+            "{err}"
+        );
         assert!(!abs.join("pwned").exists(), "escaped through {target}");
         nothing_outside(d.path());
         std::fs::remove_dir_all(abs).unwrap();
@@ -74,19 +89,46 @@ fn modes_symlinks_dirs_and_hardlink_free_content_are_kept() {
     let imported = import_rpm(&rpm, &root, OPTS).unwrap();
     assert_eq!(imported.nevra, "good-1-1.noarch");
     assert!(root.join("usr/share/empty").is_dir());
-    assert_eq!(std::fs::metadata(root.join("usr/bin/suid")).unwrap().permissions().mode() & 0o7777, 0o4755);
-    assert_eq!(std::fs::metadata(root.join("usr/share/good/data")).unwrap().permissions().mode() & 0o7777, 0o640);
-    assert_eq!(std::fs::read_link(root.join("usr/bin/link")).unwrap().to_str(), Some("suid"));
-    assert_eq!(std::fs::read_to_string(root.join("usr/share/good/data")).unwrap(), "hello");
+    assert_eq!(
+        std::fs::metadata(root.join("usr/bin/suid"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o4755
+    );
+    assert_eq!(
+        std::fs::metadata(root.join("usr/share/good/data"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o640
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("usr/bin/link")).unwrap().to_str(),
+        Some("suid")
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("usr/share/good/data")).unwrap(),
+        "hello"
+    );
 }
 
 #[test]
 fn truncated_rpm_is_refused_naming_the_file() {
     let (d, root, _) = setup();
     let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-    let rpm = Pkg::new("cut", "1", "noarch").file("/usr/share/cut/big", &big, 0o644).write(d.path());
+    let rpm = Pkg::new("cut", "1", "noarch")
+        .file("/usr/share/cut/big", &big, 0o644)
+        .write(d.path());
     let len = std::fs::metadata(&rpm).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&rpm).unwrap().set_len(len - 500).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&rpm)
+        .unwrap()
+        .set_len(len - 500)
+        .unwrap();
     let err = import_rpm(&rpm, &root, OPTS).unwrap_err().to_string();
     assert!(err.contains(&rpm.display().to_string()), "{err}");
 }

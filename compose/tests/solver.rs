@@ -18,20 +18,37 @@ fn repo_fixture(dir: &Path) {
         .recommends(Dependency::any("extra"))
         .file("/usr/bin/app", "app", 0o755)
         .write(&p);
-    Pkg::new("libfoo", "2.0", "x86_64").provides(Dependency::any("libfoo.so.1()(64bit)")).file("/usr/lib64/libfoo.so.1", "so", 0o755).write(&p);
-    Pkg::new("libfoo", "2.0", "aarch64").provides(Dependency::any("libfoo.so.1()(64bit)")).file("/usr/lib64/libfoo.so.1", "so", 0o755).write(&p);
-    Pkg::new("toolpkg", "1", "noarch").file("/usr/bin/tool", "#!/bin/sh\n", 0o755).write(&p);
-    Pkg::new("datapkg", "1", "noarch").file("/usr/share/data/only-in-filelists", "x", 0o644).write(&p);
+    Pkg::new("libfoo", "2.0", "x86_64")
+        .provides(Dependency::any("libfoo.so.1()(64bit)"))
+        .file("/usr/lib64/libfoo.so.1", "so", 0o755)
+        .write(&p);
+    Pkg::new("libfoo", "2.0", "aarch64")
+        .provides(Dependency::any("libfoo.so.1()(64bit)"))
+        .file("/usr/lib64/libfoo.so.1", "so", 0o755)
+        .write(&p);
+    Pkg::new("toolpkg", "1", "noarch")
+        .file("/usr/bin/tool", "#!/bin/sh\n", 0o755)
+        .write(&p);
+    Pkg::new("datapkg", "1", "noarch")
+        .file("/usr/share/data/only-in-filelists", "x", 0o644)
+        .write(&p);
     Pkg::new("ext2", "1", "noarch").write(&p);
     Pkg::new("extra", "1", "noarch").write(&p);
     Pkg::new("ver", "9.0", "noarch").write(&p);
     Pkg::new("ver", "0.9", "noarch").epoch(1).write(&p);
-    Pkg::new("broken", "1", "noarch").requires(Dependency::greater_eq("nonexistent", "2")).write(&p);
+    Pkg::new("broken", "1", "noarch")
+        .requires(Dependency::greater_eq("nonexistent", "2"))
+        .write(&p);
     createrepo(dir);
 }
 
 fn solver_for(dir: &Path, arch: &str) -> Solver {
-    let cfg = RepoConfig { id: "t".into(), name: "t".into(), baseurl: format!("file://{}", dir.display()), source: dir.into() };
+    let cfg = RepoConfig {
+        id: "t".into(),
+        name: "t".into(),
+        baseurl: format!("file://{}", dir.display()),
+        source: dir.into(),
+    };
     let md = fetch_metadata(&cfg, &dir.join("cache")).unwrap();
     let mut s = Solver::new(arch);
     s.add_repo("t", &md.primary, md.filelists.as_deref()).unwrap();
@@ -47,7 +64,13 @@ fn sonames_files_rich_weak_deps_and_epochs() {
     let d = tempfile::tempdir().unwrap();
     repo_fixture(d.path());
     let mut s = solver_for(d.path(), "x86_64");
-    let got = s.solve(&Request { install: vec!["app".into()], exclude: vec![], recommends: true }).unwrap();
+    let got = s
+        .solve(&Request {
+            install: vec!["app".into()],
+            exclude: vec![],
+            recommends: true,
+        })
+        .unwrap();
     assert_eq!(
         names(&got),
         [
@@ -71,14 +94,39 @@ fn recommends_off_and_excludes() {
     let d = tempfile::tempdir().unwrap();
     repo_fixture(d.path());
     let mut s = solver_for(d.path(), "x86_64");
-    let got = s.solve(&Request { install: vec!["app".into()], exclude: vec![], recommends: false }).unwrap();
+    let got = s
+        .solve(&Request {
+            install: vec!["app".into()],
+            exclude: vec![],
+            recommends: false,
+        })
+        .unwrap();
     assert!(!names(&got).iter().any(|n| n.starts_with("extra")));
     let mut s = solver_for(d.path(), "x86_64");
-    let err = s.solve(&Request { install: vec!["app".into()], exclude: vec!["toolpkg".into()], recommends: true }).unwrap_err();
-    assert!(err.to_string().contains("nothing provides /usr/bin/tool needed by app-1.0-1.x86_64"), "{err}");
+    let err = s
+        .solve(&Request {
+            install: vec!["app".into()],
+            exclude: vec!["toolpkg".into()],
+            recommends: true,
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("nothing provides /usr/bin/tool needed by app-1.0-1.x86_64"),
+        "{err}"
+    );
     let mut s = solver_for(d.path(), "x86_64");
-    let err = s.solve(&Request { install: vec!["extra".into()], exclude: vec!["extra".into()], recommends: true }).unwrap_err();
-    assert_eq!(err.to_string(), "no package provides `extra` in the enabled repositories");
+    let err = s
+        .solve(&Request {
+            install: vec!["extra".into()],
+            exclude: vec!["extra".into()],
+            recommends: true,
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no package provides `extra` in the enabled repositories"
+    );
 }
 
 #[test]
@@ -86,11 +134,23 @@ fn arch_policy_picks_target_arch() {
     let d = tempfile::tempdir().unwrap();
     repo_fixture(d.path());
     let mut s = solver_for(d.path(), "aarch64");
-    let got = s.solve(&Request { install: vec!["libfoo".into(), "toolpkg".into()], exclude: vec![], recommends: true }).unwrap();
+    let got = s
+        .solve(&Request {
+            install: vec!["libfoo".into(), "toolpkg".into()],
+            exclude: vec![],
+            recommends: true,
+        })
+        .unwrap();
     assert_eq!(names(&got), ["libfoo-2.0-1.aarch64", "toolpkg-1-1.noarch"]);
     // app exists only for x86_64
     let mut s = solver_for(d.path(), "aarch64");
-    assert!(s.solve(&Request { install: vec!["app".into()], exclude: vec![], recommends: true }).is_err());
+    assert!(s
+        .solve(&Request {
+            install: vec!["app".into()],
+            exclude: vec![],
+            recommends: true
+        })
+        .is_err());
 }
 
 #[test]
@@ -98,6 +158,16 @@ fn unsatisfiable_names_package_and_requirement() {
     let d = tempfile::tempdir().unwrap();
     repo_fixture(d.path());
     let mut s = solver_for(d.path(), "x86_64");
-    let err = s.solve(&Request { install: vec!["broken".into()], exclude: vec![], recommends: true }).unwrap_err().to_string();
-    assert!(err.contains("broken-1-1.noarch") && err.contains("nonexistent >= 2"), "{err}");
+    let err = s
+        .solve(&Request {
+            install: vec!["broken".into()],
+            exclude: vec![],
+            recommends: true,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("broken-1-1.noarch") && err.contains("nonexistent >= 2"),
+        "{err}"
+    );
 }

@@ -33,11 +33,7 @@ pub async fn probe_kvm(arch: Arch, timeout: Duration) -> bool {
         tracing::debug!(%arch, "cross-arch guest: TCG without probing");
         return false;
     }
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         tracing::debug!(error = %e, "/dev/kvm not usable");
         return false;
     }
@@ -90,14 +86,7 @@ pub async fn mark_kvm_broken(arch: Arch) {
 fn probe_args(arch: Arch, accel: Accel) -> Vec<String> {
     let mut a: Vec<&str> = vec!["-M", arch.machine()];
     if arch == Arch::Aarch64 {
-        a.extend([
-            "-cpu",
-            if accel == Accel::Kvm {
-                "host"
-            } else {
-                "cortex-a57"
-            },
-        ]);
+        a.extend(["-cpu", if accel == Accel::Kvm { "host" } else { "cortex-a57" }]);
     }
     a.extend([
         "-accel",
@@ -113,12 +102,7 @@ fn probe_args(arch: Arch, accel: Accel) -> Vec<String> {
     a.extend(["-qmp", "stdio"]);
     if arch == Arch::X86_64 {
         // SeaBIOS's debug log (port 0x402) to our stderr pipe.
-        a.extend([
-            "-debugcon",
-            "file:/dev/stderr",
-            "-global",
-            "isa-debugcon.iobase=0x402",
-        ]);
+        a.extend(["-debugcon", "file:/dev/stderr", "-global", "isa-debugcon.iobase=0x402"]);
     }
     a.into_iter().map(str::to_owned).collect()
 }
@@ -128,9 +112,7 @@ fn probe_args(arch: Arch, accel: Accel) -> Vec<String> {
 pub(crate) async fn probe(arch: Arch, accel: Accel, timeout: Duration) -> Result<Duration> {
     let start = Instant::now();
     let mut cmd = owned_command(&arch.qemu_binary(), &probe_args(arch, accel));
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .with_context(|| format!("spawning {}", arch.qemu_binary()))?;
@@ -212,9 +194,7 @@ mod tests {
             eprintln!("SKIP: qemu-system-x86_64 not installed");
             return;
         }
-        let took = probe(Arch::X86_64, Accel::Tcg, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let took = probe(Arch::X86_64, Accel::Tcg, Duration::from_secs(10)).await.unwrap();
         eprintln!("TCG probe proved progress in {took:?}");
     }
 

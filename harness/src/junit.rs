@@ -37,15 +37,8 @@ pub fn junit_report(suites: &[SuiteResult]) -> Report {
                     };
                     non_success(NonSuccessKind::Failure, &msg, "test failure", &c.output)
                 }
-                Status::Timeout => {
-                    non_success(NonSuccessKind::Failure, "timed out", "timeout", &c.output)
-                }
-                Status::Error => non_success(
-                    NonSuccessKind::Error,
-                    "never finished",
-                    "harness error",
-                    &c.output,
-                ),
+                Status::Timeout => non_success(NonSuccessKind::Failure, "timed out", "timeout", &c.output),
+                Status::Error => non_success(NonSuccessKind::Error, "never finished", "harness error", &c.output),
             };
             let mut tc = TestCase::new(c.name.as_str(), status);
             tc.set_classname(class.as_str()).set_time(c.duration);
@@ -57,9 +50,7 @@ pub fn junit_report(suites: &[SuiteResult]) -> Report {
                 let status = match st.status {
                     SubtestStatus::Pass => TestCaseStatus::success(),
                     SubtestStatus::Skip | SubtestStatus::Todo => TestCaseStatus::skipped(),
-                    SubtestStatus::Fail => {
-                        non_success(NonSuccessKind::Failure, "not ok", "tap failure", &c.output)
-                    }
+                    SubtestStatus::Fail => non_success(NonSuccessKind::Failure, "not ok", "tap failure", &c.output),
                 };
                 let name = format!("{}::subtest {} {}", c.name, st.number, st.description);
                 let mut tc = TestCase::new(name.trim_end(), status);
@@ -70,8 +61,7 @@ pub fn junit_report(suites: &[SuiteResult]) -> Report {
         if let Some(err) = &s.infra_error {
             let status = non_success(NonSuccessKind::Error, err, "infrastructure", "");
             let mut tc = TestCase::new(INFRA_CASE, status);
-            tc.set_classname(class.as_str())
-                .set_system_err(s.console_tail.as_str());
+            tc.set_classname(class.as_str()).set_system_err(s.console_tail.as_str());
             suite.add_test_case(tc);
         }
         report.add_test_suite(suite);
@@ -84,9 +74,7 @@ pub fn write_junit(suites: &[SuiteResult], path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let xml = junit_report(suites)
-        .to_string()
-        .context("serializing JUnit")?;
+    let xml = junit_report(suites).to_string().context("serializing JUnit")?;
     std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -122,20 +110,13 @@ mod tests {
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let root = doc.root_element();
         assert_eq!(root.tag_name().name(), "testsuites");
-        let ts: Vec<_> = root
-            .children()
-            .filter(|n| n.has_tag_name("testsuite"))
-            .collect();
+        let ts: Vec<_> = root.children().filter(|n| n.has_tag_name("testsuite")).collect();
         assert_eq!(ts.len(), 2);
         let attr = |n: &roxmltree::Node, a: &str| n.attribute(a).unwrap().to_owned();
         assert_eq!(attr(&ts[0], "name"), "dev/minimal::x86_64");
         // 3 tests + 2 subtests; one skipped test and one skipped subtest.
         assert_eq!(
-            (
-                attr(&ts[0], "tests"),
-                attr(&ts[0], "failures"),
-                attr(&ts[0], "skipped")
-            ),
+            (attr(&ts[0], "tests"), attr(&ts[0], "failures"), attr(&ts[0], "skipped")),
             ("5".into(), "0".into(), "2".into())
         );
         // aarch64: tap-example failed (+ failed subtest 1, skipped subtest 2), os-release never finished,
@@ -158,10 +139,7 @@ mod tests {
                 INFRA_CASE
             ]
         );
-        let failure = ts[1]
-            .descendants()
-            .find(|n| n.has_tag_name("failure"))
-            .unwrap();
+        let failure = ts[1].descendants().find(|n| n.has_tag_name("failure")).unwrap();
         assert_eq!(attr(&failure, "message"), "exited with code 1");
         assert!(failure.text().unwrap_or_default().contains("ok 2 second"));
         let infra = ts[1]
@@ -169,15 +147,13 @@ mod tests {
             .find(|n| n.attribute("name") == Some(INFRA_CASE))
             .unwrap();
         assert!(attr(
-            &infra
-                .descendants()
-                .find(|n| n.has_tag_name("error"))
-                .unwrap(),
+            &infra.descendants().find(|n| n.has_tag_name("error")).unwrap(),
             "message"
         )
         .contains("never reported an end marker"));
-        assert!(infra.descendants().any(|n| n.has_tag_name("system-err")
-            && n.text().unwrap_or_default().contains("reboot: Power down")));
+        assert!(infra
+            .descendants()
+            .any(|n| n.has_tag_name("system-err") && n.text().unwrap_or_default().contains("reboot: Power down")));
     }
 
     #[test]

@@ -144,9 +144,7 @@ mod tests {
         let (events, garbage) = parse_all(SAMPLE);
         assert_eq!(garbage, 0);
         assert_eq!(events.len(), 9);
-        assert!(
-            matches!(&events[0], GuestEvent::RunStarted { tests: 3, arch, .. } if arch == "x86_64")
-        );
+        assert!(matches!(&events[0], GuestEvent::RunStarted { tests: 3, arch, .. } if arch == "x86_64"));
         assert_eq!(
             events[2],
             GuestEvent::Subtest {
@@ -198,14 +196,13 @@ mod tests {
     #[test]
     fn garbage_and_partial_lines() {
         let mut p = EventParser::new();
-        let evs = p.feed(b"\0boot noise\n{\"event\":\"test-started\",\"name\":\"t\"}\r\n{\"event\":\"bogus\"}\n{\"event\":\"test-st");
+        let evs = p.feed(
+            b"\0boot noise\n{\"event\":\"test-started\",\"name\":\"t\"}\r\n{\"event\":\"bogus\"}\n{\"event\":\"test-st",
+        );
         assert_eq!(evs, vec![GuestEvent::TestStarted { name: "t".into() }]);
         assert_eq!(p.garbage(), 2);
         assert_eq!(p.feed(b"arted\",\"name\":\"u\"}"), vec![]);
-        assert_eq!(
-            p.finish(),
-            vec![GuestEvent::TestStarted { name: "u".into() }]
-        );
+        assert_eq!(p.finish(), vec![GuestEvent::TestStarted { name: "u".into() }]);
         // A torn last line at VM exit is garbage, not an error.
         let (evs, garbage) = parse_all("{\"event\":\"run-fin");
         assert!(evs.is_empty());

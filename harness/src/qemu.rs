@@ -96,9 +96,7 @@ impl FromStr for Accel {
         match s {
             "kvm" => Ok(Accel::Kvm),
             "tcg" => Ok(Accel::Tcg),
-            other => Err(format!(
-                "unknown accelerator {other:?} (expected kvm or tcg)"
-            )),
+            other => Err(format!("unknown accelerator {other:?} (expected kvm or tcg)")),
         }
     }
 }
@@ -209,12 +207,7 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
         }
     }
     push(&["-accel", cfg.accel.as_str()]);
-    push(&[
-        "-m",
-        &cfg.memory_mb.to_string(),
-        "-smp",
-        &cfg.smp.to_string(),
-    ]);
+    push(&["-m", &cfg.memory_mb.to_string(), "-smp", &cfg.smp.to_string()]);
     // No default devices, no display, and a guest reboot ends QEMU (so a panic ends the run).
     push(&["-nodefaults", "-display", "none", "-no-reboot"]);
     push(&[
@@ -227,10 +220,7 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
     ]);
     push(&[
         "-drive",
-        &format!(
-            "if=none,id=d0,file={},format=qcow2,cache=unsafe",
-            p(&cfg.disk)
-        ),
+        &format!("if=none,id=d0,file={},format=qcow2,cache=unsafe", p(&cfg.disk)),
         "-device",
         "virtio-blk-pci,drive=d0",
     ]);
@@ -248,10 +238,7 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
         "-device",
         &format!("virtserialport,chardev=results,name={RESULTS_PORT}"),
     ]);
-    push(&[
-        "-qmp",
-        &format!("unix:{},server=on,wait=off", p(&cfg.qmp_socket())),
-    ]);
+    push(&["-qmp", &format!("unix:{},server=on,wait=off", p(&cfg.qmp_socket()))]);
     (cfg.arch.qemu_binary(), a)
 }
 

@@ -18,10 +18,7 @@ use tokio::time::{timeout, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     #[error("connecting to QMP socket {path}: {source}")]
-    Connect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Connect { path: PathBuf, source: std::io::Error },
     #[error("QMP {what}: no answer within {after:?}")]
     Timeout { what: String, after: Duration },
     #[error("QMP protocol error: {0}")]
@@ -62,11 +59,7 @@ pub struct Qmp {
 impl Qmp {
     /// Connect to QEMU's unix socket, retrying until `deadline` (QEMU creates it shortly after start), then
     /// negotiate. `cmd_timeout` bounds every later await.
-    pub async fn connect(
-        path: &Path,
-        deadline: Instant,
-        cmd_timeout: Duration,
-    ) -> Result<Qmp, QmpError> {
+    pub async fn connect(path: &Path, deadline: Instant, cmd_timeout: Duration) -> Result<Qmp, QmpError> {
         let stream = loop {
             match tokio::net::UnixStream::connect(path).await {
                 Ok(s) => break s,
@@ -125,11 +118,7 @@ impl Qmp {
     }
 
     /// Run one command and wait (bounded) for its id-matched reply.
-    pub async fn execute(
-        &self,
-        command: &str,
-        arguments: Option<Value>,
-    ) -> Result<Value, QmpError> {
+    pub async fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.pending.lock().expect("qmp pending lock").as_mut() {
@@ -205,21 +194,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let reply = if let Some(ret) = msg.get("return") {
             Ok(ret.clone())
         } else if let Some(err) = msg.get("error") {
-            let s = |k: &str| {
-                err.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            let s = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
             Err(QmpError::CommandFailed {
                 command: String::new(),
                 class: s("class"),
                 desc: s("desc"),
             })
         } else {
-            Err(QmpError::Protocol(format!(
-                "reply is neither return nor error: {line}"
-            )))
+            Err(QmpError::Protocol(format!("reply is neither return nor error: {line}")))
         };
         let waiter = pending
             .lock()
@@ -253,9 +235,7 @@ mod tests {
                 "qmp_capabilities" => json!({"return": {}, "id": id}),
                 "query-status" => {
                     if send_event_first {
-                        w.write_all(b"{\"event\": \"STOP\", \"data\": {}}\n")
-                            .await
-                            .unwrap();
+                        w.write_all(b"{\"event\": \"STOP\", \"data\": {}}\n").await.unwrap();
                     }
                     json!({"return": {"status": "running", "running": true}, "id": id})
                 }
@@ -276,9 +256,7 @@ mod tests {
         let (a, b) = duplex(4096);
         tokio::spawn(fake_server(b, send_event_first));
         let (r, w) = split(a);
-        Qmp::handshake(r, w, Duration::from_millis(500))
-            .await
-            .unwrap()
+        Qmp::handshake(r, w, Duration::from_millis(500)).await.unwrap()
     }
 
     #[tokio::test]
@@ -290,10 +268,7 @@ mod tests {
         assert_eq!(events.recv().await.unwrap().event, "STOP");
         match q.execute("bogus", Some(json!({"x": 1}))).await {
             Err(QmpError::CommandFailed { command, class, .. }) => {
-                assert_eq!(
-                    (command.as_str(), class.as_str()),
-                    ("bogus", "CommandNotFound")
-                )
+                assert_eq!((command.as_str(), class.as_str()), ("bogus", "CommandNotFound"))
             }
             other => panic!("{other:?}"),
         }
@@ -302,15 +277,9 @@ mod tests {
     #[tokio::test]
     async fn timeout_then_closed() {
         let q = client(false).await;
-        assert!(matches!(
-            q.execute("hang", None).await,
-            Err(QmpError::Timeout { .. })
-        ));
+        assert!(matches!(q.execute("hang", None).await, Err(QmpError::Timeout { .. })));
         q.execute("quit", None).await.unwrap();
-        assert!(matches!(
-            q.execute("query-status", None).await,
-            Err(QmpError::Closed)
-        ));
+        assert!(matches!(q.execute("query-status", None).await, Err(QmpError::Closed)));
     }
 
     #[tokio::test]

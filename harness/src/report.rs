@@ -110,12 +110,7 @@ impl Reporter for TerminalReporter {
         } = e
         {
             let id = format!("{tree}::{arch}::{name}");
-            self.test_line(
-                (*status).into(),
-                Some(Duration::from_millis(*duration_ms)),
-                &id,
-                output,
-            );
+            self.test_line((*status).into(), Some(Duration::from_millis(*duration_ms)), &id, output);
         }
     }
 
@@ -124,22 +119,12 @@ impl Reporter for TerminalReporter {
             self.counts[c.status as usize] += 1;
             // Finished tests were printed as their events arrived; the rest only exist here.
             if c.status == Status::Error {
-                self.test_line(
-                    Status::Error,
-                    None,
-                    &format!("{}::{}", s.id(), c.name),
-                    &c.output,
-                );
+                self.test_line(Status::Error, None, &format!("{}::{}", s.id(), c.name), &c.output);
             }
         }
         if let Some(err) = &s.infra_error {
             self.infra_errors += 1;
-            let line = format!(
-                "{} [{:>9}] {}: {err}",
-                self.status_label(Status::Error),
-                "",
-                s.id()
-            );
+            let line = format!("{} [{:>9}] {}: {err}", self.status_label(Status::Error), "", s.id());
             let head = self.paint(RED, &format!("--- CONSOLE: {} (last lines) ---", s.id()));
             let _ = writeln!(self.out, "{line}\n{head}\n{}", s.console_tail.trim_end());
         }
@@ -272,8 +257,8 @@ mod tests {
     #[test]
     fn terminal_output() {
         let buf = Buf::default();
-        let mut r = TerminalReporter::new(Box::new(buf.clone()), false)
-            .with_fixed_elapsed(Duration::from_millis(12_345));
+        let mut r =
+            TerminalReporter::new(Box::new(buf.clone()), false).with_fixed_elapsed(Duration::from_millis(12_345));
         drive(&mut r, SAMPLE, "x86_64");
         drive(&mut r, &failing_run(), "aarch64");
         r.finish();
@@ -283,8 +268,7 @@ mod tests {
     #[test]
     fn terminal_all_pass_summary() {
         let buf = Buf::default();
-        let mut r = TerminalReporter::new(Box::new(buf.clone()), false)
-            .with_fixed_elapsed(Duration::from_millis(300));
+        let mut r = TerminalReporter::new(Box::new(buf.clone()), false).with_fixed_elapsed(Duration::from_millis(300));
         drive(&mut r, SAMPLE, "x86_64");
         r.finish();
         assert_eq!(
@@ -296,15 +280,10 @@ mod tests {
     #[test]
     fn json_lines_carry_tree_and_arch() {
         let buf = Buf::default();
-        let mut r: Vec<Box<dyn Reporter + Send>> =
-            vec![Box::new(JsonReporter::new(Box::new(buf.clone())))];
+        let mut r: Vec<Box<dyn Reporter + Send>> = vec![Box::new(JsonReporter::new(Box::new(buf.clone())))];
         drive(&mut r, SAMPLE, "x86_64");
         r.finish();
-        let lines: Vec<Value> = buf
-            .text()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<Value> = buf.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 10);
         assert!(lines
             .iter()

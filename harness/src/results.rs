@@ -101,12 +101,7 @@ impl SuiteResult {
 
 /// Fold one VM's events into a suite. `commit` is the commit the image was deployed with; a guest that
 /// reports booting another one is an infrastructure error (the test would prove nothing about `commit`).
-pub fn suite_from_outcome(
-    tree: &str,
-    arch: &str,
-    commit: &str,
-    outcome: &VmOutcome,
-) -> SuiteResult {
+pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutcome) -> SuiteResult {
     let mut cases: Vec<TestCaseResult> = Vec::new();
     let mut finished: Vec<bool> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
@@ -116,21 +111,18 @@ pub fn suite_from_outcome(
         done: &mut Vec<bool>,
         name: &str,
     ) -> (usize, &'a mut TestCaseResult) {
-        let i = cases
-            .iter()
-            .position(|c| c.name == name)
-            .unwrap_or_else(|| {
-                cases.push(TestCaseResult {
-                    name: name.to_owned(),
-                    status: Status::Error,
-                    duration: Duration::ZERO,
-                    output: String::new(),
-                    exit_code: None,
-                    subtests: Vec::new(),
-                });
-                done.push(false);
-                cases.len() - 1
+        let i = cases.iter().position(|c| c.name == name).unwrap_or_else(|| {
+            cases.push(TestCaseResult {
+                name: name.to_owned(),
+                status: Status::Error,
+                duration: Duration::ZERO,
+                output: String::new(),
+                exit_code: None,
+                subtests: Vec::new(),
             });
+            done.push(false);
+            cases.len() - 1
+        });
         (i, &mut cases[i])
     }
     for ev in &outcome.events {
@@ -219,9 +211,7 @@ pub(crate) mod tests {
     pub(crate) fn outcome(events_text: &str) -> VmOutcome {
         let (events, _) = parse_all(events_text);
         VmOutcome {
-            finished: events
-                .iter()
-                .any(|e| matches!(e, GuestEvent::RunFinished { .. })),
+            finished: events.iter().any(|e| matches!(e, GuestEvent::RunFinished { .. })),
             events,
             console_tail: "[    1.0] fedostree-runner: done\nreboot: Power down".into(),
             wall: Duration::from_millis(3200),
@@ -234,11 +224,7 @@ pub(crate) mod tests {
         let s = suite_from_outcome("dev/minimal", "x86_64", "5f1c0a", &outcome(SAMPLE));
         assert_eq!(s.infra_error, None);
         assert!(s.passed());
-        let names: Vec<_> = s
-            .cases
-            .iter()
-            .map(|c| (c.name.as_str(), c.status))
-            .collect();
+        let names: Vec<_> = s.cases.iter().map(|c| (c.name.as_str(), c.status)).collect();
         assert_eq!(
             names,
             [
@@ -263,11 +249,7 @@ pub(crate) mod tests {
             Some("guest never reported an end marker (VM timed out after 3.2s)")
         );
         assert_eq!(s.cases[1].status, Status::Error);
-        assert!(
-            s.cases[1].output.contains("timed out"),
-            "{}",
-            s.cases[1].output
-        );
+        assert!(s.cases[1].output.contains("timed out"), "{}", s.cases[1].output);
         assert_eq!(s.console_tail, o.console_tail);
         assert!(!s.passed());
     }
@@ -278,10 +260,7 @@ pub(crate) mod tests {
         o.badness = Some("Oops: 0002".into());
         let s = suite_from_outcome("dev/minimal", "x86_64", "other", &o);
         let err = s.infra_error.unwrap();
-        assert!(
-            err.contains("guest booted commit 5f1c0a, expected other"),
-            "{err}"
-        );
+        assert!(err.contains("guest booted commit 5f1c0a, expected other"), "{err}");
         assert!(err.contains("Oops: 0002"), "{err}");
     }
 }

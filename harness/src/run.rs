@@ -261,9 +261,7 @@ async fn run_once(
 /// QEMU's own explanation from qemu.log ("KVM internal error. Suberror: 1"), as ": <line>".
 fn qemu_log_reason(cfg: &VmConfig) -> Option<String> {
     let log = std::fs::read_to_string(cfg.qemu_log()).ok()?;
-    let line = log
-        .lines()
-        .find(|l| l.contains("error") || l.contains("Error"))?;
+    let line = log.lines().find(|l| l.contains("error") || l.contains("Error"))?;
     Some(format!(": {}", line.trim()))
 }
 

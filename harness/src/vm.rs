@@ -34,14 +34,7 @@ pub(crate) fn owned_command(binary: &str, args: &[String]) -> Command {
     // (prctl, getppid, raise); it allocates nothing and touches no locks.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl: then nobody would ever send the signal.
@@ -89,8 +82,7 @@ impl Vm {
                 sock.display()
             );
         }
-        std::fs::create_dir_all(&cfg.run_dir)
-            .with_context(|| format!("creating {}", cfg.run_dir.display()))?;
+        std::fs::create_dir_all(&cfg.run_dir).with_context(|| format!("creating {}", cfg.run_dir.display()))?;
         // Stale files from an earlier run would be read as this run's console and results.
         for f in [cfg.console_log(), cfg.results_log(), sock.clone()] {
             match std::fs::remove_file(&f) {
@@ -105,8 +97,8 @@ impl Vm {
         tracing::debug!(command = %line, "starting QEMU");
         std::fs::write(cfg.cmdline_file(), format!("{line}\n"))
             .with_context(|| format!("writing {}", cfg.cmdline_file().display()))?;
-        let log = std::fs::File::create(cfg.qemu_log())
-            .with_context(|| format!("creating {}", cfg.qemu_log().display()))?;
+        let log =
+            std::fs::File::create(cfg.qemu_log()).with_context(|| format!("creating {}", cfg.qemu_log().display()))?;
         let mut cmd = owned_command(&binary, &args);
         cmd.stdout(log.try_clone()?).stderr(log);
         let started = Instant::now();
@@ -136,8 +128,7 @@ impl Vm {
             Some(Err(e)) => {
                 let log = vm.log_tail();
                 vm.kill().await;
-                Err(anyhow::Error::new(e)
-                    .context(format!("QEMU did not bring up QMP; qemu.log:\n{log}")))
+                Err(anyhow::Error::new(e).context(format!("QEMU did not bring up QMP; qemu.log:\n{log}")))
             }
             None => bail!(
                 "QEMU exited at start ({}); qemu.log:\n{}",
@@ -168,9 +159,7 @@ impl Vm {
     }
 
     /// Take QMP's event channel (once): `STOP`, `SHUTDOWN`, `GUEST_PANICKED`, ...
-    pub fn take_qmp_events(
-        &mut self,
-    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::qmp::QmpEvent>> {
+    pub fn take_qmp_events(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::qmp::QmpEvent>> {
         self.qmp.as_mut().and_then(Qmp::take_events)
     }
 

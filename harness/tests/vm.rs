@@ -22,10 +22,7 @@ struct Run {
 }
 
 fn vm_config(f: &support::Fixture, scenario: &str) -> Run {
-    let dir = tempfile::Builder::new()
-        .prefix("fh-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("fh-").tempdir_in("/tmp").unwrap();
     let disk = dir.path().join("disk.qcow2");
     let st = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
@@ -70,17 +67,10 @@ async fn boots_and_streams_results_end_to_end() {
     let t0 = Instant::now();
     let mut seen: Vec<(Duration, GuestEvent)> = Vec::new();
     let mut on_event = |e: &GuestEvent| seen.push((t0.elapsed(), e.clone()));
-    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut on_event)
-        .await
-        .unwrap();
+    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut on_event).await.unwrap();
     let kinds: Vec<String> = seen
         .iter()
-        .map(|(_, e)| {
-            serde_json::to_value(e).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|(_, e)| serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(
         kinds,
@@ -95,10 +85,7 @@ async fn boots_and_streams_results_end_to_end() {
             "run-finished"
         ]
     );
-    assert_eq!(
-        out.events,
-        seen.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()
-    );
+    assert_eq!(out.events, seen.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>());
     assert!(out.finished && !out.timed_out, "{out:?}");
     assert_eq!(out.badness, None, "console:\n{}", out.console_tail);
     match &out.events[0] {
@@ -118,10 +105,7 @@ async fn boots_and_streams_results_end_to_end() {
     assert_eq!(suite.cases[0].subtests.len(), 2);
     assert_eq!(suite.cases[1].status, Status::Skip);
     let cmdline = std::fs::read_to_string(r.cfg.cmdline_file()).unwrap();
-    assert!(
-        cmdline.starts_with("qemu-system-x86_64 -M q35 "),
-        "{cmdline}"
-    );
+    assert!(cmdline.starts_with("qemu-system-x86_64 -M q35 "), "{cmdline}");
     assert!(std::fs::read_to_string(r.cfg.console_log())
         .unwrap()
         .contains("init: done"));
@@ -138,9 +122,7 @@ async fn panicking_init_is_badness_and_ends_the_vm_at_once() {
     let _one = ONE_VM.lock().await;
     for scenario in ["panic", "exit"] {
         let r = vm_config(f, scenario);
-        let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {})
-            .await
-            .unwrap();
+        let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
         let bad = out
             .badness
             .clone()
@@ -148,23 +130,13 @@ async fn panicking_init_is_badness_and_ends_the_vm_at_once() {
         assert!(bad.contains("Kernel panic"), "{scenario}: {bad}");
         assert!(!out.finished && !out.timed_out);
         // panic=-1 + -no-reboot end QEMU by themselves; nothing waited for a timeout or a grace period.
-        assert!(
-            out.wall < Duration::from_secs(30),
-            "{scenario}: {:?}",
-            out.wall
-        );
+        assert!(out.wall < Duration::from_secs(30), "{scenario}: {:?}", out.wall);
         let suite = suite_from_outcome("t", "x86_64", "feed", &out);
         assert_eq!(suite.cases[0].status, Status::Error);
         let err = suite.infra_error.unwrap();
-        assert!(
-            err.contains("Kernel panic") && err.contains("end marker"),
-            "{err}"
-        );
+        assert!(err.contains("Kernel panic") && err.contains("end marker"), "{err}");
         assert!(find_qemu(&r.cfg.run_dir).is_none());
-        eprintln!(
-            "TIMING {scenario}: QEMU start → gone {:?}; badness: {bad}",
-            out.wall
-        );
+        eprintln!("TIMING {scenario}: QEMU start → gone {:?}; badness: {bad}", out.wall);
     }
 }
 
@@ -187,19 +159,12 @@ async fn hanging_guest_hits_the_whole_vm_timeout_and_leaves_no_qemu() {
     assert!(out.timed_out && !out.finished, "{out:?}");
     assert!(out.wall >= timeout, "{:?}", out.wall);
     // The ladder: powerdown (ignored by a busybox init) → 3 s → quit. Well under powerdown+quit graces.
-    assert!(
-        out.wall < timeout + Duration::from_secs(7),
-        "{:?}",
-        out.wall
-    );
+    assert!(out.wall < timeout + Duration::from_secs(7), "{:?}", out.wall);
     assert!(pid_gone(pid), "QEMU {pid} still there");
     let suite = suite_from_outcome("t", "x86_64", "feed", &out);
     assert_eq!(suite.cases[0].status, Status::Error);
     assert!(suite.infra_error.unwrap().contains("timed out"));
-    eprintln!(
-        "TIMING hang: timeout {timeout:?}, QEMU gone after {:?}",
-        out.wall
-    );
+    eprintln!("TIMING hang: timeout {timeout:?}, QEMU gone after {:?}", out.wall);
 }
 
 #[tokio::test]
@@ -207,13 +172,8 @@ async fn end_marker_without_poweroff_gets_a_grace_then_the_ladder() {
     let f = vm_fixture!();
     let _one = ONE_VM.lock().await;
     let r = vm_config(f, "linger");
-    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {})
-        .await
-        .unwrap();
-    assert!(
-        out.finished && !out.timed_out && out.badness.is_none(),
-        "{out:?}"
-    );
+    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
+    assert!(out.finished && !out.timed_out && out.badness.is_none(), "{out:?}");
     let ttr = out.time_to_results.unwrap();
     let after = out.wall - ttr;
     assert!(
@@ -247,10 +207,7 @@ async fn qmp_status_stop_ladder_and_drop() {
     let t = Instant::now();
     vm.stop().await.unwrap();
     assert!(pid_gone(pid));
-    eprintln!(
-        "TIMING stop ladder on a running busybox guest: {:?}",
-        t.elapsed()
-    );
+    eprintln!("TIMING stop ladder on a running busybox guest: {:?}", t.elapsed());
 
     // Drop without stop: SIGKILL and reap before drop returns.
     let vm = Vm::spawn(&r.cfg).await.unwrap();
@@ -281,14 +238,8 @@ async fn dropping_the_run_future_leaves_no_qemu() {
         run_vm(&r.cfg, Duration::from_secs(120), &mut sink),
     );
     let (pid, res) = tokio::join!(watch, run);
-    assert!(
-        res.is_err(),
-        "the caller's timeout should have dropped run_vm"
-    );
-    assert!(
-        pid_gone(pid),
-        "QEMU {pid} outlived the dropped run_vm future"
-    );
+    assert!(res.is_err(), "the caller's timeout should have dropped run_vm");
+    assert!(pid_gone(pid), "QEMU {pid} outlived the dropped run_vm future");
 }
 
 /// Ignored by default: on the nested-KVM hosts this project runs on, the kernel crawls for ~110 s under KVM
@@ -309,15 +260,10 @@ async fn kvm_that_cannot_run_the_kernel_falls_back_to_tcg() {
     let _one = ONE_VM.lock().await;
     let mut r = vm_config(f, "ok");
     r.cfg.accel = Accel::Kvm;
-    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {})
-        .await
-        .unwrap();
+    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
     // Either KVM works here, or it stopped with an internal error and the run was redone under TCG;
     // never a paused VM waiting for the whole-VM timeout.
-    assert!(
-        out.finished && !out.timed_out && out.badness.is_none(),
-        "{out:?}"
-    );
+    assert!(out.finished && !out.timed_out && out.badness.is_none(), "{out:?}");
     let fell_back = r.cfg.run_dir.join("qemu-kvm.log").exists();
     if fell_back {
         let cmdline = std::fs::read_to_string(r.cfg.cmdline_file()).unwrap();
@@ -325,8 +271,5 @@ async fn kvm_that_cannot_run_the_kernel_falls_back_to_tcg() {
         let choice = fedostree_harness::choose_accel(Arch::X86_64, None).await;
         assert_eq!(choice, Accel::Tcg, "KVM marked broken for this process");
     }
-    eprintln!(
-        "TIMING kvm fallback={fell_back}: QEMU start → exit {:?}",
-        out.wall
-    );
+    eprintln!("TIMING kvm fallback={fell_back}: QEMU start → exit {:?}", out.wall);
 }

@@ -17,7 +17,10 @@ struct Registry {
     entries: BTreeMap<u64, (String, Teardown)>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry { next: 0, entries: BTreeMap::new() });
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    next: 0,
+    entries: BTreeMap::new(),
+});
 
 fn registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
@@ -72,17 +75,19 @@ pub fn install_signal_handler() {
                 return;
             }
         };
-        let spawned = std::thread::Builder::new().name("fedostree-signals".into()).spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
-                eprintln!("fedostree: caught {name}, cleaning up");
-                if pending() > 0 {
-                    stop_children(Duration::from_secs(5));
+        let spawned = std::thread::Builder::new()
+            .name("fedostree-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    eprintln!("fedostree: caught {name}, cleaning up");
+                    if pending() > 0 {
+                        stop_children(Duration::from_secs(5));
+                    }
+                    run_all();
+                    std::process::exit(128 + sig);
                 }
-                run_all();
-                std::process::exit(128 + sig);
-            }
-        });
+            });
         if let Err(e) = spawned {
             tracing::warn!("cannot spawn signal thread: {e}");
         }
@@ -92,7 +97,9 @@ pub fn install_signal_handler() {
 /// Direct children of this process (e.g. an `ostree admin deploy` in flight holding the mount busy).
 fn children() -> Vec<i32> {
     let me = std::process::id() as i32;
-    let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {

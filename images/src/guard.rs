@@ -82,7 +82,9 @@ impl GuardedSysroot {
 
 /// Refuse unless `path` is itself a mount point of our image, with nothing else mounted beneath it.
 pub fn guard_sysroot(path: &Path, expected: &ExpectedSource) -> Result<GuardedSysroot> {
-    let canon = path.canonicalize().with_context(|| format!("sysroot {}", path.display()))?;
+    let canon = path
+        .canonicalize()
+        .with_context(|| format!("sysroot {}", path.display()))?;
     if canon == Path::new("/") {
         bail!("refusing to run ostree admin against /");
     }
@@ -109,7 +111,10 @@ pub fn guard_sysroot(path: &Path, expected: &ExpectedSource) -> Result<GuardedSy
             expected
         );
     }
-    if let Some(sub) = all.iter().find(|x| x.mount_point != canon && x.mount_point.starts_with(&canon)) {
+    if let Some(sub) = all
+        .iter()
+        .find(|x| x.mount_point != canon && x.mount_point.starts_with(&canon))
+    {
         bail!(
             "refusing to run ostree admin against {}: {} is mounted beneath it",
             canon.display(),

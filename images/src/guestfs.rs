@@ -11,7 +11,10 @@ use std::process::Command;
 
 fn host_has_kernel() -> bool {
     std::fs::read_dir("/boot")
-        .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz")))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz"))
+        })
         .unwrap_or(false)
 }
 
@@ -38,20 +41,18 @@ pub fn supermin_env(state: &StateDir) -> Result<Vec<(&'static str, PathBuf)>> {
         let debarch = fedostree_compose::state::debian_arch(fedostree_compose::state::host_arch())
             .context("no Debian architecture for this host")?;
         let dir = state.deb_cache().join(debarch);
-        let deb = std::fs::read_dir(&dir)
-            .ok()
-            .and_then(|rd| {
-                let mut v: Vec<PathBuf> = rd
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        let n = p.file_name().unwrap().to_string_lossy();
-                        n.starts_with("linux-image-") && n.ends_with(".deb") && !n.contains("-dbg")
-                    })
-                    .collect();
-                v.sort();
-                v.pop()
-            });
+        let deb = std::fs::read_dir(&dir).ok().and_then(|rd| {
+            let mut v: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let n = p.file_name().unwrap().to_string_lossy();
+                    n.starts_with("linux-image-") && n.ends_with(".deb") && !n.contains("-dbg")
+                })
+                .collect();
+            v.sort();
+            v.pop()
+        });
         let Some(deb) = deb else {
             bail!(
                 "libguestfs needs a kernel: none in /boot, SUPERMIN_KERNEL unset, and no linux-image-*.deb in {} \

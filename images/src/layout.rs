@@ -39,7 +39,10 @@ pub struct ImagePaths {
 fn check_name(what: &str, s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.split('/').all(|c| {
-            !c.is_empty() && c != "." && c != ".." && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
         });
     if !ok {
         bail!("invalid {what} name {s:?}");
@@ -164,7 +167,9 @@ impl ResourceRecord {
 /// Processes named `prog` whose command line mentions a path under `prefix`.
 fn procs_under(prog: &str, prefix: &Path) -> Vec<i32> {
     let needle = prefix.to_string_lossy().into_owned();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| {
@@ -178,8 +183,9 @@ fn procs_under(prog: &str, prefix: &Path) -> Vec<i32> {
 /// Tear down whatever a killed run left under the work dir (mounts, loop devices, qemu-storage-daemon,
 /// guestmount), then delete the work dir. Called with the image lock held.
 pub fn recover_stale(paths: &ImagePaths) -> Result<()> {
-    let record: Option<ResourceRecord> =
-        std::fs::read(&paths.resources).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let record: Option<ResourceRecord> = std::fs::read(&paths.resources)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     if !paths.work.exists() && record.is_none() {
         return Ok(());
     }
@@ -191,21 +197,32 @@ pub fn recover_stale(paths: &ImagePaths) -> Result<()> {
     );
     let work = match paths.work.canonicalize() {
         Ok(w) => w,
-        Err(_) => record.as_ref().map(|r| r.work.clone()).unwrap_or_else(|| paths.work.clone()),
+        Err(_) => record
+            .as_ref()
+            .map(|r| r.work.clone())
+            .unwrap_or_else(|| paths.work.clone()),
     };
     // 1. filesystems mounted in the work dir (not the qsd FUSE export itself), deepest first
-    let mut mounts: Vec<_> = guard::mounts()?.into_iter().filter(|m| m.mount_point.starts_with(&work)).collect();
+    let mut mounts: Vec<_> = guard::mounts()?
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(&work))
+        .collect();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.mount_point.components().count()));
     let raw_exports: Vec<PathBuf> = record.iter().filter_map(|r| r.qsd_raw.clone()).collect();
     for m in &mounts {
-        let is_export = raw_exports.contains(&m.mount_point) || m.mount_point.file_name().is_some_and(|n| n == "raw.img");
+        let is_export =
+            raw_exports.contains(&m.mount_point) || m.mount_point.file_name().is_some_and(|n| n == "raw.img");
         if !is_export {
             resources::mount_teardown(&m.mount_point, true)?;
         }
     }
     // 2. guestmount daemons on the work dir exit once unmounted
     for pid in procs_under("guestmount", &work) {
-        if resources::wait_until(Duration::from_secs(30), "stale guestmount to exit", || !crate::sys::pid_alive(pid)).is_err() {
+        if resources::wait_until(Duration::from_secs(30), "stale guestmount to exit", || {
+            !crate::sys::pid_alive(pid)
+        })
+        .is_err()
+        {
             crate::sys::kill(pid, libc::SIGKILL)?;
         }
     }
@@ -230,15 +247,25 @@ pub fn recover_stale(paths: &ImagePaths) -> Result<()> {
         }
     }
     for pid in qsds {
-        let raw = record.as_ref().and_then(|r| r.qsd_raw.clone()).unwrap_or_else(|| work.join("raw.img"));
+        let raw = record
+            .as_ref()
+            .and_then(|r| r.qsd_raw.clone())
+            .unwrap_or_else(|| work.join("raw.img"));
         resources::qsd_teardown(Some(pid), &raw).or_else(|_| resources::qsd_teardown(Some(pid), &work))?;
     }
-    for m in guard::mounts()?.into_iter().filter(|m| m.mount_point.starts_with(&work)) {
+    for m in guard::mounts()?
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(&work))
+    {
         resources::mount_teardown(&m.mount_point, true)?;
     }
     // 5. the work dir itself, never across a mount
     if let Some(m) = guard::mounts()?.into_iter().find(|m| m.mount_point.starts_with(&work)) {
-        bail!("cannot clean {}: {} is still mounted", work.display(), m.mount_point.display());
+        bail!(
+            "cannot clean {}: {} is still mounted",
+            work.display(),
+            m.mount_point.display()
+        );
     }
     remove_tree(&paths.work)?;
     let _ = std::fs::remove_file(&paths.resources);
@@ -252,7 +279,11 @@ pub fn remove_tree(p: &Path) -> Result<()> {
     }
     let canon = p.canonicalize()?;
     if let Some(m) = guard::mounts()?.into_iter().find(|m| m.mount_point.starts_with(&canon)) {
-        bail!("refusing to delete {}: {} is mounted there", canon.display(), m.mount_point.display());
+        bail!(
+            "refusing to delete {}: {} is mounted there",
+            canon.display(),
+            m.mount_point.display()
+        );
     }
     if std::fs::remove_dir_all(p).is_err() {
         use fedostree_compose::cmd::CommandRunExt;

@@ -38,7 +38,9 @@ pub(crate) fn cmdline(pid: i32) -> Option<Vec<String>> {
 
 /// Whether `pid` is a live process whose argv[0] ends in `prog` and whose argv mentions `needle`.
 pub(crate) fn pid_is(pid: i32, prog: &str, needle: &Path) -> bool {
-    let Some(args) = cmdline(pid) else { return false };
+    let Some(args) = cmdline(pid) else {
+        return false;
+    };
     let needle = needle.to_string_lossy();
     crate::sys::pid_alive(pid)
         && args.first().is_some_and(|a0| a0.rsplit('/').next() == Some(prog))
@@ -47,7 +49,9 @@ pub(crate) fn pid_is(pid: i32, prog: &str, needle: &Path) -> bool {
 
 fn read_pidfile(p: &Path) -> Result<i32> {
     let s = std::fs::read_to_string(p).with_context(|| format!("reading pidfile {}", p.display()))?;
-    s.trim().parse().with_context(|| format!("pidfile {}: {s:?}", p.display()))
+    s.trim()
+        .parse()
+        .with_context(|| format!("pidfile {}: {s:?}", p.display()))
 }
 
 /// Stop a process we started (verified by its command line): SIGTERM, wait, SIGKILL after `grace`.
@@ -56,10 +60,16 @@ fn stop_pid(pid: i32, prog: &str, needle: &Path, grace: Duration) -> Result<()> 
         return Ok(());
     }
     crate::sys::kill(pid, libc::SIGTERM)?;
-    if wait_until(grace, &format!("{prog} (pid {pid}) to exit"), || !crate::sys::pid_alive(pid)).is_err() {
+    if wait_until(grace, &format!("{prog} (pid {pid}) to exit"), || {
+        !crate::sys::pid_alive(pid)
+    })
+    .is_err()
+    {
         tracing::warn!("{prog} pid {pid} ignored SIGTERM; killing");
         crate::sys::kill(pid, libc::SIGKILL)?;
-        wait_until(Duration::from_secs(5), &format!("{prog} (pid {pid}) to die"), || !crate::sys::pid_alive(pid))?;
+        wait_until(Duration::from_secs(5), &format!("{prog} (pid {pid}) to die"), || {
+            !crate::sys::pid_alive(pid)
+        })?;
     }
     Ok(())
 }
@@ -121,7 +131,11 @@ impl QsdExport {
             let pid = read_pidfile(&pidfile2).ok();
             let _ = qsd_teardown(pid, &raw2);
         });
-        let mut me = QsdExport { pid: 0, raw: raw.clone(), handle: Some(handle) };
+        let mut me = QsdExport {
+            pid: 0,
+            raw: raw.clone(),
+            handle: Some(handle),
+        };
         let r = Command::new("qemu-storage-daemon")
             .arg("--blockdev")
             .arg(format!(
@@ -130,7 +144,10 @@ impl QsdExport {
             ))
             .args(["--blockdev", "driver=qcow2,node-name=d0,file=f0,discard=unmap"])
             .arg("--export")
-            .arg(format!("type=fuse,id=e0,node-name=d0,mountpoint={},writable=on", raw.display()))
+            .arg(format!(
+                "type=fuse,id=e0,node-name=d0,mountpoint={},writable=on",
+                raw.display()
+            ))
             .arg("--pidfile")
             .arg(pidfile)
             .arg("--daemonize")
@@ -180,7 +197,9 @@ fn sys_backing_file(dev: &Path) -> Option<PathBuf> {
 
 /// Every loop device whose backing file is `file` (`losetup -a`, from sysfs).
 pub fn loops_backed_by(file: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir("/sys/block") else { return vec![] };
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return vec![];
+    };
     rd.flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_string();
@@ -197,16 +216,21 @@ pub fn loop_teardown(dev: &Path, backing: &Path) -> Result<()> {
     }
     Command::new("losetup").arg("-d").arg(dev).run()?;
     // Until backing_file vanishes the loop still holds the FUSE file: stopping qsd then leaves a stale mount.
-    wait_until(Duration::from_secs(20), &format!("{} to release its backing file", dev.display()), || {
-        sys_backing_file(dev).as_deref() != Some(backing)
-    })
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{} to release its backing file", dev.display()),
+        || sys_backing_file(dev).as_deref() != Some(backing),
+    )
 }
 
 impl LoopDevice {
     /// `losetup -P --show -f FILE`.
     pub fn attach(file: &Path) -> Result<Self> {
         let backing = file.canonicalize()?;
-        let out = Command::new("losetup").args(["-P", "--show", "-f"]).arg(&backing).run_get_string()?;
+        let out = Command::new("losetup")
+            .args(["-P", "--show", "-f"])
+            .arg(&backing)
+            .run_get_string()?;
         let dev = out.trim();
         if !dev.starts_with("/dev/loop") || dev.contains(char::is_whitespace) {
             bail!("losetup printed {out:?}");
@@ -216,7 +240,11 @@ impl LoopDevice {
         let handle = cleanup::register(format!("loop device {}", dev.display()), move || {
             let _ = loop_teardown(&d2, &b2);
         });
-        Ok(LoopDevice { dev, backing, handle: Some(handle) })
+        Ok(LoopDevice {
+            dev,
+            backing,
+            handle: Some(handle),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -278,7 +306,10 @@ impl Mount {
         let handle = cleanup::register(format!("mount {}", target.display()), move || {
             let _ = mount_teardown(&t2, true);
         });
-        let me = Mount { target, handle: Some(handle) };
+        let me = Mount {
+            target,
+            handle: Some(handle),
+        };
         Command::new("mount").arg(source).arg(&me.target).run()?;
         Ok(me)
     }
@@ -313,7 +344,10 @@ pub struct GuestMount {
 
 /// `guestmount`/`guestfish` environment: the direct backend under TCG (KVM hangs on these machines).
 pub(crate) fn guestfs_env(cmd: &mut Command) -> &mut Command {
-    for (k, v) in [("LIBGUESTFS_BACKEND", "direct"), ("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")] {
+    for (k, v) in [
+        ("LIBGUESTFS_BACKEND", "direct"),
+        ("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg"),
+    ] {
         if std::env::var_os(k).is_none() {
             cmd.env(k, v);
         }
@@ -333,9 +367,11 @@ pub fn guestmount_teardown(pid: Option<i32>, target: &Path) -> Result<()> {
     }
     if let Some(pid) = pid {
         if pid_is(pid, "guestmount", target) {
-            wait_until(Duration::from_secs(120), &format!("guestmount (pid {pid}) to exit"), || {
-                !crate::sys::pid_alive(pid)
-            })?;
+            wait_until(
+                Duration::from_secs(120),
+                &format!("guestmount (pid {pid}) to exit"),
+                || !crate::sys::pid_alive(pid),
+            )?;
         }
     }
     Ok(())
@@ -350,7 +386,11 @@ impl GuestMount {
         let handle = cleanup::register(format!("guestmount {}", target.display()), move || {
             let _ = guestmount_teardown(read_pidfile(&p2).ok(), &t2);
         });
-        let mut me = GuestMount { pid: 0, target, handle: Some(handle) };
+        let mut me = GuestMount {
+            pid: 0,
+            target,
+            handle: Some(handle),
+        };
         let r = guestfs_env(&mut Command::new("guestmount"))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["--format=qcow2", "-a"])

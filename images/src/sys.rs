@@ -33,7 +33,13 @@ pub fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
     let (ca, cb) = (cstr(a)?, cstr(b)?);
     // SAFETY: valid NUL-terminated paths; AT_FDCWD directory fds.
     let r = unsafe {
-        libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
     };
     if r == 0 {
         Ok(())
@@ -45,7 +51,10 @@ pub fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
 /// Send `sig` to `pid`. ESRCH (already gone) is success: killing twice is safe.
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     if pid <= 1 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("refusing to signal pid {pid}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid}"),
+        ));
     }
     // SAFETY: plain syscall with a positive pid.
     let r = unsafe { libc::kill(pid, sig) };

@@ -24,7 +24,11 @@ fn repo_arg(sr: &GuardedSysroot) -> String {
 pub fn init(sr: &GuardedSysroot, osname: &str, image_id: &str) -> Result<()> {
     admin(sr, "init-fs").arg(sr.path()).run()?;
     admin(sr, "os-init").arg(osname).run()?;
-    Command::new("ostree").arg("config").arg(repo_arg(sr)).args(["set", "sysroot.bootloader", "none"]).run()?;
+    Command::new("ostree")
+        .arg("config")
+        .arg(repo_arg(sr))
+        .args(["set", "sysroot.bootloader", "none"])
+        .run()?;
     let marker = sr.path().join("ostree/deploy").join(osname).join("var/lib/fedostree");
     std::fs::create_dir_all(&marker)?;
     std::fs::write(marker.join("image-id"), format!("{image_id}\n"))?;
@@ -84,7 +88,10 @@ pub fn undeploy_and_prune(sr: &GuardedSysroot, keep: usize) -> Result<usize> {
             bail!("undeploy {} did not remove a deployment", n - 1);
         }
     }
-    Command::new("ostree").arg(repo_arg(sr)).args(["prune", "--refs-only", "--depth=0"]).run()?;
+    Command::new("ostree")
+        .arg(repo_arg(sr))
+        .args(["prune", "--refs-only", "--depth=0"])
+        .run()?;
     Ok(removed)
 }
 
@@ -99,12 +106,22 @@ pub struct BlsEntry {
 }
 
 pub fn parse_bls(path: &Path, text: &str) -> Result<BlsEntry> {
-    let mut e = BlsEntry { path: path.to_path_buf(), version: 0, linux: String::new(), initrd: String::new(), options: String::new() };
+    let mut e = BlsEntry {
+        path: path.to_path_buf(),
+        version: 0,
+        linux: String::new(),
+        initrd: String::new(),
+        options: String::new(),
+    };
     for line in text.lines() {
         let (k, v) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let v = v.trim();
         match k {
-            "version" => e.version = v.parse().with_context(|| format!("{}: version {v:?}", path.display()))?,
+            "version" => {
+                e.version = v
+                    .parse()
+                    .with_context(|| format!("{}: version {v:?}", path.display()))?
+            }
             "linux" => e.linux = v.to_string(),
             "initrd" => e.initrd = v.to_string(),
             "options" => e.options = v.to_string(),
@@ -152,7 +169,9 @@ pub fn boot_checksum(linux: &str) -> Result<String> {
         .split('/')
         .nth(1)
         .ok_or_else(|| anyhow!("linux path {linux:?} has no boot directory"))?;
-    let (_, csum) = dir.rsplit_once('-').ok_or_else(|| anyhow!("boot directory {dir:?} has no checksum"))?;
+    let (_, csum) = dir
+        .rsplit_once('-')
+        .ok_or_else(|| anyhow!("boot directory {dir:?} has no checksum"))?;
     if csum.len() < 32 || !csum.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("boot directory {dir:?}: {csum:?} is not a checksum");
     }
@@ -194,7 +213,12 @@ pub fn extract_boot(sysroot: &Path, boot_cache: &Path) -> Result<BootArtifacts> 
     let opts_tmp = dest.join(format!(".options.{}", std::process::id()));
     std::fs::write(&opts_tmp, format!("{}\n", e.options))?;
     std::fs::rename(&opts_tmp, dest.join("options"))?;
-    Ok(BootArtifacts { kernel, initrd, options: e.options, boot_checksum: csum })
+    Ok(BootArtifacts {
+        kernel,
+        initrd,
+        options: e.options,
+        boot_checksum: csum,
+    })
 }
 
 #[cfg(test)]
@@ -211,15 +235,24 @@ mod tests {
         let e = parse_bls(Path::new("ostree-1.conf"), ENTRY).unwrap();
         assert_eq!(e.version, 2);
         assert!(e.options.starts_with("root=LABEL=root rw"));
-        assert_eq!(boot_checksum(&e.linux).unwrap(), "5a1e0c7a8e3c3a0b4e0bd1e6a2b1f1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8");
+        assert_eq!(
+            boot_checksum(&e.linux).unwrap(),
+            "5a1e0c7a8e3c3a0b4e0bd1e6a2b1f1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8"
+        );
         assert!(boot_checksum("/vmlinuz").is_err());
         assert!(boot_file(Path::new("/x"), "/../etc/passwd").is_err());
     }
 
     #[test]
     fn parses_pull_local_output() {
-        assert_eq!(parse_pulled_bytes("5 metadata, 1 content objects imported; 1234 bytes content written\n"), Some(1234));
-        assert_eq!(parse_pulled_bytes("9 metadata, 3 content objects imported; 1.5 MB content written"), Some(1_500_000));
+        assert_eq!(
+            parse_pulled_bytes("5 metadata, 1 content objects imported; 1234 bytes content written\n"),
+            Some(1234)
+        );
+        assert_eq!(
+            parse_pulled_bytes("9 metadata, 3 content objects imported; 1.5 MB content written"),
+            Some(1_500_000)
+        );
         assert_eq!(parse_pulled_bytes("nothing"), None);
     }
 }

@@ -21,8 +21,7 @@ const KEEP_DEPLOYMENTS: usize = 2;
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 fn which(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
 }
 
 /// [`Backend::Qsd`] where we are root and `/dev/fuse`, loop devices and qemu-storage-daemon exist;
@@ -42,7 +41,9 @@ pub fn default_backend() -> Backend {
 /// A throwaway copy-on-write overlay over `base` for one boot: `qemu-img create -f qcow2 -b BASE -F qcow2`.
 /// The base is referenced by absolute path; an overlay must not outlive the next [`update_image`] of its base.
 pub fn create_overlay(base: &Path, overlay: &Path) -> Result<()> {
-    let base = base.canonicalize().with_context(|| format!("overlay base {}", base.display()))?;
+    let base = base
+        .canonicalize()
+        .with_context(|| format!("overlay base {}", base.display()))?;
     Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(&base)
@@ -52,9 +53,13 @@ pub fn create_overlay(base: &Path, overlay: &Path) -> Result<()> {
 
 /// `actual-size` of a qcow2 (bytes allocated on the host).
 pub fn qcow2_actual_size(disk: &Path) -> Result<u64> {
-    let v: serde_json::Value =
-        Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(disk).run_and_parse_json()?;
-    v["actual-size"].as_u64().with_context(|| format!("qemu-img info {}: no actual-size", disk.display()))
+    let v: serde_json::Value = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(disk)
+        .run_and_parse_json()?;
+    v["actual-size"]
+        .as_u64()
+        .with_context(|| format!("qemu-img info {}: no actual-size", disk.display()))
 }
 
 fn random_id() -> Result<String> {
@@ -86,8 +91,8 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
     let _lock = ImageLock::acquire(&paths.lock, lock_timeout())?;
     layout::recover_stale(&paths).context("cleaning up after an interrupted update")?;
 
-    let current = layout::read_state(&paths.dir)
-        .filter(|s| s.layout_version == LAYOUT_VERSION && paths.disk().is_file());
+    let current =
+        layout::read_state(&paths.dir).filter(|s| s.layout_version == LAYOUT_VERSION && paths.disk().is_file());
     if let Some(st) = current.as_ref().filter(|s| s.commit == spec.commit) {
         if let Some(boot) = cached_boot(&paths, st) {
             return Ok(ImageState {
@@ -98,7 +103,10 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
                 created: false,
                 updated: false,
                 backend,
-                stats: UpdateStats { total_s: secs(t0), ..Default::default() },
+                stats: UpdateStats {
+                    total_s: secs(t0),
+                    ..Default::default()
+                },
             });
         }
     }
@@ -119,7 +127,11 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
         stats.create_s = secs(t);
     } else {
         stats.qcow2_before = qcow2_actual_size(&paths.disk())?;
-        Command::new("cp").arg("--reflink=auto").arg(paths.disk()).arg(&work_disk).run()?;
+        Command::new("cp")
+            .arg("--reflink=auto")
+            .arg(paths.disk())
+            .arg(&work_disk)
+            .run()?;
         stats.copy_s = secs(t);
     }
     crash_point("copy");
@@ -133,33 +145,41 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
         Backend::Guestfs => crate::guestfs::supermin_env(state)?,
         Backend::Qsd => vec![],
     };
-    let boot = with_sysroot(backend, &paths, &work_disk, created, &gf_env, &mut stats, |sr, stats| {
-        if created {
+    let boot = with_sysroot(
+        backend,
+        &paths,
+        &work_disk,
+        created,
+        &gf_env,
+        &mut stats,
+        |sr, stats| {
+            if created {
+                let t = Instant::now();
+                sysroot::init(sr, &spec.osname, &image_id)?;
+                stats.create_s += secs(t);
+            }
+            if deploy_needed {
+                let t = Instant::now();
+                stats.pulled_bytes = sysroot::pull_local(sr, &spec.repo, &spec.commit)?;
+                stats.pull_local_s = secs(t);
+                crash_point("pull-local");
+                let t = Instant::now();
+                let first = sysroot::bls_entries(sr.path())?.is_empty();
+                sysroot::deploy(sr, &spec.osname, &spec.commit, if first { &spec.kargs } else { &[] })?;
+                stats.deploy_s = secs(t);
+                crash_point("deploy");
+                let t = Instant::now();
+                sysroot::undeploy_and_prune(sr, KEEP_DEPLOYMENTS)?;
+                stats.prune_s = secs(t);
+                crash_point("prune");
+            }
             let t = Instant::now();
-            sysroot::init(sr, &spec.osname, &image_id)?;
-            stats.create_s += secs(t);
-        }
-        if deploy_needed {
-            let t = Instant::now();
-            stats.pulled_bytes = sysroot::pull_local(sr, &spec.repo, &spec.commit)?;
-            stats.pull_local_s = secs(t);
-            crash_point("pull-local");
-            let t = Instant::now();
-            let first = sysroot::bls_entries(sr.path())?.is_empty();
-            sysroot::deploy(sr, &spec.osname, &spec.commit, if first { &spec.kargs } else { &[] })?;
-            stats.deploy_s = secs(t);
-            crash_point("deploy");
-            let t = Instant::now();
-            sysroot::undeploy_and_prune(sr, KEEP_DEPLOYMENTS)?;
-            stats.prune_s = secs(t);
-            crash_point("prune");
-        }
-        let t = Instant::now();
-        let boot = sysroot::extract_boot(sr.path(), &paths.boot_cache)?;
-        stats.extract_s = secs(t);
-        crash_point("extract");
-        Ok(boot)
-    });
+            let boot = sysroot::extract_boot(sr.path(), &paths.boot_cache)?;
+            stats.extract_s = secs(t);
+            crash_point("extract");
+            Ok(boot)
+        },
+    );
     let boot = match boot {
         Ok(b) => b,
         Err(e) => {
@@ -279,7 +299,18 @@ fn with_sysroot<T>(
                     .envs(gf_env.iter().map(|(k, v)| (k, v)))
                     .args(["--format=qcow2", "-a"])
                     .arg(disk)
-                    .args(["run", ":", "part-disk", "/dev/sda", "gpt", ":", "part-set-name", "/dev/sda", "1", "root"])
+                    .args([
+                        "run",
+                        ":",
+                        "part-disk",
+                        "/dev/sda",
+                        "gpt",
+                        ":",
+                        "part-set-name",
+                        "/dev/sda",
+                        "1",
+                        "root",
+                    ])
                     .args([":", "mkfs", "ext4", "/dev/sda1", "label:root"])
                     .run()?;
                 stats.create_s += secs(t);

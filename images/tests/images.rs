@@ -22,9 +22,16 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let tmp = tempfile::Builder::new().prefix("fedostree-images-test").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("fedostree-images-test")
+            .tempdir()
+            .unwrap();
         let state = StateDir::new(tmp.path());
-        Command::new("ostree").arg(format!("--repo={}", state.repo().display())).args(["init", "--mode=archive"]).run().unwrap();
+        Command::new("ostree")
+            .arg(format!("--repo={}", state.repo().display()))
+            .args(["init", "--mode=archive"])
+            .run()
+            .unwrap();
         Fixture { _tmp: tmp, state }
     }
 
@@ -44,7 +51,11 @@ impl Fixture {
         // some payload so pulls have something to measure
         let payload: String = (0..20000).map(|i| format!("{version} line {i}\n")).collect();
         std::fs::write(t.join("usr/share/fedostree/version"), payload).unwrap();
-        std::fs::write(t.join("usr/lib/os-release"), format!("NAME=fedostree\nID=fedostree\nPRETTY_NAME=\"fedostree {version}\"\nVERSION_ID={version}\n")).unwrap();
+        std::fs::write(
+            t.join("usr/lib/os-release"),
+            format!("NAME=fedostree\nID=fedostree\nPRETTY_NAME=\"fedostree {version}\"\nVERSION_ID={version}\n"),
+        )
+        .unwrap();
         let out = Command::new("ostree")
             .arg(format!("--repo={}", self.state.repo().display()))
             .args(["commit", "--branch=dev/minimal/x86_64", "--subject", version])
@@ -108,7 +119,8 @@ fn deployed(m: &Path) -> Vec<String> {
 }
 
 fn has_object(m: &Path, commit: &str) -> bool {
-    m.join(format!("ostree/repo/objects/{}/{}.commit", &commit[..2], &commit[2..])).exists()
+    m.join(format!("ostree/repo/objects/{}/{}.commit", &commit[..2], &commit[2..]))
+        .exists()
 }
 
 /// Nothing of ours is left: no mount, loop device, FUSE export or qemu-storage-daemon under `root`.
@@ -148,15 +160,30 @@ fn qsd_create_update_prune_noop() {
     assert_eq!(s1.disk, fx.arch_dir().join("disk.qcow2"));
     assert_eq!(s1.image_id.len(), 32);
     assert_eq!(std::fs::read_to_string(&s1.boot.kernel).unwrap(), "dummy kernel k1\n");
-    assert_eq!(std::fs::read_to_string(&s1.boot.initrd).unwrap(), "dummy initramfs k1\n");
-    assert_eq!(s1.boot.kernel, fx.state.images().join("boot").join(&s1.boot.boot_checksum).join("vmlinuz"));
+    assert_eq!(
+        std::fs::read_to_string(&s1.boot.initrd).unwrap(),
+        "dummy initramfs k1\n"
+    );
+    assert_eq!(
+        s1.boot.kernel,
+        fx.state
+            .images()
+            .join("boot")
+            .join(&s1.boot.boot_checksum)
+            .join("vmlinuz")
+    );
     for k in KARGS {
-        assert!(s1.boot.options.split(' ').any(|o| o == *k), "{k} missing in {}", s1.boot.options);
+        assert!(
+            s1.boot.options.split(' ').any(|o| o == *k),
+            "{k} missing in {}",
+            s1.boot.options
+        );
     }
     assert!(s1.boot.options.contains("ostree=/ostree/boot."), "{}", s1.boot.options);
     let opts_file = s1.boot.kernel.parent().unwrap().join("options");
     assert_eq!(std::fs::read_to_string(opts_file).unwrap().trim(), s1.boot.options);
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(fx.arch_dir().join("state.json")).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.arch_dir().join("state.json")).unwrap()).unwrap();
     assert_eq!(st["commit"], c1.as_str());
     assert_eq!(st["boot_checksum"], s1.boot.boot_checksum.as_str());
     assert!(!fx.arch_dir().with_extension("new").exists());
@@ -187,7 +214,11 @@ fn qsd_create_update_prune_noop() {
     assert_ne!(s3.boot.boot_checksum, s1.boot.boot_checksum);
     assert_eq!(std::fs::read_to_string(&s3.boot.kernel).unwrap(), "dummy kernel k3\n");
     for k in KARGS {
-        assert!(s3.boot.options.split(' ').any(|o| o == *k), "kargs not inherited: {}", s3.boot.options);
+        assert!(
+            s3.boot.options.split(' ').any(|o| o == *k),
+            "kargs not inherited: {}",
+            s3.boot.options
+        );
     }
     inspect(&s3.disk, |m| {
         let mut want = vec![c2.clone(), c3.clone()];
@@ -214,7 +245,11 @@ fn qsd_create_update_prune_noop() {
     // an overlay boots on top without touching the base
     let ov = fx.state.root().join("overlay.qcow2");
     fedostree_images::create_overlay(&s4.disk, &ov).unwrap();
-    let info = Command::new("qemu-img").args(["info", "--output=json"]).arg(&ov).run_get_string().unwrap();
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&ov)
+        .run_get_string()
+        .unwrap();
     assert!(info.contains(&*s4.disk.to_string_lossy()), "{info}");
 
     assert_no_leftovers(fx.state.root());
@@ -224,13 +259,19 @@ fn qsd_create_update_prune_noop() {
 /// Debian linux-image package (from the compose tests' cache, or `FEDOSTREE_TEST_KERNEL_DEB`).
 fn provide_supermin_kernel(fx: &Fixture) -> bool {
     let has_kernel = std::fs::read_dir("/boot")
-        .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz")))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz"))
+        })
         .unwrap_or(false);
     if has_kernel || std::env::var_os("SUPERMIN_KERNEL").is_some() {
         return true;
     }
     let debarch = fedostree_compose::state::debian_arch(fedostree_compose::state::host_arch()).unwrap();
-    let mut candidates: Vec<PathBuf> = std::env::var_os("FEDOSTREE_TEST_KERNEL_DEB").map(PathBuf::from).into_iter().collect();
+    let mut candidates: Vec<PathBuf> = std::env::var_os("FEDOSTREE_TEST_KERNEL_DEB")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
     for dir in [Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache").join(debarch)] {
         if let Ok(rd) = std::fs::read_dir(&dir) {
             candidates.extend(rd.flatten().map(|e| e.path()).filter(|p| {
@@ -247,9 +288,13 @@ fn provide_supermin_kernel(fx: &Fixture) -> bool {
             "apt-get download -q $(apt-cache depends linux-image-cloud-{debarch} | awk '/Depends: linux-image-/{{print $2; exit}}')"
         );
         let _ = Command::new("sh").args(["-c", &script]).current_dir(&dir).status();
-        candidates.extend(std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| {
-            p.file_name().unwrap().to_string_lossy().starts_with("linux-image-")
-        }));
+        candidates.extend(
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("linux-image-")),
+        );
     }
     let Some(deb) = candidates.into_iter().find(|p| p.is_file()) else {
         panic!("no host kernel and no linux-image deb could be fetched for the libguestfs appliance");
@@ -309,14 +354,19 @@ fn guard_accepts_our_mount_only() {
         assert!(guard_sysroot(m, &ExpectedSource::Block("/dev/loop999p1".into())).is_err());
         assert!(guard_sysroot(m, &ExpectedSource::Fuse).is_err());
     });
-    assert!(fedostree_images::guard::guard_sysroot(fx.state.root(), &fedostree_images::guard::ExpectedSource::Fuse).is_err());
+    assert!(
+        fedostree_images::guard::guard_sysroot(fx.state.root(), &fedostree_images::guard::ExpectedSource::Fuse)
+            .is_err()
+    );
 }
 
 /// Entry point for the child processes below (ignored when run normally).
 #[test]
 #[ignore]
 fn child_update_entry() {
-    let Some(root) = std::env::var_os("FEDOSTREE_TEST_CHILD_STATE") else { return };
+    let Some(root) = std::env::var_os("FEDOSTREE_TEST_CHILD_STATE") else {
+        return;
+    };
     let commit = std::env::var("FEDOSTREE_TEST_CHILD_COMMIT").unwrap();
     let state = StateDir::new(root);
     let spec = ImageSpec {
@@ -332,9 +382,15 @@ fn child_update_entry() {
 
 fn child(fx: &Fixture, commit: &str, envs: &[(&str, &str)]) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["child_update_entry", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("FEDOSTREE_TEST_CHILD_STATE", fx.state.root())
-        .env("FEDOSTREE_TEST_CHILD_COMMIT", commit);
+    c.args([
+        "child_update_entry",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("FEDOSTREE_TEST_CHILD_STATE", fx.state.root())
+    .env("FEDOSTREE_TEST_CHILD_COMMIT", commit);
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -342,7 +398,8 @@ fn child(fx: &Fixture, commit: &str, envs: &[(&str, &str)]) -> Command {
 }
 
 fn read_state_commit(fx: &Fixture) -> String {
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(fx.arch_dir().join("state.json")).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.arch_dir().join("state.json")).unwrap()).unwrap();
     st["commit"].as_str().unwrap().to_string()
 }
 
@@ -356,8 +413,15 @@ fn killed_mid_update_recovers() {
     let s1 = update_image(&fx.state, &fx.spec(&c1), Backend::Qsd).unwrap();
     let c2 = fx.commit("v2", "k2");
     for step in ["pull-local", "deploy", "state", "swap"] {
-        let out = child(&fx, &c2, &[("FEDOSTREE_TEST_CRASH_AFTER", step)]).output().unwrap();
-        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{step}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = child(&fx, &c2, &[("FEDOSTREE_TEST_CRASH_AFTER", step)])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         match step {
             "swap" => assert_eq!(read_state_commit(&fx), c2, "swap happened before the kill"),
             _ => assert_eq!(read_state_commit(&fx), c1, "{step}: old image must stay current"),
@@ -380,9 +444,14 @@ fn killed_mid_update_recovers() {
 
     // a killed pre-swap run followed by a real update from the old image
     let c3 = fx.commit("v3", "k3");
-    let out = child(&fx, &c3, &[("FEDOSTREE_TEST_CRASH_AFTER", "pull-local")]).output().unwrap();
+    let out = child(&fx, &c3, &[("FEDOSTREE_TEST_CRASH_AFTER", "pull-local")])
+        .output()
+        .unwrap();
     assert_eq!(out.status.signal(), Some(libc::SIGABRT));
-    assert!(fx.arch_dir().with_extension("new").exists(), "the killed run left its work copy");
+    assert!(
+        fx.arch_dir().with_extension("new").exists(),
+        "the killed run left its work copy"
+    );
     let s3 = update_image(&fx.state, &fx.spec(&c3), Backend::Qsd).unwrap();
     assert!(s3.updated);
     inspect(&s3.disk, |m| {
@@ -411,14 +480,21 @@ fn sigterm_mid_update_cleans_up() {
             .unwrap();
         let t = Instant::now();
         while !marker.exists() {
-            assert!(t.elapsed() < Duration::from_secs(120), "child never reached the pause point");
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "child never reached the pause point"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         // it holds a mount, a loop device and a qsd right now
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(mi.contains(&*fx.state.root().canonicalize().unwrap().to_string_lossy()));
         let pid: i32 = std::fs::read_to_string(&marker).unwrap().parse().unwrap();
-        Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).run().unwrap();
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .run()
+            .unwrap();
         let st = ch.wait().unwrap();
         assert_eq!(st.code(), Some(code));
         // cleaned up by the dying process itself, before any later run
@@ -469,13 +545,28 @@ fn concurrent_updates_serialize() {
 #[test]
 #[ignore]
 fn bench_real_tree() {
-    let (Some(src), Ok(r)) = (std::env::var_os("FEDOSTREE_BENCH_REPO"), std::env::var("FEDOSTREE_BENCH_REF")) else {
+    let (Some(src), Ok(r)) = (
+        std::env::var_os("FEDOSTREE_BENCH_REPO"),
+        std::env::var("FEDOSTREE_BENCH_REF"),
+    ) else {
         return;
     };
     let fx = Fixture::new();
     let repo = format!("--repo={}", fx.state.repo().display());
-    Command::new("ostree").arg(&repo).arg("pull-local").arg(&src).arg(&r).run().unwrap();
-    let c1 = Command::new("ostree").arg(&repo).args(["rev-parse", &r]).run_get_string().unwrap().trim().to_string();
+    Command::new("ostree")
+        .arg(&repo)
+        .arg("pull-local")
+        .arg(&src)
+        .arg(&r)
+        .run()
+        .unwrap();
+    let c1 = Command::new("ostree")
+        .arg(&repo)
+        .args(["rev-parse", &r])
+        .run_get_string()
+        .unwrap()
+        .trim()
+        .to_string();
     let extra = fx.state.root().join("extra");
     std::fs::create_dir_all(extra.join("usr/share/bench")).unwrap();
     std::fs::write(extra.join("usr/share/bench/v2"), vec![7u8; 1 << 20]).unwrap();

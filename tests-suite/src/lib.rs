@@ -49,7 +49,9 @@ pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
         for arch in ARCHES {
             let tf = Treefile::load(&file, &name, arch)?;
             for pkg in &tf.packages {
-                let Some(suffix) = pkg.strip_prefix(TESTS_PACKAGE) else { continue };
+                let Some(suffix) = pkg.strip_prefix(TESTS_PACKAGE) else {
+                    continue;
+                };
                 let suite = format!("fedostree{suffix}");
                 let dir = source_dir.join("tests-suite/installed-tests").join(&suite);
                 let mut tests: Vec<String> = std::fs::read_dir(&dir)
@@ -82,7 +84,9 @@ impl Reporter for Quiet {
 /// the image and boots; the others wait on a lock and read the saved suite. A run is one nextest
 /// invocation (`NEXTEST_RUN_ID`) or one test process.
 pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResult> {
-    let run = std::env::var("NEXTEST_RUN_ID").map(|id| id.chars().take(8).collect()).unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+    let run = std::env::var("NEXTEST_RUN_ID")
+        .map(|id| id.chars().take(8).collect())
+        .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
     let dir = state.runs().join("vm-tests").join(&run).join(tree).join(arch);
     let _lock = FileLock::acquire(&dir.with_extension("lock"))?;
     let saved = dir.join("suite.json");
@@ -107,11 +111,22 @@ pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResul
 /// Judge one case from its tree/arch suite; `Err` carries what a developer needs to see.
 pub fn verdict(case: &VmTestCase, suite: &SuiteResult) -> Result<String, String> {
     if let Some(e) = &suite.infra_error {
-        return Err(format!("infrastructure error: {e}\n--- console tail ---\n{}", suite.console_tail));
+        return Err(format!(
+            "infrastructure error: {e}\n--- console tail ---\n{}",
+            suite.console_tail
+        ));
     }
     let Some(c) = suite.cases.iter().find(|c| c.name == case.test) else {
-        return Err(format!("the guest never ran {} (ran: {})", case.test,
-            suite.cases.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")));
+        return Err(format!(
+            "the guest never ran {} (ran: {})",
+            case.test,
+            suite
+                .cases
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     };
     use fedostree_harness::results::Status;
     let ok = match (case.expect_fail, c.status) {
@@ -119,7 +134,13 @@ pub fn verdict(case: &VmTestCase, suite: &SuiteResult) -> Result<String, String>
         (true, Status::Fail) => true,
         _ => false,
     };
-    let summary = format!("{} {} in {:?} (commit {})", case.name(), c.status.label(), c.duration, suite.commit);
+    let summary = format!(
+        "{} {} in {:?} (commit {})",
+        case.name(),
+        c.status.label(),
+        c.duration,
+        suite.commit
+    );
     if ok {
         Ok(summary)
     } else {

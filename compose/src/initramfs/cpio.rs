@@ -27,13 +27,11 @@ pub(crate) struct Archive {
 
 impl Archive {
     pub(crate) fn dir(&mut self, path: &str) {
-        self.entries
-            .insert(path.to_string(), Entry::Dir { perm: 0o755 });
+        self.entries.insert(path.to_string(), Entry::Dir { perm: 0o755 });
     }
 
     pub(crate) fn file(&mut self, path: &str, perm: u32, data: Vec<u8>) {
-        self.entries
-            .insert(path.to_string(), Entry::File { perm, data });
+        self.entries.insert(path.to_string(), Entry::File { perm, data });
     }
 
     pub(crate) fn symlink(&mut self, path: &str, target: &str) {
@@ -74,15 +72,7 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
-fn write_record(
-    out: &mut Vec<u8>,
-    ino: u32,
-    mode: u32,
-    nlink: u32,
-    rdev: (u32, u32),
-    name: &str,
-    data: &[u8],
-) {
+fn write_record(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, rdev: (u32, u32), name: &str, data: &[u8]) {
     let fields = [
         ino,
         mode,

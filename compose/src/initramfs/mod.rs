@@ -19,13 +19,7 @@ use std::path::Path;
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
 
 /// Modules the guest needs to reach its root filesystem and the results port, in the order asked for.
-pub const WANTED_MODULES: &[&str] = &[
-    "virtio_pci",
-    "virtio_blk",
-    "virtio_console",
-    "virtio_mmio",
-    "ext4",
-];
+pub const WANTED_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_console", "virtio_mmio", "ext4"];
 
 /// busybox applets `/init` runs. A fixed list (not `busybox --list`) because the target binary is never
 /// run on the host, and because that list contains `busybox` itself: a self-link loops (ELOOP).
@@ -88,12 +82,8 @@ pub fn build(tree_root: &Path, kver: &str) -> Result<Vec<u8>> {
     archive.file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec());
 
     let busybox = tree_root.join("usr/bin/busybox");
-    let data = std::fs::read(&busybox).with_context(|| {
-        format!(
-            "initramfs needs busybox from the tree, reading {}",
-            busybox.display()
-        )
-    })?;
+    let data = std::fs::read(&busybox)
+        .with_context(|| format!("initramfs needs busybox from the tree, reading {}", busybox.display()))?;
     archive.file("bin/busybox", 0o755, data);
     for applet in APPLETS {
         archive.symlink(&format!("bin/{applet}"), "busybox");
@@ -105,8 +95,7 @@ pub fn build(tree_root: &Path, kver: &str) -> Result<Vec<u8>> {
     for name in dep.closure(WANTED_MODULES)? {
         let rel = &dep.modules[&name].0;
         let src = modules_dir.join(rel);
-        let data = std::fs::read(&src)
-            .with_context(|| format!("reading kernel module {}", src.display()))?;
+        let data = std::fs::read(&src).with_context(|| format!("reading kernel module {}", src.display()))?;
         // Keep the file name (with any .xz/.zst suffix): insmod and the kernel decide what they can load.
         let file = rel.rsplit('/').next().unwrap_or(rel);
         archive.file(&format!("lib/modules/{file}"), 0o644, data);

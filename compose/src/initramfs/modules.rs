@@ -22,8 +22,7 @@ pub(crate) struct ModulesDep {
 impl ModulesDep {
     pub(crate) fn load(modules_dir: &Path) -> Result<Self> {
         let dep_path = modules_dir.join("modules.dep");
-        let dep = std::fs::read_to_string(&dep_path)
-            .with_context(|| format!("reading {}", dep_path.display()))?;
+        let dep = std::fs::read_to_string(&dep_path).with_context(|| format!("reading {}", dep_path.display()))?;
         let mut modules = BTreeMap::new();
         for (n, line) in dep.lines().enumerate() {
             if line.trim().is_empty() {
@@ -38,11 +37,7 @@ impl ModulesDep {
         // A kernel without modules.builtin has nothing built in worth skipping.
         let builtin_path = modules_dir.join("modules.builtin");
         let builtin = match std::fs::read_to_string(&builtin_path) {
-            Ok(s) => s
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(module_name)
-                .collect(),
+            Ok(s) => s.lines().filter(|l| !l.trim().is_empty()).map(module_name).collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", builtin_path.display())),
         };
@@ -75,9 +70,7 @@ impl ModulesDep {
             if self.builtin.contains(name) {
                 return Ok(());
             }
-            let why = needed_by
-                .map(|m| format!(" (needed by `{m}`)"))
-                .unwrap_or_default();
+            let why = needed_by.map(|m| format!(" (needed by `{m}`)")).unwrap_or_default();
             bail!("kernel module `{name}`{why} is neither in modules.dep nor in modules.builtin");
         };
         state.insert(name.to_string(), false);

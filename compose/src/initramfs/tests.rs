@@ -135,25 +135,18 @@ fn closure_normalizes_dashes() {
 #[test]
 fn missing_module_is_named() {
     let tree = fake_tree();
-    let err =
-        module_closure(&modules_dir(tree.path()), &["virtio_blk", "no_such_mod"]).unwrap_err();
+    let err = module_closure(&modules_dir(tree.path()), &["virtio_blk", "no_such_mod"]).unwrap_err();
     assert!(format!("{err:#}").contains("`no_such_mod`"), "{err:#}");
     let err = module_closure(&modules_dir(tree.path()), &["broken"]).unwrap_err();
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains("`absent`") && msg.contains("needed by `broken`"),
-        "{msg}"
-    );
+    assert!(msg.contains("`absent`") && msg.contains("needed by `broken`"), "{msg}");
 }
 
 #[test]
 fn missing_modules_dep_is_named() {
     let tree = fake_tree();
     let err = build(tree.path(), "0.0.0-other").unwrap_err();
-    assert!(
-        format!("{err:#}").contains("0.0.0-other/modules.dep"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("0.0.0-other/modules.dep"), "{err:#}");
 }
 
 #[test]
@@ -162,10 +155,7 @@ fn missing_busybox_is_named() {
     std::fs::remove_file(tree.path().join("usr/bin/busybox")).unwrap();
     let err = build(tree.path(), KVER).unwrap_err();
     let want = tree.path().join("usr/bin/busybox");
-    assert!(
-        format!("{err:#}").contains(&want.display().to_string()),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains(&want.display().to_string()), "{err:#}");
 }
 
 #[test]
@@ -173,11 +163,7 @@ fn output_is_reproducible() {
     let (a, b) = (fake_tree(), fake_tree());
     let first = build(a.path(), KVER).unwrap();
     assert_eq!(first, build(a.path(), KVER).unwrap(), "same tree twice");
-    assert_eq!(
-        first,
-        build(b.path(), KVER).unwrap(),
-        "identical tree elsewhere"
-    );
+    assert_eq!(first, build(b.path(), KVER).unwrap(), "identical tree elsewhere");
     // gzip header: no name flag, mtime 0.
     assert_eq!(&first[..3], b"\x1f\x8b\x08");
     assert_eq!(first[3] & 0x08, 0, "FNAME set");
@@ -204,16 +190,7 @@ fn archive_contents() {
             .unwrap_or_else(|| panic!("{n} missing"))
     };
 
-    for d in [
-        "bin",
-        "dev",
-        "proc",
-        "sys",
-        "run",
-        "sysroot",
-        "etc",
-        "lib/modules",
-    ] {
+    for d in ["bin", "dev", "proc", "sys", "run", "sysroot", "etc", "lib/modules"] {
         assert_eq!(get(d).mode, S_IFDIR | 0o755, "{d}");
     }
     let console = get("dev/console");
@@ -231,10 +208,7 @@ fn archive_contents() {
             "{applet}"
         );
     }
-    let links = members
-        .iter()
-        .filter(|m| m.mode & 0o170000 == S_IFLNK)
-        .count();
+    let links = members.iter().filter(|m| m.mode & 0o170000 == S_IFLNK).count();
     assert_eq!(
         links,
         APPLETS.len(),
@@ -269,20 +243,14 @@ fn init_uses_only_linked_applets() {
         "readlink",
         "cut",
     ] {
-        assert!(
-            INIT_SCRIPT.contains(needed),
-            "{needed} no longer used: update the test"
-        );
+        assert!(INIT_SCRIPT.contains(needed), "{needed} no longer used: update the test");
         assert!(APPLETS.contains(&needed), "{needed} not linked");
     }
 }
 
 #[test]
 fn init_script_parses() {
-    Command::new("sh")
-        .args(["-n", "-c", INIT_SCRIPT])
-        .run()
-        .unwrap();
+    Command::new("sh").args(["-n", "-c", INIT_SCRIPT]).run().unwrap();
 }
 
 /// GNU cpio, an independent reader, lists the same members (skipped where cpio is not installed).

@@ -30,11 +30,19 @@ pub struct SolvedPackage {
 impl SolvedPackage {
     /// `name-[epoch:]version-release.arch`, the way rpm prints it.
     pub fn nevra(&self) -> String {
-        let epoch = if self.epoch > 0 { format!("{}:", self.epoch) } else { String::new() };
+        let epoch = if self.epoch > 0 {
+            format!("{}:", self.epoch)
+        } else {
+            String::new()
+        };
         format!("{}-{epoch}{}-{}.{}", self.name, self.version, self.release, self.arch)
     }
     pub fn evr(&self) -> String {
-        let epoch = if self.epoch > 0 { format!("{}:", self.epoch) } else { String::new() };
+        let epoch = if self.epoch > 0 {
+            format!("{}:", self.epoch)
+        } else {
+            String::new()
+        };
         format!("{epoch}{}-{}", self.version, self.release)
     }
 }
@@ -211,12 +219,18 @@ impl Solver {
             Some((e, r)) => (e.parse().unwrap_or(0), r.to_string()),
             None => (0, evr.clone()),
         };
-        let (version, release) = rest.rsplit_once('-').map(|(v, r)| (v.to_string(), r.to_string())).unwrap_or((rest, String::new()));
+        let (version, release) = rest
+            .rsplit_once('-')
+            .map(|(v, r)| (v.to_string(), r.to_string()))
+            .unwrap_or((rest, String::new()));
         let mut medianr = 0u32;
         let location = str_of(ffi::solvable_lookup_location(s, &mut medianr));
         let mut ctype: ffi::Id = 0;
-        let checksum =
-            str_of(ffi::solvable_lookup_checksum(s, ffi::solv_knownid_SOLVABLE_CHECKSUM as ffi::Id, &mut ctype));
+        let checksum = str_of(ffi::solvable_lookup_checksum(
+            s,
+            ffi::solv_knownid_SOLVABLE_CHECKSUM as ffi::Id,
+            &mut ctype,
+        ));
         SolvedPackage {
             name: str_of(ffi::pool_id2str(pool, (*s).name)),
             epoch,

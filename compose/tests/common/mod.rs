@@ -13,9 +13,16 @@ pub struct Pkg {
 impl Pkg {
     pub fn new(name: &str, version: &str, arch: &str) -> Self {
         let mut b = PackageBuilder::new(name, version, "MIT", arch, "test package");
-        b.release("1").using_config(BuildConfig::v4().source_date(1_700_000_000u32).compression(CompressionWithLevel::Zstd(3)));
+        b.release("1").using_config(
+            BuildConfig::v4()
+                .source_date(1_700_000_000u32)
+                .compression(CompressionWithLevel::Zstd(3)),
+        );
         b.build_host("fedostree-test");
-        Pkg { b, file: format!("{name}-{version}.{arch}.rpm") }
+        Pkg {
+            b,
+            file: format!("{name}-{version}.{arch}.rpm"),
+        }
     }
     pub fn epoch(mut self, e: u32) -> Self {
         self.b.epoch(e);
@@ -34,7 +41,12 @@ impl Pkg {
         self
     }
     pub fn file(mut self, path: &str, content: &str, mode: u16) -> Self {
-        self.b.with_file_contents(content.as_bytes().to_vec(), FileOptions::new(path).mode(rpm::FileMode::regular(mode))).unwrap();
+        self.b
+            .with_file_contents(
+                content.as_bytes().to_vec(),
+                FileOptions::new(path).mode(rpm::FileMode::regular(mode)),
+            )
+            .unwrap();
         self
     }
     pub fn dir(mut self, path: &str) -> Self {
@@ -56,6 +68,10 @@ impl Pkg {
 
 /// Index `dir` as an rpm-md repository.
 pub fn createrepo(dir: &Path) {
-    let st = Command::new("createrepo_c").args(["-q", "--no-database"]).arg(dir).status().unwrap();
+    let st = Command::new("createrepo_c")
+        .args(["-q", "--no-database"])
+        .arg(dir)
+        .status()
+        .unwrap();
     assert!(st.success());
 }

@@ -23,10 +23,7 @@ pub struct Fixture {
 
 /// Run a short command; Err carries its stderr. (Test-only: the crate itself runs no such commands.)
 fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd:?}: {}: {}",
@@ -38,8 +35,7 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 }
 
 pub fn have(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(binary).is_file()))
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(binary).is_file()))
 }
 
 /// The fixture, or the reason VM tests must be skipped (printed by the caller).
@@ -78,17 +74,10 @@ fn fetch_deb(dir: &Path, package: &str) -> Result<(), String> {
     let have_deb = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .flatten()
-        .any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{package}_"))
-        });
+        .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{package}_")));
     if !have_deb {
-        run(Command::new("apt-get")
-            .arg("download")
-            .arg(package)
-            .current_dir(dir))
-        .map_err(|e| format!("{e} (is `apt-get update` done?)"))?;
+        run(Command::new("apt-get").arg("download").arg(package).current_dir(dir))
+            .map_err(|e| format!("{e} (is `apt-get update` done?)"))?;
     }
     for e in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -106,9 +95,7 @@ fn build() -> Result<Fixture, String> {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
         .find(|d| d.starts_with("linux-image-") && d.ends_with("-cloud-amd64"))
-        .ok_or_else(|| {
-            format!("no versioned kernel in `apt-cache depends linux-image-cloud-amd64`: {deps}")
-        })?
+        .ok_or_else(|| format!("no versioned kernel in `apt-cache depends linux-image-cloud-amd64`: {deps}"))?
         .to_owned();
     let kver = image.trim_start_matches("linux-image-").to_owned();
     let dir = PathBuf::from(CACHE).join(&kver);
@@ -135,11 +122,7 @@ fn build() -> Result<Fixture, String> {
             return Err(format!("{} missing after fetch", p.display()));
         }
     }
-    Ok(Fixture {
-        kernel,
-        initrd,
-        kver,
-    })
+    Ok(Fixture { kernel, initrd, kver })
 }
 
 /// `depends=` from a module's .modinfo section (no modules.dep in the package: depmod never ran).
@@ -166,10 +149,7 @@ fn find_ko(dir: &Path, name: &str) -> Option<PathBuf> {
             if let Some(f) = find_ko(&p, name) {
                 return Some(f);
             }
-        } else if p
-            .file_name()
-            .is_some_and(|n| n == format!("{name}.ko").as_str())
-        {
+        } else if p.file_name().is_some_and(|n| n == format!("{name}.ko").as_str()) {
             return Some(p);
         }
     }
@@ -180,18 +160,12 @@ fn find_ko(dir: &Path, name: &str) -> Option<PathBuf> {
 fn module_load_order(moddir: &Path) -> Result<Vec<PathBuf>, String> {
     let builtin = std::fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
     let mut order = Vec::new();
-    fn visit(
-        moddir: &Path,
-        builtin: &str,
-        name: &str,
-        order: &mut Vec<PathBuf>,
-    ) -> Result<(), String> {
+    fn visit(moddir: &Path, builtin: &str, name: &str, order: &mut Vec<PathBuf>) -> Result<(), String> {
         let name = name.replace('-', "_");
         if builtin.lines().any(|l| l.ends_with(&format!("/{name}.ko"))) {
             return Ok(());
         }
-        let ko = find_ko(&moddir.join("kernel"), &name)
-            .ok_or_else(|| format!("module {name} not found"))?;
+        let ko = find_ko(&moddir.join("kernel"), &name).ok_or_else(|| format!("module {name} not found"))?;
         if order.contains(&ko) {
             return Ok(());
         }
@@ -219,8 +193,7 @@ fn make_initramfs(root: &Path, kver: &str, out: &Path) -> Result<(), String> {
     for applet in [
         "sh", "mount", "insmod", "cat", "echo", "sleep", "poweroff", "basename", "uname",
     ] {
-        std::os::unix::fs::symlink("busybox", w.join("bin").join(applet))
-            .map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink("busybox", w.join("bin").join(applet)).map_err(|e| e.to_string())?;
     }
     let mut load = String::new();
     for ko in module_load_order(&root.join("lib/modules").join(kver))? {
@@ -233,8 +206,7 @@ fn make_initramfs(root: &Path, kver: &str, out: &Path) -> Result<(), String> {
     let init = w.join("init");
     std::fs::write(&init, INIT).map_err(|e| e.to_string())?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
     let list = run(Command::new("find").arg(".").current_dir(w))?;
     let mut cpio = Command::new("cpio")
         .args(["-o", "-H", "newc", "-R", "0:0", "--quiet"])
