@@ -2,7 +2,7 @@
 //! boots on both architectures, installed-tests, gate and publish.
 
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;

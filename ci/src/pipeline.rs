@@ -88,15 +88,68 @@ pub async fn test_tree(
     opts: &TestOptions,
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<Vec<TreeArchRun>> {
-    let mut runs = Vec::new();
+    // Composes and image updates want the disk and both cores: one arch at a time.
+    let mut prepared = Vec::new();
     for arch in &opts.arches {
-        let run = test_tree_arch(state, opts, arch, reporter).await?;
-        reporter.suite_done(&run.suite);
-        runs.push(run);
+        prepared.push((arch.as_str(), prepare(state, &opts.tree, arch, opts.backend)?));
+    }
+    // A TCG guest keeps one core busy: boot the arches side by side.
+    let shared = SharedReporter(std::sync::Mutex::new(reporter));
+    let boots = prepared.into_iter().map(|(arch, (composed, image, timings))| {
+        let shared = &shared;
+        async move {
+            let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
+            let t = Instant::now();
+            let booted = boot_and_test(
+                &composed.tree,
+                arch,
+                &image,
+                &dir,
+                opts.accel,
+                opts.vm_timeout,
+                &mut &*shared,
+            )
+            .await;
+            (composed, image, timings, dir, t.elapsed(), booted)
+        }
+    });
+    let mut runs = Vec::new();
+    for (composed, image, mut timings, dir, boot_time, booted) in futures_util::future::join_all(boots).await {
+        let (suite, to_results) = booted?;
+        timings.boot_s = boot_time.as_secs_f64();
+        timings.qemu_to_results_s = to_results.map(|d| d.as_secs_f64());
+        let mut published = false;
+        if opts.publish && suite.passed() {
+            crate::publish::publish(&state.repo(), &state.public(), &composed.ref_, &image.commit)?;
+            published = true;
+        }
+        std::fs::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
+        (&shared).suite_done(&suite);
+        runs.push(TreeArchRun {
+            ref_: composed.ref_,
+            commit: image.commit.clone(),
+            run_dir: dir,
+            suite,
+            published,
+            image,
+            timings,
+        });
     }
     let suites: Vec<SuiteResult> = runs.iter().map(|r| r.suite.clone()).collect();
     fedostree_harness::junit::write_junit(&suites, &state.runs().join(&opts.run_id).join("junit.xml"))?;
     Ok(runs)
+}
+
+/// One reporter fed by VMs running concurrently: events are forwarded one at a time.
+struct SharedReporter<'a>(std::sync::Mutex<&'a mut (dyn Reporter + Send)>);
+
+impl Reporter for &SharedReporter<'_> {
+    fn event(&mut self, tree: &str, arch: &str, e: &fedostree_harness::protocol::GuestEvent) {
+        self.0.lock().unwrap().event(tree, arch, e)
+    }
+    fn suite_done(&mut self, s: &SuiteResult) {
+        self.0.lock().unwrap().suite_done(s)
+    }
 }
 
 /// Compose and deploy into the cached image (blocking work, serialized per state directory).
@@ -187,43 +240,4 @@ pub async fn boot_and_test(
     let suite = suite_from_outcome(tree, arch, &image.commit, &outcome);
     fedostree_harness::junit::write_junit(std::slice::from_ref(&suite), &run_dir.join("junit.xml"))?;
     Ok((suite, outcome.time_to_results))
-}
-
-async fn test_tree_arch(
-    state: &StateDir,
-    opts: &TestOptions,
-    arch: &str,
-    reporter: &mut (dyn Reporter + Send),
-) -> Result<TreeArchRun> {
-    let (composed, image, mut timings) = prepare(state, &opts.tree, arch, opts.backend)?;
-    let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
-    let t = Instant::now();
-    let (suite, to_results) = boot_and_test(
-        &composed.tree,
-        arch,
-        &image,
-        &dir,
-        opts.accel,
-        opts.vm_timeout,
-        reporter,
-    )
-    .await?;
-    timings.boot_s = t.elapsed().as_secs_f64();
-    timings.qemu_to_results_s = to_results.map(|d| d.as_secs_f64());
-    let commit = image.commit.clone();
-    let mut published = false;
-    if opts.publish && suite.passed() {
-        crate::publish::publish(&state.repo(), &state.public(), &composed.ref_, &commit)?;
-        published = true;
-    }
-    std::fs::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
-    Ok(TreeArchRun {
-        ref_: composed.ref_,
-        commit,
-        run_dir: dir,
-        suite,
-        published,
-        image,
-        timings,
-    })
 }
