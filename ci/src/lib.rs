@@ -1,10 +1,8 @@
 //! fedostree-ci: the pipeline that takes a tree from RPMs to a published, VM-proven commit.
 //!
 //! [`pipeline`] runs compose → offline image update → boot on a throwaway overlay → installed-tests →
-//! gate; [`publish`] moves the public ref only for a passing commit; [`lock`] serializes runs that share
-//! a state directory.
+//! gate; [`publish`] moves the public ref only for a passing commit.
 
-pub mod lock;
 pub mod pipeline;
 pub mod publish;
 

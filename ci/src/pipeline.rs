@@ -1,7 +1,6 @@
 //! `fedostree test`: for each architecture, compose the tree, deploy the commit offline into the
 //! cached image, boot a throwaway overlay, run the installed-tests, and publish only on a pass.
 
-use crate::lock::FileLock;
 use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
 use fedostree_compose::state::StateDir;
@@ -115,7 +114,20 @@ pub async fn test_tree(
     });
     let mut runs = Vec::new();
     for (composed, image, mut timings, dir, boot_time, booted) in futures_util::future::join_all(boots).await {
-        let (suite, to_results) = booted?;
+        // A boot that broke is this tree/arch's infrastructure error; the other arch still reports.
+        let (suite, to_results) = booted.unwrap_or_else(|e| {
+            let suite = SuiteResult {
+                tree: composed.tree.clone(),
+                arch: composed.arch.clone(),
+                commit: image.commit.clone(),
+                cases: vec![],
+                infra_error: Some(format!("{e:#}")),
+                console_tail: std::fs::read_to_string(dir.join("console.log"))
+                    .map(|c| fedostree_harness::console::tail(&c, 40))
+                    .unwrap_or_default(),
+            };
+            (suite, None)
+        });
         timings.boot_s = boot_time.as_secs_f64();
         timings.qemu_to_results_s = to_results.map(|d| d.as_secs_f64());
         let mut published = false;
@@ -162,7 +174,6 @@ pub fn prepare(
     let mut timings = Timings::default();
     let t = Instant::now();
     let composed = {
-        let _lock = FileLock::acquire(&state.root().join("compose.lock"))?;
         compose_tree::compose(
             state,
             &ComposeOptions {
@@ -215,6 +226,12 @@ pub async fn boot_and_test(
     std::fs::hard_link(&image.disk, &base).or_else(|_| std::fs::copy(&image.disk, &base).map(|_| ()))?;
     let overlay = run_dir.join("overlay.qcow2");
     let _ = std::fs::remove_file(&overlay);
+    // Ctrl-C while the VM runs must not leave a hardlinked image copy behind.
+    let (b, o) = (base.clone(), overlay.clone());
+    let cleanup = fedostree_images::cleanup::register(format!("VM overlay {}", overlay.display()), move || {
+        let _ = std::fs::remove_file(&o);
+        let _ = std::fs::remove_file(&b);
+    });
     fedostree_images::create_overlay(&base, &overlay)?;
     let harness_arch: Arch = arch.parse().map_err(anyhow::Error::msg)?;
     let accel = fedostree_harness::accel::choose_accel(harness_arch, accel).await;
@@ -236,6 +253,7 @@ pub async fn boot_and_test(
     // The overlay and base link are throwaway; the logs stay.
     let _ = std::fs::remove_file(&overlay);
     let _ = std::fs::remove_file(&base);
+    fedostree_images::cleanup::deregister(cleanup);
     let outcome = outcome?;
     let suite = suite_from_outcome(tree, arch, &image.commit, &outcome);
     fedostree_harness::junit::write_junit(std::slice::from_ref(&suite), &run_dir.join("junit.xml"))?;

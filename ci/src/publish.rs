@@ -13,6 +13,8 @@ use std::process::Command;
 
 /// Make `commit` (present in `source`) the tip of `ref_` in the public repo at `public`.
 pub fn publish(source: &Path, public: &Path, ref_: &str, commit: &str) -> Result<()> {
+    // One publisher at a time, so the summary is never regenerated from an older set of refs.
+    let _lock = fedostree_compose::lock::FileLock::acquire(&public.with_extension("lock"))?;
     let repo = open_or_create_repo(public)?;
     Command::new("ostree")
         .arg(format!("--repo={}", public.display()))

@@ -51,12 +51,14 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
         devrepo: &devrepo_dir,
     };
     let repos = repo::load_repos(tf.dir(), &tf.repos, &vars).map_err(InputError::wrap)?;
+    // One compose per state directory at a time: they share the repo, the caches and the dev repo.
+    let _lock = crate::lock::FileLock::acquire(&state.root().join("compose.lock"))?;
+    remove_stale_work_dirs(state);
     if repos
         .iter()
         .any(|r| r.baseurl.contains(&*devrepo_dir.to_string_lossy()))
-        && !devrepo::is_built(state, &opts.arch)
     {
-        eprintln!("compose: dev repository for {} is missing, building it", opts.arch);
+        // Incremental (milliseconds when nothing changed): edits to tests-suite/ reach the next compose.
         let dopts = devrepo::DevRepoOptions {
             arches: vec![opts.arch.clone()],
             bump: vec![],
@@ -159,6 +161,19 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
     result.changed = true;
     result.version = version;
     Ok(result)
+}
+
+/// A compose killed before its temporary tree was removed leaves `$STATE/tmp/compose-*`; under the
+/// compose lock none of them can be in use.
+fn remove_stale_work_dirs(state: &StateDir) {
+    let Ok(entries) = std::fs::read_dir(state.tmp()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("compose-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn solve(state: &StateDir, tf: &Treefile, repos: &[repo::RepoConfig]) -> Result<Vec<SolvedPackage>> {

@@ -251,8 +251,13 @@ pub fn apply_owners(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
             if !parent.starts_with(&root_canon) {
                 bail!("{}: /{}: parent resolves outside the tree", p.nevra, rel.display());
             }
+            let meta = std::fs::symlink_metadata(&full)?;
             std::os::unix::fs::lchown(&full, Some(uid), Some(gid))
                 .with_context(|| format!("{}: chown /{}", p.nevra, rel.display()))?;
+            // chown clears setuid/setgid: put the packaged mode back.
+            if !meta.file_type().is_symlink() {
+                std::fs::set_permissions(&full, meta.permissions())?;
+            }
         }
     }
     Ok(())

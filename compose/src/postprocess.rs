@@ -3,6 +3,7 @@
 //! `remove-files`, the recorded package list, and the initramfs next to the kernel.
 
 use crate::import::ImportedPackage;
+use crate::safepath::{beneath, parent_beneath};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fmt::Write as _;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
@@ -16,12 +17,16 @@ pub const VAR_TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/fedostree-var.conf";
 /// Run every step in order on the tree at `root`; returns the kernel version found.
 pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], remove_files: &[String]) -> Result<String> {
     for rel in remove_files {
-        let p = root.join(rel);
+        let p = parent_beneath(root, rel)?;
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p)?,
             Ok(_) => std::fs::remove_file(&p)?,
             Err(_) => tracing::warn!("remove-files: /{rel} is not in the tree"),
         }
+    }
+    // Every later step writes below these: none may be a package-planted symlink.
+    for d in ["usr", "usr/lib", "etc", "var"] {
+        beneath(root, d)?;
     }
     usr_merge(root)?;
     move_etc(root)?;
@@ -30,7 +35,10 @@ pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], remove_files: &[String
     write_pkglist(root, pkgs)?;
     let kver = find_kernel(root)?;
     let initramfs = crate::initramfs::build(root, &kver).context("generating the initramfs")?;
-    std::fs::write(root.join(format!("usr/lib/modules/{kver}/initramfs.img")), initramfs)?;
+    std::fs::write(
+        beneath(root, format!("usr/lib/modules/{kver}/initramfs.img"))?,
+        initramfs,
+    )?;
     std::fs::create_dir_all(root.join("boot"))?;
     Ok(kver)
 }
@@ -40,7 +48,7 @@ pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], remove_files: &[String
 fn usr_merge(root: &Path) -> Result<()> {
     for d in ["bin", "sbin", "lib", "lib64"] {
         let top = root.join(d);
-        let usr = root.join("usr").join(d);
+        let usr = beneath(root, format!("usr/{d}"))?;
         match std::fs::symlink_metadata(&top) {
             Ok(m) if m.file_type().is_symlink() => continue,
             Ok(m) if m.is_dir() => {
@@ -72,7 +80,7 @@ fn move_etc(root: &Path) -> Result<()> {
     if !etc.exists() {
         return Ok(());
     }
-    let usr_etc = root.join("usr/etc");
+    let usr_etc = beneath(root, "usr/etc")?;
     if !usr_etc.exists() {
         return std::fs::rename(&etc, &usr_etc).context("moving /etc to /usr/etc");
     }
@@ -124,7 +132,7 @@ fn var_to_tmpfiles(root: &Path) -> Result<()> {
     std::fs::create_dir(&var)?;
     lines.sort();
     if !lines.is_empty() {
-        let conf = root.join(VAR_TMPFILES_PATH);
+        let conf = beneath(root, VAR_TMPFILES_PATH)?;
         std::fs::create_dir_all(conf.parent().unwrap())?;
         std::fs::write(conf, lines.join("\n") + "\n")?;
     }
@@ -148,9 +156,9 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> Result<()>) 
 /// mutable state under `/var`.
 fn toplevel_layout(root: &Path) -> Result<()> {
     for d in ["dev", "proc", "sys", "run", "sysroot", "boot", "usr/lib/fedostree"] {
-        std::fs::create_dir_all(root.join(d))?;
+        std::fs::create_dir_all(beneath(root, d)?)?;
     }
-    if !root.join("tmp").exists() {
+    if beneath(root, "tmp")?.symlink_metadata().is_err() {
         std::fs::create_dir(root.join("tmp"))?;
         std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
     }
@@ -181,17 +189,18 @@ fn write_pkglist(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
         let sample = p.sample_path.as_deref().unwrap_or("-");
         writeln!(s, "{} {}", p.nevra, sample).unwrap();
     }
-    std::fs::write(root.join(PKGLIST_PATH), s)?;
+    std::fs::write(beneath(root, PKGLIST_PATH)?, s)?;
     Ok(())
 }
 
 /// The single kernel the tree ships, `usr/lib/modules/$KVER/vmlinuz`.
 fn find_kernel(root: &Path) -> Result<String> {
-    let dir = root.join("usr/lib/modules");
+    let dir = beneath(root, "usr/lib/modules")?;
     let mut found = Vec::new();
     for e in std::fs::read_dir(&dir).map_err(|_| anyhow!("no kernel in the tree: /usr/lib/modules is missing"))? {
         let e = e?;
-        if e.path().join("vmlinuz").is_file() {
+        let rel = Path::new("usr/lib/modules").join(e.file_name()).join("vmlinuz");
+        if e.path().join("vmlinuz").symlink_metadata().is_ok() && beneath(root, &rel)?.is_file() {
             found.push(e.file_name().to_string_lossy().into_owned());
         }
     }

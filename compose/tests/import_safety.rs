@@ -73,7 +73,6 @@ fn symlinked_parents_cannot_escape() {
         );
         assert!(!abs.join("pwned").exists(), "escaped through {target}");
         nothing_outside(d.path());
-        std::fs::remove_dir_all(abs).unwrap();
     }
 }
 
@@ -131,4 +130,49 @@ fn truncated_rpm_is_refused_naming_the_file() {
         .unwrap();
     let err = import_rpm(&rpm, &root, OPTS).unwrap_err().to_string();
     assert!(err.contains(&rpm.display().to_string()), "{err}");
+}
+
+#[test]
+fn gzip_xz_zstd_payloads_hardlinks_and_ownership() {
+    use fedostree_compose::import::apply_owners;
+    use rpm::{CompressionWithLevel, FileMode, FileOptions};
+    use std::os::unix::fs::MetadataExt;
+    for (i, c) in [
+        CompressionWithLevel::Gzip(6),
+        CompressionWithLevel::Xz(6),
+        CompressionWithLevel::Zstd(3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (d, root, _) = setup();
+        let member = |path: &str| {
+            FileOptions::new(path)
+                .mode(FileMode::regular(0o2755))
+                .user("root")
+                .group("tty")
+                .hardlink("tool")
+        };
+        let rpm = Pkg::with_compression(&format!("owned{i}"), "1", "noarch", c)
+            .file_with(member("/usr/bin/tool-a"), "same bytes")
+            .file_with(member("/usr/bin/tool-b"), "same bytes")
+            .write(d.path());
+        let imported = import_rpm(&rpm, &root, OPTS).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::write(root.join("usr/lib/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        std::fs::write(root.join("usr/lib/group"), "root:x:0:\ntty:x:5:\n").unwrap();
+        apply_owners(&root, &[imported]).unwrap();
+        let (a, b) = (
+            std::fs::metadata(root.join("usr/bin/tool-a")).unwrap(),
+            std::fs::metadata(root.join("usr/bin/tool-b")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "hardlinked");
+        assert_eq!(a.nlink(), 2);
+        assert_eq!(a.gid(), 5, "group tty");
+        assert_eq!(a.mode() & 0o7777, 0o2755, "setgid survives chown");
+        assert_eq!(
+            std::fs::read_to_string(root.join("usr/bin/tool-b")).unwrap(),
+            "same bytes"
+        );
+    }
 }

@@ -105,6 +105,7 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
     let mut cases: Vec<TestCaseResult> = Vec::new();
     let mut finished: Vec<bool> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
+    let mut announced: Option<u32> = None;
     // Find or create the case for `name`, in first-seen order.
     fn case<'a>(
         cases: &'a mut Vec<TestCaseResult>,
@@ -127,9 +128,13 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
     }
     for ev in &outcome.events {
         match ev {
-            GuestEvent::RunStarted { commit: booted, .. } => {
-                if !booted.is_empty() && !commit.is_empty() && booted != commit {
-                    problems.push(format!("guest booted commit {booted}, expected {commit}"));
+            GuestEvent::RunStarted {
+                commit: booted, tests, ..
+            } => {
+                announced = Some(*tests);
+                // A boot proves something about `commit` only if the guest says it booted exactly that.
+                if booted != commit {
+                    problems.push(format!("guest booted commit `{booted}`, expected `{commit}`"));
                 }
             }
             GuestEvent::TestStarted { name } => {
@@ -180,6 +185,14 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
     }
     if let Some(b) = &outcome.badness {
         problems.push(format!("console shows the guest broke: {b}"));
+    }
+    match announced {
+        None => problems.push("guest never reported run-started".to_owned()),
+        Some(0) => problems.push("the guest found no installed tests to run".to_owned()),
+        Some(n) if outcome.finished && n as usize != cases.len() => {
+            problems.push(format!("the guest announced {n} tests but reported {}", cases.len()))
+        }
+        Some(_) => {}
     }
     if !outcome.finished {
         problems.push(if outcome.timed_out {
@@ -260,7 +273,28 @@ pub(crate) mod tests {
         o.badness = Some("Oops: 0002".into());
         let s = suite_from_outcome("dev/minimal", "x86_64", "other", &o);
         let err = s.infra_error.unwrap();
-        assert!(err.contains("guest booted commit 5f1c0a, expected other"), "{err}");
+        assert!(err.contains("guest booted commit `5f1c0a`, expected `other`"), "{err}");
         assert!(err.contains("Oops: 0002"), "{err}");
+    }
+
+    #[test]
+    fn a_boot_that_ran_nothing_does_not_pass() {
+        let run_started = SAMPLE.lines().next().unwrap();
+        let commit = "5f1c0a";
+        // No run-started at all.
+        let s = suite_from_outcome("t", "x86_64", commit, &outcome(""));
+        assert!(s.infra_error.unwrap().contains("never reported run-started"));
+        // Zero tests announced.
+        let zero = format!(
+            "{}\n{{\"event\":\"run-finished\",\"passed\":0,\"failed\":0,\"skipped\":0,\"timed_out\":0}}\n",
+            run_started.replace("\"tests\":3", "\"tests\":0")
+        );
+        let mut o = outcome(&zero);
+        o.finished = true;
+        let s = suite_from_outcome("t", "x86_64", commit, &o);
+        assert!(
+            s.infra_error.unwrap().contains("no installed tests"),
+            "zero tests must not pass"
+        );
     }
 }

@@ -207,12 +207,15 @@ pub fn extract_boot(sysroot: &Path, boot_cache: &Path) -> Result<BootArtifacts> 
             let src = boot_file(sysroot, rel)?;
             std::fs::copy(&src, tmp.join(name)).with_context(|| format!("copying {}", src.display()))?;
         }
-        let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&tmp, &dest).with_context(|| format!("renaming to {}", dest.display()))?;
+        // Content is named by its checksum, so a directory another run put there first is the same:
+        // keep it (a VM may be booting from it) and drop ours.
+        if let Err(err) = std::fs::rename(&tmp, &dest) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !(kernel.is_file() && initrd.is_file()) {
+                return Err(err).with_context(|| format!("renaming to {}", dest.display()));
+            }
+        }
     }
-    let opts_tmp = dest.join(format!(".options.{}", std::process::id()));
-    std::fs::write(&opts_tmp, format!("{}\n", e.options))?;
-    std::fs::rename(&opts_tmp, dest.join("options"))?;
     Ok(BootArtifacts {
         kernel,
         initrd,

@@ -145,6 +145,26 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
         Backend::Guestfs => crate::guestfs::supermin_env(state)?,
         Backend::Qsd => vec![],
     };
+    if backend == Backend::Guestfs && !created && deploy_needed {
+        // Deployments are `chattr +i` and FUSE cannot clear that flag, so ostree could not remove the
+        // oldest one through guestmount: clear it with libguestfs itself first.
+        guestfs_env(&mut Command::new("guestfish"))
+            .envs(gf_env.iter().map(|(k, v)| (k, v)))
+            .args(["--format=qcow2", "-a"])
+            .arg(&work_disk)
+            .args([
+                "-m",
+                "/dev/sda1",
+                "--",
+                "glob",
+                "set-e2attrs",
+                "/ostree/deploy/*/deploy/*",
+                "i",
+                "clear:true",
+            ])
+            .run()
+            .context("clearing the immutable flag on old deployments")?;
+    }
     let boot = with_sysroot(
         backend,
         &paths,

@@ -4,7 +4,7 @@
 //! every case of that tree/arch reads the same results.
 
 use anyhow::{Context, Result};
-use fedostree_ci::lock::FileLock;
+use fedostree_compose::lock::FileLock;
 use fedostree_compose::state::{StateDir, ARCHES};
 use fedostree_compose::treefile::Treefile;
 use fedostree_harness::report::Reporter;
@@ -84,10 +84,13 @@ impl Reporter for Quiet {
 /// the image and boots; the others wait on a lock and read the saved suite. A run is one nextest
 /// invocation (`NEXTEST_RUN_ID`) or one test process.
 pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResult> {
-    let run = std::env::var("NEXTEST_RUN_ID")
-        .map(|id| id.chars().take(8).collect())
-        .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
-    let dir = state.runs().join("vm-tests").join(&run).join(tree).join(arch);
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| match std::env::var("NEXTEST_RUN_ID") {
+        Ok(id) => id.chars().take(8).collect(),
+        // cargo test: one process is one run; the start time keeps a reused pid from matching.
+        Err(_) => format!("{}-{}", std::process::id(), unix_nanos()),
+    });
+    let dir = state.runs().join("vm-tests").join(run).join(tree).join(arch);
     let _lock = FileLock::acquire(&dir.with_extension("lock"))?;
     let saved = dir.join("suite.json");
     if let Ok(text) = std::fs::read_to_string(&saved) {
@@ -106,6 +109,13 @@ pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResul
     ))?;
     std::fs::write(&saved, serde_json::to_string(&suite)?)?;
     Ok(suite)
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
 }
 
 /// Judge one case from its tree/arch suite; `Err` carries what a developer needs to see.

@@ -120,6 +120,8 @@ pub fn build(state: &StateDir, opts: &DevRepoOptions) -> Result<Vec<(String, Vec
             );
         }
     }
+    std::fs::create_dir_all(state.root())?;
+    let _lock = crate::lock::FileLock::acquire(&state.devrepo_root().with_extension("lock"))?;
     let bumps = apply_bumps(state, &opts.bump)?;
     let mut debarches: Vec<&str> = opts.arches.iter().filter_map(|a| debian_arch(a)).collect();
     debarches.push(host_debarch()?);
@@ -147,10 +149,10 @@ fn apply_bumps(state: &StateDir, names: &[String]) -> Result<Bumps> {
     let known = package_names();
     for b in names {
         if !known.contains(&b.as_str()) {
-            bail!(
+            return Err(crate::InputError::new(format!(
                 "cannot bump unknown package {b:?}; dev repo packages: {}",
                 known.join(", ")
-            );
+            )));
         }
     }
     let mut bumps = Bumps::load(&state.devrepo_root())?;

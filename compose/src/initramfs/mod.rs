@@ -81,7 +81,8 @@ pub fn build(tree_root: &Path, kver: &str) -> Result<Vec<u8>> {
     archive.char_dev("dev/console", 0o600, 5, 1);
     archive.file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec());
 
-    let busybox = tree_root.join("usr/bin/busybox");
+    // Paths inside the tree are package content: never follow a symlink out of it.
+    let busybox = crate::safepath::beneath(tree_root, "usr/bin/busybox")?;
     let data = std::fs::read(&busybox)
         .with_context(|| format!("initramfs needs busybox from the tree, reading {}", busybox.display()))?;
     archive.file("bin/busybox", 0o755, data);
@@ -89,12 +90,13 @@ pub fn build(tree_root: &Path, kver: &str) -> Result<Vec<u8>> {
         archive.symlink(&format!("bin/{applet}"), "busybox");
     }
 
-    let modules_dir = tree_root.join("usr/lib/modules").join(kver);
+    let modules_dir = crate::safepath::beneath(tree_root, Path::new("usr/lib/modules").join(kver))?;
     let dep = modules::ModulesDep::load(&modules_dir)?;
     let mut load_order = String::new();
     for name in dep.closure(WANTED_MODULES)? {
         let rel = &dep.modules[&name].0;
-        let src = modules_dir.join(rel);
+        let src = crate::safepath::beneath(&modules_dir, rel)
+            .with_context(|| format!("modules.dep entry `{rel}` of {kver}"))?;
         let data = std::fs::read(&src).with_context(|| format!("reading kernel module {}", src.display()))?;
         // Keep the file name (with any .xz/.zst suffix): insmod and the kernel decide what they can load.
         let file = rel.rsplit('/').next().unwrap_or(rel);

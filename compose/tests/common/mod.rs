@@ -12,12 +12,12 @@ pub struct Pkg {
 
 impl Pkg {
     pub fn new(name: &str, version: &str, arch: &str) -> Self {
+        Self::with_compression(name, version, arch, CompressionWithLevel::Zstd(3))
+    }
+    pub fn with_compression(name: &str, version: &str, arch: &str, c: CompressionWithLevel) -> Self {
         let mut b = PackageBuilder::new(name, version, "MIT", arch, "test package");
-        b.release("1").using_config(
-            BuildConfig::v4()
-                .source_date(1_700_000_000u32)
-                .compression(CompressionWithLevel::Zstd(3)),
-        );
+        b.release("1")
+            .using_config(BuildConfig::v4().source_date(1_700_000_000u32).compression(c));
         b.build_host("fedostree-test");
         Pkg {
             b,
@@ -47,6 +47,11 @@ impl Pkg {
                 FileOptions::new(path).mode(rpm::FileMode::regular(mode)),
             )
             .unwrap();
+        self
+    }
+    /// A file with full control over its options (owner, hardlink set, mode).
+    pub fn file_with(mut self, opts: impl Into<FileOptions>, content: &str) -> Self {
+        self.b.with_file_contents(content.as_bytes().to_vec(), opts).unwrap();
         self
     }
     pub fn dir(mut self, path: &str) -> Self {

@@ -1,5 +1,5 @@
-//! Advisory file locks (flock) that serialize work sharing one state directory: two composes of
-//! the same repo, or two nextest processes wanting the same VM results.
+//! Advisory file locks (flock) that serialize work sharing one state directory: two composes into one
+//! repo, two dev repository builds, two publishers, two nextest processes wanting the same VM results.
 
 use anyhow::{Context, Result};
 use std::fs::File;

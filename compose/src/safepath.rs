@@ -1,0 +1,60 @@
+//! Paths into an assembled tree. The tree's content came from untrusted packages, so after import
+//! every host-side read or write into it must not follow a symlink a package planted (a symlinked
+//! `/usr/lib/fedostree` must not redirect compose's writes onto the build host).
+
+use anyhow::{bail, Result};
+use std::path::{Component, Path, PathBuf};
+
+/// `root/rel`, refusing `..`, absolute paths, and any existing component (the last one included)
+/// that is a symlink.
+pub fn beneath(root: &Path, rel: impl AsRef<Path>) -> Result<PathBuf> {
+    check(root, rel.as_ref(), true)
+}
+
+/// Like [`beneath`], but the last component may itself be a symlink (to remove or replace it).
+pub fn parent_beneath(root: &Path, rel: impl AsRef<Path>) -> Result<PathBuf> {
+    check(root, rel.as_ref(), false)
+}
+
+fn check(root: &Path, rel: &Path, last_too: bool) -> Result<PathBuf> {
+    let comps: Vec<Component> = rel.components().collect();
+    if comps.is_empty() || !comps.iter().all(|c| matches!(c, Component::Normal(_))) {
+        bail!("/{}: not a plain path inside the tree", rel.display());
+    }
+    let mut cur = root.to_path_buf();
+    for (i, c) in comps.iter().enumerate() {
+        cur.push(c);
+        let is_last = i + 1 == comps.len();
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() && (!is_last || last_too) => {
+                let target = std::fs::read_link(&cur).unwrap_or_default();
+                bail!(
+                    "/{} is a symlink (to {}) where compose needs a real directory or file: refusing to follow it",
+                    cur.strip_prefix(root).unwrap().display(),
+                    target.display()
+                );
+            }
+            Ok(_) => {}
+            Err(_) => break, // nothing below can be a planted symlink
+        }
+    }
+    Ok(root.join(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinked_components_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("/etc", d.path().join("usr/lib/fedostree")).unwrap();
+        assert!(beneath(d.path(), "usr/lib/fedostree/pkglist").is_err());
+        assert!(beneath(d.path(), "usr/lib/fedostree").is_err());
+        assert!(parent_beneath(d.path(), "usr/lib/fedostree").is_ok());
+        assert!(beneath(d.path(), "usr/lib/new/file").is_ok());
+        assert!(beneath(d.path(), "../x").is_err());
+        assert!(beneath(d.path(), "/etc").is_err());
+    }
+}
