@@ -1,20 +1,43 @@
 //! Committing a tree into the archive repo with libostree, and reading commit metadata back.
 
+use crate::cmd::CommandRunExt;
 use anyhow::{Context, Result};
 use ostree::gio;
+use ostree::gio::prelude::FileExt;
 use ostree::glib::{self, prelude::*};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Open the archive repo at `path`, creating it on first use.
 pub fn open_or_create_repo(path: &Path) -> Result<ostree::Repo> {
+    open_or_create(path, ostree::RepoMode::Archive)
+}
+
+/// The uncompressed build cache beside the archive repo (rpm-ostree's approach): committing there only
+/// checksums unchanged files, and `pull-local` then compresses just the objects the archive lacks.
+pub fn open_or_create_build_repo(path: &Path) -> Result<ostree::Repo> {
+    let mode = if running_as_root() {
+        ostree::RepoMode::Bare
+    } else {
+        ostree::RepoMode::BareUser
+    };
+    open_or_create(path, mode)
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn open_or_create(path: &Path, mode: ostree::RepoMode) -> Result<ostree::Repo> {
     let repo = ostree::Repo::new_for_path(path);
     if path.join("config").exists() {
         repo.open(gio::Cancellable::NONE)
             .with_context(|| format!("opening OSTree repo {}", path.display()))?;
     } else {
         std::fs::create_dir_all(path)?;
-        repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
+        repo.create(mode, gio::Cancellable::NONE)
             .with_context(|| format!("creating OSTree repo {}", path.display()))?;
     }
     Ok(repo)
@@ -71,9 +94,10 @@ fn json_to_variant(v: &serde_json::Value) -> glib::Variant {
     }
 }
 
-/// Write `root` as a commit and move the ref to it, all in one transaction: on any error the
-/// transaction is aborted and the ref stays where it was.
-pub fn commit_tree(repo: &ostree::Repo, root: &Path, req: &CommitRequest) -> Result<String> {
+/// Write `root` as a commit and move the ref to it. The tree is committed into `build_repo` first,
+/// then its new objects are pulled into `repo`, and only then does the ref move: on any error the
+/// ref stays where it was.
+pub fn commit_tree(repo: &ostree::Repo, build_repo: &ostree::Repo, root: &Path, req: &CommitRequest) -> Result<String> {
     let dict = glib::VariantDict::new(None);
     for (k, v) in req.extra {
         dict.insert_value(k, &json_to_variant(v));
@@ -107,17 +131,18 @@ pub fn commit_tree(repo: &ostree::Repo, root: &Path, req: &CommitRequest) -> Res
     let metadata = dict.end();
 
     let cancellable = gio::Cancellable::NONE;
-    repo.prepare_transaction(cancellable)?;
-    let result = (|| -> Result<String> {
+    build_repo.prepare_transaction(cancellable)?;
+    let built = (|| -> Result<String> {
         let mtree = ostree::MutableTree::new();
         let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::SKIP_XATTRS, None);
-        repo.write_directory_to_mtree(&gio::File::for_path(root), &mtree, Some(&modifier), cancellable)
-            .context("writing the tree into the repo")?;
-        let root_file = repo.write_mtree(&mtree, cancellable)?;
+        build_repo
+            .write_directory_to_mtree(&gio::File::for_path(root), &mtree, Some(&modifier), cancellable)
+            .context("writing the tree into the build repo")?;
+        let root_file = build_repo.write_mtree(&mtree, cancellable)?;
         let root_file = root_file
             .downcast::<ostree::RepoFile>()
             .expect("write_mtree returns a RepoFile");
-        let csum = repo.write_commit_with_time(
+        let csum = build_repo.write_commit_with_time(
             req.parent,
             Some(req.subject),
             None,
@@ -126,14 +151,29 @@ pub fn commit_tree(repo: &ostree::Repo, root: &Path, req: &CommitRequest) -> Res
             req.time,
             cancellable,
         )?;
-        repo.transaction_set_ref(None, req.ref_, Some(&csum));
-        repo.commit_transaction(cancellable)?;
+        // Keeps the build cache's latest tree of this ref alive (nothing prunes it otherwise).
+        build_repo.transaction_set_ref(None, req.ref_, Some(&csum));
+        build_repo.commit_transaction(cancellable)?;
         Ok(csum.to_string())
     })();
-    if result.is_err() {
-        let _ = repo.abort_transaction(cancellable);
-    }
-    result
+    let csum = match built {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = build_repo.abort_transaction(cancellable);
+            return Err(e);
+        }
+    };
+    let build_path = build_repo.path().path().context("build repo path")?;
+    let repo_path = repo.path().path().context("repo path")?;
+    std::process::Command::new("ostree")
+        .arg(format!("--repo={}", repo_path.display()))
+        .args(["pull-local", "--untrusted"])
+        .arg(&build_path)
+        .arg(&csum)
+        .run()
+        .context("copying the new commit's objects into the archive repo")?;
+    repo.set_ref_immediate(None, req.ref_, Some(&csum), cancellable)?;
+    Ok(csum)
 }
 
 /// The commit a ref (or checksum) points to, if any.

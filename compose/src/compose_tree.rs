@@ -139,8 +139,10 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
         None => format!("{} ({})", tf.name, opts.arch),
     };
     let progress = Progress::new("commit", 1, false);
+    let build_repo = commit::open_or_create_build_repo(&state.build_repo())?;
     let csum = commit::commit_tree(
         &repo,
+        &build_repo,
         &root,
         &commit::CommitRequest {
             ref_: &tf.ref_,

@@ -53,18 +53,7 @@ fn usr_merge(root: &Path) -> Result<()> {
             Ok(m) if m.file_type().is_symlink() => continue,
             Ok(m) if m.is_dir() => {
                 std::fs::create_dir_all(&usr)?;
-                for e in std::fs::read_dir(&top)? {
-                    let e = e?;
-                    let dest = usr.join(e.file_name());
-                    if dest.symlink_metadata().is_ok() {
-                        bail!(
-                            "usr-merge: both /{d}/{0} and /usr/{d}/{0} exist",
-                            e.file_name().to_string_lossy()
-                        );
-                    }
-                    std::fs::rename(e.path(), dest)?;
-                }
-                std::fs::remove_dir(&top)?;
+                move_entries(&top, &usr, &format!("/{d}"), &format!("/usr/{d}"))?;
             }
             Ok(_) => bail!("usr-merge: /{d} is a regular file"),
             Err(_) if !usr.exists() => continue,
@@ -85,18 +74,23 @@ fn move_etc(root: &Path) -> Result<()> {
         return std::fs::rename(&etc, &usr_etc).context("moving /etc to /usr/etc");
     }
     // A package may own the (empty) /usr/etc directory itself; anything more is a conflict.
-    for e in std::fs::read_dir(&etc)? {
+    move_entries(&etc, &usr_etc, "/etc", "/usr/etc")
+}
+
+/// Move every entry of `from` into `to` and remove `from`; a name present in both is a conflict.
+fn move_entries(from: &Path, to: &Path, from_name: &str, to_name: &str) -> Result<()> {
+    for e in std::fs::read_dir(from)? {
         let e = e?;
-        let dest = usr_etc.join(e.file_name());
+        let dest = to.join(e.file_name());
         if dest.symlink_metadata().is_ok() {
             bail!(
-                "both /etc/{0} and /usr/etc/{0} exist: packages must not ship /usr/etc content",
+                "both {from_name}/{0} and {to_name}/{0} exist in the tree",
                 e.file_name().to_string_lossy()
             );
         }
         std::fs::rename(e.path(), dest)?;
     }
-    std::fs::remove_dir(&etc)?;
+    std::fs::remove_dir(from)?;
     Ok(())
 }
 
@@ -208,5 +202,49 @@ fn find_kernel(root: &Path) -> Result<String> {
         1 => Ok(found.remove(0)),
         0 => bail!("no kernel in the tree: no /usr/lib/modules/*/vmlinuz (add a kernel package)"),
         _ => bail!("more than one kernel in the tree: {}", found.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planted_symlinks_cannot_redirect_compose_writes() {
+        for planted in ["usr/lib/fedostree", "usr/lib/tmpfiles.d", "etc"] {
+            let d = tempfile::tempdir().unwrap();
+            let (root, outside) = (d.path().join("root"), d.path().join("outside"));
+            std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+            std::fs::create_dir_all(root.join("var/lib/x")).unwrap();
+            std::fs::create_dir_all(&outside).unwrap();
+            std::os::unix::fs::symlink(&outside, root.join(planted)).unwrap();
+            let err = postprocess(&root, &[], &[]).unwrap_err().to_string();
+            assert!(err.contains("symlink"), "{planted}: {err}");
+            assert_eq!(
+                std::fs::read_dir(&outside).unwrap().count(),
+                0,
+                "{planted}: wrote outside the tree"
+            );
+        }
+    }
+
+    #[test]
+    fn etc_moves_to_usr_etc_and_var_becomes_tmpfiles() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/hostname"), "h\n").unwrap();
+        std::fs::create_dir_all(root.join("usr/etc")).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/app")).unwrap();
+        std::os::unix::fs::symlink("../run", root.join("var/run")).unwrap();
+        move_etc(root).unwrap();
+        var_to_tmpfiles(root).unwrap();
+        assert!(!root.join("etc").exists() && root.join("usr/etc/hostname").is_file());
+        assert_eq!(std::fs::read_dir(root.join("var")).unwrap().count(), 0);
+        let conf = std::fs::read_to_string(root.join(VAR_TMPFILES_PATH)).unwrap();
+        assert!(
+            conf.contains("d /var/lib/app 0755 0 0 - -") && conf.contains("L /var/run - - - - ../run"),
+            "{conf}"
+        );
     }
 }

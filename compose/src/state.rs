@@ -6,6 +6,7 @@
 //! $STATE/cache/debs/               Debian packages fetched for the dev repo
 //! $STATE/cache/rpms/<sha256>.rpm   verified RPMs, shared by every tree and arch
 //! $STATE/cache/repodata/<key>/     rpm-md metadata per repository
+//! $STATE/cache/build-repo          bare OSTree repo: commits land here first, then pull into repo
 //! $STATE/tmp/                      scratch space for composes (same filesystem as the repo)
 //! $STATE/images/, runs/, public/   VM images, test runs, the published repo
 //! ```
@@ -26,6 +27,10 @@ impl StateDir {
     }
     pub fn repo(&self) -> PathBuf {
         self.root.join("repo")
+    }
+    /// Uncompressed commit cache in front of `repo` (see `commit::open_or_create_build_repo`).
+    pub fn build_repo(&self) -> PathBuf {
+        self.root.join("cache/build-repo")
     }
     pub fn devrepo_root(&self) -> PathBuf {
         self.root.join("devrepo")
