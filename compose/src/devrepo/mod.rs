@@ -234,7 +234,7 @@ fn build_arch(
         let path = pkgdir.join(&file);
         let old = manifest.packages.get(name).cloned();
         if old.as_ref().is_some_and(|o| o.input == input && o.file == file) && path.exists() {
-            eprintln!("devrepo {arch}: unchanged {nevra}");
+            tracing::debug!("devrepo {arch}: unchanged {nevra}");
             out.push(BuiltPackage {
                 name: name.into(),
                 nevra,
@@ -305,6 +305,7 @@ fn build_arch(
         eprintln!("devrepo {arch}: removed stale {r}");
     }
     if removed.is_empty() && !out.iter().any(|p| p.rebuilt) && is_built(state, arch) {
+        eprintln!("devrepo {arch}: {} packages up to date", out.len());
         return Ok(out);
     }
     let t0 = Instant::now();
