@@ -7,6 +7,23 @@ use std::process::{Command, Output};
 mod common;
 use common::{fedostree, state_dir};
 
+/// `fedostree compose --tree dev/minimal --arch ARCH --write-compose-json CJ`
+fn compose_minimal(state: &Path, arch: &str, cj: &Path) -> Output {
+    let cj = cj.to_str().unwrap();
+    fedostree(
+        state,
+        &[
+            "compose",
+            "--tree",
+            "dev/minimal",
+            "--arch",
+            arch,
+            "--write-compose-json",
+            cj,
+        ],
+    )
+}
+
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout.clone()).unwrap()
@@ -35,18 +52,7 @@ fn compose_both_arches_noop_bump_and_diff() {
     let state = state_dir("compose-e2e");
     let repo = state.join("repo");
     let cj = state.join("compose.json");
-    ok(&fedostree(
-        &state,
-        &[
-            "compose",
-            "--tree",
-            "dev/minimal",
-            "--arch",
-            "all",
-            "--write-compose-json",
-            cj.to_str().unwrap(),
-        ],
-    ));
+    ok(&compose_minimal(&state, "all", &cj));
     let results = json(&cj);
     for (r, arch) in results.as_array().unwrap().iter().zip(["x86_64", "aarch64"]) {
         assert_eq!(r["arch"], arch);
@@ -88,18 +94,7 @@ fn compose_both_arches_noop_bump_and_diff() {
     }
 
     // Unchanged inputs: no new commit.
-    let out = fedostree(
-        &state,
-        &[
-            "compose",
-            "--tree",
-            "dev/minimal",
-            "--arch",
-            "x86_64",
-            "--write-compose-json",
-            cj.to_str().unwrap(),
-        ],
-    );
+    let out = compose_minimal(&state, "x86_64", &cj);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no changes since"));
     let r = json(&cj);
@@ -111,18 +106,7 @@ fn compose_both_arches_noop_bump_and_diff() {
         &state,
         &["devrepo", "--arch", "x86_64", "--bump", "fedostree-base"],
     ));
-    ok(&fedostree(
-        &state,
-        &[
-            "compose",
-            "--tree",
-            "dev/minimal",
-            "--arch",
-            "x86_64",
-            "--write-compose-json",
-            cj.to_str().unwrap(),
-        ],
-    ));
+    ok(&compose_minimal(&state, "x86_64", &cj));
     let r = json(&cj);
     assert_eq!(r["changed"], true);
     assert_eq!(r["parent"], results[0]["ostree-commit"]);

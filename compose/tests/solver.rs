@@ -55,6 +55,20 @@ fn solver_for(dir: &Path, arch: &str) -> Solver {
     s
 }
 
+fn solve_in(
+    dir: &Path,
+    arch: &str,
+    install: Vec<String>,
+    exclude: Vec<String>,
+    recommends: bool,
+) -> Result<Vec<SolvedPackage>, fedostree_compose::solve::SolveError> {
+    solver_for(dir, arch).solve(&Request {
+        install,
+        exclude,
+        recommends,
+    })
+}
+
 fn names(v: &[SolvedPackage]) -> Vec<String> {
     v.iter().map(|p| p.nevra()).collect()
 }
@@ -63,14 +77,7 @@ fn names(v: &[SolvedPackage]) -> Vec<String> {
 fn sonames_files_rich_weak_deps_and_epochs() {
     let d = tempfile::tempdir().unwrap();
     repo_fixture(d.path());
-    let mut s = solver_for(d.path(), "x86_64");
-    let got = s
-        .solve(&Request {
-            install: vec!["app".into()],
-            exclude: vec![],
-            recommends: true,
-        })
-        .unwrap();
+    let got = solve_in(d.path(), "x86_64", vec!["app".into()], vec![], true).unwrap();
     assert_eq!(
         names(&got),
         [
@@ -93,36 +100,15 @@ fn sonames_files_rich_weak_deps_and_epochs() {
 fn recommends_off_and_excludes() {
     let d = tempfile::tempdir().unwrap();
     repo_fixture(d.path());
-    let mut s = solver_for(d.path(), "x86_64");
-    let got = s
-        .solve(&Request {
-            install: vec!["app".into()],
-            exclude: vec![],
-            recommends: false,
-        })
-        .unwrap();
+    let got = solve_in(d.path(), "x86_64", vec!["app".into()], vec![], false).unwrap();
     assert!(!names(&got).iter().any(|n| n.starts_with("extra")));
-    let mut s = solver_for(d.path(), "x86_64");
-    let err = s
-        .solve(&Request {
-            install: vec!["app".into()],
-            exclude: vec!["toolpkg".into()],
-            recommends: true,
-        })
-        .unwrap_err();
+    let err = solve_in(d.path(), "x86_64", vec!["app".into()], vec!["toolpkg".into()], true).unwrap_err();
     assert!(
         err.to_string()
             .contains("nothing provides /usr/bin/tool needed by app-1.0-1.x86_64"),
         "{err}"
     );
-    let mut s = solver_for(d.path(), "x86_64");
-    let err = s
-        .solve(&Request {
-            install: vec!["extra".into()],
-            exclude: vec!["extra".into()],
-            recommends: true,
-        })
-        .unwrap_err();
+    let err = solve_in(d.path(), "x86_64", vec!["extra".into()], vec!["extra".into()], true).unwrap_err();
     assert_eq!(
         err.to_string(),
         "no package provides `extra` in the enabled repositories"
@@ -133,37 +119,24 @@ fn recommends_off_and_excludes() {
 fn arch_policy_picks_target_arch() {
     let d = tempfile::tempdir().unwrap();
     repo_fixture(d.path());
-    let mut s = solver_for(d.path(), "aarch64");
-    let got = s
-        .solve(&Request {
-            install: vec!["libfoo".into(), "toolpkg".into()],
-            exclude: vec![],
-            recommends: true,
-        })
-        .unwrap();
+    let got = solve_in(
+        d.path(),
+        "aarch64",
+        vec!["libfoo".into(), "toolpkg".into()],
+        vec![],
+        true,
+    )
+    .unwrap();
     assert_eq!(names(&got), ["libfoo-2.0-1.aarch64", "toolpkg-1-1.noarch"]);
     // app exists only for x86_64
-    let mut s = solver_for(d.path(), "aarch64");
-    assert!(s
-        .solve(&Request {
-            install: vec!["app".into()],
-            exclude: vec![],
-            recommends: true
-        })
-        .is_err());
+    assert!(solve_in(d.path(), "aarch64", vec!["app".into()], vec![], true).is_err());
 }
 
 #[test]
 fn unsatisfiable_names_package_and_requirement() {
     let d = tempfile::tempdir().unwrap();
     repo_fixture(d.path());
-    let mut s = solver_for(d.path(), "x86_64");
-    let err = s
-        .solve(&Request {
-            install: vec!["broken".into()],
-            exclude: vec![],
-            recommends: true,
-        })
+    let err = solve_in(d.path(), "x86_64", vec!["broken".into()], vec![], true)
         .unwrap_err()
         .to_string();
     assert!(
