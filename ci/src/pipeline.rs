@@ -224,6 +224,13 @@ pub async fn boot_and_test(
     let base = run_dir.join("base.qcow2");
     let _ = std::fs::remove_file(&base);
     std::fs::hard_link(&image.disk, &base).or_else(|_| std::fs::copy(&image.disk, &base).map(|_| ()))?;
+    // The image lock was released when the update returned: make sure the version we pinned is still
+    // the one whose kernel and options we are about to boot.
+    let current = image.disk.parent().and_then(fedostree_images::layout::read_state);
+    if current.as_ref().map(|s| s.commit.as_str()) != Some(image.commit.as_str()) {
+        let _ = std::fs::remove_file(&base);
+        anyhow::bail!("the cached image was updated concurrently while this run pinned it; run again");
+    }
     let overlay = run_dir.join("overlay.qcow2");
     let _ = std::fs::remove_file(&overlay);
     // Ctrl-C while the VM runs must not leave a hardlinked image copy behind.
