@@ -76,6 +76,11 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     .success());
     let out = fedostree(&state, &["test", "--tree", "dev/minimal", "--arch", "x86_64"]);
     assert_eq!(out.status.code(), Some(0));
+    // /var in the guest still holds what the image's first deployment left in the stateroot.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let run_dir = err.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
+    let results = std::fs::read_to_string(Path::new(run_dir).join("dev/minimal/x86_64/results.jsonl")).unwrap();
+    assert!(results.contains("lists 2 deployment(s) of this image"), "{results}");
     let image_state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state.join("images/dev/minimal/x86_64/state.json")).unwrap())
             .unwrap();

@@ -71,7 +71,17 @@ pub fn deploy(sr: &GuardedSysroot, osname: &str, commit: &str, kargs: &[String])
     for k in kargs {
         c.arg(format!("--karg={k}"));
     }
-    c.run()
+    c.run()?;
+    // The stateroot's /var is shared by every deployment: a log of what this image deployed lets the guest
+    // check that /var written by earlier updates is still there (the deployments test reads it).
+    let log = sr.path().join("ostree/deploy").join(osname).join("var/lib/fedostree");
+    std::fs::create_dir_all(&log)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log.join("deployments"))?;
+    std::io::Write::write_all(&mut f, format!("{commit}\n").as_bytes())?;
+    Ok(())
 }
 
 /// Undeploy the oldest deployments until at most `keep` remain, then prune unreferenced objects.

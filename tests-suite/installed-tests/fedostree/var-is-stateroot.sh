@@ -17,6 +17,15 @@ if want=$(karg fedostree.image_id); then
 else
 	echo "no fedostree.image_id= kernel argument: image id not compared ($(cat "$marker"))"
 fi
-# /var must be writable and persistent: count boots of this image (the host can compare across boots).
+# /var persists across the image's deployments: the image builder appends every commit it deploys to this
+# log in the stateroot; the booted commit must be its last line, and earlier updates' lines must still be there.
+log=/var/lib/fedostree/deployments
+[ -s "$log" ] || { echo "$log missing: /var does not carry the image's history"; exit 1; }
+if want=$(karg fedostree.commit); then
+	last=$(tail -n 1 "$log")
+	[ "$last" = "$want" ] || { echo "last deployment in $log is $last, expected the booted $want"; exit 1; }
+fi
+echo "$log lists $(wc -l <"$log") deployment(s) of this image, the booted one last"
+# /var must be writable: count boots (each boot runs on a throwaway overlay, so this stays per boot).
 echo "boot $(cut -d' ' -f1 /proc/uptime)" >>/var/lib/fedostree/boots || { echo "cannot write /var"; exit 1; }
 echo "boots recorded in /var/lib/fedostree/boots: $(wc -l </var/lib/fedostree/boots)"
