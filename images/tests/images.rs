@@ -84,6 +84,11 @@ impl Fixture {
 fn preflight() -> bool {
     let ok = fedostree_images::default_backend() == Backend::Qsd;
     if !ok {
+        // In CI (root, ci/setup done) the real backend must run.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the image tests: needs root, /dev/fuse, loop devices, qemu-storage-daemon"
+        );
         eprintln!("skipping: needs root, /dev/fuse, loop devices and qemu-storage-daemon");
     }
     ok

@@ -60,6 +60,8 @@ macro_rules! vm_fixture {
     () => {
         match support::fixture() {
             Ok(f) => f,
+            // In CI (ci/setup installed everything) a missing prerequisite is a failure, not a skip.
+            Err(why) if std::env::var_os("CI").is_some() => panic!("real-VM test prerequisites missing in CI: {why}"),
             Err(why) => {
                 eprintln!("SKIP: real-VM test needs a kernel and QEMU: {why}");
                 return;
