@@ -183,10 +183,7 @@ fn run(cli: Cli) -> Result<u8> {
                     .map(|a| a.parse())
                     .transpose()
                     .map_err(fedostree_compose::InputError::new)?,
-                backend: match backend {
-                    Some(b) => b.parse().map_err(fedostree_compose::InputError::wrap)?,
-                    None => fedostree_images::default_backend(),
-                },
+                backend: parse_backend(backend.as_deref())?,
                 publish: !no_publish,
                 vm_timeout: std::time::Duration::from_secs(vm_timeout),
                 run_id: fedostree_ci::pipeline::new_run_id(),
@@ -194,10 +191,7 @@ fn run(cli: Cli) -> Result<u8> {
             return run_tests(&state, &opts, json);
         }
         Command::Image { tree, arch, backend } => {
-            let backend = match backend {
-                Some(b) => b.parse().map_err(fedostree_compose::InputError::wrap)?,
-                None => fedostree_images::default_backend(),
-            };
+            let backend = parse_backend(backend.as_deref())?;
             for arch in compose_tree::arches(arch.as_deref())? {
                 let (_, image, _) = fedostree_ci::pipeline::prepare(&state, &tree, &arch, backend)?;
                 let report = serde_json::json!({
@@ -226,6 +220,14 @@ fn run(cli: Cli) -> Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// `--backend`, or the best backend this machine allows.
+fn parse_backend(arg: Option<&str>) -> Result<fedostree_images::Backend> {
+    match arg {
+        Some(b) => b.parse().map_err(fedostree_compose::InputError::wrap),
+        None => Ok(fedostree_images::default_backend()),
+    }
 }
 
 fn run_tests(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> Result<u8> {

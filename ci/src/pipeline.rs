@@ -164,6 +164,10 @@ impl Reporter for &SharedReporter<'_> {
     }
 }
 
+fn harness_arch(arch: &str) -> Result<Arch> {
+    arch.parse().map_err(anyhow::Error::msg)
+}
+
 /// Compose and deploy into the cached image (blocking work, serialized per state directory).
 pub fn prepare(
     state: &StateDir,
@@ -173,20 +177,16 @@ pub fn prepare(
 ) -> Result<(compose_tree::ComposeResult, ImageState, Timings)> {
     let mut timings = Timings::default();
     let t = Instant::now();
-    let composed = {
-        compose_tree::compose(
-            state,
-            &ComposeOptions {
-                tree: tree.into(),
-                arch: arch.into(),
-                dry_run: false,
-                force: false,
-            },
-        )?
+    let opts = ComposeOptions {
+        tree: tree.into(),
+        arch: arch.into(),
+        dry_run: false,
+        force: false,
     };
+    let composed = compose_tree::compose(state, &opts)?;
     timings.compose_s = t.elapsed().as_secs_f64();
     let commit = composed.commit.clone().context("compose produced no commit")?;
-    let harness_arch: Arch = arch.parse().map_err(anyhow::Error::msg)?;
+    let harness_arch = harness_arch(arch)?;
     let t = Instant::now();
     let spec = ImageSpec {
         tree: composed.tree.clone(),
@@ -240,7 +240,7 @@ pub async fn boot_and_test(
         let _ = std::fs::remove_file(&b);
     });
     fedostree_images::create_overlay(&base, &overlay)?;
-    let harness_arch: Arch = arch.parse().map_err(anyhow::Error::msg)?;
+    let harness_arch = harness_arch(arch)?;
     let accel = fedostree_harness::accel::choose_accel(harness_arch, accel).await;
     let cmdline = format!(
         "{} fedostree.commit={} fedostree.image_id={}",

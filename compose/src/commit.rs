@@ -55,12 +55,10 @@ pub struct PkgRecord {
 
 impl PkgRecord {
     pub fn evr(&self) -> String {
-        let e = if self.epoch.is_empty() || self.epoch == "0" {
-            String::new()
-        } else {
-            format!("{}:", self.epoch)
-        };
-        format!("{e}{}-{}", self.version, self.release)
+        crate::solve::evr(self.epoch.parse().unwrap_or(0), &self.version, &self.release)
+    }
+    pub fn nevra(&self) -> String {
+        format!("{}-{}.{}", self.name, self.evr(), self.arch)
     }
 }
 
@@ -108,11 +106,7 @@ pub fn commit_tree(repo: &ostree::Repo, build_repo: &ostree::Repo, root: &Path, 
     dict.insert_value("rpmostree.inputhash", &req.inputhash.to_variant());
     dict.insert_value("fedostree.tree", &req.tree.to_variant());
     dict.insert_value("fedostree.arch", &req.arch.to_variant());
-    let nevras: Vec<String> = req
-        .packages
-        .iter()
-        .map(|p| format!("{}-{}.{}", p.name, p.evr(), p.arch))
-        .collect();
+    let nevras: Vec<String> = req.packages.iter().map(PkgRecord::nevra).collect();
     dict.insert_value("fedostree.packages", &nevras.to_variant());
     let pkglist: Vec<(String, String, String, String, String)> = req
         .packages
@@ -165,15 +159,20 @@ pub fn commit_tree(repo: &ostree::Repo, build_repo: &ostree::Repo, root: &Path, 
     };
     let build_path = build_repo.path().path().context("build repo path")?;
     let repo_path = repo.path().path().context("repo path")?;
-    std::process::Command::new("ostree")
-        .arg(format!("--repo={}", repo_path.display()))
-        .args(["pull-local", "--untrusted"])
-        .arg(&build_path)
-        .arg(&csum)
-        .run()
-        .context("copying the new commit's objects into the archive repo")?;
+    pull_objects(&repo_path, &build_path, &csum).context("copying the new commit's objects into the archive repo")?;
     repo.set_ref_immediate(None, req.ref_, Some(&csum), cancellable)?;
     Ok(csum)
+}
+
+/// Copy `commit` and the objects it needs from `source` into `dest` (only those `dest` lacks),
+/// verifying them and setting no ref: moving a ref is the caller's separate, last step.
+pub fn pull_objects(dest: &Path, source: &Path, commit: &str) -> Result<()> {
+    std::process::Command::new("ostree")
+        .arg(format!("--repo={}", dest.display()))
+        .args(["pull-local", "--untrusted"])
+        .arg(source)
+        .arg(commit)
+        .run()
 }
 
 /// The commit a ref (or checksum) points to, if any.

@@ -28,10 +28,6 @@ fn by_name(list: Vec<PkgRecord>) -> BTreeMap<(String, String), PkgRecord> {
         .collect()
 }
 
-fn nevra(p: &PkgRecord) -> String {
-    format!("{}-{}.{}", p.name, p.evr(), p.arch)
-}
-
 /// Diff two revisions (refs or checksums) of `repo`.
 pub fn diff(repo: &ostree::Repo, a: &str, b: &str) -> Result<PkgDiff> {
     let resolve = |r: &str| {
@@ -49,7 +45,7 @@ pub fn diff(repo: &ostree::Repo, a: &str, b: &str) -> Result<PkgDiff> {
     };
     for (k, old) in &pa {
         match pb.get(k) {
-            None => d.removed.push(nevra(old)),
+            None => d.removed.push(old.nevra()),
             Some(new) => {
                 let change = || Change {
                     name: k.0.clone(),
@@ -67,7 +63,7 @@ pub fn diff(repo: &ostree::Repo, a: &str, b: &str) -> Result<PkgDiff> {
     d.added = pb
         .iter()
         .filter(|(k, _)| !pa.contains_key(*k))
-        .map(|(_, p)| nevra(p))
+        .map(|(_, p)| p.nevra())
         .collect();
     Ok(d)
 }

@@ -74,13 +74,12 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
     let md = &pkg.metadata;
     let header = |e: rpm::Error| anyhow!("{}: invalid RPM header: {e}", rpm_path.display());
     let name = md.get_name().map_err(header)?.to_string();
-    let epoch = md.get_epoch().unwrap_or(0);
-    let epoch = if epoch > 0 { format!("{epoch}:") } else { String::new() };
-    let nevra = format!(
-        "{name}-{epoch}{}-{}.{}",
+    let nevra = crate::solve::nevra(
+        &name,
+        md.get_epoch().unwrap_or(0),
         md.get_version().map_err(header)?,
         md.get_release().map_err(header)?,
-        md.get_arch().map_err(header)?
+        md.get_arch().map_err(header)?,
     );
     let at = |path: &str| format!("{}: {nevra}: {path}", rpm_path.display());
 

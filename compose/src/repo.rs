@@ -148,8 +148,6 @@ pub fn hex_digest(kind: &str, data: &[u8]) -> Result<String> {
 pub struct RepoMetadata {
     pub primary: PathBuf,
     pub filelists: Option<PathBuf>,
-    /// sha256 of repomd.xml: changes whenever the repository does.
-    pub revision: String,
 }
 
 struct RepomdEntry {
@@ -216,11 +214,7 @@ pub fn fetch_metadata(repo: &RepoConfig, cache_root: &Path) -> Result<RepoMetada
     };
     let primary = get("primary")?.ok_or_else(|| anyhow!("{url}: no primary metadata"))?;
     let filelists = get("filelists")?;
-    Ok(RepoMetadata {
-        primary,
-        filelists,
-        revision: hex::encode(Sha256::digest(&repomd)),
-    })
+    Ok(RepoMetadata { primary, filelists })
 }
 
 #[cfg(test)]

@@ -67,7 +67,6 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "gpg-key-path",
     "automatic-version-suffix",
     "ignore-pkgs",
-    "initramfs-args",
     "remove-from-packages",
     "bootstrap-packages",
     "documentation-langs",

@@ -8,7 +8,7 @@ use crate::qemu::{Accel, VmConfig};
 use crate::vm::Vm;
 use anyhow::{Context, Result};
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -263,14 +263,4 @@ fn qemu_log_reason(cfg: &VmConfig) -> Option<String> {
     let log = std::fs::read_to_string(cfg.qemu_log()).ok()?;
     let line = log.lines().find(|l| l.contains("error") || l.contains("Error"))?;
     Some(format!(": {}", line.trim()))
-}
-
-/// Where a run's logs are, for messages that point a developer at them.
-pub fn run_logs(run_dir: &Path) -> String {
-    format!(
-        "console: {}, results: {}, qemu: {}",
-        run_dir.join("console.log").display(),
-        run_dir.join("results.jsonl").display(),
-        run_dir.join("qemu.log").display()
-    )
 }

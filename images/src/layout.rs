@@ -13,6 +13,7 @@
 use crate::guard;
 use crate::resources::{self, cmdline};
 use anyhow::{bail, Context, Result};
+use fedostree_compose::lock::FileLock;
 use fedostree_compose::state::StateDir;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -105,24 +106,21 @@ pub fn write_state(dir: &Path, st: &ImageStateFile) -> Result<()> {
     Ok(())
 }
 
-/// Exclusive flock on `<arch>.lock`, held for the life of the value.
+/// Exclusive flock on `<arch>.lock`, held for the life of the value; waits at most `timeout`, saying
+/// once who it waits for.
 #[derive(Debug)]
 pub struct ImageLock {
-    _file: File,
+    _lock: FileLock,
 }
 
 impl ImageLock {
     pub fn acquire(path: &Path, timeout: Duration) -> Result<Self> {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
         let deadline = Instant::now() + timeout;
         let mut told = false;
-        while !crate::sys::try_lock_exclusive(&file)? {
+        let mut lock = loop {
+            if let Some(lock) = FileLock::try_acquire(path)? {
+                break lock;
+            }
             if !told {
                 let holder = std::fs::read_to_string(path).unwrap_or_default();
                 eprintln!(
@@ -136,10 +134,10 @@ impl ImageLock {
                 bail!("timed out after {timeout:?} waiting for image lock {}", path.display());
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
-        file.set_len(0)?;
-        writeln!(file, "{}", std::process::id())?;
-        Ok(ImageLock { _file: file })
+        };
+        lock.file().set_len(0)?;
+        writeln!(lock.file(), "{}", std::process::id())?;
+        Ok(ImageLock { _lock: lock })
     }
 }
 

@@ -135,8 +135,3 @@ pub(crate) fn crash_point(step: &str) {
         }
     }
 }
-
-/// Path helper used by tests and the harness: the cached boot directory for a checksum.
-pub fn boot_dir(state: &fedostree_compose::state::StateDir, boot_checksum: &str) -> PathBuf {
-    state.images().join("boot").join(boot_checksum)
-}

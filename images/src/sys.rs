@@ -1,31 +1,14 @@
-//! The few libc calls this crate needs (flock, renameat2 RENAME_EXCHANGE, kill, geteuid), wrapped safely.
+//! The few libc calls this crate needs (renameat2 RENAME_EXCHANGE, kill, geteuid), wrapped safely.
 //! The only module allowed `unsafe`.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
-use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 fn cstr(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
-/// `flock(LOCK_EX | LOCK_NB)`: Ok(true) when taken, Ok(false) when another holder has it.
-pub fn try_lock_exclusive(f: &File) -> io::Result<bool> {
-    // SAFETY: flock on a valid, owned file descriptor.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
-    }
 }
 
 /// Atomically exchange two paths (both must exist), `renameat2(RENAME_EXCHANGE)`.

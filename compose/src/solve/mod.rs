@@ -30,21 +30,25 @@ pub struct SolvedPackage {
 impl SolvedPackage {
     /// `name-[epoch:]version-release.arch`, the way rpm prints it.
     pub fn nevra(&self) -> String {
-        let epoch = if self.epoch > 0 {
-            format!("{}:", self.epoch)
-        } else {
-            String::new()
-        };
-        format!("{}-{epoch}{}-{}.{}", self.name, self.version, self.release, self.arch)
+        nevra(&self.name, self.epoch, &self.version, &self.release, &self.arch)
     }
     pub fn evr(&self) -> String {
-        let epoch = if self.epoch > 0 {
-            format!("{}:", self.epoch)
-        } else {
-            String::new()
-        };
-        format!("{epoch}{}-{}", self.version, self.release)
+        evr(self.epoch, &self.version, &self.release)
     }
+}
+
+/// `[epoch:]version-release`; epoch 0 is not printed, as rpm does.
+pub fn evr(epoch: u32, version: &str, release: &str) -> String {
+    if epoch > 0 {
+        format!("{epoch}:{version}-{release}")
+    } else {
+        format!("{version}-{release}")
+    }
+}
+
+/// `name-[epoch:]version-release.arch`.
+pub fn nevra(name: &str, epoch: u32, version: &str, release: &str, arch: &str) -> String {
+    format!("{name}-{}.{arch}", evr(epoch, version, release))
 }
 
 /// What to solve for.
