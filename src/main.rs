@@ -1,19 +1,55 @@
 //! The `fedostree` binary: parses arguments, sets up tracing, calls the library crates and maps
-//! errors to documented exit codes.
+//! errors to the documented exit codes (`fedostree_util::Exit`).
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use fedostree_compose::{compose_tree, dbdiff, devrepo, state::StateDir};
+use clap::{Parser, Subcommand, ValueEnum};
+use fedostree_compose::{compose_tree, dbdiff, devrepo};
+use fedostree_harness::qemu::Accel;
+use fedostree_images::Backend;
+use fedostree_util::state::{Sources, StateDir, ARCHES};
+use fedostree_util::{Exit, InputError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Exit codes, documented in README.md.
-mod exit {
-    pub const OK: u8 = 0;
-    /// Bad input: treefile, repository, package set, arguments; or tests failed.
-    pub const INPUT: u8 = 1;
-    /// The machine failed: I/O, network, libostree, QEMU.
-    pub const INFRA: u8 = 2;
+#[derive(Clone, Copy, ValueEnum)]
+enum ArchArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    Aarch64,
+    All,
+}
+
+/// `--arch`: one architecture, both for `all`, the host's by default.
+fn arches(a: Option<ArchArg>) -> Vec<String> {
+    match a {
+        None => vec![fedostree_util::state::host_arch().to_string()],
+        Some(ArchArg::X86_64) => vec!["x86_64".into()],
+        Some(ArchArg::Aarch64) => vec!["aarch64".into()],
+        Some(ArchArg::All) => ARCHES.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccelArg {
+    Kvm,
+    Tcg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// qemu-storage-daemon FUSE export + loop device (root).
+    Qsd,
+    /// libguestfs guestmount.
+    Guestfs,
+}
+
+/// `--backend`, or the best backend this machine allows.
+fn backend(b: Option<BackendArg>) -> Backend {
+    match b {
+        Some(BackendArg::Qsd) => Backend::Qsd,
+        Some(BackendArg::Guestfs) => Backend::Guestfs,
+        None => fedostree_images::default_backend(),
+    }
 }
 
 #[derive(Parser)]
@@ -26,6 +62,9 @@ struct Cli {
     /// State directory (repo, caches, images, runs).
     #[arg(long, global = true, env = "FEDOSTREE_STATE_DIR", default_value = ".fedostree")]
     state_dir: PathBuf,
+    /// Treefiles directory (default: trees/ of the checkout this binary sits in, or the current one).
+    #[arg(long, global = true, env = "FEDOSTREE_TREES")]
+    trees_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,9 +73,9 @@ struct Cli {
 enum Command {
     /// Build the offline dev rpm-md repository from Debian binaries and the project's packages.
     Devrepo {
-        /// x86_64, aarch64 or all (default: the host's).
-        #[arg(long)]
-        arch: Option<String>,
+        /// Architecture (default: the host's).
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
         /// Rebuild these packages with their release incremented (an "update" to compose).
         #[arg(long)]
         bump: Vec<String>,
@@ -46,9 +85,9 @@ enum Command {
         /// A tree name under trees/ (e.g. dev/minimal) or a path to a treefile.
         #[arg(long)]
         tree: String,
-        /// x86_64, aarch64 or all (default: the host's).
-        #[arg(long)]
-        arch: Option<String>,
+        /// Architecture (default: the host's).
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
         /// Print the resolved package set; commit nothing.
         #[arg(long)]
         dry_run: bool,
@@ -65,15 +104,15 @@ enum Command {
         /// A tree name under trees/ (e.g. dev/minimal) or a path to a treefile.
         #[arg(long)]
         tree: String,
-        /// x86_64, aarch64 or all (default: the host's).
-        #[arg(long)]
-        arch: Option<String>,
-        /// kvm or tcg (default: KVM only when a probe VM proves it works).
-        #[arg(long)]
-        accel: Option<String>,
-        /// Image access: qsd (qemu-storage-daemon + loop, needs root) or guestfs (libguestfs).
-        #[arg(long)]
-        backend: Option<String>,
+        /// Architecture (default: the host's).
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
+        /// Accelerator (default: KVM only when a probe VM proves it works).
+        #[arg(long, value_enum)]
+        accel: Option<AccelArg>,
+        /// Image access (default: qsd as root, else guestfs).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
         /// Emit the guest events as JSON lines on stdout instead of the terminal report.
         #[arg(long)]
         json: bool,
@@ -89,12 +128,12 @@ enum Command {
     Image {
         #[arg(long)]
         tree: String,
-        /// x86_64 or aarch64 (default: the host's).
-        #[arg(long)]
-        arch: Option<String>,
-        /// qsd (qemu-storage-daemon + loop, needs root) or guestfs (libguestfs).
-        #[arg(long)]
-        backend: Option<String>,
+        /// Architecture (default: the host's).
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
+        /// Image access (default: qsd as root, else guestfs).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
     },
     /// Package database queries on commits.
     Db {
@@ -114,18 +153,11 @@ enum DbCommand {
     },
 }
 
-fn run(cli: Cli) -> Result<u8> {
+fn run(cli: Cli) -> Result<Exit> {
     let state = StateDir::new(&cli.state_dir);
+    let sources = || Sources::discover(cli.trees_dir.clone()).map_err(InputError::new);
     match cli.command {
-        Command::Devrepo { arch, bump } => {
-            let arches = compose_tree::arches(arch.as_deref())?;
-            let opts = devrepo::DevRepoOptions {
-                arches,
-                bump,
-                source_dir: fedostree_compose::state::source_dir(),
-            };
-            devrepo::build(&state, &opts)?;
-        }
+        Command::Devrepo { arch, bump } => cmd_devrepo(&state, sources()?, arches(arch), bump),
         Command::Compose {
             tree,
             arch,
@@ -133,104 +165,122 @@ fn run(cli: Cli) -> Result<u8> {
             force,
             write_compose_json,
         } => {
-            let mut results = Vec::new();
-            for arch in compose_tree::arches(arch.as_deref())? {
-                let opts = compose_tree::ComposeOptions {
-                    tree: tree.clone(),
-                    arch,
-                    dry_run,
-                    force,
-                };
-                let r = compose_tree::compose(&state, &opts)?;
-                if dry_run {
-                    println!("{} ({}): {} packages", r.ref_, r.arch, r.packages);
-                    for p in &r.package_list {
-                        println!("  {p}");
-                    }
-                } else {
-                    let what = if r.changed { "committed" } else { "unchanged" };
-                    println!(
-                        "{} {what} {} {}",
-                        r.ref_,
-                        r.commit.as_deref().unwrap_or("-"),
-                        r.version.as_deref().unwrap_or("")
-                    );
-                }
-                results.push(r);
-            }
-            if let Some(path) = write_compose_json {
-                let json = if results.len() == 1 {
-                    serde_json::to_string_pretty(&results[0])?
-                } else {
-                    serde_json::to_string_pretty(&results)?
-                };
-                std::fs::write(&path, json + "\n")?;
-            }
+            let opts = |arch| compose_tree::ComposeOptions {
+                tree: tree.clone(),
+                arch,
+                dry_run,
+                force,
+            };
+            let sources = sources()?;
+            let opts: Vec<_> = arches(arch).into_iter().map(opts).collect();
+            cmd_compose(&state, &sources, &opts, write_compose_json)
         }
         Command::Test {
             tree,
             arch,
             accel,
-            backend,
+            backend: b,
             json,
             no_publish,
             vm_timeout,
         } => {
             let opts = fedostree_ci::TestOptions {
                 tree,
-                arches: compose_tree::arches(arch.as_deref())?,
-                accel: accel
-                    .map(|a| a.parse())
-                    .transpose()
-                    .map_err(fedostree_compose::InputError::new)?,
-                backend: parse_backend(backend.as_deref())?,
+                sources: sources()?,
+                arches: arches(arch),
+                accel: accel.map(|a| match a {
+                    AccelArg::Kvm => Accel::Kvm,
+                    AccelArg::Tcg => Accel::Tcg,
+                }),
+                backend: backend(b),
                 publish: !no_publish,
                 vm_timeout: std::time::Duration::from_secs(vm_timeout),
                 run_id: fedostree_ci::pipeline::new_run_id(),
             };
-            return run_tests(&state, &opts, json);
+            cmd_test(&state, &opts, json)
         }
-        Command::Image { tree, arch, backend } => {
-            let backend = parse_backend(backend.as_deref())?;
-            for arch in compose_tree::arches(arch.as_deref())? {
-                let (_, image, _) = fedostree_ci::pipeline::prepare(&state, &tree, &arch, backend)?;
-                let report = serde_json::json!({
-                    "arch": arch,
-                    "disk": image.disk,
-                    "commit": image.commit,
-                    "created": image.created,
-                    "updated": image.updated,
-                    "backend": image.backend.to_string(),
-                    "boot-checksum": image.boot.boot_checksum,
-                    "stats": image.stats,
-                });
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            }
-        }
+        Command::Image { tree, arch, backend: b } => cmd_image(&state, &sources()?, &tree, arches(arch), backend(b)),
         Command::Db {
             command: DbCommand::Diff { json, from, to },
-        } => {
-            let repo = fedostree_compose::commit::open_or_create_repo(&state.repo())?;
-            let d = dbdiff::diff(&repo, &from, &to)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
-            } else {
-                print!("{}", d.render());
+        } => cmd_db_diff(&state, &from, &to, json),
+    }
+}
+
+fn cmd_devrepo(state: &StateDir, sources: Sources, arches: Vec<String>, bump: Vec<String>) -> Result<Exit> {
+    let opts = devrepo::DevRepoOptions {
+        arches,
+        bump,
+        source_dir: sources.checkout,
+    };
+    devrepo::build(state, &opts)?;
+    Ok(Exit::Ok)
+}
+
+fn cmd_compose(
+    state: &StateDir,
+    sources: &Sources,
+    opts: &[compose_tree::ComposeOptions],
+    write_compose_json: Option<PathBuf>,
+) -> Result<Exit> {
+    let mut results = Vec::new();
+    for o in opts {
+        let r = compose_tree::compose(state, sources, o)?;
+        if o.dry_run {
+            println!("{} ({}): {} packages", r.ref_, r.arch, r.packages);
+            for p in &r.package_list {
+                println!("  {p}");
             }
+        } else {
+            let what = if r.changed { "committed" } else { "unchanged" };
+            println!(
+                "{} {what} {} {}",
+                r.ref_,
+                r.commit.as_deref().unwrap_or("-"),
+                r.version.as_deref().unwrap_or("")
+            );
         }
+        results.push(r);
     }
-    Ok(exit::OK)
+    if let Some(path) = write_compose_json {
+        let json = match results.as_slice() {
+            [one] => serde_json::to_string_pretty(one)?,
+            all => serde_json::to_string_pretty(all)?,
+        };
+        fs_err::write(&path, json + "\n")?;
+    }
+    Ok(Exit::Ok)
 }
 
-/// `--backend`, or the best backend this machine allows.
-fn parse_backend(arg: Option<&str>) -> Result<fedostree_images::Backend> {
-    match arg {
-        Some(b) => b.parse().map_err(fedostree_compose::InputError::wrap),
-        None => Ok(fedostree_images::default_backend()),
+fn cmd_image(state: &StateDir, sources: &Sources, tree: &str, arches: Vec<String>, backend: Backend) -> Result<Exit> {
+    for arch in arches {
+        let (_, image, _) = fedostree_ci::pipeline::prepare(state, sources, tree, &arch, backend)?;
+        let report = serde_json::json!({
+            "arch": arch,
+            "disk": image.disk,
+            "commit": image.commit,
+            "created": image.created,
+            "updated": image.updated,
+            "backend": image.backend.to_string(),
+            "boot-checksum": image.boot.boot_checksum,
+            "stats": image.stats,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
     }
+    Ok(Exit::Ok)
 }
 
-fn run_tests(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> Result<u8> {
+fn cmd_db_diff(state: &StateDir, from: &str, to: &str, json: bool) -> Result<Exit> {
+    let repo = fedostree_compose::commit::open_or_create_repo(&state.repo())?;
+    let d = dbdiff::diff(&repo, from, to)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", d.render());
+    }
+    Ok(Exit::Ok)
+}
+
+fn cmd_test(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> Result<Exit> {
     use fedostree_harness::report::{JsonReporter, Reporter, TerminalReporter};
     let mut reporter: Box<dyn Reporter + Send> = if json {
         Box::new(JsonReporter::stdout())
@@ -262,7 +312,8 @@ fn run_tests(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> 
         }
     }
     eprintln!("run directory: {}", state.runs().join(&opts.run_id).display());
-    Ok(fedostree_ci::ExitVerdict::of(&runs) as u8)
+    let suites: Vec<_> = runs.iter().map(|r| r.suite.clone()).collect();
+    Ok(fedostree_ci::pipeline::verdict(&suites))
 }
 
 fn main() -> ExitCode {
@@ -276,19 +327,16 @@ fn main() -> ExitCode {
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(exit::INPUT);
+            return Exit::Failed.into();
         }
     };
+    // Every command may create OS resources or scratch dirs: Ctrl-C must find the cleanup registry.
+    fedostree_util::cleanup::install_signal_handler();
     match run(cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = if fedostree_compose::is_input_error(&e) {
-                exit::INPUT
-            } else {
-                exit::INFRA
-            };
-            ExitCode::from(code)
+            Exit::of_error(&e).into()
         }
     }
 }

@@ -1,9 +1,9 @@
 //! `cargo nextest run -p fedostree-tests-suite` / `cargo test -p fedostree-tests-suite`: every
 //! installed test of every dev tree and arch, booted in a real VM. `--list` composes and boots nothing.
 
-use fedostree_compose::state::StateDir;
 use fedostree_tests_suite::{list, verdict, vm_results};
-use libtest_mimic::{Arguments, Failed, Trial};
+use fedostree_util::prereq::{run_tests, Prereq, Test, IMAGE_BACKEND};
+use fedostree_util::state::StateDir;
 use std::path::{Path, PathBuf};
 
 fn source_dir() -> PathBuf {
@@ -28,18 +28,19 @@ fn state() -> StateDir {
 }
 
 fn main() {
-    let args = Arguments::from_args();
     let cases = list(&source_dir()).expect("listing the dev trees' installed-tests");
-    let trials = cases
+    let tests = cases
         .into_iter()
         .map(|case| {
-            Trial::test(case.name(), move || {
+            let arch = if case.arch == "x86_64" { "x86_64" } else { "aarch64" };
+            let needs: Vec<Prereq> = IMAGE_BACKEND.iter().copied().chain([Prereq::Qemu(arch)]).collect();
+            Test::fallible(case.name(), &needs, move || {
                 // Compose and boot run with the checkout as the source of trees and tests.
-                std::env::set_current_dir(source_dir()).map_err(|e| Failed::from(e.to_string()))?;
-                let suite = vm_results(&state(), &case.tree, &case.arch).map_err(|e| Failed::from(format!("{e:#}")))?;
-                verdict(&case, &suite).map(|_| ()).map_err(Failed::from)
+                std::env::set_current_dir(source_dir()).map_err(|e| e.to_string())?;
+                let suite = vm_results(&state(), &case.tree, &case.arch).map_err(|e| format!("{e:#}"))?;
+                verdict(&case, &suite).map(|_| ())
             })
         })
         .collect();
-    libtest_mimic::run(&args, trials).exit();
+    run_tests(tests);
 }

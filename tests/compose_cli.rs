@@ -1,11 +1,27 @@
 //! End-to-end compose through the real `fedostree` binary: dev repository of real RPMs → libsolv →
 //! import → libostree commits for both architectures, checked with the `ostree` CLI.
 
+use fedostree_util::prereq::{run_tests, Prereq, Test};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
 use common::{fedostree, state_dir};
+
+fn main() {
+    run_tests(vec![
+        Test::new(
+            "compose_both_arches_noop_bump_and_diff",
+            &[],
+            compose_both_arches_noop_bump_and_diff,
+        ),
+        Test::new(
+            "full_disk_is_the_machine_not_the_input",
+            &[Prereq::Root],
+            full_disk_is_the_machine_not_the_input,
+        ),
+    ]);
+}
 
 /// `fedostree compose --tree dev/minimal --arch ARCH --write-compose-json CJ`
 fn compose_minimal(state: &Path, arch: &str, cj: &Path) -> Output {
@@ -47,7 +63,6 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-#[test]
 fn compose_both_arches_noop_bump_and_diff() {
     let state = state_dir("compose-e2e");
     let repo = state.join("repo");
@@ -101,6 +116,35 @@ fn compose_both_arches_noop_bump_and_diff() {
     assert_eq!(r["changed"], false);
     assert_eq!(r["ostree-commit"], results[0]["ostree-commit"]);
 
+    // A compose killed by SIGKILL left its scratch dir behind, and another compose holds the lock: this
+    // one says what it waits for, then runs, and sweeps the dead one's leftovers.
+    let stale = state.join("tmp/compose-999999999-leftover");
+    std::fs::create_dir_all(stale.join("rootfs/usr")).unwrap();
+    let live = state.join("tmp/compose-1-init"); // pid 1 exists: never swept
+    std::fs::create_dir_all(&live).unwrap();
+    let lock = fedostree_util::lock::FileLock::acquire_announced(&state.join("compose.lock"), "compose").unwrap();
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_fedostree"))
+        .env("FEDOSTREE_STATE_DIR", &state)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compose", "--tree", "dev/minimal", "--arch", "x86_64"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    let me = std::process::id();
+    assert!(
+        first.contains("waiting for another compose to finish") && first.contains(&format!("held by pid {me}")),
+        "{first}"
+    );
+    assert!(stale.exists(), "swept before the lock was ours");
+    drop(lock);
+    assert!(waiting.wait().unwrap().success());
+    assert!(!stale.exists(), "a dead compose's scratch dir was not swept");
+    assert!(live.exists(), "a live process's scratch dir was swept");
+    std::fs::remove_dir(&live).unwrap();
+
     // One package bumped in the dev repo: a new commit whose diff is exactly that upgrade.
     ok(&fedostree(
         &state,
@@ -135,6 +179,233 @@ fn compose_both_arches_noop_bump_and_diff() {
     assert!(!ostree(&repo, &["refs"]).contains("broken"));
 
     bad_inputs(&state);
+    signatures(&state);
+}
+
+/// The dev repository, copied so a test can change it, with its key.
+fn copy_devrepo(good_state: &Path, to: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(to);
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(good_state.join("devrepo/x86_64"))
+        .arg(to)
+        .status()
+        .unwrap()
+        .success());
+    to.to_path_buf()
+}
+
+/// A treefile `name` in `work` whose one repository `r` is `repo_text`.
+fn tree_with_repo(work: &Path, name: &str, repo_text: &str, packages: &str) -> PathBuf {
+    let dir = work.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("r.repo"), format!("[r]\n{repo_text}")).unwrap();
+    let p = dir.join("tree.yaml");
+    std::fs::write(&p, format!("ref: test/{name}\nrepos: [r]\npackages: [{packages}]\n")).unwrap();
+    p
+}
+
+/// Compose `tree` into a fresh state dir; returns the output and whether any ref was written.
+fn compose_fresh(work: &Path, tree: &Path) -> (Output, bool) {
+    let s = work.join(format!(
+        "state-{}",
+        tree.parent().unwrap().file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_dir_all(&s);
+    std::fs::create_dir_all(&s).unwrap();
+    let out = fedostree(&s, &["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"]);
+    let has_refs =
+        s.join("repo/refs/heads").exists() && std::fs::read_dir(s.join("repo/refs/heads")).unwrap().next().is_some();
+    (out, has_refs)
+}
+
+fn refused(out: &Output, has_refs: bool, needles: &[&str]) {
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "missing {n:?} in:\n{err}");
+    }
+    assert!(!has_refs, "a refused compose wrote a ref");
+}
+
+/// gpgcheck and repo_gpgcheck: the dev trees compose with both on (above); here every way a signature
+/// can be missing, wrong or tampered with is refused with exit 1, naming package, repository and reason,
+/// and nothing is committed.
+fn signatures(good_state: &Path) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-signatures");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let repo = copy_devrepo(good_state, &work.join("repo"));
+    let dev_key = format!(
+        "file://{}",
+        good_state.join("devrepo/RPM-GPG-KEY-fedostree-dev").display()
+    );
+    let rsa_key = format!(
+        "file://{}/compose/tests/keys/rsa-test.pub.asc",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let base = format!("baseurl=file://{}\n", repo.display());
+    let pkgs = "kernel, busybox, fedostree-base";
+
+    // The right key, several keys (comma and space separated): composes.
+    let t = tree_with_repo(
+        &work,
+        "good",
+        &format!("{base}gpgcheck=1\nrepo_gpgcheck=1\ngpgkey={rsa_key}, {dev_key}\n"),
+        pkgs,
+    );
+    let (out, has_refs) = compose_fresh(&work, &t);
+    assert!(
+        out.status.success() && has_refs,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Signed, but not by a key the repository trusts.
+    let t = tree_with_repo(
+        &work,
+        "wrongkey",
+        &format!("{base}gpgcheck=1\ngpgkey={rsa_key}\n"),
+        pkgs,
+    );
+    let (out, has_refs) = compose_fresh(&work, &t);
+    refused(&out, has_refs, &["repository `r`", "signature", "busybox-"]);
+
+    // gpgcheck without any key: an error, never a silent pass.
+    let t = tree_with_repo(&work, "nokey", &format!("{base}gpgcheck=1\n"), pkgs);
+    let (out, has_refs) = compose_fresh(&work, &t);
+    refused(&out, has_refs, &["r.repo", "no gpgkey"]);
+
+    // An unsigned package in an otherwise signed repository.
+    let unsigned = repo.join("Packages/extra-unsigned-1.0-1.noarch.rpm");
+    rpm::PackageBuilder::new("extra-unsigned", "1.0", "MIT", "noarch", "unsigned test package")
+        .release("1")
+        .with_file_contents(b"x\n".to_vec(), rpm::FileOptions::new("/usr/share/extra/x"))
+        .unwrap()
+        .build()
+        .unwrap()
+        .write_file(&unsigned)
+        .unwrap();
+    createrepo(&repo);
+    let t = tree_with_repo(
+        &work,
+        "unsigned",
+        &format!("{base}gpgcheck=1\ngpgkey={dev_key}\n"),
+        &format!("{pkgs}, extra-unsigned"),
+    );
+    let (out, has_refs) = compose_fresh(&work, &t);
+    refused(
+        &out,
+        has_refs,
+        &["extra-unsigned-1.0-1.noarch", "repository `r`", "not signed"],
+    );
+    std::fs::remove_file(&unsigned).unwrap();
+
+    // A signed package whose header was altered after signing (repodata regenerated to match).
+    let motd = std::fs::read_dir(repo.join("Packages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("fedostree-motd-"))
+        .unwrap();
+    let mut bytes = std::fs::read(&motd).unwrap();
+    // The last "fedostree" is in the main header's string store (vendor, build host); the payload is
+    // compressed and the lead, which also names the package, is covered by nothing.
+    let at = bytes
+        .windows(9)
+        .rposition(|w| w == b"fedostree")
+        .expect("a string in the header");
+    assert!(at > 96, "found only the lead");
+    bytes[at] = b'F';
+    std::fs::write(&motd, &bytes).unwrap();
+    createrepo(&repo);
+    let t = tree_with_repo(
+        &work,
+        "tampered",
+        &format!("{base}gpgcheck=1\ngpgkey={dev_key}\n"),
+        &format!("{pkgs}, fedostree-motd"),
+    );
+    let (out, has_refs) = compose_fresh(&work, &t);
+    refused(&out, has_refs, &["fedostree-motd-", "repository `r`"]);
+
+    // repo_gpgcheck: no repomd.xml.asc at all (the repodata above was regenerated unsigned).
+    let t = tree_with_repo(
+        &work,
+        "noasc",
+        &format!("{base}repo_gpgcheck=1\ngpgkey={dev_key}\n"),
+        pkgs,
+    );
+    let (out, has_refs) = compose_fresh(&work, &t);
+    refused(&out, has_refs, &["repository `r`", "repo_gpgcheck=1", "repomd.xml.asc"]);
+
+    // repo_gpgcheck: repomd.xml changed after it was signed.
+    let signed = copy_devrepo(good_state, &work.join("repo-repomd"));
+    let repomd = signed.join("repodata/repomd.xml");
+    let text = std::fs::read_to_string(&repomd).unwrap();
+    std::fs::write(&repomd, text.replacen("<revision>", "<!-- changed --><revision>", 1)).unwrap();
+    let base = format!("baseurl=file://{}\n", signed.display());
+    let t = tree_with_repo(
+        &work,
+        "repomd",
+        &format!("{base}repo_gpgcheck=1\ngpgkey={dev_key}\n"),
+        pkgs,
+    );
+    let (out, has_refs) = compose_fresh(&work, &t);
+    refused(&out, has_refs, &["repomd.xml", "repository `r`", "signature check"]);
+}
+
+/// Index `dir` again as an rpm-md repository (unsigned repodata: only gpgcheck tests use it).
+fn createrepo(dir: &Path) {
+    assert!(Command::new("createrepo_c")
+        .args(["-q", "--no-database"])
+        .arg(dir)
+        .status()
+        .unwrap()
+        .success());
+    let _ = std::fs::remove_file(dir.join("repodata/repomd.xml.asc"));
+}
+
+/// Errors are classified by origin: a compose that runs out of disk in its scratch space exits 2 (the
+/// machine), not 1 (the input), and commits nothing. `$STATE/tmp` is a 1 MiB tmpfs here.
+fn full_disk_is_the_machine_not_the_input() {
+    let good = state_dir("compose-full-disk-source");
+    // The dev repository for x86_64 (its compose is the input that does not fit).
+    let out = fedostree(&good, &["devrepo", "--arch", "x86_64"]);
+    assert!(out.status.success());
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-full-disk");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let dev_key = format!("file://{}", good.join("devrepo/RPM-GPG-KEY-fedostree-dev").display());
+    let t = tree_with_repo(
+        &work,
+        "full",
+        &format!(
+            "baseurl=file://{}\ngpgcheck=1\ngpgkey={dev_key}\n",
+            good.join("devrepo/x86_64").display()
+        ),
+        "kernel, busybox, fedostree-base",
+    );
+    let state = work.join("state");
+    let tmp = state.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&tmp)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(tmp.clone());
+    let out = fedostree(&state, &["compose", "--tree", t.to_str().unwrap(), "--arch", "x86_64"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!state.join("repo/refs/heads/test").exists(), "a ref was written");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "scratch left behind");
 }
 
 /// Unsatisfiable trees, checksum mismatches and truncated RPMs fail with exit 1 and commit nothing.
@@ -243,36 +514,60 @@ fn bad_inputs(good_state: &Path) {
     assert!(refs(&s).contains("test/http"));
     let good = ostree(&s.join("repo"), &["rev-parse", "test/http"]);
 
-    // A truncated RPM (here: a damaged cache entry) fails the compose naming the file; the ref stays.
+    // A damaged cache entry (truncated) is no longer trusted: it is evicted and fetched again, and
+    // the compose succeeds with the file restored.
     let cached = std::fs::read_dir(s.join("cache/rpms"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| std::fs::metadata(p).unwrap().len() > 1_000_000)
         .unwrap();
-    let len = std::fs::metadata(&cached).unwrap().len();
+    let intact = std::fs::read(&cached).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
         .open(&cached)
         .unwrap()
-        .set_len(len / 2)
+        .set_len(intact.len() as u64 / 2)
         .unwrap();
     let out = fedostree(
         &s,
         &["compose", "--force", "--tree", t.to_str().unwrap(), "--arch", "x86_64"],
     );
-    assert_eq!(out.status.code(), Some(1));
+    ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&cached.display().to_string()), "{err}");
-    assert_eq!(
+    assert!(
+        err.contains("evicting and fetching again") && err.contains(&cached.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&cached).unwrap() == intact,
+        "the cache entry was not restored"
+    );
+    assert_ne!(
         ostree(&s.join("repo"), &["rev-parse", "test/http"]),
         good,
-        "ref did not move"
+        "--force commits again"
     );
     assert_eq!(
         std::fs::read_dir(s.join("tmp")).unwrap().count(),
         0,
         "no leftover compose dirs"
     );
+    drop(server);
+
+    // A truncated RPM in the repository itself (repodata made for it) fails naming the file: exit 1,
+    // nothing committed.
+    let trunc = copy_devrepo(good_state, &work.join("repo-trunc"));
+    let motd = std::fs::read_dir(trunc.join("Packages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("fedostree-base-"))
+        .unwrap();
+    let bytes = std::fs::read(&motd).unwrap();
+    std::fs::write(&motd, &bytes[..bytes.len() - 100]).unwrap();
+    createrepo(&trunc);
+    let t = tree("trunc", &format!("file://{}", trunc.display()), "");
+    let (out, has_refs) = compose_fresh(&work, &t);
+    refused(&out, has_refs, &["fedostree-base-", "repository `r`"]);
 }
 
 /// The local HTTP server must not outlive the test, even when an assertion fails.

@@ -1,12 +1,84 @@
 //! `fedostree test` end to end through the real binary: compose, offline image update, real QEMU
 //! boots on both architectures, installed-tests, gate and publish.
 
+use fedostree_util::prereq::{run_tests, Prereq, Test, IMAGE_BACKEND};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
 use common::{fedostree, state_dir};
+
+fn main() {
+    let vms = [IMAGE_BACKEND, &[Prereq::Qemu("x86_64"), Prereq::Qemu("aarch64")]].concat();
+    run_tests(vec![
+        Test::new(
+            "test_publishes_passing_trees_and_gates_failing_ones",
+            &vms,
+            test_publishes_passing_trees_and_gates_failing_ones,
+        ),
+        Test::new("bad_arguments_are_input_errors", &[], bad_arguments_are_input_errors),
+    ]);
+}
+
+/// The terminal report's test lines (`    PASS [   1.234s] tree::arch::suite/test`): id → status.
+/// A test reported twice is a failure of the report itself.
+fn report_lines(stderr: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in stderr.lines() {
+        let Some((label, rest)) = line.trim_start().split_once(" [") else {
+            continue;
+        };
+        let Some((_, id)) = rest.split_once("] ") else {
+            continue;
+        };
+        if ["PASS", "FAIL", "SKIP", "TIMEOUT", "ERROR"].contains(&label) && id.contains("::") {
+            assert!(
+                out.insert(id.to_string(), label.to_string()).is_none(),
+                "{id} reported twice:\n{stderr}"
+            );
+        }
+    }
+    out
+}
+
+/// What the report must say for `tree` on `arches`: every installed test of the `suite` package, each
+/// passing except skip-example (exit 77) and the broken suite's intentional failure.
+fn expected_lines(tree: &str, suite: &str, arches: &[&str]) -> BTreeMap<String, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests-suite/installed-tests")
+        .join(suite);
+    let mut tests: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "test"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    tests.sort();
+    assert!(!tests.is_empty(), "no installed tests in {}", dir.display());
+    let mut out = BTreeMap::new();
+    for arch in arches {
+        for t in &tests {
+            let status = match t.as_str() {
+                "skip-example" => "SKIP",
+                "intentional-failure" => "FAIL",
+                _ => "PASS",
+            };
+            out.insert(format!("{tree}::{arch}::{suite}/{t}"), status.to_string());
+        }
+    }
+    out
+}
+
+/// The `Summary [...] N tests run: …` line, without the time.
+fn summary(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("Summary ["))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    line.split_once("] ").unwrap().1.to_string()
+}
 
 fn ostree(repo: &Path, args: &[&str]) -> Output {
     Command::new("ostree")
@@ -20,7 +92,6 @@ fn sha256(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
 }
 
-#[test]
 fn test_publishes_passing_trees_and_gates_failing_ones() {
     let state = state_dir("test-e2e");
     let public = state.join("public");
@@ -29,11 +100,19 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     let out = fedostree(&state, &["test", "--tree", "dev/minimal", "--arch", "all"]);
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
+    let want = expected_lines("dev/minimal", "fedostree", &["x86_64", "aarch64"]);
+    assert_eq!(report_lines(&err), want, "{err}");
+    let skipped = want.values().filter(|s| *s == "SKIP").count();
+    assert_eq!(
+        summary(&err),
+        format!(
+            "{} tests run: {} passed, {skipped} skipped",
+            want.len(),
+            want.len() - skipped
+        ),
+        "{err}"
+    );
     for arch in ["x86_64", "aarch64"] {
-        assert!(
-            err.contains(&format!("PASS [")) && err.contains(&format!("dev/minimal::{arch}::fedostree/booted-commit")),
-            "{err}"
-        );
         let reff = format!("fedostree/dev/{arch}/minimal");
         let tested = String::from_utf8(ostree(&state.join("repo"), &["rev-parse", &reff]).stdout).unwrap();
         let published = String::from_utf8(ostree(&public, &["rev-parse", &reff]).stdout).unwrap();
@@ -49,7 +128,7 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
         assert!(xml.contains("fedostree/tap-example"), "{xml}");
     }
     assert!(public.join("summary").exists());
-    assert!(err.contains("Summary [") && err.contains("run directory: "), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("run directory: ")), "{err}");
 
     // A boot never changes the cached image: run again (nothing to update) and compare bytes.
     let disk = state.join("images/dev/minimal/x86_64/disk.qcow2");
@@ -63,9 +142,21 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(events.first().unwrap()["event"], "run-started");
-    assert!(events
+    let finished: BTreeMap<String, String> = events
         .iter()
-        .any(|e| e["event"] == "test-finished" && e["name"] == "fedostree/usr-readonly" && e["status"] == "pass"));
+        .filter(|e| e["event"] == "test-finished")
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, String> = expected_lines("dev/minimal", "fedostree", &["x86_64"])
+        .into_iter()
+        .map(|(id, st)| (id.rsplit("::").next().unwrap().to_string(), st.to_lowercase()))
+        .collect();
+    assert_eq!(finished, want);
 
     // One package changes: the image is updated in place (incrementally) and the new commit is booted.
     assert!(fedostree(
@@ -96,10 +187,10 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     let out = fedostree(&state, &["test", "--tree", "dev/broken", "--arch", "x86_64"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("FAIL [") && err.contains("fedostree-broken/intentional-failure"),
-        "{err}"
-    );
+    let mut want = expected_lines("dev/broken", "fedostree", &["x86_64"]);
+    want.extend(expected_lines("dev/broken", "fedostree-broken", &["x86_64"]));
+    assert_eq!(report_lines(&err), want, "{err}");
+    assert!(summary(&err).contains(" 1 failed"), "{err}");
     assert!(
         !ostree(&public, &["rev-parse", "fedostree/dev/x86_64/broken"])
             .status
@@ -111,7 +202,6 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
         .contains("broken"));
 }
 
-#[test]
 fn bad_arguments_are_input_errors() {
     let state = state_dir("test-args");
     assert_eq!(

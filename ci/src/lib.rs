@@ -6,4 +6,4 @@
 pub mod pipeline;
 pub mod publish;
 
-pub use pipeline::{test_tree, ExitVerdict, TestOptions, TreeArchRun};
+pub use pipeline::{test_tree, TestOptions, TreeArchRun};

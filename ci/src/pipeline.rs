@@ -3,11 +3,12 @@
 
 use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
-use fedostree_compose::state::StateDir;
 use fedostree_harness::qemu::{Accel, Arch, VmConfig};
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::{suite_from_outcome, SuiteResult};
 use fedostree_images::{Backend, ImageSpec, ImageState};
+use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::Exit;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ pub const OSNAME: &str = "fedostree";
 #[derive(Debug, Clone)]
 pub struct TestOptions {
     pub tree: String,
+    /// Where the treefiles and the dev repository's sources are.
+    pub sources: Sources,
     pub arches: Vec<String>,
     pub accel: Option<Accel>,
     pub backend: Backend,
@@ -48,27 +51,22 @@ pub struct TreeArchRun {
     pub timings: Timings,
 }
 
-/// Documented exit codes of `fedostree test`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitVerdict {
-    /// Every suite passed (and was published when asked).
-    Passed = 0,
-    /// A test failed; nothing of that tree/arch was published.
-    TestsFailed = 1,
-    /// The machine, QEMU or the guest broke before the tests could say anything.
-    Infra = 2,
+/// The exit code of `fedostree test` from its suites: infrastructure broke anywhere → 2 (nothing can be
+/// said about the tree), else a test failed anywhere → 1, else 0.
+pub fn verdict(suites: &[SuiteResult]) -> Exit {
+    if suites.iter().any(|s| s.infra_error.is_some()) {
+        Exit::Infra
+    } else if suites.iter().any(|s| !s.passed()) {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    }
 }
 
-impl ExitVerdict {
-    pub fn of(runs: &[TreeArchRun]) -> ExitVerdict {
-        if runs.iter().any(|r| r.suite.infra_error.is_some()) {
-            ExitVerdict::Infra
-        } else if runs.iter().any(|r| !r.suite.passed()) {
-            ExitVerdict::TestsFailed
-        } else {
-            ExitVerdict::Passed
-        }
-    }
+/// The gate: a tree/arch is published only when publishing was asked for and its own suite passed
+/// (each architecture on its own: a failure on aarch64 does not hold back x86_64's ref).
+pub fn gate(publish: bool, suite: &SuiteResult) -> bool {
+    publish && suite.passed()
 }
 
 /// A fresh run id: sortable time plus pid, unique on this machine.
@@ -90,7 +88,10 @@ pub async fn test_tree(
     // Composes and image updates want the disk and both cores: one arch at a time.
     let mut prepared = Vec::new();
     for arch in &opts.arches {
-        prepared.push((arch.as_str(), prepare(state, &opts.tree, arch, opts.backend)?));
+        prepared.push((
+            arch.as_str(),
+            prepare(state, &opts.sources, &opts.tree, arch, opts.backend)?,
+        ));
     }
     // A TCG guest keeps one core busy: boot the arches side by side.
     let shared = SharedReporter(std::sync::Mutex::new(reporter));
@@ -122,7 +123,7 @@ pub async fn test_tree(
                 commit: image.commit.clone(),
                 cases: vec![],
                 infra_error: Some(format!("{e:#}")),
-                console_tail: std::fs::read_to_string(dir.join("console.log"))
+                console_tail: fs_err::read_to_string(dir.join("console.log"))
                     .map(|c| fedostree_harness::console::tail(&c, 40))
                     .unwrap_or_default(),
             };
@@ -130,12 +131,11 @@ pub async fn test_tree(
         });
         timings.boot_s = boot_time.as_secs_f64();
         timings.qemu_to_results_s = to_results.map(|d| d.as_secs_f64());
-        let mut published = false;
-        if opts.publish && suite.passed() {
+        let published = gate(opts.publish, &suite);
+        if published {
             crate::publish::publish(&state.repo(), &state.public(), &composed.ref_, &image.commit)?;
-            published = true;
         }
-        std::fs::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
+        fs_err::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
         (&shared).suite_done(&suite);
         runs.push(TreeArchRun {
             ref_: composed.ref_,
@@ -171,6 +171,7 @@ fn harness_arch(arch: &str) -> Result<Arch> {
 /// Compose and deploy into the cached image (blocking work, serialized per state directory).
 pub fn prepare(
     state: &StateDir,
+    sources: &Sources,
     tree: &str,
     arch: &str,
     backend: Backend,
@@ -183,7 +184,7 @@ pub fn prepare(
         dry_run: false,
         force: false,
     };
-    let composed = compose_tree::compose(state, &opts)?;
+    let composed = compose_tree::compose(state, sources, &opts)?;
     timings.compose_s = t.elapsed().as_secs_f64();
     let commit = composed.commit.clone().context("compose produced no commit")?;
     let harness_arch = harness_arch(arch)?;
@@ -218,26 +219,26 @@ pub async fn boot_and_test(
     vm_timeout: Duration,
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<(SuiteResult, Option<Duration>)> {
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    fs_err::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     // The overlay's backing file is a hardlink to this exact image version: a concurrent update swaps
     // the cached image's directory but can never change what this VM boots.
     let base = run_dir.join("base.qcow2");
-    let _ = std::fs::remove_file(&base);
-    std::fs::hard_link(&image.disk, &base).or_else(|_| std::fs::copy(&image.disk, &base).map(|_| ()))?;
+    let _ = fs_err::remove_file(&base);
+    fs_err::hard_link(&image.disk, &base).or_else(|_| fs_err::copy(&image.disk, &base).map(|_| ()))?;
     // The image lock was released when the update returned: make sure the version we pinned is still
     // the one whose kernel and options we are about to boot.
     let current = image.disk.parent().and_then(fedostree_images::layout::read_state);
     if current.as_ref().map(|s| s.commit.as_str()) != Some(image.commit.as_str()) {
-        let _ = std::fs::remove_file(&base);
+        let _ = fs_err::remove_file(&base);
         anyhow::bail!("the cached image was updated concurrently while this run pinned it; run again");
     }
     let overlay = run_dir.join("overlay.qcow2");
-    let _ = std::fs::remove_file(&overlay);
+    let _ = fs_err::remove_file(&overlay);
     // Ctrl-C while the VM runs must not leave a hardlinked image copy behind.
     let (b, o) = (base.clone(), overlay.clone());
-    let cleanup = fedostree_images::cleanup::register(format!("VM overlay {}", overlay.display()), move || {
-        let _ = std::fs::remove_file(&o);
-        let _ = std::fs::remove_file(&b);
+    let cleanup = fedostree_util::cleanup::register(format!("VM overlay {}", overlay.display()), move || {
+        let _ = fs_err::remove_file(&o);
+        let _ = fs_err::remove_file(&b);
     });
     fedostree_images::create_overlay(&base, &overlay)?;
     let harness_arch = harness_arch(arch)?;
@@ -258,11 +259,66 @@ pub async fn boot_and_test(
     let mut on_event = |e: &fedostree_harness::protocol::GuestEvent| reporter.event(tree, arch, e);
     let outcome = fedostree_harness::run::run_vm(&cfg, vm_timeout, &mut on_event).await;
     // The overlay and base link are throwaway; the logs stay.
-    let _ = std::fs::remove_file(&overlay);
-    let _ = std::fs::remove_file(&base);
-    fedostree_images::cleanup::deregister(cleanup);
+    let _ = fs_err::remove_file(&overlay);
+    let _ = fs_err::remove_file(&base);
+    fedostree_util::cleanup::deregister(cleanup);
     let outcome = outcome?;
     let suite = suite_from_outcome(tree, arch, &image.commit, &outcome);
     fedostree_harness::junit::write_junit(std::slice::from_ref(&suite), &run_dir.join("junit.xml"))?;
     Ok((suite, outcome.time_to_results))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use fedostree_harness::results::{Status, TestCaseResult};
+
+    pub(crate) fn suite(arch: &str, statuses: &[Status], infra: Option<&str>) -> SuiteResult {
+        SuiteResult {
+            tree: "dev/minimal".into(),
+            arch: arch.into(),
+            commit: "c0ffee".into(),
+            cases: statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| TestCaseResult {
+                    name: format!("fedostree/t{i}"),
+                    status: *s,
+                    duration: Duration::from_millis(1),
+                    output: String::new(),
+                    exit_code: Some(0),
+                    subtests: vec![],
+                })
+                .collect(),
+            infra_error: infra.map(Into::into),
+            console_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn verdict_from_suites() {
+        use Status::*;
+        let pass = suite("x86_64", &[Pass, Skip], None);
+        let fail = suite("aarch64", &[Pass, Fail], None);
+        let timeout = suite("aarch64", &[Timeout], None);
+        let infra = suite("aarch64", &[Pass], Some("no end marker"));
+        assert_eq!(verdict(std::slice::from_ref(&pass)), Exit::Ok);
+        assert_eq!(verdict(&[pass.clone(), fail.clone()]), Exit::Failed);
+        assert_eq!(verdict(&[timeout]), Exit::Failed);
+        // Infrastructure wins: nothing can be said about a tree whose VM broke.
+        assert_eq!(verdict(&[fail, infra.clone()]), Exit::Infra);
+        assert_eq!(verdict(&[infra, pass]), Exit::Infra);
+    }
+
+    #[test]
+    fn the_gate_is_per_arch_and_obeys_no_publish() {
+        use Status::*;
+        let pass = suite("x86_64", &[Pass], None);
+        let fail = suite("aarch64", &[Fail], None);
+        let infra = suite("aarch64", &[Pass], Some("badness"));
+        assert!(gate(true, &pass));
+        assert!(!gate(true, &fail));
+        assert!(!gate(true, &infra));
+        assert!(!gate(false, &pass), "--no-publish");
+    }
 }

@@ -1,7 +1,7 @@
 //! Committing a tree into the archive repo with libostree, and reading commit metadata back.
 
-use crate::cmd::CommandRunExt;
 use anyhow::{Context, Result};
+use fedostree_util::cmd::CommandRunExt;
 use ostree::gio;
 use ostree::gio::prelude::FileExt;
 use ostree::glib::{self, prelude::*};
@@ -25,7 +25,7 @@ pub fn open_or_create_build_repo(path: &Path) -> Result<ostree::Repo> {
 }
 
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self")
+    fs_err::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
 }
@@ -36,7 +36,7 @@ fn open_or_create(path: &Path, mode: ostree::RepoMode) -> Result<ostree::Repo> {
         repo.open(gio::Cancellable::NONE)
             .with_context(|| format!("opening OSTree repo {}", path.display()))?;
     } else {
-        std::fs::create_dir_all(path)?;
+        fs_err::create_dir_all(path)?;
         repo.create(mode, gio::Cancellable::NONE)
             .with_context(|| format!("creating OSTree repo {}", path.display()))?;
     }

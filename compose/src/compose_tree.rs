@@ -2,13 +2,16 @@
 //! no-op when nothing that goes into the commit changed.
 
 use crate::commit::{self, PkgRecord};
+use crate::gpg::RepoKeys;
 use crate::progress::Progress;
 use crate::repo::{self, RepoVars};
 use crate::solve::{Request, SolvedPackage, Solver};
-use crate::state::StateDir;
 use crate::treefile::{self, Treefile};
-use crate::{devrepo, fetch, import, postprocess, InputError};
+use crate::{devrepo, fetch, import, postprocess};
 use anyhow::{Context, Result};
+use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::workdir::WorkDir;
+use fedostree_util::InputError;
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever compose output changes for the same inputs, so old commits are not reused.
@@ -40,11 +43,10 @@ pub struct ComposeResult {
     pub package_list: Vec<String>,
 }
 
-/// Compose `opts.tree` for `opts.arch` into `$STATE/repo`.
-pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult> {
-    let trees_dir = crate::state::source_dir().join("trees");
-    let (path, name) = treefile::locate(&opts.tree, &trees_dir)?;
-    let tf = Treefile::load(&path, &name, &opts.arch)?;
+/// Compose `opts.tree` (a name under `sources.trees` or a path) for `opts.arch` into `$STATE/repo`.
+pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Result<ComposeResult> {
+    let (path, name) = treefile::locate(&opts.tree, &sources.trees).map_err(InputError::wrap)?;
+    let tf = Treefile::load(&path, &name, &opts.arch).map_err(InputError::wrap)?;
     let devrepo_dir = state.devrepo_root();
     let vars = RepoVars {
         basearch: &opts.arch,
@@ -52,8 +54,9 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
     };
     let repos = repo::load_repos(tf.dir(), &tf.repos, &vars).map_err(InputError::wrap)?;
     // One compose per state directory at a time: they share the repo, the caches and the dev repo.
-    let _lock = crate::lock::FileLock::acquire(&state.root().join("compose.lock"))?;
-    remove_stale_work_dirs(state);
+    let _lock = fedostree_util::lock::FileLock::acquire_announced(&state.root().join("compose.lock"), "compose")?;
+    // Scratch dirs of composes and dev repo builds that were killed (SIGKILL, power cut) go now.
+    fedostree_util::workdir::sweep(&state.tmp());
     if repos
         .iter()
         .any(|r| r.baseurl.contains(&*devrepo_dir.to_string_lossy()))
@@ -62,14 +65,17 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
         let dopts = devrepo::DevRepoOptions {
             arches: vec![opts.arch.clone()],
             bump: vec![],
-            source_dir: crate::state::source_dir(),
+            source_dir: sources.checkout.clone(),
         };
         devrepo::build(state, &dopts).context("building the dev repository")?;
     }
 
-    let solved = solve(state, &tf, &repos)?;
+    let keys = repos
+        .iter()
+        .map(|r| (r.gpgcheck || r.repo_gpgcheck).then(|| RepoKeys::load(r)).transpose())
+        .collect::<Result<Vec<_>>>()?;
+    let solved = solve(state, &tf, &repos, &keys)?;
     let inputhash = input_hash(&tf, &solved);
-    let package_list: Vec<String> = solved.iter().map(SolvedPackage::nevra).collect();
     let mut result = ComposeResult {
         tree: tf.name.clone(),
         arch: opts.arch.clone(),
@@ -80,7 +86,7 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
         changed: false,
         version: None,
         packages: solved.len(),
-        package_list,
+        package_list: solved.iter().map(SolvedPackage::nevra).collect(),
     };
     if opts.dry_run {
         return Ok(result);
@@ -101,43 +107,17 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
     }
 
     let rpms = fetch::fetch_all(&solved, &repos, &state.rpm_cache())?;
-    std::fs::create_dir_all(state.tmp())?;
-    // Same filesystem as the repo, removed on every path out of this function.
-    let work = tempfile::Builder::new().prefix("compose-").tempdir_in(state.tmp())?;
+    // Same filesystem as the repo; removed on every path out of this function, on Ctrl-C, and by the
+    // next run after a SIGKILL.
+    let work = WorkDir::new(&state.tmp(), "compose")?;
     let root = work.path().join("rootfs");
-    std::fs::create_dir(&root)?;
-    let import_opts = import::ImportOptions {
-        documentation: tf.documentation,
-    };
-    let progress = Progress::new("import", rpms.len() as u64, false);
-    let mut imported = Vec::with_capacity(rpms.len());
-    for (pkg, rpm) in solved.iter().zip(&rpms) {
-        progress.set_message(&pkg.nevra());
-        imported.push(import::import_rpm(rpm, &root, import_opts).map_err(InputError::wrap)?);
-        progress.inc(1);
-    }
-    progress.finish(&format!("{} packages", imported.len()));
-    import::apply_owners(&root, &imported).map_err(InputError::wrap)?;
-    let kver = postprocess::postprocess(&root, &imported, &tf.remove_files).map_err(InputError::wrap)?;
+    let kver = assemble(&root, &tf, &solved, &rpms, &repos, &keys)?;
 
     let version = tf
         .automatic_version_prefix
         .as_deref()
-        .map(|p| next_version(p, prev_version.as_deref()));
-    let records: Vec<PkgRecord> = solved
-        .iter()
-        .map(|p| PkgRecord {
-            name: p.name.clone(),
-            epoch: p.epoch.to_string(),
-            version: p.version.clone(),
-            release: p.release.clone(),
-            arch: p.arch.clone(),
-        })
-        .collect();
-    let subject = match &version {
-        Some(v) => format!("{} {v} ({})", tf.name, opts.arch),
-        None => format!("{} ({})", tf.name, opts.arch),
-    };
+        .map(|p| next_version(p, prev_version.as_deref()))
+        .transpose()?;
     let progress = Progress::new("commit", 1, false);
     let build_repo = commit::open_or_create_build_repo(&state.build_repo())?;
     let csum = commit::commit_tree(
@@ -147,13 +127,13 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
         &commit::CommitRequest {
             ref_: &tf.ref_,
             parent: parent.as_deref(),
-            subject: &subject,
+            subject: &subject(&tf, version.as_deref()),
             time: chrono::Utc::now().timestamp() as u64,
             version: version.as_deref(),
             inputhash: &inputhash,
             tree: &tf.name,
             arch: &opts.arch,
-            packages: &records,
+            packages: &records(&solved),
             extra: &tf.add_commit_metadata,
         },
     )?;
@@ -165,24 +145,66 @@ pub fn compose(state: &StateDir, opts: &ComposeOptions) -> Result<ComposeResult>
     Ok(result)
 }
 
-/// A compose killed before its temporary tree was removed leaves `$STATE/tmp/compose-*`; under the
-/// compose lock none of them can be in use.
-fn remove_stale_work_dirs(state: &StateDir) {
-    let Ok(entries) = std::fs::read_dir(state.tmp()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with("compose-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
+/// Import every package into `root` (signatures checked where the repository asks), apply ownership,
+/// and turn the result into an OSTree tree; returns the kernel version.
+fn assemble(
+    root: &std::path::Path,
+    tf: &Treefile,
+    solved: &[SolvedPackage],
+    rpms: &[std::path::PathBuf],
+    repos: &[repo::RepoConfig],
+    keys: &[Option<RepoKeys>],
+) -> Result<String> {
+    fs_err::create_dir(root)?;
+    let progress = Progress::new("import", rpms.len() as u64, false);
+    let mut imported = Vec::with_capacity(rpms.len());
+    for (pkg, rpm) in solved.iter().zip(rpms) {
+        progress.set_message(&pkg.nevra());
+        let import_opts = import::ImportOptions {
+            documentation: tf.documentation,
+            verify: keys[pkg.repo].as_ref().filter(|_| repos[pkg.repo].gpgcheck),
+        };
+        let from = || format!("{} from repository `{}`", pkg.nevra(), repos[pkg.repo].id);
+        imported.push(import::import_rpm(rpm, root, import_opts).with_context(from)?);
+        progress.inc(1);
+    }
+    progress.finish(&format!("{} packages", imported.len()));
+    import::apply_owners(root, &imported)?;
+    postprocess::postprocess(root, &imported, &tf.remove_files)
+}
+
+/// The commit subject: tree, version if any, architecture.
+fn subject(tf: &Treefile, version: Option<&str>) -> String {
+    match version {
+        Some(v) => format!("{} {v} ({})", tf.name, tf.arch),
+        None => format!("{} ({})", tf.name, tf.arch),
     }
 }
 
-fn solve(state: &StateDir, tf: &Treefile, repos: &[repo::RepoConfig]) -> Result<Vec<SolvedPackage>> {
+/// The package list as commit metadata records it.
+fn records(solved: &[SolvedPackage]) -> Vec<PkgRecord> {
+    solved
+        .iter()
+        .map(|p| PkgRecord {
+            name: p.name.clone(),
+            epoch: p.epoch.to_string(),
+            version: p.version.clone(),
+            release: p.release.clone(),
+            arch: p.arch.clone(),
+        })
+        .collect()
+}
+
+fn solve(
+    state: &StateDir,
+    tf: &Treefile,
+    repos: &[repo::RepoConfig],
+    keys: &[Option<RepoKeys>],
+) -> Result<Vec<SolvedPackage>> {
     let progress = Progress::new("depsolve", 1, false);
     let mut solver = Solver::new(&tf.arch);
-    for r in repos {
-        let md = repo::fetch_metadata(r, &state.repodata_cache())?;
+    for (r, k) in repos.iter().zip(keys) {
+        let md = repo::fetch_metadata(r, k.as_ref(), &state.repodata_cache())?;
         solver.add_repo(&r.id, &md.primary, md.filelists.as_deref())?;
     }
     let req = Request {
@@ -192,6 +214,7 @@ fn solve(state: &StateDir, tf: &Treefile, repos: &[repo::RepoConfig]) -> Result<
     };
     let solved = solver
         .solve(&req)
+        .map_err(InputError::wrap)
         .with_context(|| format!("{}: {} ({})", tf.path.display(), tf.name, tf.arch))?;
     progress.finish(&format!("{} packages for {}", solved.len(), tf.arch));
     Ok(solved)
@@ -213,43 +236,48 @@ fn input_hash(tf: &Treefile, solved: &[SolvedPackage]) -> String {
     hex::encode(h.finalize())
 }
 
-/// rpm-ostree's automatic versioning: `<date:FMT>` expands; the version is `PREFIX.N`, N counting up
-/// from 0 while the previous commit's version shares the prefix.
-pub fn next_version(prefix: &str, previous: Option<&str>) -> String {
-    let prefix = expand_date(prefix);
-    let n = previous
-        .and_then(|v| v.strip_prefix(&format!("{prefix}.")))
-        .and_then(|n| n.parse::<u64>().ok())
-        .map_or(0, |n| n + 1);
-    format!("{prefix}.{n}")
+/// rpm-ostree's automatic versioning (`_rpmostree_util_next_version`): `<date:FMT>` expands; the first
+/// version with a prefix is the bare prefix, then `PREFIX.1`, `PREFIX.2`, … while the previous commit's
+/// version is the prefix or `PREFIX.N`; any other previous version starts over at the bare prefix.
+pub fn next_version(prefix: &str, previous: Option<&str>) -> Result<String> {
+    let prefix = expand_date(prefix).map_err(InputError::new)?;
+    let Some(rest) = previous.and_then(|v| v.strip_prefix(prefix.as_str())) else {
+        return Ok(prefix);
+    };
+    if rest.is_empty() {
+        return Ok(format!("{prefix}.1"));
+    }
+    Ok(match rest.strip_prefix('.').and_then(|n| n.parse::<u64>().ok()) {
+        Some(n) => format!("{prefix}.{}", n + 1),
+        None => prefix,
+    })
 }
 
-fn expand_date(s: &str) -> String {
+/// Validate every `<date:FMT>` of an `automatic-version-prefix` (treefile load time).
+pub fn check_version_prefix(prefix: &str) -> Result<(), String> {
+    expand_date(prefix).map(|_| ())
+}
+
+fn expand_date(s: &str) -> Result<String, String> {
+    use chrono::format::{Item, StrftimeItems};
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find("<date:") {
         out.push_str(&rest[..i]);
         let Some(end) = rest[i..].find('>') else {
-            break;
+            return Err(format!("unterminated `<date:` in {s:?}"));
         };
         let fmt = &rest[i + 6..i + end];
-        out.push_str(&chrono::Utc::now().format(fmt).to_string());
+        // chrono panics when it displays an invalid format: check every item first.
+        let items: Vec<Item> = StrftimeItems::new(fmt).collect();
+        if items.iter().any(|it| matches!(it, Item::Error)) {
+            return Err(format!("invalid date format `{fmt}` in {s:?}"));
+        }
+        out.push_str(&chrono::Utc::now().format_with_items(items.into_iter()).to_string());
         rest = &rest[i + end + 1..];
     }
     out.push_str(rest);
-    out
-}
-
-/// Resolve `--arch`: one architecture, or both for `all`.
-pub fn arches(arg: Option<&str>) -> Result<Vec<String>> {
-    match arg {
-        None => Ok(vec![crate::state::host_arch().to_string()]),
-        Some("all") => Ok(crate::state::ARCHES.iter().map(|s| s.to_string()).collect()),
-        Some(a) if crate::state::ARCHES.contains(&a) => Ok(vec![a.to_string()]),
-        Some(a) => Err(InputError::new(format!(
-            "unknown architecture `{a}` (x86_64, aarch64 or all)"
-        ))),
-    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -257,12 +285,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn automatic_versions_count_up_per_prefix() {
-        assert_eq!(next_version("1.0", None), "1.0.0");
-        assert_eq!(next_version("1.0", Some("1.0.0")), "1.0.1");
-        assert_eq!(next_version("1.0", Some("1.0.9")), "1.0.10");
-        assert_eq!(next_version("1.1", Some("1.0.9")), "1.1.0");
+    fn automatic_versions_follow_rpm_ostree() {
+        let v = |p, prev| next_version(p, prev).unwrap();
+        assert_eq!(v("1.0", None), "1.0");
+        assert_eq!(v("1.0", Some("1.0")), "1.0.1");
+        assert_eq!(v("1.0", Some("1.0.1")), "1.0.2");
+        assert_eq!(v("1.0", Some("1.0.9")), "1.0.10");
+        assert_eq!(v("1.1", Some("1.0.9")), "1.1");
+        assert_eq!(v("1.0", Some("1.0x")), "1.0");
+        assert_eq!(v("1.0", Some("1.0.beta")), "1.0");
         let y = chrono::Utc::now().format("%Y").to_string();
-        assert_eq!(next_version("40.<date:%Y>", None), format!("40.{y}.0"));
+        assert_eq!(v("40.<date:%Y>", None), format!("40.{y}"));
+        assert_eq!(v("40.<date:%Y>", Some(&format!("40.{y}"))), format!("40.{y}.1"));
+    }
+
+    #[test]
+    fn invalid_date_formats_are_errors_not_panics() {
+        for bad in ["1.<date:%Q>", "1.<date:%>", "1.<date:%Y"] {
+            let e = next_version(bad, None).unwrap_err();
+            assert!(fedostree_util::is_input_error(&e), "{e:#}");
+            assert!(check_version_prefix(bad).is_err(), "{bad}");
+        }
     }
 }

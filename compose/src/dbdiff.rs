@@ -31,7 +31,8 @@ fn by_name(list: Vec<PkgRecord>) -> BTreeMap<(String, String), PkgRecord> {
 /// Diff two revisions (refs or checksums) of `repo`.
 pub fn diff(repo: &ostree::Repo, a: &str, b: &str) -> Result<PkgDiff> {
     let resolve = |r: &str| {
-        commit::resolve(repo, r)?.ok_or_else(|| crate::InputError::new(format!("no ref or commit `{r}` in the repo")))
+        commit::resolve(repo, r)?
+            .ok_or_else(|| fedostree_util::InputError::new(format!("no ref or commit `{r}` in the repo")))
     };
     let (ca, cb) = (resolve(a)?, resolve(b)?);
     let (pa, pb) = (

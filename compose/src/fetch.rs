@@ -14,10 +14,29 @@ pub fn cache_path(cache: &Path, pkg: &SolvedPackage) -> PathBuf {
     cache.join(format!("{}-{}.rpm", pkg.checksum_type, pkg.checksum))
 }
 
-/// Make sure every package is in the cache; returns the cached paths in the same order.
+/// Make sure every package is in the cache; returns the cached paths in the same order. A cached
+/// file is trusted only while its digest still matches the repodata: a mismatch (a corrupt or
+/// tampered cache entry) evicts it and fetches again.
 pub fn fetch_all(pkgs: &[SolvedPackage], repos: &[RepoConfig], cache: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
-    let missing: Vec<&SolvedPackage> = pkgs.iter().filter(|p| !cache_path(cache, p).exists()).collect();
+    fs_err::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let mut missing: Vec<&SolvedPackage> = Vec::new();
+    for pkg in pkgs {
+        let path = cache_path(cache, pkg);
+        let Ok(f) = std::fs::File::open(&path) else {
+            missing.push(pkg);
+            continue;
+        };
+        let (got, _) = digest(&pkg.checksum_type, f, None).with_context(|| format!("reading {}", path.display()))?;
+        if got != pkg.checksum {
+            eprintln!(
+                "fedostree: cached {} ({}) no longer matches the repodata checksum: evicting and fetching again",
+                pkg.nevra(),
+                path.display()
+            );
+            fs_err::remove_file(&path).with_context(|| format!("evicting {}", path.display()))?;
+            missing.push(pkg);
+        }
+    }
     let progress = Progress::new("download", missing.len() as u64, false);
     let mut bytes = 0u64;
     for pkg in &missing {
@@ -40,27 +59,17 @@ enum Hasher {
     Sha512(Sha512),
 }
 
-fn fetch_one(pkg: &SolvedPackage, repo: &RepoConfig, cache: &Path) -> Result<u64> {
-    if pkg.location.contains("..") || pkg.location.starts_with('/') {
-        bail!(
-            "{}: refusing repodata location `{}` outside the repository",
-            pkg.nevra(),
-            pkg.location
-        );
-    }
-    let url = format!("{}/{}", repo.baseurl, pkg.location);
-    let mut hasher = match pkg.checksum_type.as_str() {
+/// Hex digest of everything `src` yields (copied into `copy` if given), and the byte count.
+fn digest(kind: &str, mut src: impl Read, mut copy: Option<&mut dyn Write>) -> Result<(String, u64)> {
+    let mut hasher = match kind {
         "sha256" => Hasher::Sha256(Sha256::new()),
         "sha512" => Hasher::Sha512(Sha512::new()),
-        other => bail!("{}: unsupported checksum type `{other}` in repodata", pkg.nevra()),
+        other => bail!("unsupported checksum type `{other}` in repodata"),
     };
-    let dest = cache_path(cache, pkg);
-    let mut tmp = tempfile::NamedTempFile::new_in(cache)?;
-    let mut src = open_url(&url).with_context(|| format!("fetching {}", pkg.nevra()))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = src.read(&mut buf).with_context(|| format!("reading {url}"))?;
+        let n = src.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -68,17 +77,38 @@ fn fetch_one(pkg: &SolvedPackage, repo: &RepoConfig, cache: &Path) -> Result<u64
             Hasher::Sha256(h) => h.update(&buf[..n]),
             Hasher::Sha512(h) => h.update(&buf[..n]),
         }
-        tmp.write_all(&buf[..n])?;
+        if let Some(w) = copy.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
         total += n as u64;
     }
-    let got = match hasher {
+    let hex = match hasher {
         Hasher::Sha256(h) => hex::encode(h.finalize()),
         Hasher::Sha512(h) => hex::encode(h.finalize()),
     };
-    if got != pkg.checksum {
-        return Err(crate::InputError::new(format!(
-            "{} ({url}): {} checksum mismatch: repodata says {}, the file has {got}; refusing it",
+    Ok((hex, total))
+}
+
+fn fetch_one(pkg: &SolvedPackage, repo: &RepoConfig, cache: &Path) -> Result<u64> {
+    if pkg.location.contains("..") || pkg.location.starts_with('/') {
+        return Err(fedostree_util::InputError::new(format!(
+            "{}: refusing repodata location `{}` outside the repository `{}`",
             pkg.nevra(),
+            pkg.location,
+            repo.id
+        )));
+    }
+    let url = format!("{}/{}", repo.baseurl, pkg.location);
+    let dest = cache_path(cache, pkg);
+    let mut tmp = tempfile::NamedTempFile::new_in(cache)?;
+    let src = open_url(&url).with_context(|| format!("fetching {}", pkg.nevra()))?;
+    let (got, total) = digest(&pkg.checksum_type, src, Some(tmp.as_file_mut()))
+        .with_context(|| format!("{}: downloading {url}", pkg.nevra()))?;
+    if got != pkg.checksum {
+        return Err(fedostree_util::InputError::new(format!(
+            "{} ({url}, repository `{}`): {} checksum mismatch: repodata says {}, the file has {got}; refusing it",
+            pkg.nevra(),
+            repo.id,
             pkg.checksum_type,
             pkg.checksum
         )));

@@ -2,10 +2,12 @@
 //! cap-std beneath the root, so `..`, absolute names and symlinked parents can never escape it.
 //! Keeps modes, ownership, symlinks, hardlinks and empty directories.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, Permissions};
 use cap_std::fs::{OpenOptionsExt, PermissionsExt};
+use fedostree_util::error::io_is_infra;
+use fedostree_util::{bail_input, InputError};
 use rpm::{FileFlags, FileType, IndexTag};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -23,10 +25,12 @@ pub struct ImportedPackage {
 }
 
 /// Options that change what is imported.
-#[derive(Debug, Clone, Copy)]
-pub struct ImportOptions {
+#[derive(Clone, Copy)]
+pub struct ImportOptions<'a> {
     /// False drops files flagged %doc (treefile `documentation: false`).
     pub documentation: bool,
+    /// The package's repository sets `gpgcheck`: its signature must verify before anything is written.
+    pub verify: Option<&'a crate::gpg::RepoKeys>,
 }
 
 /// A payload path checked to stay beneath the root: relative, only normal components.
@@ -66,13 +70,39 @@ fn remove_existing(dir: &Dir, name: &std::ffi::OsStr) -> std::io::Result<()> {
     }
 }
 
-/// Import `rpm_path` into `root`. Errors name the RPM file, the package and the payload path.
-pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<ImportedPackage> {
-    let pkg = rpm::Package::open(rpm_path).map_err(|e| anyhow!("{}: not a valid RPM: {e}", rpm_path.display()))?;
+/// One member of a hardlink set: its path, its content if this member carries it, its mode.
+type HardlinkMember = (PathBuf, Option<Vec<u8>>, u16);
+
+/// The first path of a package that can stand in the package list as one field (see `linesafe`).
+fn note_sample(sample: &mut Option<String>, rel: &Path) {
+    if sample.is_none() {
+        let p = format!("/{}", rel.display());
+        if crate::linesafe::is_plain_field(&p) {
+            *sample = Some(p);
+        }
+    }
+}
+
+/// Open an RPM, check its digests (and its signature when the repository asks), and name it.
+fn open_verified(rpm_path: &Path, opts: ImportOptions) -> Result<(rpm::Package, String, String)> {
+    let pkg = rpm::Package::open(rpm_path).map_err(|e| match e {
+        rpm::Error::Io(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => {
+            anyhow::Error::new(io).context(format!("reading {}", rpm_path.display()))
+        }
+        e => InputError::new(format!("{}: not a valid RPM: {e}", rpm_path.display())),
+    })?;
     pkg.verify_digests()
-        .map_err(|e| anyhow!("{}: RPM digest check failed: {e}", rpm_path.display()))?;
+        .map_err(|e| InputError::new(format!("{}: RPM digest check failed: {e}", rpm_path.display())))?;
+    if let Some(keys) = opts.verify {
+        let what = format!(
+            "{} ({})",
+            pkg.metadata.get_nevra().map(|n| n.to_string()).unwrap_or_default(),
+            rpm_path.display()
+        );
+        keys.verify_rpm(&pkg, &what)?;
+    }
     let md = &pkg.metadata;
-    let header = |e: rpm::Error| anyhow!("{}: invalid RPM header: {e}", rpm_path.display());
+    let header = |e: rpm::Error| InputError::new(format!("{}: invalid RPM header: {e}", rpm_path.display()));
     let name = md.get_name().map_err(header)?.to_string();
     let nevra = crate::solve::nevra(
         &name,
@@ -81,12 +111,116 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
         md.get_release().map_err(header)?,
         md.get_arch().map_err(header)?,
     );
+    Ok((pkg, name, nevra))
+}
+
+/// Import `rpm_path` into `root`. Errors name the RPM file, the package and the payload path.
+pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<ImportedPackage> {
+    let (pkg, name, nevra) = open_verified(rpm_path, opts)?;
+    let md = &pkg.metadata;
     let at = |path: &str| format!("{}: {nevra}: {path}", rpm_path.display());
 
-    // Hardlink sets are identified by (device, inode) in header order.
-    let entries = md
-        .get_file_entries()
-        .map_err(|e| anyhow!("{}: {e}", rpm_path.display()))?;
+    let (identity, group_size) =
+        hardlink_identities(md).map_err(|e| InputError::new(format!("{}: {e}", rpm_path.display())))?;
+
+    let root_dir = Dir::open_ambient_dir(root, ambient_authority())
+        .with_context(|| format!("opening tree root {}", root.display()))?;
+    let mut owners = Vec::new();
+    let mut sample_path = None;
+    // Hardlink members collected per identity: (path, content if this member carries it, mode).
+    let mut links: BTreeMap<(u32, u32), Vec<HardlinkMember>> = BTreeMap::new();
+
+    let files = pkg
+        .files()
+        .map_err(|e| InputError::new(format!("{}: reading payload: {e}", rpm_path.display())))?;
+    for f in files {
+        let f = f.map_err(|e| {
+            InputError::new(format!(
+                "{}: {nevra}: corrupt or truncated payload: {e}",
+                rpm_path.display()
+            ))
+        })?;
+        let meta = &f.metadata;
+        let raw = meta.path().to_string_lossy().into_owned();
+        if meta.flags().contains(FileFlags::GHOST) || (!opts.documentation && meta.flags().contains(FileFlags::DOC)) {
+            continue;
+        }
+        let rel = safe_relative(&raw)
+            .ok_or_else(|| InputError::new(format!("{}: refusing payload path: it escapes the tree root", at(&raw))))?;
+        let perms = meta.permissions() as u32;
+        let escape = |e| write_error(e, &at(&raw));
+        match meta.file_type() {
+            FileType::Dir => {
+                match root_dir.symlink_metadata(&rel) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => bail_input!(
+                        "{}: a directory in this package is a file or symlink in another",
+                        at(&raw)
+                    ),
+                    Err(_) => root_dir.create_dir_all(&rel).map_err(escape)?,
+                }
+                root_dir
+                    .set_permissions(&rel, Permissions::from_mode(perms))
+                    .map_err(escape)?;
+            }
+            FileType::SymbolicLink => {
+                let target = meta
+                    .linkto()
+                    .ok_or_else(|| InputError::new(format!("{}: symlink without a target", at(&raw))))?;
+                let dir = parent_dir(&root_dir, &rel).map_err(escape)?;
+                let (_, base) = split_parent(&rel);
+                remove_existing(&dir, base).map_err(escape)?;
+                // The link's own location was resolved safely; its target is data, not followed here.
+                dir.symlink_contents(target, base).map_err(escape)?;
+                note_sample(&mut sample_path, &rel);
+            }
+            FileType::Regular => {
+                let id = identity.get(&meta.path()).copied();
+                if let Some(id) = id.filter(|id| group_size.get(id).copied().unwrap_or(0) > 1) {
+                    let carries = f.content().filter(|c| c.len() == meta.size()).map(<[u8]>::to_vec);
+                    links
+                        .entry(id)
+                        .or_default()
+                        .push((rel.clone(), carries, meta.permissions()));
+                } else {
+                    write_file(&root_dir, &rel, f.content().unwrap_or_default(), perms).map_err(escape)?;
+                }
+                note_sample(&mut sample_path, &rel);
+            }
+            other => bail_input!(
+                "{}: unsupported file type {other:?} (devices, fifos and sockets are not allowed)",
+                at(&raw)
+            ),
+        }
+        if meta.user() != "root" || meta.group() != "root" {
+            owners.push((rel, meta.user().to_string(), meta.group().to_string()));
+        }
+    }
+    write_hardlink_sets(&root_dir, links, &at)?;
+    Ok(ImportedPackage {
+        name,
+        nevra,
+        sample_path,
+        owners,
+    })
+}
+
+/// A write beneath the root failed: a full or failing disk is the machine's fault; anything else (an
+/// escape, a file where a directory must be) is the package's.
+fn write_error(e: std::io::Error, at: &str) -> anyhow::Error {
+    let msg = format!("{at}: cannot write beneath the tree root");
+    if io_is_infra(&e) {
+        anyhow::Error::new(e).context(msg)
+    } else {
+        InputError::new(format!("{msg}: {e}"))
+    }
+}
+
+/// Regular files' hardlink identities, `(device, inode)` in header order, and each identity's size.
+type Identities = (HashMap<PathBuf, (u32, u32)>, HashMap<(u32, u32), usize>);
+
+fn hardlink_identities(md: &rpm::PackageMetadata) -> Result<Identities, rpm::Error> {
+    let entries = md.get_file_entries()?;
     let devices = md
         .header
         .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEDEVICES)
@@ -105,104 +239,30 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
             }
         }
     }
+    Ok((identity, group_size))
+}
 
-    let root_dir = Dir::open_ambient_dir(root, ambient_authority())
-        .with_context(|| format!("opening tree root {}", root.display()))?;
-    let mut owners = Vec::new();
-    let mut sample_path = None;
-    // Hardlink members collected per identity: (path, content if this member carries it, mode).
-    let mut links: BTreeMap<(u32, u32), Vec<(PathBuf, Option<Vec<u8>>, u16)>> = BTreeMap::new();
-
-    let files = pkg
-        .files()
-        .map_err(|e| anyhow!("{}: reading payload: {e}", rpm_path.display()))?;
-    for f in files {
-        let f = f.map_err(|e| anyhow!("{}: {nevra}: corrupt or truncated payload: {e}", rpm_path.display()))?;
-        let meta = &f.metadata;
-        let raw = meta.path().to_string_lossy().into_owned();
-        if meta.flags().contains(FileFlags::GHOST) || (!opts.documentation && meta.flags().contains(FileFlags::DOC)) {
-            continue;
-        }
-        let rel = safe_relative(&raw)
-            .ok_or_else(|| anyhow!("{}: refusing payload path: it escapes the tree root", at(&raw)))?;
-        let perms = meta.permissions() as u32;
-        let escape = |e: std::io::Error| anyhow!("{}: cannot write beneath the tree root: {e}", at(&raw));
-        match meta.file_type() {
-            FileType::Dir => {
-                match root_dir.symlink_metadata(&rel) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => bail!(
-                        "{}: a directory in this package is a file or symlink in another",
-                        at(&raw)
-                    ),
-                    Err(_) => root_dir.create_dir_all(&rel).map_err(escape)?,
-                }
-                root_dir
-                    .set_permissions(&rel, Permissions::from_mode(perms))
-                    .map_err(escape)?;
-            }
-            FileType::SymbolicLink => {
-                let target = meta
-                    .linkto()
-                    .ok_or_else(|| anyhow!("{}: symlink without a target", at(&raw)))?;
-                let dir = parent_dir(&root_dir, &rel).map_err(escape)?;
-                let (_, base) = split_parent(&rel);
-                remove_existing(&dir, base).map_err(escape)?;
-                // The link's own location was resolved safely; its target is data, not followed here.
-                dir.symlink_contents(target, base).map_err(escape)?;
-                sample_path.get_or_insert_with(|| format!("/{}", rel.display()));
-            }
-            FileType::Regular => {
-                let id = identity.get(&meta.path()).copied();
-                if let Some(id) = id.filter(|id| group_size.get(id).copied().unwrap_or(0) > 1) {
-                    let carries = f.content().filter(|c| c.len() == meta.size()).map(<[u8]>::to_vec);
-                    links
-                        .entry(id)
-                        .or_default()
-                        .push((rel.clone(), carries, meta.permissions()));
-                } else {
-                    write_file(&root_dir, &rel, f.content().unwrap_or_default(), perms).map_err(escape)?;
-                }
-                sample_path.get_or_insert_with(|| format!("/{}", rel.display()));
-            }
-            other => bail!(
-                "{}: unsupported file type {other:?} (devices, fifos and sockets are not allowed)",
-                at(&raw)
-            ),
-        }
-        if meta.user() != "root" || meta.group() != "root" {
-            owners.push((rel, meta.user().to_string(), meta.group().to_string()));
-        }
-    }
+/// Write each hardlink set: the member that carries the content first, the others linked to it.
+fn write_hardlink_sets(
+    root_dir: &Dir,
+    links: BTreeMap<(u32, u32), Vec<HardlinkMember>>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<()> {
     for (_, members) in links {
         let Some(content) = members.iter().find_map(|(_, c, _)| c.clone()) else {
-            bail!(
-                "{}: {nevra}: hardlink set {} has no content",
-                rpm_path.display(),
-                members[0].0.display()
-            );
+            bail_input!("{}: hardlink set has no content", at(&members[0].0.to_string_lossy()));
         };
         let (first, _, mode) = &members[0];
-        let escape = |e: std::io::Error| {
-            anyhow!(
-                "{}: cannot write beneath the tree root: {e}",
-                at(&first.to_string_lossy())
-            )
-        };
-        write_file(&root_dir, first, &content, *mode as u32).map_err(escape)?;
+        let escape = |e| write_error(e, &at(&first.to_string_lossy()));
+        write_file(root_dir, first, &content, *mode as u32).map_err(escape)?;
         for (other, _, _) in &members[1..] {
-            let dir = parent_dir(&root_dir, other).map_err(escape)?;
+            let dir = parent_dir(root_dir, other).map_err(escape)?;
             let (_, base) = split_parent(other);
             remove_existing(&dir, base).map_err(escape)?;
-            root_dir.hard_link(first, &root_dir, other).map_err(escape)?;
+            root_dir.hard_link(first, root_dir, other).map_err(escape)?;
         }
     }
-    Ok(ImportedPackage {
-        name,
-        nevra,
-        sample_path,
-        owners,
-    })
+    Ok(())
 }
 
 fn write_file(root: &Dir, rel: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
@@ -225,7 +285,7 @@ pub fn apply_owners(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
     let ids = |files: &[&str]| -> HashMap<String, u32> {
         let mut m = HashMap::new();
         for f in files {
-            for line in std::fs::read_to_string(root.join(f)).unwrap_or_default().lines() {
+            for line in fs_err::read_to_string(root.join(f)).unwrap_or_default().lines() {
                 let cols: Vec<&str> = line.split(':').collect();
                 if let (Some(n), Some(id)) = (cols.first(), cols.get(2).and_then(|s| s.parse().ok())) {
                     m.entry(n.to_string()).or_insert(id);
@@ -241,21 +301,21 @@ pub fn apply_owners(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
         for (rel, user, group) in &p.owners {
             let uid = *users
                 .get(user)
-                .ok_or_else(|| anyhow!("{}: /{}: unknown user `{user}`", p.nevra, rel.display()))?;
+                .ok_or_else(|| InputError::new(format!("{}: /{}: unknown user `{user}`", p.nevra, rel.display())))?;
             let gid = *groups
                 .get(group)
-                .ok_or_else(|| anyhow!("{}: /{}: unknown group `{group}`", p.nevra, rel.display()))?;
+                .ok_or_else(|| InputError::new(format!("{}: /{}: unknown group `{group}`", p.nevra, rel.display())))?;
             let full = root.join(rel);
             let parent = full.parent().unwrap_or(root).canonicalize()?;
             if !parent.starts_with(&root_canon) {
-                bail!("{}: /{}: parent resolves outside the tree", p.nevra, rel.display());
+                bail_input!("{}: /{}: parent resolves outside the tree", p.nevra, rel.display());
             }
-            let meta = std::fs::symlink_metadata(&full)?;
+            let meta = fs_err::symlink_metadata(&full)?;
             std::os::unix::fs::lchown(&full, Some(uid), Some(gid))
                 .with_context(|| format!("{}: chown /{}", p.nevra, rel.display()))?;
             // chown clears setuid/setgid: put the packaged mode back.
             if !meta.file_type().is_symlink() {
-                std::fs::set_permissions(&full, meta.permissions())?;
+                fs_err::set_permissions(&full, meta.permissions())?;
             }
         }
     }

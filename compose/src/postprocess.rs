@@ -3,8 +3,9 @@
 //! `remove-files`, the recorded package list, and the initramfs next to the kernel.
 
 use crate::import::ImportedPackage;
+use crate::linesafe;
 use crate::safepath::{beneath, parent_beneath};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -18,9 +19,9 @@ pub const VAR_TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/fedostree-var.conf";
 pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], remove_files: &[String]) -> Result<String> {
     for rel in remove_files {
         let p = parent_beneath(root, rel)?;
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p)?,
-            Ok(_) => std::fs::remove_file(&p)?,
+        match fs_err::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => fs_err::remove_dir_all(&p)?,
+            Ok(_) => fs_err::remove_file(&p)?,
             Err(_) => tracing::warn!("remove-files: /{rel} is not in the tree"),
         }
     }
@@ -35,11 +36,11 @@ pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], remove_files: &[String
     write_pkglist(root, pkgs)?;
     let kver = find_kernel(root)?;
     let initramfs = crate::initramfs::build(root, &kver).context("generating the initramfs")?;
-    std::fs::write(
+    fs_err::write(
         beneath(root, format!("usr/lib/modules/{kver}/initramfs.img"))?,
         initramfs,
     )?;
-    std::fs::create_dir_all(root.join("boot"))?;
+    fs_err::create_dir_all(root.join("boot"))?;
     Ok(kver)
 }
 
@@ -49,13 +50,13 @@ fn usr_merge(root: &Path) -> Result<()> {
     for d in ["bin", "sbin", "lib", "lib64"] {
         let top = root.join(d);
         let usr = beneath(root, format!("usr/{d}"))?;
-        match std::fs::symlink_metadata(&top) {
+        match fs_err::symlink_metadata(&top) {
             Ok(m) if m.file_type().is_symlink() => continue,
             Ok(m) if m.is_dir() => {
-                std::fs::create_dir_all(&usr)?;
+                fs_err::create_dir_all(&usr)?;
                 move_entries(&top, &usr, &format!("/{d}"), &format!("/usr/{d}"))?;
             }
-            Ok(_) => bail!("usr-merge: /{d} is a regular file"),
+            Ok(_) => fedostree_util::bail_input!("usr-merge: /{d} is a regular file"),
             Err(_) if !usr.exists() => continue,
             Err(_) => {}
         }
@@ -71,7 +72,7 @@ fn move_etc(root: &Path) -> Result<()> {
     }
     let usr_etc = beneath(root, "usr/etc")?;
     if !usr_etc.exists() {
-        return std::fs::rename(&etc, &usr_etc).context("moving /etc to /usr/etc");
+        return fs_err::rename(&etc, &usr_etc).context("moving /etc to /usr/etc");
     }
     // A package may own the (empty) /usr/etc directory itself; anything more is a conflict.
     move_entries(&etc, &usr_etc, "/etc", "/usr/etc")
@@ -79,18 +80,18 @@ fn move_etc(root: &Path) -> Result<()> {
 
 /// Move every entry of `from` into `to` and remove `from`; a name present in both is a conflict.
 fn move_entries(from: &Path, to: &Path, from_name: &str, to_name: &str) -> Result<()> {
-    for e in std::fs::read_dir(from)? {
+    for e in fs_err::read_dir(from)? {
         let e = e?;
         let dest = to.join(e.file_name());
         if dest.symlink_metadata().is_ok() {
-            bail!(
+            fedostree_util::bail_input!(
                 "both {from_name}/{0} and {to_name}/{0} exist in the tree",
                 e.file_name().to_string_lossy()
             );
         }
-        std::fs::rename(e.path(), dest)?;
+        fs_err::rename(e.path(), dest)?;
     }
-    std::fs::remove_dir(from)?;
+    fs_err::remove_dir(from)?;
     Ok(())
 }
 
@@ -103,12 +104,13 @@ fn var_to_tmpfiles(root: &Path) -> Result<()> {
         walk(&var, &mut |p, m| {
             let rel = Path::new("/var").join(p.strip_prefix(&var).unwrap());
             if m.file_type().is_symlink() {
-                let target = std::fs::read_link(p)?;
-                lines.push(format!("L {} - - - - {}", rel.display(), target.display()));
+                let target = fs_err::read_link(p)?;
+                let arg = linesafe::tmpfiles_argument(&target, &rel)?;
+                lines.push(format!("L {} - - - - {arg}", linesafe::tmpfiles_path(&rel)));
             } else if m.is_dir() {
                 lines.push(format!(
                     "d {} {:04o} {} {} - -",
-                    rel.display(),
+                    linesafe::tmpfiles_path(&rel),
                     m.permissions().mode() & 0o7777,
                     m.uid(),
                     m.gid()
@@ -121,20 +123,20 @@ fn var_to_tmpfiles(root: &Path) -> Result<()> {
             }
             Ok(())
         })?;
-        std::fs::remove_dir_all(&var)?;
+        fs_err::remove_dir_all(&var)?;
     }
-    std::fs::create_dir(&var)?;
+    fs_err::create_dir(&var)?;
     lines.sort();
     if !lines.is_empty() {
         let conf = beneath(root, VAR_TMPFILES_PATH)?;
-        std::fs::create_dir_all(conf.parent().unwrap())?;
-        std::fs::write(conf, lines.join("\n") + "\n")?;
+        fs_err::create_dir_all(conf.parent().unwrap())?;
+        fs_err::write(conf, lines.join("\n") + "\n")?;
     }
     Ok(())
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> Result<()>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    let mut entries: Vec<_> = fs_err::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let m = e.path().symlink_metadata()?;
@@ -150,11 +152,11 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> Result<()>) 
 /// mutable state under `/var`.
 fn toplevel_layout(root: &Path) -> Result<()> {
     for d in ["dev", "proc", "sys", "run", "sysroot", "boot", "usr/lib/fedostree"] {
-        std::fs::create_dir_all(beneath(root, d)?)?;
+        fs_err::create_dir_all(beneath(root, d)?)?;
     }
     if beneath(root, "tmp")?.symlink_metadata().is_err() {
-        std::fs::create_dir(root.join("tmp"))?;
-        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+        fs_err::create_dir(root.join("tmp"))?;
+        fs_err::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
     }
     for (link, target) in [
         ("ostree", "sysroot/ostree"),
@@ -166,10 +168,10 @@ fn toplevel_layout(root: &Path) -> Result<()> {
         ("media", "run/media"),
     ] {
         let p = root.join(link);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&p)?,
-            Ok(m) if m.is_dir() && std::fs::read_dir(&p)?.next().is_none() => std::fs::remove_dir(&p)?,
-            Ok(_) => bail!("/{link} has content; OSTree needs it to be a symlink to {target}"),
+        match fs_err::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => fs_err::remove_file(&p)?,
+            Ok(m) if m.is_dir() && fs_err::read_dir(&p)?.next().is_none() => fs_err::remove_dir(&p)?,
+            Ok(_) => fedostree_util::bail_input!("/{link} has content; OSTree needs it to be a symlink to {target}"),
             Err(_) => {}
         }
         symlink(target, &p)?;
@@ -180,10 +182,18 @@ fn toplevel_layout(root: &Path) -> Result<()> {
 fn write_pkglist(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
     let mut s = String::new();
     for p in pkgs {
-        let sample = p.sample_path.as_deref().unwrap_or("-");
+        if !linesafe::is_plain_field(&p.nevra) {
+            fedostree_util::bail_input!("package {:?}: whitespace or control characters in its NEVRA", p.nevra);
+        }
+        // import only picks plain paths as samples; check again rather than trust it.
+        let sample = p
+            .sample_path
+            .as_deref()
+            .filter(|s| linesafe::is_plain_field(s))
+            .unwrap_or("-");
         writeln!(s, "{} {}", p.nevra, sample).unwrap();
     }
-    std::fs::write(beneath(root, PKGLIST_PATH)?, s)?;
+    fs_err::write(beneath(root, PKGLIST_PATH)?, s)?;
     Ok(())
 }
 
@@ -191,7 +201,9 @@ fn write_pkglist(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
 fn find_kernel(root: &Path) -> Result<String> {
     let dir = beneath(root, "usr/lib/modules")?;
     let mut found = Vec::new();
-    for e in std::fs::read_dir(&dir).map_err(|_| anyhow!("no kernel in the tree: /usr/lib/modules is missing"))? {
+    for e in fs_err::read_dir(&dir)
+        .map_err(|_| fedostree_util::InputError::new("no kernel in the tree: /usr/lib/modules is missing"))?
+    {
         let e = e?;
         let rel = Path::new("usr/lib/modules").join(e.file_name()).join("vmlinuz");
         if e.path().join("vmlinuz").symlink_metadata().is_ok() && beneath(root, &rel)?.is_file() {
@@ -200,8 +212,8 @@ fn find_kernel(root: &Path) -> Result<String> {
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => bail!("no kernel in the tree: no /usr/lib/modules/*/vmlinuz (add a kernel package)"),
-        _ => bail!("more than one kernel in the tree: {}", found.join(", ")),
+        0 => fedostree_util::bail_input!("no kernel in the tree: no /usr/lib/modules/*/vmlinuz (add a kernel package)"),
+        _ => fedostree_util::bail_input!("more than one kernel in the tree: {}", found.join(", ")),
     }
 }
 
@@ -246,5 +258,54 @@ mod tests {
             conf.contains("d /var/lib/app 0755 0 0 - -") && conf.contains("L /var/run - - - - ../run"),
             "{conf}"
         );
+    }
+
+    #[test]
+    fn packaged_var_names_cannot_inject_tmpfiles_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("var/lib/x\nr! /etc/shadow")).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/with space")).unwrap();
+        var_to_tmpfiles(root).unwrap();
+        let conf = std::fs::read_to_string(root.join(VAR_TMPFILES_PATH)).unwrap();
+        // Every line is one `d` directive with its seven fields: nothing was split off the path.
+        for line in conf.lines() {
+            assert_eq!(line.split_whitespace().count(), 7, "{conf}");
+            assert!(line.starts_with("d /var/"), "{conf}");
+        }
+        assert!(conf.contains("d /var/lib/x\\x0ar!\\x20/etc/shadow 0755"), "{conf}");
+        assert!(conf.contains("d /var/lib/with\\x20space 0755"), "{conf}");
+
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("var")).unwrap();
+        std::os::unix::fs::symlink("x\nL+ /etc/passwd - - - - /tmp/p", d.path().join("var/l")).unwrap();
+        let e = var_to_tmpfiles(d.path()).unwrap_err().to_string();
+        assert!(e.contains("/var/l") && e.contains("control characters"), "{e}");
+    }
+
+    #[test]
+    fn pkglist_lines_are_one_package_each() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("usr/lib/fedostree")).unwrap();
+        let pkg = |nevra: &str, sample: Option<&str>| ImportedPackage {
+            name: "p".into(),
+            nevra: nevra.into(),
+            sample_path: sample.map(Into::into),
+            owners: vec![],
+        };
+        write_pkglist(
+            d.path(),
+            &[
+                pkg("a-1-1.x86_64", Some("/usr/a\nevil-1-1.x86_64 /x")),
+                pkg("b-1-1.noarch", None),
+            ],
+        )
+        .unwrap();
+        let list = std::fs::read_to_string(d.path().join(PKGLIST_PATH)).unwrap();
+        assert_eq!(list, "a-1-1.x86_64 -\nb-1-1.noarch -\n");
+        let e = write_pkglist(d.path(), &[pkg("a\nb-1-1.x86_64", None)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control characters"), "{e}");
     }
 }

@@ -1,7 +1,9 @@
 //! rpm-md repositories: `*.repo` files beside a treefile, and their metadata (repomd.xml → primary,
 //! filelists), fetched over file:// or http(s):// into a cache and verified against repomd checksums.
 
+use crate::gpg::RepoKeys;
 use anyhow::{anyhow, bail, Context, Result};
+use fedostree_util::InputError;
 use sha2::{Digest, Sha256, Sha512};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -14,6 +16,12 @@ pub struct RepoConfig {
     pub name: String,
     /// With variables expanded, without a trailing slash.
     pub baseurl: String,
+    /// Verify every RPM's header signature against `gpgkeys` (dnf's `gpgcheck`).
+    pub gpgcheck: bool,
+    /// Verify `repomd.xml` against `repomd.xml.asc` (dnf's `repo_gpgcheck`).
+    pub repo_gpgcheck: bool,
+    /// Key URLs (file://, http(s)://), variables expanded.
+    pub gpgkeys: Vec<String>,
     #[serde(skip)]
     pub source: PathBuf,
 }
@@ -27,7 +35,7 @@ pub struct RepoVars<'a> {
 /// Read every `*.repo` file in `dir` and return the repositories named in `wanted`, in that order.
 pub fn load_repos(dir: &Path, wanted: &[String], vars: &RepoVars) -> Result<Vec<RepoConfig>> {
     let mut all: BTreeMap<String, RepoConfig> = BTreeMap::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut files: Vec<PathBuf> = fs_err::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "repo"))
@@ -61,7 +69,7 @@ pub fn load_repos(dir: &Path, wanted: &[String], vars: &RepoVars) -> Result<Vec<
 }
 
 fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = fs_err::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out: Vec<RepoConfig> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -74,6 +82,9 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
                 id: id.trim().into(),
                 name: id.trim().into(),
                 baseurl: String::new(),
+                gpgcheck: false,
+                repo_gpgcheck: false,
+                gpgkeys: Vec::new(),
                 source: path.into(),
             });
             continue;
@@ -85,19 +96,42 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
             .last_mut()
             .ok_or_else(|| anyhow!("{}: key outside of a [repository] section", at()))?;
         let v = v.trim();
+        let expand = |url: &str| -> Result<String> {
+            let url = url
+                .replace("$basearch", vars.basearch)
+                .replace("$devrepo", &vars.devrepo.to_string_lossy());
+            if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
+                bail!(
+                    "{}: `{}` URL `{url}` must be file://, http:// or https://",
+                    at(),
+                    k.trim()
+                );
+            }
+            Ok(url)
+        };
         match k.trim() {
             "name" => cur.name = v.into(),
             "baseurl" => {
-                let url = v.split_whitespace().next().unwrap_or_default();
-                let url = url
-                    .replace("$basearch", vars.basearch)
-                    .replace("$devrepo", &vars.devrepo.to_string_lossy());
-                if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
-                    bail!("{}: baseurl `{url}` must be file://, http:// or https://", at());
-                }
+                let url = expand(v.split_whitespace().next().unwrap_or_default())?;
                 cur.baseurl = url.trim_end_matches('/').into();
             }
-            "enabled" | "gpgcheck" | "repo_gpgcheck" | "gpgkey" | "metadata_expire" | "skip_if_unavailable" => {}
+            "gpgcheck" => {
+                cur.gpgcheck = parse_bool(v).ok_or_else(|| anyhow!("{}: gpgcheck=`{v}` is not a boolean", at()))?
+            }
+            "repo_gpgcheck" => {
+                cur.repo_gpgcheck =
+                    parse_bool(v).ok_or_else(|| anyhow!("{}: repo_gpgcheck=`{v}` is not a boolean", at()))?
+            }
+            // dnf: several keys separated by whitespace or commas.
+            "gpgkey" => {
+                for url in v
+                    .split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|u| !u.is_empty())
+                {
+                    cur.gpgkeys.push(expand(url)?);
+                }
+            }
+            "enabled" | "metadata_expire" | "skip_if_unavailable" => {}
             "metalink" | "mirrorlist" => {
                 bail!("{}: `{}` is not supported yet, use baseurl", at(), k.trim())
             }
@@ -108,8 +142,24 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
         if r.baseurl.is_empty() {
             bail!("{}: repository `{}` has no baseurl", path.display(), r.id);
         }
+        if (r.gpgcheck || r.repo_gpgcheck) && r.gpgkeys.is_empty() {
+            bail!(
+                "{}: repository `{}` sets gpgcheck or repo_gpgcheck but names no gpgkey",
+                path.display(),
+                r.id
+            );
+        }
     }
     Ok(out)
+}
+
+/// dnf's booleans.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => Some(true),
+        "0" | "no" | "false" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 /// Read `url` (file:// or http(s)://) fully into memory.
@@ -177,15 +227,22 @@ fn parse_repomd(xml: &str, url: &str) -> Result<BTreeMap<String, RepomdEntry>> {
     Ok(out)
 }
 
-/// Fetch (or reuse from `cache_root`) the metadata of `repo`, verifying each file's checksum.
-pub fn fetch_metadata(repo: &RepoConfig, cache_root: &Path) -> Result<RepoMetadata> {
+/// Fetch (or reuse from `cache_root`) the metadata of `repo`, verifying each file's checksum, and
+/// `repomd.xml` itself against `keys` when the repository sets `repo_gpgcheck`.
+pub fn fetch_metadata(repo: &RepoConfig, keys: Option<&RepoKeys>, cache_root: &Path) -> Result<RepoMetadata> {
     let url = format!("{}/repodata/repomd.xml", repo.baseurl);
     let repomd = read_url(&url).with_context(|| format!("repository `{}`", repo.id))?;
+    if repo.repo_gpgcheck {
+        let keys = keys.context("repo_gpgcheck without loaded keys")?;
+        let asc = read_url(&format!("{url}.asc"))
+            .map_err(|e| InputError::new(format!("repository `{}`: repo_gpgcheck=1 but {e:#}", repo.id)))?;
+        keys.verify_detached(&repomd, &asc, &url)?;
+    }
     let xml = std::str::from_utf8(&repomd).with_context(|| format!("{url}: not UTF-8"))?;
     let entries = parse_repomd(xml, &url)?;
     let key = &hex::encode(Sha256::digest(repo.baseurl.as_bytes()))[..16];
     let dir = cache_root.join(format!("{}-{key}", repo.id));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs_err::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let get = |ty: &str| -> Result<Option<PathBuf>> {
         let Some(e) = entries.get(ty) else {
             return Ok(None);
@@ -194,11 +251,21 @@ pub fn fetch_metadata(repo: &RepoConfig, cache_root: &Path) -> Result<RepoMetada
             .file_name()
             .ok_or_else(|| anyhow!("{url}: bad href {}", e.href))?;
         let local = dir.join(format!("{}-{}", &e.checksum, name.to_string_lossy()));
+        // A cached file is trusted only while it still has the checksum it is named after.
+        if let Ok(data) = fs_err::read(&local) {
+            if hex_digest(&e.kind, &data)? != e.checksum {
+                eprintln!(
+                    "fedostree: cached {} is corrupt: evicting and fetching again",
+                    local.display()
+                );
+                fs_err::remove_file(&local)?;
+            }
+        }
         if !local.exists() {
             let data = read_url(&format!("{}/{}", repo.baseurl, e.href))?;
             let got = hex_digest(&e.kind, &data)?;
             if got != e.checksum {
-                bail!(
+                fedostree_util::bail_input!(
                     "{}/{}: {} checksum mismatch: repomd.xml says {}, file has {got}",
                     repo.baseurl,
                     e.href,
@@ -207,8 +274,8 @@ pub fn fetch_metadata(repo: &RepoConfig, cache_root: &Path) -> Result<RepoMetada
                 );
             }
             let tmp = local.with_extension("tmp");
-            std::fs::write(&tmp, &data)?;
-            std::fs::rename(&tmp, &local)?;
+            fs_err::write(&tmp, &data)?;
+            fs_err::rename(&tmp, &local)?;
         }
         Ok(Some(local))
     };

@@ -2,7 +2,7 @@
 //! every host-side read or write into it must not follow a symlink a package planted (a symlinked
 //! `/usr/lib/fedostree` must not redirect compose's writes onto the build host).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::path::{Component, Path, PathBuf};
 
 /// `root/rel`, refusing `..`, absolute paths, and any existing component (the last one included)
@@ -19,16 +19,16 @@ pub fn parent_beneath(root: &Path, rel: impl AsRef<Path>) -> Result<PathBuf> {
 fn check(root: &Path, rel: &Path, last_too: bool) -> Result<PathBuf> {
     let comps: Vec<Component> = rel.components().collect();
     if comps.is_empty() || !comps.iter().all(|c| matches!(c, Component::Normal(_))) {
-        bail!("/{}: not a plain path inside the tree", rel.display());
+        fedostree_util::bail_input!("/{}: not a plain path inside the tree", rel.display());
     }
     let mut cur = root.to_path_buf();
     for (i, c) in comps.iter().enumerate() {
         cur.push(c);
         let is_last = i + 1 == comps.len();
-        match std::fs::symlink_metadata(&cur) {
+        match fs_err::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_symlink() && (!is_last || last_too) => {
-                let target = std::fs::read_link(&cur).unwrap_or_default();
-                bail!(
+                let target = fs_err::read_link(&cur).unwrap_or_default();
+                fedostree_util::bail_input!(
                     "/{} is a symlink (to {}) where compose needs a real directory or file: refusing to follow it",
                     cur.strip_prefix(root).unwrap().display(),
                     target.display()

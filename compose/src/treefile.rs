@@ -231,6 +231,21 @@ impl Treefile {
                 msg: format!("no packages for {arch}"),
             });
         }
+        let exclude_packages = split_names(raw.exclude_packages.unwrap_or_default());
+        for (key, names) in [("packages", &packages), ("exclude-packages", &exclude_packages)] {
+            if let Some(bad) = names.iter().find(|n| n.chars().any(char::is_control)) {
+                return Err(TreefileError::Invalid {
+                    path: path.to_owned(),
+                    msg: format!("`{key}`: package name {bad:?} contains a control character"),
+                });
+            }
+        }
+        if let Some(prefix) = &raw.automatic_version_prefix {
+            crate::compose_tree::check_version_prefix(prefix).map_err(|msg| TreefileError::Invalid {
+                path: path.to_owned(),
+                msg: format!("`automatic-version-prefix`: {msg}"),
+            })?;
+        }
         Ok(Treefile {
             path: path.to_owned(),
             name: name.to_owned(),
@@ -238,7 +253,7 @@ impl Treefile {
             ref_,
             repos: raw.repos.unwrap_or_default(),
             packages,
-            exclude_packages: split_names(raw.exclude_packages.unwrap_or_default()),
+            exclude_packages,
             recommends: raw.recommends.unwrap_or(true),
             add_commit_metadata: raw.add_commit_metadata.unwrap_or_default(),
             automatic_version_prefix: raw.automatic_version_prefix,
@@ -316,17 +331,17 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, Treefi
     if chain.len() >= INCLUDE_MAX_DEPTH {
         return Err(TreefileError::IncludeDepth { path: path.to_owned() });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| TreefileError::Io {
+    let text = fs_err::read_to_string(path).map_err(|source| TreefileError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| TreefileError::Syntax {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
         path: path.to_owned(),
         msg: e.to_string(),
     })?;
     let map = match value {
-        serde_yaml::Value::Mapping(m) => m,
-        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+        serde_yaml_ng::Value::Mapping(m) => m,
+        serde_yaml_ng::Value::Null => serde_yaml_ng::Mapping::new(),
         _ => {
             return Err(TreefileError::Syntax {
                 path: path.to_owned(),
@@ -365,7 +380,7 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, Treefi
             });
         }
     }
-    let mut raw: RawTreefile = serde_yaml::from_str(&text).map_err(|e| TreefileError::Syntax {
+    let mut raw: RawTreefile = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
         path: path.to_owned(),
         msg: e.to_string(),
     })?;
@@ -526,5 +541,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("remove-files"));
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_file_and_key_not_panics() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "t.yaml", "ref: r\npackages: [\"busybox\\0x\"]\n");
+        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        assert!(
+            e.contains("t.yaml") && e.contains("`packages`") && e.contains("control character"),
+            "{e}"
+        );
+        let p = write(
+            d.path(),
+            "u.yaml",
+            "ref: r\npackages: [a]\nautomatic-version-prefix: '1.<date:%Q>'\n",
+        );
+        let e = Treefile::load(&p, "u", "x86_64").unwrap_err().to_string();
+        assert!(
+            e.contains("u.yaml") && e.contains("`automatic-version-prefix`") && e.contains("%Q"),
+            "{e}"
+        );
     }
 }

@@ -5,7 +5,10 @@ use common::Pkg;
 use fedostree_compose::import::{import_rpm, ImportOptions};
 use std::os::unix::fs::PermissionsExt;
 
-const OPTS: ImportOptions = ImportOptions { documentation: true };
+const OPTS: ImportOptions = ImportOptions {
+    documentation: true,
+    verify: None,
+};
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();

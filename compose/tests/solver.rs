@@ -47,9 +47,12 @@ fn solver_for(dir: &Path, arch: &str) -> Solver {
         id: "t".into(),
         name: "t".into(),
         baseurl: format!("file://{}", dir.display()),
+        gpgcheck: false,
+        repo_gpgcheck: false,
+        gpgkeys: vec![],
         source: dir.into(),
     };
-    let md = fetch_metadata(&cfg, &dir.join("cache")).unwrap();
+    let md = fetch_metadata(&cfg, None, &dir.join("cache")).unwrap();
     let mut s = Solver::new(arch);
     s.add_repo("t", &md.primary, md.filelists.as_deref()).unwrap();
     s

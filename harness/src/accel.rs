@@ -161,9 +161,7 @@ mod tests {
     use super::*;
 
     fn have(binary: &str) -> bool {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(binary).is_file()))
-            .unwrap_or(false)
+        which::which(binary).is_ok()
     }
 
     #[tokio::test]

@@ -72,10 +72,10 @@ pub fn junit_report(suites: &[SuiteResult]) -> Report {
 /// Write the JUnit file for `suites` to `path` (parent directories created).
 pub fn write_junit(suites: &[SuiteResult], path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs_err::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let xml = junit_report(suites).to_string().context("serializing JUnit")?;
-    std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))
+    fs_err::write(path, xml).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

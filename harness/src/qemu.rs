@@ -193,6 +193,7 @@ pub fn kernel_cmdline(cfg: &VmConfig) -> String {
 /// QEMU binary and arguments for `cfg`. Pure: same config, same command line.
 pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
     let p = |path: &std::path::Path| path.display().to_string();
+    let opt = fedostree_util::qemu_opt::path_value;
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     match cfg.arch {
@@ -220,13 +221,13 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
     ]);
     push(&[
         "-drive",
-        &format!("if=none,id=d0,file={},format=qcow2,cache=unsafe", p(&cfg.disk)),
+        &format!("if=none,id=d0,file={},format=qcow2,cache=unsafe", opt(&cfg.disk)),
         "-device",
         "virtio-blk-pci,drive=d0",
     ]);
     push(&[
         "-chardev",
-        &format!("file,id=console,path={}", p(&cfg.console_log())),
+        &format!("file,id=console,path={}", opt(&cfg.console_log())),
         "-serial",
         "chardev:console",
     ]);
@@ -234,25 +235,18 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
         "-device",
         "virtio-serial-pci",
         "-chardev",
-        &format!("file,id=results,path={}", p(&cfg.results_log())),
+        &format!("file,id=results,path={}", opt(&cfg.results_log())),
         "-device",
         &format!("virtserialport,chardev=results,name={RESULTS_PORT}"),
     ]);
-    push(&["-qmp", &format!("unix:{},server=on,wait=off", p(&cfg.qmp_socket()))]);
+    push(&["-qmp", &format!("unix:{},server=on,wait=off", opt(&cfg.qmp_socket()))]);
     (cfg.arch.qemu_binary(), a)
 }
 
 /// Quote one word for a POSIX shell so `qemu-cmdline.txt` can be pasted back into a terminal.
 pub fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
-    if safe {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+    // A word with a NUL cannot be an argument at all; show it rather than fail the report.
+    shlex::try_quote(word).map_or_else(|_| format!("{word:?}"), |q| q.into_owned())
 }
 
 /// The whole command as one shell line.
@@ -324,11 +318,55 @@ mod tests {
         assert!("ppc64le".parse::<Arch>().unwrap_err().contains("ppc64le"));
     }
 
+    /// A state dir with `,` in its path: every option value QEMU splits on commas still names the whole
+    /// path (QEMU reads `,,` as one comma), so no path can end a value and inject an option.
     #[test]
-    fn shell_quoting() {
-        assert_eq!(shell_quote("a-b,c=d/e.f"), "a-b,c=d/e.f");
-        assert_eq!(shell_quote("two words"), "'two words'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
+    fn commas_in_paths_cannot_inject_options() {
+        let c = VmConfig::new(
+            Arch::X86_64,
+            Accel::Tcg,
+            "/k".into(),
+            "/i".into(),
+            "rw",
+            "/s,format=raw/overlay.qcow2".into(),
+            "/s,format=raw".into(),
+        );
+        let (_, args) = qemu_command(&c);
+        // Split the way QEMU's option parser does: `,,` is a literal comma.
+        let split = |v: &str| -> Vec<String> {
+            v.replace(",,", "\u{0}")
+                .split(',')
+                .map(|s| s.replace('\u{0}', ","))
+                .collect()
+        };
+        let value = |flag: &str, key: &str| -> String {
+            let v = args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].clone());
+            let hits: Vec<String> = v
+                .flat_map(|v| split(&v))
+                .filter_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_owned))
+                .collect();
+            assert_eq!(hits.len(), 1, "{flag} {key}: {hits:?} in {args:?}");
+            hits[0].clone()
+        };
+        assert_eq!(value("-drive", "file"), "/s,format=raw/overlay.qcow2");
+        assert_eq!(value("-drive", "format"), "qcow2");
+        let paths: Vec<String> = args
+            .windows(2)
+            .filter(|w| w[0] == "-chardev")
+            .flat_map(|w| split(&w[1]))
+            .filter_map(|kv| kv.strip_prefix("path=").map(str::to_owned))
+            .collect();
+        assert_eq!(paths, ["/s,format=raw/console.log", "/s,format=raw/results.jsonl"]);
+    }
+
+    #[test]
+    fn shell_quoting_round_trips() {
+        for w in ["a-b,c=d/e.f", "two words", "it's", "", "$HOME `x` \\"] {
+            assert_eq!(shlex::split(&shell_quote(w)).unwrap(), [w], "{w}");
+        }
+        let (bin, args) = qemu_command(&cfg(Arch::X86_64, Accel::Tcg));
+        let back = shlex::split(&shell_line(&bin, &args)).unwrap();
+        assert_eq!(back[0], bin);
+        assert_eq!(back[1..], args[..]);
     }
 }

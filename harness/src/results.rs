@@ -102,16 +102,43 @@ impl SuiteResult {
 /// Fold one VM's events into a suite. `commit` is the commit the image was deployed with; a guest that
 /// reports booting another one is an infrastructure error (the test would prove nothing about `commit`).
 pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutcome) -> SuiteResult {
-    let mut cases: Vec<TestCaseResult> = Vec::new();
-    let mut finished: Vec<bool> = Vec::new();
-    let mut problems: Vec<String> = Vec::new();
-    let mut announced: Option<u32> = None;
-    // Find or create the case for `name`, in first-seen order.
-    fn case<'a>(
-        cases: &'a mut Vec<TestCaseResult>,
-        done: &mut Vec<bool>,
-        name: &str,
-    ) -> (usize, &'a mut TestCaseResult) {
+    let mut fold = EventFold::default();
+    for ev in &outcome.events {
+        fold.apply(commit, ev);
+    }
+    let EventFold {
+        mut cases,
+        finished,
+        mut problems,
+        announced,
+    } = fold;
+    mark_unfinished(&mut cases, &finished, outcome);
+    push_boot_problems(&mut problems, announced, cases.len(), outcome);
+    SuiteResult {
+        tree: tree.to_owned(),
+        arch: arch.to_owned(),
+        commit: commit.to_owned(),
+        cases,
+        infra_error: (!problems.is_empty()).then(|| problems.join("; ")),
+        console_tail: outcome.console_tail.clone(),
+    }
+}
+
+/// Owns the state built while folding guest events: the cases, which finished, and the problems seen so far.
+#[derive(Default)]
+struct EventFold {
+    cases: Vec<TestCaseResult>,
+    /// `finished[i]`: `cases[i]` got its `test-finished`.
+    finished: Vec<bool>,
+    problems: Vec<String>,
+    /// The test count `run-started` announced.
+    announced: Option<u32>,
+}
+
+impl EventFold {
+    /// Find or create the case for `name`, in first-seen order.
+    fn case(&mut self, name: &str) -> (usize, &mut TestCaseResult) {
+        let cases = &mut self.cases;
         let i = cases.iter().position(|c| c.name == name).unwrap_or_else(|| {
             cases.push(TestCaseResult {
                 name: name.to_owned(),
@@ -121,24 +148,27 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
                 exit_code: None,
                 subtests: Vec::new(),
             });
-            done.push(false);
+            self.finished.push(false);
             cases.len() - 1
         });
         (i, &mut cases[i])
     }
-    for ev in &outcome.events {
+
+    /// Owns folding one guest event into the cases (and a wrong booted commit into the problems).
+    fn apply(&mut self, commit: &str, ev: &GuestEvent) {
         match ev {
             GuestEvent::RunStarted {
                 commit: booted, tests, ..
             } => {
-                announced = Some(*tests);
+                self.announced = Some(*tests);
                 // A boot proves something about `commit` only if the guest says it booted exactly that.
                 if booted != commit {
-                    problems.push(format!("guest booted commit `{booted}`, expected `{commit}`"));
+                    self.problems
+                        .push(format!("guest booted commit `{booted}`, expected `{commit}`"));
                 }
             }
             GuestEvent::TestStarted { name } => {
-                case(&mut cases, &mut finished, name);
+                self.case(name);
             }
             GuestEvent::Subtest {
                 test,
@@ -146,7 +176,7 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
                 description,
                 status,
             } => {
-                let (_, c) = case(&mut cases, &mut finished, test);
+                let (_, c) = self.case(test);
                 c.subtests.push(Subtest {
                     number: *number,
                     description: description.clone(),
@@ -160,16 +190,20 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
                 duration_ms,
                 output,
             } => {
-                let (i, c) = case(&mut cases, &mut finished, name);
+                let (i, c) = self.case(name);
                 c.status = (*status).into();
                 c.exit_code = *exit_code;
                 c.duration = Duration::from_millis(*duration_ms);
                 c.output = output.clone();
-                finished[i] = true;
+                self.finished[i] = true;
             }
             GuestEvent::RunFinished { .. } => {}
         }
     }
+}
+
+/// Owns turning every case that started but never finished into an `Error` that says why the VM ended.
+fn mark_unfinished(cases: &mut [TestCaseResult], finished: &[bool], outcome: &VmOutcome) {
     let why = if let Some(b) = &outcome.badness {
         format!("console shows the guest broke: {b}")
     } else if outcome.timed_out {
@@ -177,20 +211,24 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
     } else {
         "the VM ended".to_owned()
     };
-    for (c, done) in cases.iter_mut().zip(&finished) {
+    for (c, done) in cases.iter_mut().zip(finished) {
         if !done {
             c.status = Status::Error;
             c.output = format!("test started but never finished: {why}");
         }
     }
+}
+
+/// Owns the whole-boot problems: console badness, a missing or empty run, a short count, no end marker.
+fn push_boot_problems(problems: &mut Vec<String>, announced: Option<u32>, cases: usize, outcome: &VmOutcome) {
     if let Some(b) = &outcome.badness {
         problems.push(format!("console shows the guest broke: {b}"));
     }
     match announced {
         None => problems.push("guest never reported run-started".to_owned()),
         Some(0) => problems.push("the guest found no installed tests to run".to_owned()),
-        Some(n) if outcome.finished && n as usize != cases.len() => {
-            problems.push(format!("the guest announced {n} tests but reported {}", cases.len()))
+        Some(n) if outcome.finished && n as usize != cases => {
+            problems.push(format!("the guest announced {n} tests but reported {cases}"))
         }
         Some(_) => {}
     }
@@ -203,14 +241,6 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
         } else {
             "guest never reported an end marker".to_owned()
         });
-    }
-    SuiteResult {
-        tree: tree.to_owned(),
-        arch: arch.to_owned(),
-        commit: commit.to_owned(),
-        cases,
-        infra_error: (!problems.is_empty()).then(|| problems.join("; ")),
-        console_tail: outcome.console_tail.clone(),
     }
 }
 

@@ -5,11 +5,13 @@
 use crate::console::{tail, ConsoleScan};
 use crate::protocol::{EventParser, GuestEvent};
 use crate::qemu::{Accel, VmConfig};
+use crate::qmp::QmpEvent;
 use crate::vm::Vm;
 use anyhow::{Context, Result};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 /// How often results.jsonl and console.log are polled.
@@ -129,7 +131,7 @@ pub async fn run_vm(
     if cfg.accel == Accel::Kvm && stopped == Some("internal-error") && outcome.events.is_empty() {
         tracing::warn!(arch = %cfg.arch, "KVM internal error before the guest said anything: rerunning under TCG");
         crate::accel::mark_kvm_broken(cfg.arch).await;
-        let _ = std::fs::rename(cfg.qemu_log(), cfg.run_dir.join("qemu-kvm.log"));
+        let _ = fs_err::rename(cfg.qemu_log(), cfg.run_dir.join("qemu-kvm.log"));
         let tcg = VmConfig {
             accel: Accel::Tcg,
             ..cfg.clone()
@@ -165,8 +167,20 @@ async fn run_once(
         started,
         on_event,
     };
+    let ending = watch_until_end(&mut vm, &mut qmp_events, &mut w, deadline).await?;
+    end_vm(cfg, &mut vm, &mut w, ending, timeout).await?;
+    finish_outcome(w, ending)
+}
+
+/// Owns the watch loop: polls the files, QMP events and run state until something ends the run.
+async fn watch_until_end(
+    vm: &mut Vm,
+    qmp_events: &mut Option<UnboundedReceiver<QmpEvent>>,
+    w: &mut Watch<'_>,
+    deadline: Instant,
+) -> Result<Ending> {
     let mut poweroff_deadline: Option<Instant> = None;
-    let mut next_status = started + STATUS_INTERVAL;
+    let mut next_status = w.started + STATUS_INTERVAL;
     let ending = loop {
         let exited = vm.try_exit().is_some();
         // Read after checking for exit, so an exited VM's last writes are read before we stop looking.
@@ -207,6 +221,11 @@ async fn run_once(
         // Wake early when QEMU exits; otherwise poll again after the interval.
         vm.wait_exit(next).await;
     };
+    Ok(ending)
+}
+
+/// Owns ending QEMU the way `ending` calls for: kill, stop ladder, or nothing if it already exited.
+async fn end_vm(cfg: &VmConfig, vm: &mut Vm, w: &mut Watch<'_>, ending: Ending, timeout: Duration) -> Result<()> {
     match ending {
         Ending::Exited => {}
         Ending::Badness => {
@@ -235,9 +254,14 @@ async fn run_once(
             vm.stop_ladder().await?;
         }
     }
+    Ok(())
+}
+
+/// Owns the final read after QEMU is gone and turns the watch into the outcome `run_once` returns.
+fn finish_outcome(mut w: Watch<'_>, ending: Ending) -> Result<(VmOutcome, Option<&'static str>)> {
     // QEMU is gone: read what it wrote last.
     w.poll(true)?;
-    let wall = started.elapsed();
+    let wall = w.started.elapsed();
     if w.parser.garbage() > 0 {
         tracing::warn!(
             lines = w.parser.garbage(),
@@ -260,7 +284,7 @@ async fn run_once(
 
 /// QEMU's own explanation from qemu.log ("KVM internal error. Suberror: 1"), as ": <line>".
 fn qemu_log_reason(cfg: &VmConfig) -> Option<String> {
-    let log = std::fs::read_to_string(cfg.qemu_log()).ok()?;
+    let log = fs_err::read_to_string(cfg.qemu_log()).ok()?;
     let line = log.lines().find(|l| l.contains("error") || l.contains("Error"))?;
     Some(format!(": {}", line.trim()))
 }

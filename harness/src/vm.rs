@@ -28,21 +28,12 @@ const MAX_UNIX_PATH: usize = 107;
 pub(crate) fn owned_command(binary: &str, args: &[String]) -> Command {
     let mut cmd = Command::new(binary);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
-    let parent = std::process::id() as libc::pid_t;
+    let parent = std::process::id() as i32;
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe calls
-    // (prctl, getppid, raise); it allocates nothing and touches no locks.
+    // (prctl, getppid, kill); it allocates nothing and touches no locks.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl: then nobody would ever send the signal.
-            if libc::getppid() != parent {
-                libc::raise(libc::SIGKILL);
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || fedostree_util::sys::die_with_parent(parent));
     }
     cmd
 }
@@ -82,10 +73,10 @@ impl Vm {
                 sock.display()
             );
         }
-        std::fs::create_dir_all(&cfg.run_dir).with_context(|| format!("creating {}", cfg.run_dir.display()))?;
+        fs_err::create_dir_all(&cfg.run_dir).with_context(|| format!("creating {}", cfg.run_dir.display()))?;
         // Stale files from an earlier run would be read as this run's console and results.
         for f in [cfg.console_log(), cfg.results_log(), sock.clone()] {
-            match std::fs::remove_file(&f) {
+            match fs_err::remove_file(&f) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(e).with_context(|| format!("removing stale {}", f.display()))
                 }
@@ -95,7 +86,7 @@ impl Vm {
         let (binary, args) = qemu_command(cfg);
         let line = shell_line(&binary, &args);
         tracing::debug!(command = %line, "starting QEMU");
-        std::fs::write(cfg.cmdline_file(), format!("{line}\n"))
+        fs_err::write(cfg.cmdline_file(), format!("{line}\n"))
             .with_context(|| format!("writing {}", cfg.cmdline_file().display()))?;
         let log =
             std::fs::File::create(cfg.qemu_log()).with_context(|| format!("creating {}", cfg.qemu_log().display()))?;
@@ -214,14 +205,14 @@ impl Vm {
         if self.exit.is_none() {
             self.exit = kill_and_reap(&mut self.child, Duration::from_secs(5)).await;
             // QEMU removes its socket only on a clean exit.
-            let _ = std::fs::remove_file(self.cfg.qmp_socket());
+            let _ = fs_err::remove_file(self.cfg.qmp_socket());
         }
         self.qmp = None;
         self.exit
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.cfg.qemu_log()).unwrap_or_default();
+        let text = fs_err::read_to_string(self.cfg.qemu_log()).unwrap_or_default();
         crate::console::tail(&text, 20)
     }
 }
@@ -255,6 +246,6 @@ impl Drop for Vm {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = std::fs::remove_file(self.cfg.qmp_socket());
+        let _ = fs_err::remove_file(self.cfg.qmp_socket());
     }
 }

@@ -50,7 +50,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
 }
 
 pub fn mounts() -> Result<Vec<MountInfo>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let text = fs_err::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     Ok(parse_mountinfo(&text))
 }
 

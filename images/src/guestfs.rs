@@ -4,13 +4,13 @@
 //! SUPERMIN_MODULES.
 
 use anyhow::{bail, Context, Result};
-use fedostree_compose::cmd::CommandRunExt;
-use fedostree_compose::state::StateDir;
+use fedostree_util::cmd::CommandRunExt;
+use fedostree_util::state::StateDir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn host_has_kernel() -> bool {
-    std::fs::read_dir("/boot")
+    fs_err::read_dir("/boot")
         .map(|rd| {
             rd.flatten()
                 .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz"))
@@ -20,7 +20,7 @@ fn host_has_kernel() -> bool {
 
 /// (vmlinuz, modules dir) of a prepared kernel tree.
 fn find_prepared(root: &Path) -> Option<(PathBuf, PathBuf)> {
-    let rd = std::fs::read_dir(root.join("lib/modules")).ok()?;
+    let rd = fs_err::read_dir(root.join("lib/modules")).ok()?;
     for e in rd.flatten() {
         let kver = e.file_name().to_string_lossy().into_owned();
         let k = root.join("boot").join(format!("vmlinuz-{kver}"));
@@ -38,10 +38,10 @@ pub fn supermin_env(state: &StateDir) -> Result<Vec<(&'static str, PathBuf)>> {
     }
     let root = state.root().join("cache/supermin-kernel");
     if find_prepared(&root).is_none() {
-        let debarch = fedostree_compose::state::debian_arch(fedostree_compose::state::host_arch())
+        let debarch = fedostree_util::state::debian_arch(fedostree_util::state::host_arch())
             .context("no Debian architecture for this host")?;
         let dir = state.deb_cache().join(debarch);
-        let deb = std::fs::read_dir(&dir).ok().and_then(|rd| {
+        let deb = fs_err::read_dir(&dir).ok().and_then(|rd| {
             let mut v: Vec<PathBuf> = rd
                 .flatten()
                 .map(|e| e.path())
@@ -61,27 +61,27 @@ pub fn supermin_env(state: &StateDir) -> Result<Vec<(&'static str, PathBuf)>> {
             );
         };
         let tmp = root.with_extension(format!("tmp{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
+        let _ = fs_err::remove_dir_all(&tmp);
+        fs_err::create_dir_all(&tmp)?;
         Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp).run()?;
         // usrmerge packages ship usr/lib/modules
         if !tmp.join("lib/modules").exists() && tmp.join("usr/lib/modules").exists() {
-            std::fs::create_dir_all(tmp.join("lib"))?;
-            std::fs::rename(tmp.join("usr/lib/modules"), tmp.join("lib/modules"))?;
+            fs_err::create_dir_all(tmp.join("lib"))?;
+            fs_err::rename(tmp.join("usr/lib/modules"), tmp.join("lib/modules"))?;
         }
-        let kver = std::fs::read_dir(tmp.join("lib/modules"))?
+        let kver = fs_err::read_dir(tmp.join("lib/modules"))?
             .flatten()
             .next()
             .context("kernel package has no modules")?
             .file_name();
         Command::new("depmod").arg("-b").arg(&tmp).arg(&kver).run()?;
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::rename(&tmp, &root)?;
+        let _ = fs_err::remove_dir_all(&root);
+        fs_err::rename(&tmp, &root)?;
     }
     let (k, m) = find_prepared(&root).context("prepared supermin kernel is incomplete")?;
     // supermin lstat()s the host's /lib/modules while copying modules into the appliance
     if !Path::new("/lib/modules").exists() {
-        std::fs::create_dir_all("/lib/modules").context("creating /lib/modules for supermin")?;
+        fs_err::create_dir_all("/lib/modules").context("creating /lib/modules for supermin")?;
     }
     Ok(vec![("SUPERMIN_KERNEL", k), ("SUPERMIN_MODULES", m)])
 }

@@ -13,8 +13,8 @@
 use crate::guard;
 use crate::resources::{self, cmdline};
 use anyhow::{bail, Context, Result};
-use fedostree_compose::lock::FileLock;
-use fedostree_compose::state::StateDir;
+use fedostree_util::lock::FileLock;
+use fedostree_util::state::StateDir;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;
@@ -85,7 +85,7 @@ pub struct ImageStateFile {
 
 pub fn read_state(dir: &Path) -> Option<ImageStateFile> {
     let p = dir.join("state.json");
-    let text = std::fs::read_to_string(&p).ok()?;
+    let text = fs_err::read_to_string(&p).ok()?;
     match serde_json::from_str(&text) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -102,7 +102,7 @@ pub fn write_state(dir: &Path, st: &ImageStateFile) -> Result<()> {
     f.write_all(serde_json::to_string_pretty(st)?.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()?;
-    std::fs::rename(&tmp, dir.join("state.json"))?;
+    fs_err::rename(&tmp, dir.join("state.json"))?;
     Ok(())
 }
 
@@ -122,11 +122,12 @@ impl ImageLock {
                 break lock;
             }
             if !told {
-                let holder = std::fs::read_to_string(path).unwrap_or_default();
+                let by = FileLock::holder(path)
+                    .map(|p| format!(", held by pid {p}"))
+                    .unwrap_or_default();
                 eprintln!(
-                    "fedostree: waiting for another run updating this image (lock {}, pid {})",
-                    path.display(),
-                    holder.trim()
+                    "fedostree: waiting for another run updating this image (lock {}{by})",
+                    path.display()
                 );
                 told = true;
             }
@@ -135,8 +136,7 @@ impl ImageLock {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        lock.file().set_len(0)?;
-        writeln!(lock.file(), "{}", std::process::id())?;
+        lock.record_holder()?;
         Ok(ImageLock { _lock: lock })
     }
 }
@@ -156,8 +156,8 @@ pub struct ResourceRecord {
 impl ResourceRecord {
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, path)?;
+        fs_err::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        fs_err::rename(&tmp, path)?;
         Ok(())
     }
 }
@@ -165,7 +165,7 @@ impl ResourceRecord {
 /// Processes named `prog` whose command line mentions a path under `prefix`.
 fn procs_under(prog: &str, prefix: &Path) -> Vec<i32> {
     let needle = prefix.to_string_lossy().into_owned();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
+    let Ok(rd) = fs_err::read_dir("/proc") else {
         return vec![];
     };
     rd.flatten()
@@ -181,7 +181,7 @@ fn procs_under(prog: &str, prefix: &Path) -> Vec<i32> {
 /// Tear down whatever a killed run left under the work dir (mounts, loop devices, qemu-storage-daemon,
 /// guestmount), then delete the work dir. Called with the image lock held.
 pub fn recover_stale(paths: &ImagePaths) -> Result<()> {
-    let record: Option<ResourceRecord> = std::fs::read(&paths.resources)
+    let record: Option<ResourceRecord> = fs_err::read(&paths.resources)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     if !paths.work.exists() && record.is_none() {
@@ -217,19 +217,19 @@ pub fn recover_stale(paths: &ImagePaths) -> Result<()> {
     // 2. guestmount daemons on the work dir exit once unmounted
     for pid in procs_under("guestmount", &work) {
         if resources::wait_until(Duration::from_secs(30), "stale guestmount to exit", || {
-            !crate::sys::pid_alive(pid)
+            !fedostree_util::sys::pid_alive(pid)
         })
         .is_err()
         {
-            crate::sys::kill(pid, libc::SIGKILL)?;
+            fedostree_util::sys::kill(pid, fedostree_util::sys::Sig::KILL)?;
         }
     }
     // 3. loop devices over files in the work dir
-    if let Ok(rd) = std::fs::read_dir("/sys/block") {
+    if let Ok(rd) = fs_err::read_dir("/sys/block") {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let dev = PathBuf::from(format!("/dev/{name}"));
-            if let Ok(b) = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")) {
+            if let Ok(b) = fs_err::read_to_string(format!("/sys/block/{name}/loop/backing_file")) {
                 let b = PathBuf::from(b.trim_end());
                 if b.starts_with(&work) {
                     resources::loop_teardown(&dev, &b)?;
@@ -266,7 +266,7 @@ pub fn recover_stale(paths: &ImagePaths) -> Result<()> {
         );
     }
     remove_tree(&paths.work)?;
-    let _ = std::fs::remove_file(&paths.resources);
+    let _ = fs_err::remove_file(&paths.resources);
     Ok(())
 }
 
@@ -283,10 +283,10 @@ pub fn remove_tree(p: &Path) -> Result<()> {
             m.mount_point.display()
         );
     }
-    if std::fs::remove_dir_all(p).is_err() {
-        use fedostree_compose::cmd::CommandRunExt;
+    if fs_err::remove_dir_all(p).is_err() {
+        use fedostree_util::cmd::CommandRunExt;
         let _ = Command::new("chattr").args(["-R", "-i"]).arg(p).run();
-        std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))?;
+        fs_err::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))?;
     }
     Ok(())
 }
@@ -295,12 +295,12 @@ pub fn remove_tree(p: &Path) -> Result<()> {
 /// the old one, now at the work path, is deleted), a plain rename otherwise.
 pub fn swap_in(paths: &ImagePaths) -> Result<()> {
     if paths.dir.exists() {
-        crate::sys::rename_exchange(&paths.work, &paths.dir)
+        fedostree_util::sys::rename_exchange(&paths.work, &paths.dir)
             .with_context(|| format!("exchanging {} and {}", paths.work.display(), paths.dir.display()))?;
         crate::crash_point("swap");
         remove_tree(&paths.work)?;
     } else {
-        std::fs::rename(&paths.work, &paths.dir)
+        fs_err::rename(&paths.work, &paths.dir)
             .with_context(|| format!("renaming {} to {}", paths.work.display(), paths.dir.display()))?;
     }
     if let Some(parent) = paths.dir.parent() {

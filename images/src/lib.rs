@@ -5,15 +5,13 @@
 //! image (reflink), attach it with a [`Backend`] ([`resources`]: qemu-storage-daemon FUSE + loop + mount, or
 //! libguestfs guestmount), `pull-local` + `ostree admin deploy` + undeploy/prune behind the mount guard
 //! ([`guard`], [`sysroot`]), extract the boot artifacts, detach, write `state.json`, and swap the copy in
-//! atomically. [`cleanup`] tears every held resource down on SIGINT/SIGTERM. [`create_overlay`] makes
+//! atomically. `fedostree_util::cleanup` tears every held resource down on SIGINT/SIGTERM. [`create_overlay`] makes
 //! the throwaway overlay each boot runs on.
 
-pub mod cleanup;
 pub mod guard;
 pub mod guestfs;
 pub mod layout;
 pub mod resources;
-mod sys;
 pub mod sysroot;
 mod update;
 
@@ -116,10 +114,12 @@ pub struct ImageState {
     pub stats: UpdateStats,
 }
 
-/// Test hook: `FEDOSTREE_TEST_CRASH_AFTER=<step>` aborts the process right after that step (no unwinding,
+/// Test hook, compiled only with the `test-hooks` feature (the tests enable it; release builds never
+/// have it): `FEDOSTREE_TEST_CRASH_AFTER=<step>` aborts the process right after that step (no unwinding,
 /// no cleanup), to prove that a killed run leaves the old image usable and nothing mounted for long.
 /// `FEDOSTREE_TEST_PAUSE_AFTER=<step>` instead writes the file `FEDOSTREE_TEST_PAUSE_MARKER` and sleeps
 /// there forever, for a test to deliver SIGINT/SIGTERM at a known point.
+#[cfg(feature = "test-hooks")]
 pub(crate) fn crash_point(step: &str) {
     if std::env::var("FEDOSTREE_TEST_CRASH_AFTER").is_ok_and(|s| s == step) {
         eprintln!("fedostree: FEDOSTREE_TEST_CRASH_AFTER={step}: aborting");
@@ -128,10 +128,14 @@ pub(crate) fn crash_point(step: &str) {
     if std::env::var("FEDOSTREE_TEST_PAUSE_AFTER").is_ok_and(|s| s == step) {
         eprintln!("fedostree: FEDOSTREE_TEST_PAUSE_AFTER={step}: pausing");
         if let Some(m) = std::env::var_os("FEDOSTREE_TEST_PAUSE_MARKER") {
-            let _ = std::fs::write(m, std::process::id().to_string());
+            let _ = fs_err::write(m, std::process::id().to_string());
         }
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
     }
 }
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn crash_point(_step: &str) {}

@@ -1,12 +1,12 @@
 //! One owner per OS resource (bootc `LoopbackDevice` style): [`QsdExport`], [`LoopDevice`], [`Mount`],
 //! [`GuestMount`]. Each has `close(self) -> Result` for the normal path and a best-effort `Drop`; each
-//! registers its idempotent teardown with [`crate::cleanup`] while held, so SIGINT/SIGTERM tear it down too.
+//! registers its idempotent teardown with [`fedostree_util::cleanup`] while held, so SIGINT/SIGTERM tear it down too.
 //! The free `*_teardown` functions are also what stale-resource recovery calls after a killed run.
 
-use crate::cleanup::{self, CleanupHandle};
 use crate::guard;
 use anyhow::{anyhow, bail, Context, Result};
-use fedostree_compose::cmd::CommandRunExt;
+use fedostree_util::cleanup::{self, CleanupHandle};
+use fedostree_util::cmd::CommandRunExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ pub(crate) fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -
 
 /// The NUL-separated command line of a process, if it still exists.
 pub(crate) fn cmdline(pid: i32) -> Option<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = fs_err::read(format!("/proc/{pid}/cmdline")).ok()?;
     Some(
         raw.split(|b| *b == 0)
             .filter(|s| !s.is_empty())
@@ -41,14 +41,18 @@ pub(crate) fn pid_is(pid: i32, prog: &str, needle: &Path) -> bool {
     let Some(args) = cmdline(pid) else {
         return false;
     };
-    let needle = needle.to_string_lossy();
-    crate::sys::pid_alive(pid)
+    // In QEMU option strings (qemu-storage-daemon's `mountpoint=`) the path's commas are doubled.
+    let plain = needle.to_string_lossy();
+    let in_option = fedostree_util::qemu_opt::path_value(needle);
+    fedostree_util::sys::pid_alive(pid)
         && args.first().is_some_and(|a0| a0.rsplit('/').next() == Some(prog))
-        && args.iter().any(|a| a.contains(needle.as_ref()))
+        && args
+            .iter()
+            .any(|a| a.contains(plain.as_ref()) || a.contains(&in_option))
 }
 
 fn read_pidfile(p: &Path) -> Result<i32> {
-    let s = std::fs::read_to_string(p).with_context(|| format!("reading pidfile {}", p.display()))?;
+    let s = fs_err::read_to_string(p).with_context(|| format!("reading pidfile {}", p.display()))?;
     s.trim()
         .parse()
         .with_context(|| format!("pidfile {}: {s:?}", p.display()))
@@ -59,16 +63,16 @@ fn stop_pid(pid: i32, prog: &str, needle: &Path, grace: Duration) -> Result<()> 
     if !pid_is(pid, prog, needle) {
         return Ok(());
     }
-    crate::sys::kill(pid, libc::SIGTERM)?;
+    fedostree_util::sys::kill(pid, fedostree_util::sys::Sig::TERM)?;
     if wait_until(grace, &format!("{prog} (pid {pid}) to exit"), || {
-        !crate::sys::pid_alive(pid)
+        !fedostree_util::sys::pid_alive(pid)
     })
     .is_err()
     {
         tracing::warn!("{prog} pid {pid} ignored SIGTERM; killing");
-        crate::sys::kill(pid, libc::SIGKILL)?;
+        fedostree_util::sys::kill(pid, fedostree_util::sys::Sig::KILL)?;
         wait_until(Duration::from_secs(5), &format!("{prog} (pid {pid}) to die"), || {
-            !crate::sys::pid_alive(pid)
+            !fedostree_util::sys::pid_alive(pid)
         })?;
     }
     Ok(())
@@ -120,8 +124,8 @@ pub fn qsd_teardown(pid: Option<i32>, raw: &Path) -> Result<()> {
 impl QsdExport {
     /// Export `image` (qcow2) read-write as the raw file `raw` (created empty if missing).
     pub fn start(image: &Path, raw: &Path, pidfile: &Path) -> Result<Self> {
-        std::fs::write(raw, b"").with_context(|| format!("creating {}", raw.display()))?;
-        let _ = std::fs::remove_file(pidfile);
+        fs_err::write(raw, b"").with_context(|| format!("creating {}", raw.display()))?;
+        let _ = fs_err::remove_file(pidfile);
         let raw = raw.canonicalize()?;
         let image = image.canonicalize()?;
         // Register before starting: a signal between daemonize and the pidfile read still finds it by path.
@@ -140,13 +144,13 @@ impl QsdExport {
             .arg("--blockdev")
             .arg(format!(
                 "driver=file,node-name=f0,filename={},cache.direct=off,discard=unmap",
-                image.display()
+                fedostree_util::qemu_opt::path_value(&image)
             ))
             .args(["--blockdev", "driver=qcow2,node-name=d0,file=f0,discard=unmap"])
             .arg("--export")
             .arg(format!(
                 "type=fuse,id=e0,node-name=d0,mountpoint={},writable=on",
-                raw.display()
+                fedostree_util::qemu_opt::path_value(&raw)
             ))
             .arg("--pidfile")
             .arg(pidfile)
@@ -191,13 +195,13 @@ pub struct LoopDevice {
 
 fn sys_backing_file(dev: &Path) -> Option<PathBuf> {
     let name = dev.file_name()?.to_str()?;
-    let s = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
+    let s = fs_err::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
     Some(PathBuf::from(s.trim_end_matches('\n')))
 }
 
 /// Every loop device whose backing file is `file` (`losetup -a`, from sysfs).
 pub fn loops_backed_by(file: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+    let Ok(rd) = fs_err::read_dir("/sys/block") else {
         return vec![];
     };
     rd.flatten()
@@ -370,7 +374,7 @@ pub fn guestmount_teardown(pid: Option<i32>, target: &Path) -> Result<()> {
             wait_until(
                 Duration::from_secs(120),
                 &format!("guestmount (pid {pid}) to exit"),
-                || !crate::sys::pid_alive(pid),
+                || !fedostree_util::sys::pid_alive(pid),
             )?;
         }
     }
@@ -381,7 +385,7 @@ impl GuestMount {
     /// `env`: extra environment (SUPERMIN_KERNEL/SUPERMIN_MODULES, see [`crate::guestfs`]).
     pub fn mount(image: &Path, target: &Path, pidfile: &Path, env: &[(&str, PathBuf)]) -> Result<Self> {
         let target = target.canonicalize()?;
-        let _ = std::fs::remove_file(pidfile);
+        let _ = fs_err::remove_file(pidfile);
         let (t2, p2) = (target.clone(), pidfile.to_path_buf());
         let handle = cleanup::register(format!("guestmount {}", target.display()), move || {
             let _ = guestmount_teardown(read_pidfile(&p2).ok(), &t2);

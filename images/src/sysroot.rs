@@ -4,7 +4,7 @@
 use crate::guard::GuardedSysroot;
 use crate::BootArtifacts;
 use anyhow::{anyhow, bail, Context, Result};
-use fedostree_compose::cmd::CommandRunExt;
+use fedostree_util::cmd::CommandRunExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,8 +30,8 @@ pub fn init(sr: &GuardedSysroot, osname: &str, image_id: &str) -> Result<()> {
         .args(["set", "sysroot.bootloader", "none"])
         .run()?;
     let marker = sr.path().join("ostree/deploy").join(osname).join("var/lib/fedostree");
-    std::fs::create_dir_all(&marker)?;
-    std::fs::write(marker.join("image-id"), format!("{image_id}\n"))?;
+    fs_err::create_dir_all(&marker)?;
+    fs_err::write(marker.join("image-id"), format!("{image_id}\n"))?;
     Ok(())
 }
 
@@ -75,7 +75,7 @@ pub fn deploy(sr: &GuardedSysroot, osname: &str, commit: &str, kargs: &[String])
     // The stateroot's /var is shared by every deployment: a log of what this image deployed lets the guest
     // check that /var written by earlier updates is still there (the deployments test reads it).
     let log = sr.path().join("ostree/deploy").join(osname).join("var/lib/fedostree");
-    std::fs::create_dir_all(&log)?;
+    fs_err::create_dir_all(&log)?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -148,7 +148,7 @@ pub fn parse_bls(path: &Path, text: &str) -> Result<BlsEntry> {
 pub fn bls_entries(sysroot: &Path) -> Result<Vec<BlsEntry>> {
     let dir = sysroot.join("boot/loader/entries");
     let mut v = vec![];
-    let rd = match std::fs::read_dir(&dir) {
+    let rd = match fs_err::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
@@ -156,7 +156,7 @@ pub fn bls_entries(sysroot: &Path) -> Result<Vec<BlsEntry>> {
     for ent in rd {
         let p = ent?.path();
         if p.extension().is_some_and(|x| x == "conf") {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let text = fs_err::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             v.push(parse_bls(&p, &text)?);
         }
     }
@@ -209,18 +209,18 @@ pub fn extract_boot(sysroot: &Path, boot_cache: &Path) -> Result<BootArtifacts> 
     let kernel = dest.join("vmlinuz");
     let initrd = dest.join("initramfs.img");
     if !(kernel.is_file() && initrd.is_file()) {
-        std::fs::create_dir_all(boot_cache)?;
+        fs_err::create_dir_all(boot_cache)?;
         let tmp = boot_cache.join(format!(".tmp-{csum}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
+        let _ = fs_err::remove_dir_all(&tmp);
+        fs_err::create_dir_all(&tmp)?;
         for (rel, name) in [(&e.linux, "vmlinuz"), (&e.initrd, "initramfs.img")] {
             let src = boot_file(sysroot, rel)?;
-            std::fs::copy(&src, tmp.join(name)).with_context(|| format!("copying {}", src.display()))?;
+            fs_err::copy(&src, tmp.join(name)).with_context(|| format!("copying {}", src.display()))?;
         }
         // Content is named by its checksum, so a directory another run put there first is the same:
         // keep it (a VM may be booting from it) and drop ours.
-        if let Err(err) = std::fs::rename(&tmp, &dest) {
-            let _ = std::fs::remove_dir_all(&tmp);
+        if let Err(err) = fs_err::rename(&tmp, &dest) {
+            let _ = fs_err::remove_dir_all(&tmp);
             if !(kernel.is_file() && initrd.is_file()) {
                 return Err(err).with_context(|| format!("renaming to {}", dest.display()));
             }

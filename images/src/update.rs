@@ -4,10 +4,11 @@
 use crate::guard::{guard_sysroot, ExpectedSource, GuardedSysroot};
 use crate::layout::{self, ImageLock, ImagePaths, ImageStateFile, ResourceRecord, LAYOUT_VERSION};
 use crate::resources::{guestfs_env, GuestMount, LoopDevice, Mount, QsdExport};
-use crate::{cleanup, crash_point, sysroot, Backend, BootArtifacts, ImageSpec, ImageState, UpdateStats};
+use crate::{crash_point, sysroot, Backend, BootArtifacts, ImageSpec, ImageState, UpdateStats};
 use anyhow::{bail, Context, Result};
-use fedostree_compose::cmd::CommandRunExt;
-use fedostree_compose::state::StateDir;
+use fedostree_util::cleanup;
+use fedostree_util::cmd::CommandRunExt;
+use fedostree_util::state::StateDir;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,13 +22,13 @@ const KEEP_DEPLOYMENTS: usize = 2;
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 fn which(prog: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+    which::which(prog).is_ok()
 }
 
 /// [`Backend::Qsd`] where we are root and `/dev/fuse`, loop devices and qemu-storage-daemon exist;
 /// [`Backend::Guestfs`] otherwise.
 pub fn default_backend() -> Backend {
-    let qsd_ok = crate::sys::geteuid() == 0
+    let qsd_ok = fedostree_util::sys::is_root()
         && Path::new("/dev/fuse").exists()
         && Path::new("/dev/loop-control").exists()
         && which("qemu-storage-daemon");
@@ -87,7 +88,7 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
     let t0 = Instant::now();
     cleanup::install_signal_handler();
     let paths = ImagePaths::new(state, &spec.tree, &spec.arch)?;
-    std::fs::create_dir_all(paths.dir.parent().unwrap())?;
+    fs_err::create_dir_all(paths.dir.parent().unwrap())?;
     let _lock = ImageLock::acquire(&paths.lock, lock_timeout())?;
     layout::recover_stale(&paths).context("cleaning up after an interrupted update")?;
 
@@ -110,9 +111,74 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
             });
         }
     }
-    let created = current.is_none();
     let mut stats = UpdateStats::default();
-    std::fs::create_dir_all(&paths.work)?;
+    let plan = prepare_work_copy(&paths, spec, current.as_ref(), &mut stats)?;
+
+    let gf_env = match backend {
+        Backend::Guestfs => crate::guestfs::supermin_env(state)?,
+        Backend::Qsd => vec![],
+    };
+    if backend == Backend::Guestfs && !plan.created && plan.deploy_needed {
+        // Deployments are `chattr +i` and FUSE cannot clear that flag, so ostree could not remove the
+        // oldest one through guestmount: clear it with libguestfs itself first.
+        clear_immutable_deployments(&plan.work_disk, &gf_env)?;
+    }
+    let boot = with_sysroot(
+        backend,
+        &paths,
+        &plan.work_disk,
+        plan.created,
+        &gf_env,
+        &mut stats,
+        |sr, stats| update_sysroot(sr, spec, &paths, &plan, stats),
+    );
+    let boot = match boot {
+        Ok(b) => b,
+        Err(e) => {
+            // The owners have released what they could; drop the half-done work copy, keep the old image.
+            if let Err(e2) = layout::recover_stale(&paths) {
+                tracing::warn!("cleaning up the failed update: {e2:#}");
+            }
+            return Err(e);
+        }
+    };
+    crash_point("detach");
+
+    commit_work_copy(&paths, spec, &plan, &boot, &mut stats)?;
+    stats.total_s = secs(t0);
+    tracing::info!(?stats, "image updated");
+    Ok(ImageState {
+        disk: paths.disk(),
+        commit: spec.commit.clone(),
+        image_id: plan.image_id,
+        boot,
+        created: plan.created,
+        updated: plan.deploy_needed,
+        backend,
+        stats,
+    })
+}
+
+/// What one [`update_image`] run decided before attaching: new image or not, deploy or not, and its work copy.
+struct UpdatePlan {
+    /// No usable current image: the work copy is a fresh, empty qcow2.
+    created: bool,
+    /// The work copy is not at `spec.commit` yet.
+    deploy_needed: bool,
+    image_id: String,
+    /// `<work>/disk.qcow2`
+    work_disk: PathBuf,
+}
+
+/// Owns the work copy: a new empty qcow2 when there is no current image, else a reflink copy of the current one.
+fn prepare_work_copy(
+    paths: &ImagePaths,
+    spec: &ImageSpec,
+    current: Option<&ImageStateFile>,
+    stats: &mut UpdateStats,
+) -> Result<UpdatePlan> {
+    let created = current.is_none();
+    fs_err::create_dir_all(&paths.work)?;
     let work_disk = paths.work.join("disk.qcow2");
     let t = Instant::now();
     if created {
@@ -135,107 +201,102 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
         stats.copy_s = secs(t);
     }
     crash_point("copy");
-    let image_id = match &current {
+    let image_id = match current {
         Some(s) => s.image_id.clone(),
         None => random_id()?,
     };
-    let deploy_needed = current.as_ref().is_none_or(|s| s.commit != spec.commit);
-
-    let gf_env = match backend {
-        Backend::Guestfs => crate::guestfs::supermin_env(state)?,
-        Backend::Qsd => vec![],
-    };
-    if backend == Backend::Guestfs && !created && deploy_needed {
-        // Deployments are `chattr +i` and FUSE cannot clear that flag, so ostree could not remove the
-        // oldest one through guestmount: clear it with libguestfs itself first.
-        guestfs_env(&mut Command::new("guestfish"))
-            .envs(gf_env.iter().map(|(k, v)| (k, v)))
-            .args(["--format=qcow2", "-a"])
-            .arg(&work_disk)
-            .args([
-                "-m",
-                "/dev/sda1",
-                "--",
-                "glob",
-                "set-e2attrs",
-                "/ostree/deploy/*/deploy/*",
-                "i",
-                "clear:true",
-            ])
-            .run()
-            .context("clearing the immutable flag on old deployments")?;
-    }
-    let boot = with_sysroot(
-        backend,
-        &paths,
-        &work_disk,
+    let deploy_needed = current.is_none_or(|s| s.commit != spec.commit);
+    Ok(UpdatePlan {
         created,
-        &gf_env,
-        &mut stats,
-        |sr, stats| {
-            if created {
-                let t = Instant::now();
-                sysroot::init(sr, &spec.osname, &image_id)?;
-                stats.create_s += secs(t);
-            }
-            if deploy_needed {
-                let t = Instant::now();
-                stats.pulled_bytes = sysroot::pull_local(sr, &spec.repo, &spec.commit)?;
-                stats.pull_local_s = secs(t);
-                crash_point("pull-local");
-                let t = Instant::now();
-                let first = sysroot::bls_entries(sr.path())?.is_empty();
-                sysroot::deploy(sr, &spec.osname, &spec.commit, if first { &spec.kargs } else { &[] })?;
-                stats.deploy_s = secs(t);
-                crash_point("deploy");
-                let t = Instant::now();
-                sysroot::undeploy_and_prune(sr, KEEP_DEPLOYMENTS)?;
-                stats.prune_s = secs(t);
-                crash_point("prune");
-            }
-            let t = Instant::now();
-            let boot = sysroot::extract_boot(sr.path(), &paths.boot_cache)?;
-            stats.extract_s = secs(t);
-            crash_point("extract");
-            Ok(boot)
-        },
-    );
-    let boot = match boot {
-        Ok(b) => b,
-        Err(e) => {
-            // The owners have released what they could; drop the half-done work copy, keep the old image.
-            if let Err(e2) = layout::recover_stale(&paths) {
-                tracing::warn!("cleaning up the failed update: {e2:#}");
-            }
-            return Err(e);
-        }
-    };
-    crash_point("detach");
+        deploy_needed,
+        image_id,
+        work_disk,
+    })
+}
 
-    stats.qcow2_after = qcow2_actual_size(&work_disk)?;
-    std::fs::File::open(&work_disk)?.sync_all()?;
+/// `guestfish` on the qcow2 `disk`, with the libguestfs environment (and `gf_env`) set; commands follow.
+fn guestfish_on(disk: &Path, gf_env: &[(&str, PathBuf)]) -> Command {
+    let mut c = Command::new("guestfish");
+    guestfs_env(&mut c)
+        .envs(gf_env.iter().map(|(k, v)| (k, v)))
+        .args(["--format=qcow2", "-a"])
+        .arg(disk);
+    c
+}
+
+/// Owns the guestfish pass that clears `chattr +i` on the existing deployments of `disk`.
+fn clear_immutable_deployments(disk: &Path, gf_env: &[(&str, PathBuf)]) -> Result<()> {
+    guestfish_on(disk, gf_env)
+        .args([
+            "-m",
+            "/dev/sda1",
+            "--",
+            "glob",
+            "set-e2attrs",
+            "/ostree/deploy/*/deploy/*",
+            "i",
+            "clear:true",
+        ])
+        .run()
+        .context("clearing the immutable flag on old deployments")
+}
+
+/// Owns the work on the attached sysroot: init (new image), pull-local/deploy/prune (new commit), extract boot.
+fn update_sysroot(
+    sr: &GuardedSysroot,
+    spec: &ImageSpec,
+    paths: &ImagePaths,
+    plan: &UpdatePlan,
+    stats: &mut UpdateStats,
+) -> Result<BootArtifacts> {
+    if plan.created {
+        let t = Instant::now();
+        sysroot::init(sr, &spec.osname, &plan.image_id)?;
+        stats.create_s += secs(t);
+    }
+    if plan.deploy_needed {
+        let t = Instant::now();
+        stats.pulled_bytes = sysroot::pull_local(sr, &spec.repo, &spec.commit)?;
+        stats.pull_local_s = secs(t);
+        crash_point("pull-local");
+        let t = Instant::now();
+        let first = sysroot::bls_entries(sr.path())?.is_empty();
+        sysroot::deploy(sr, &spec.osname, &spec.commit, if first { &spec.kargs } else { &[] })?;
+        stats.deploy_s = secs(t);
+        crash_point("deploy");
+        let t = Instant::now();
+        sysroot::undeploy_and_prune(sr, KEEP_DEPLOYMENTS)?;
+        stats.prune_s = secs(t);
+        crash_point("prune");
+    }
+    let t = Instant::now();
+    let boot = sysroot::extract_boot(sr.path(), &paths.boot_cache)?;
+    stats.extract_s = secs(t);
+    crash_point("extract");
+    Ok(boot)
+}
+
+/// Owns publishing the detached work copy: final size, fsync, state.json, then the atomic swap.
+fn commit_work_copy(
+    paths: &ImagePaths,
+    spec: &ImageSpec,
+    plan: &UpdatePlan,
+    boot: &BootArtifacts,
+    stats: &mut UpdateStats,
+) -> Result<()> {
+    stats.qcow2_after = qcow2_actual_size(&plan.work_disk)?;
+    std::fs::File::open(&plan.work_disk)?.sync_all()?;
     let st = ImageStateFile {
         layout_version: LAYOUT_VERSION,
         commit: spec.commit.clone(),
-        image_id: image_id.clone(),
+        image_id: plan.image_id.clone(),
         boot_checksum: boot.boot_checksum.clone(),
         options: boot.options.clone(),
     };
     layout::write_state(&paths.work, &st)?;
     crash_point("state");
-    layout::swap_in(&paths)?;
-    stats.total_s = secs(t0);
-    tracing::info!(?stats, "image updated");
-    Ok(ImageState {
-        disk: paths.disk(),
-        commit: spec.commit.clone(),
-        image_id,
-        boot,
-        created,
-        updated: deploy_needed,
-        backend,
-        stats,
-    })
+    layout::swap_in(paths)?;
+    Ok(())
 }
 
 /// Boot artifacts of an image at its commit, if they are still in the boot cache.
@@ -248,6 +309,19 @@ fn cached_boot(paths: &ImagePaths, st: &ImageStateFile) -> Option<BootArtifacts>
         options: st.options.clone(),
         boot_checksum: st.boot_checksum.clone(),
     })
+}
+
+/// What both backends share while attaching a disk: where it lives, where it mounts, and its resource record.
+struct Attach<'a> {
+    paths: &'a ImagePaths,
+    disk: &'a Path,
+    /// Partition + mkfs the disk before mounting it.
+    create: bool,
+    /// The canonical work dir.
+    work: PathBuf,
+    mnt: PathBuf,
+    /// Saved to `paths.resources` after each step, so [`layout::recover_stale`] can undo what a killed run left.
+    rec: ResourceRecord,
 }
 
 /// Attach `disk` with `backend`, partition + mkfs it when `create`, run `f` on the guarded sysroot, and
@@ -263,100 +337,137 @@ fn with_sysroot<T>(
 ) -> Result<T> {
     let work = paths.work.canonicalize()?;
     let mnt = work.join(format!("mnt-{}", std::process::id()));
-    std::fs::create_dir_all(&mnt)?;
-    let mut rec = ResourceRecord {
+    fs_err::create_dir_all(&mnt)?;
+    let rec = ResourceRecord {
         owner_pid: std::process::id(),
         work: work.clone(),
         mountpoint: Some(mnt.clone()),
         ..Default::default()
     };
     rec.save(&paths.resources)?;
-    let t = Instant::now();
+    let mut a = Attach {
+        paths,
+        disk,
+        create,
+        work,
+        mnt,
+        rec,
+    };
     let r = match backend {
-        Backend::Qsd => {
-            let raw = work.join("raw.img");
-            rec.qsd_raw = Some(raw.clone());
-            rec.save(&paths.resources)?;
-            let qsd = QsdExport::start(disk, &raw, &work.join("qsd.pid"))?;
-            rec.qsd_pid = Some(qsd.pid());
-            rec.save(&paths.resources)?;
-            let lp = LoopDevice::attach(&raw)?;
-            rec.loop_device = Some(lp.path().to_path_buf());
-            rec.save(&paths.resources)?;
-            let part = if create {
-                let script = work.join("sfdisk.script");
-                std::fs::write(&script, "label: gpt\nsize=+, type=linux, name=root\n")?;
-                Command::new("sh")
-                    .args(["-c", "sfdisk -q \"$1\" < \"$2\"", "sh"])
-                    .arg(lp.path())
-                    .arg(&script)
-                    .run()?;
-                let part = lp.partition(1)?;
-                Command::new("mkfs.ext4").args(["-q", "-L", "root"]).arg(&part).run()?;
-                part
-            } else {
-                lp.partition(1)?
-            };
-            let m = Mount::new(&part, &mnt)?;
-            stats.attach_s = secs(t);
-            crash_point("attach");
-            let r = guard_sysroot(m.target(), &ExpectedSource::Block(part)).and_then(|sr| f(&sr, stats));
-            let t = Instant::now();
-            if r.is_ok() {
-                // hand freed blocks back to the qcow2 (loop → FUSE punch-hole → qsd discard=unmap)
-                if let Err(e) = Command::new("fstrim").arg(m.target()).run() {
-                    tracing::debug!("fstrim: {e:#}");
-                }
-            }
-            // umount → losetup -d (+ wait for backing_file to vanish) → stop qsd and wait for it to exit
-            let closed = m.close().and_then(|()| lp.close()).and_then(|()| qsd.close());
-            stats.detach_s = secs(t);
-            r.and_then(|v| closed.map(|()| v))
-        }
-        Backend::Guestfs => {
-            if create {
-                guestfs_env(&mut Command::new("guestfish"))
-                    .envs(gf_env.iter().map(|(k, v)| (k, v)))
-                    .args(["--format=qcow2", "-a"])
-                    .arg(disk)
-                    .args([
-                        "run",
-                        ":",
-                        "part-disk",
-                        "/dev/sda",
-                        "gpt",
-                        ":",
-                        "part-set-name",
-                        "/dev/sda",
-                        "1",
-                        "root",
-                    ])
-                    .args([":", "mkfs", "ext4", "/dev/sda1", "label:root"])
-                    .run()?;
-                stats.create_s += secs(t);
-            }
-            let t = Instant::now();
-            let gm = GuestMount::mount(disk, &mnt, &work.join("guestmount.pid"), gf_env)?;
-            rec.guestmount_pid = Some(gm.pid());
-            rec.save(&paths.resources)?;
-            stats.attach_s = secs(t);
-            crash_point("attach");
-            let r = guard_sysroot(gm.target(), &ExpectedSource::Fuse).and_then(|sr| f(&sr, stats));
-            let t = Instant::now();
-            let closed = gm.close();
-            stats.detach_s = secs(t);
-            r.and_then(|v| closed.map(|()| v))
-        }
+        Backend::Qsd => with_qsd_sysroot(&mut a, stats, f),
+        Backend::Guestfs => with_guestfs_sysroot(&mut a, gf_env, stats, f),
     };
     if r.is_ok() {
-        if crate::guard::mount_at(&mnt)?.is_some() {
-            bail!("{} is still mounted after detach", mnt.display());
-        }
-        std::fs::remove_dir(&mnt)?;
-        for f in ["raw.img", "qsd.pid", "guestmount.pid", "sfdisk.script"] {
-            let _ = std::fs::remove_file(work.join(f));
-        }
-        let _ = std::fs::remove_file(&paths.resources);
+        remove_attach_leftovers(paths, &a.work, &a.mnt)?;
     }
     r
+}
+
+/// Owns the qsd backend: qemu-storage-daemon export → loop device → mount, `f`, then fstrim and detach in order.
+fn with_qsd_sysroot<T>(
+    a: &mut Attach,
+    stats: &mut UpdateStats,
+    f: impl FnOnce(&GuardedSysroot, &mut UpdateStats) -> Result<T>,
+) -> Result<T> {
+    let t = Instant::now();
+    let raw = a.work.join("raw.img");
+    a.rec.qsd_raw = Some(raw.clone());
+    a.rec.save(&a.paths.resources)?;
+    let qsd = QsdExport::start(a.disk, &raw, &a.work.join("qsd.pid"))?;
+    a.rec.qsd_pid = Some(qsd.pid());
+    a.rec.save(&a.paths.resources)?;
+    let lp = LoopDevice::attach(&raw)?;
+    a.rec.loop_device = Some(lp.path().to_path_buf());
+    a.rec.save(&a.paths.resources)?;
+    let part = if a.create {
+        partition_loop_device(&lp, &a.work)?
+    } else {
+        lp.partition(1)?
+    };
+    let m = Mount::new(&part, &a.mnt)?;
+    stats.attach_s = secs(t);
+    crash_point("attach");
+    let r = guard_sysroot(m.target(), &ExpectedSource::Block(part)).and_then(|sr| f(&sr, stats));
+    let t = Instant::now();
+    if r.is_ok() {
+        // hand freed blocks back to the qcow2 (loop → FUSE punch-hole → qsd discard=unmap)
+        if let Err(e) = Command::new("fstrim").arg(m.target()).run() {
+            tracing::debug!("fstrim: {e:#}");
+        }
+    }
+    // umount → losetup -d (+ wait for backing_file to vanish) → stop qsd and wait for it to exit
+    let closed = m.close().and_then(|()| lp.close()).and_then(|()| qsd.close());
+    stats.detach_s = secs(t);
+    r.and_then(|v| closed.map(|()| v))
+}
+
+/// Owns formatting a new disk on the qsd backend: one GPT root partition (sfdisk) and ext4 on it; returns it.
+fn partition_loop_device(lp: &LoopDevice, work: &Path) -> Result<PathBuf> {
+    let script = work.join("sfdisk.script");
+    fs_err::write(&script, "label: gpt\nsize=+, type=linux, name=root\n")?;
+    Command::new("sh")
+        .args(["-c", "sfdisk -q \"$1\" < \"$2\"", "sh"])
+        .arg(lp.path())
+        .arg(&script)
+        .run()?;
+    let part = lp.partition(1)?;
+    Command::new("mkfs.ext4").args(["-q", "-L", "root"]).arg(&part).run()?;
+    Ok(part)
+}
+
+/// Owns the guestfs backend: partition + mkfs with guestfish when creating, guestmount, `f`, then unmount.
+fn with_guestfs_sysroot<T>(
+    a: &mut Attach,
+    gf_env: &[(&str, PathBuf)],
+    stats: &mut UpdateStats,
+    f: impl FnOnce(&GuardedSysroot, &mut UpdateStats) -> Result<T>,
+) -> Result<T> {
+    let t = Instant::now();
+    if a.create {
+        partition_with_guestfish(a.disk, gf_env)?;
+        stats.create_s += secs(t);
+    }
+    let t = Instant::now();
+    let gm = GuestMount::mount(a.disk, &a.mnt, &a.work.join("guestmount.pid"), gf_env)?;
+    a.rec.guestmount_pid = Some(gm.pid());
+    a.rec.save(&a.paths.resources)?;
+    stats.attach_s = secs(t);
+    crash_point("attach");
+    let r = guard_sysroot(gm.target(), &ExpectedSource::Fuse).and_then(|sr| f(&sr, stats));
+    let t = Instant::now();
+    let closed = gm.close();
+    stats.detach_s = secs(t);
+    r.and_then(|v| closed.map(|()| v))
+}
+
+/// Owns formatting a new disk on the guestfs backend: one GPT partition named root with ext4 on it, via guestfish.
+fn partition_with_guestfish(disk: &Path, gf_env: &[(&str, PathBuf)]) -> Result<()> {
+    guestfish_on(disk, gf_env)
+        .args([
+            "run",
+            ":",
+            "part-disk",
+            "/dev/sda",
+            "gpt",
+            ":",
+            "part-set-name",
+            "/dev/sda",
+            "1",
+            "root",
+        ])
+        .args([":", "mkfs", "ext4", "/dev/sda1", "label:root"])
+        .run()
+}
+
+/// Owns the tidy-up after a clean detach: nothing still mounted, then mountpoint, scratch files and record removed.
+fn remove_attach_leftovers(paths: &ImagePaths, work: &Path, mnt: &Path) -> Result<()> {
+    if crate::guard::mount_at(mnt)?.is_some() {
+        bail!("{} is still mounted after detach", mnt.display());
+    }
+    fs_err::remove_dir(mnt)?;
+    for f in ["raw.img", "qsd.pid", "guestmount.pid", "sfdisk.script"] {
+        let _ = fs_err::remove_file(work.join(f));
+    }
+    let _ = fs_err::remove_file(&paths.resources);
+    Ok(())
 }

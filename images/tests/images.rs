@@ -1,16 +1,54 @@
 //! Real images: real OSTree commits built here, real qcow2 images, real qemu-storage-daemon, loop devices,
 //! mounts and libguestfs. Needs root, /dev/fuse, loop devices, ostree, qemu-img, qemu-storage-daemon and
-//! (for the guestfs test) libguestfs.
+//! (for the guestfs test) libguestfs: without them each test is reported ignored with the reason, and
+//! fails under `CI` (`fedostree_util::prereq`).
 
-use fedostree_compose::cmd::CommandRunExt;
-use fedostree_compose::state::StateDir;
 use fedostree_images::resources::{LoopDevice, Mount, QsdExport};
 use fedostree_images::{sysroot, update_image, Backend, ImageSpec, ImageState};
+use fedostree_util::cmd::CommandRunExt;
+use fedostree_util::prereq::{run_tests, Prereq, Test, IMAGE_BACKEND};
+use fedostree_util::state::StateDir;
 use std::os::unix::fs::symlink;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+fn main() {
+    if let Some(root) = std::env::var_os("FEDOSTREE_TEST_CHILD_STATE") {
+        child_update_entry(root);
+        return;
+    }
+    let guestfs = [IMAGE_BACKEND, &[Prereq::Guestmount]].concat();
+    let mut tests = vec![
+        Test::new(
+            "qsd_create_update_prune_noop",
+            IMAGE_BACKEND,
+            qsd_create_update_prune_noop,
+        ),
+        Test::new("guestfs_create_and_update", &guestfs, guestfs_create_and_update),
+        Test::new(
+            "guard_accepts_our_mount_only",
+            IMAGE_BACKEND,
+            guard_accepts_our_mount_only,
+        ),
+        Test::new("killed_mid_update_recovers", IMAGE_BACKEND, killed_mid_update_recovers),
+        Test::new(
+            "sigterm_mid_update_cleans_up",
+            IMAGE_BACKEND,
+            sigterm_mid_update_cleans_up,
+        ),
+        Test::new(
+            "concurrent_updates_serialize",
+            IMAGE_BACKEND,
+            concurrent_updates_serialize,
+        ),
+    ];
+    if std::env::var_os("FEDOSTREE_BENCH_REPO").is_some() && std::env::var_os("FEDOSTREE_BENCH_REF").is_some() {
+        tests.push(Test::new("bench_real_tree", &guestfs, bench_real_tree));
+    }
+    run_tests(tests);
+}
 
 const KARGS: &[&str] = &["root=LABEL=root", "rw", "console=ttyS0", "quiet", "panic=-1"];
 
@@ -23,7 +61,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let tmp = tempfile::Builder::new()
-            .prefix("fedostree-images-test")
+            // A comma in every state dir: paths pasted into qemu-storage-daemon options must survive it.
+            .prefix("fedostree-images,test")
             .tempdir()
             .unwrap();
         let state = StateDir::new(tmp.path());
@@ -79,19 +118,6 @@ impl Fixture {
     fn arch_dir(&self) -> PathBuf {
         self.state.images().join("dev/minimal/x86_64")
     }
-}
-
-fn preflight() -> bool {
-    let ok = fedostree_images::default_backend() == Backend::Qsd;
-    if !ok {
-        // In CI (root, ci/setup done) the real backend must run.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the image tests: needs root, /dev/fuse, loop devices, qemu-storage-daemon"
-        );
-        eprintln!("skipping: needs root, /dev/fuse, loop devices and qemu-storage-daemon");
-    }
-    ok
 }
 
 /// Run `f` on a mounted scratch copy of `disk` (never the image itself).
@@ -151,11 +177,7 @@ fn print_stats(what: &str, s: &ImageState) {
     eprintln!("TIMING {what}: {}", serde_json::to_string(&s.stats).unwrap());
 }
 
-#[test]
 fn qsd_create_update_prune_noop() {
-    if !preflight() {
-        return;
-    }
     let fx = Fixture::new();
     let c1 = fx.commit("v1", "k1");
 
@@ -260,7 +282,7 @@ fn qsd_create_update_prune_noop() {
 
 /// The guestfs appliance needs a kernel: on hosts without one in /boot, hand the fixture's deb cache a
 /// Debian linux-image package (from the compose tests' cache, or `FEDOSTREE_TEST_KERNEL_DEB`).
-fn provide_supermin_kernel(fx: &Fixture) -> bool {
+fn provide_supermin_kernel(fx: &Fixture) {
     let has_kernel = std::fs::read_dir("/boot")
         .map(|rd| {
             rd.flatten()
@@ -268,9 +290,9 @@ fn provide_supermin_kernel(fx: &Fixture) -> bool {
         })
         .unwrap_or(false);
     if has_kernel || std::env::var_os("SUPERMIN_KERNEL").is_some() {
-        return true;
+        return;
     }
-    let debarch = fedostree_compose::state::debian_arch(fedostree_compose::state::host_arch()).unwrap();
+    let debarch = fedostree_util::state::debian_arch(fedostree_util::state::host_arch()).unwrap();
     let mut candidates: Vec<PathBuf> = std::env::var_os("FEDOSTREE_TEST_KERNEL_DEB")
         .map(PathBuf::from)
         .into_iter()
@@ -305,18 +327,11 @@ fn provide_supermin_kernel(fx: &Fixture) -> bool {
     let dest = fx.state.deb_cache().join(debarch);
     std::fs::create_dir_all(&dest).unwrap();
     std::fs::copy(&deb, dest.join(deb.file_name().unwrap())).unwrap();
-    true
 }
 
-#[test]
 fn guestfs_create_and_update() {
-    if !preflight() || Command::new("guestmount").arg("--version").run().is_err() {
-        return;
-    }
     let fx = Fixture::new();
-    if !provide_supermin_kernel(&fx) {
-        return;
-    }
+    provide_supermin_kernel(&fx);
     let c1 = fx.commit("v1", "k1");
     let s1 = update_image(&fx.state, &fx.spec(&c1), Backend::Guestfs).unwrap();
     print_stats("guestfs create", &s1);
@@ -340,11 +355,7 @@ fn guestfs_create_and_update() {
     assert_no_leftovers(fx.state.root());
 }
 
-#[test]
 fn guard_accepts_our_mount_only() {
-    if !preflight() {
-        return;
-    }
     let fx = Fixture::new();
     let c1 = fx.commit("v1", "k1");
     let s1 = update_image(&fx.state, &fx.spec(&c1), Backend::Qsd).unwrap();
@@ -363,13 +374,9 @@ fn guard_accepts_our_mount_only() {
     );
 }
 
-/// Entry point for the child processes below (ignored when run normally).
-#[test]
-#[ignore]
-fn child_update_entry() {
-    let Some(root) = std::env::var_os("FEDOSTREE_TEST_CHILD_STATE") else {
-        return;
-    };
+/// Entry point for the child processes below: `main` runs it instead of the tests when
+/// `FEDOSTREE_TEST_CHILD_STATE` is set.
+fn child_update_entry(root: std::ffi::OsString) {
     let commit = std::env::var("FEDOSTREE_TEST_CHILD_COMMIT").unwrap();
     let state = StateDir::new(root);
     let spec = ImageSpec {
@@ -385,15 +392,8 @@ fn child_update_entry() {
 
 fn child(fx: &Fixture, commit: &str, envs: &[(&str, &str)]) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "child_update_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("FEDOSTREE_TEST_CHILD_STATE", fx.state.root())
-    .env("FEDOSTREE_TEST_CHILD_COMMIT", commit);
+    c.env("FEDOSTREE_TEST_CHILD_STATE", fx.state.root())
+        .env("FEDOSTREE_TEST_CHILD_COMMIT", commit);
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -406,11 +406,7 @@ fn read_state_commit(fx: &Fixture) -> String {
     st["commit"].as_str().unwrap().to_string()
 }
 
-#[test]
 fn killed_mid_update_recovers() {
-    if !preflight() {
-        return;
-    }
     let fx = Fixture::new();
     let c1 = fx.commit("v1", "k1");
     let s1 = update_image(&fx.state, &fx.spec(&c1), Backend::Qsd).unwrap();
@@ -465,11 +461,7 @@ fn killed_mid_update_recovers() {
     assert_no_leftovers(fx.state.root());
 }
 
-#[test]
 fn sigterm_mid_update_cleans_up() {
-    if !preflight() {
-        return;
-    }
     let fx = Fixture::new();
     let c1 = fx.commit("v1", "k1");
     update_image(&fx.state, &fx.spec(&c1), Backend::Qsd).unwrap();
@@ -508,11 +500,7 @@ fn sigterm_mid_update_cleans_up() {
     assert!(s2.updated);
 }
 
-#[test]
 fn concurrent_updates_serialize() {
-    if !preflight() {
-        return;
-    }
     let fx = Fixture::new();
     let c1 = fx.commit("v1", "k1");
     update_image(&fx.state, &fx.spec(&c1), Backend::Qsd).unwrap();
@@ -543,17 +531,11 @@ fn concurrent_updates_serialize() {
 }
 
 /// Timings on a real composed tree: `FEDOSTREE_BENCH_REPO=$STATE/repo FEDOSTREE_BENCH_REF=<ref>
-/// cargo test -p fedostree-images --test images bench_real_tree -- --ignored --nocapture`.
-/// The source repo is only read (pull-local into a temp repo); v2 = v1 plus one extra file.
-#[test]
-#[ignore]
+/// cargo test -p fedostree-images --test images bench_real_tree -- --nocapture` (listed only when both
+/// are set). The source repo is only read (pull-local into a temp repo); v2 = v1 plus one extra file.
 fn bench_real_tree() {
-    let (Some(src), Ok(r)) = (
-        std::env::var_os("FEDOSTREE_BENCH_REPO"),
-        std::env::var("FEDOSTREE_BENCH_REF"),
-    ) else {
-        return;
-    };
+    let src = std::env::var_os("FEDOSTREE_BENCH_REPO").unwrap();
+    let r = std::env::var("FEDOSTREE_BENCH_REF").unwrap();
     let fx = Fixture::new();
     let repo = format!("--repo={}", fx.state.repo().display());
     Command::new("ostree")
@@ -583,8 +565,8 @@ fn bench_real_tree() {
         .trim()
         .to_string();
     for backend in [Backend::Qsd, Backend::Guestfs] {
-        if backend == Backend::Guestfs && !provide_supermin_kernel(&fx) {
-            continue;
+        if backend == Backend::Guestfs {
+            provide_supermin_kernel(&fx);
         }
         let _ = std::fs::remove_dir_all(fx.arch_dir());
         let s1 = update_image(&fx.state, &fx.spec(&c1), backend).unwrap();

@@ -4,11 +4,11 @@
 //! every case of that tree/arch reads the same results.
 
 use anyhow::{Context, Result};
-use fedostree_compose::lock::FileLock;
-use fedostree_compose::state::{StateDir, ARCHES};
 use fedostree_compose::treefile::Treefile;
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::SuiteResult;
+use fedostree_util::lock::FileLock;
+use fedostree_util::state::{Sources, StateDir, ARCHES};
 use std::path::{Path, PathBuf};
 
 /// Installed-tests packages are named `fedostree-installed-tests[-SUFFIX]` and built from
@@ -34,14 +34,14 @@ impl VmTestCase {
 /// Every installed test of every dev tree (those under `trees/dev/` that set a `ref`) and arch.
 pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
     let trees_dir = source_dir.join("trees");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(trees_dir.join("dev"))?
+    let mut files: Vec<PathBuf> = fs_err::read_dir(trees_dir.join("dev"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
     let mut cases = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file)?;
+        let text = fs_err::read_to_string(&file)?;
         if !text.lines().any(|l| l.starts_with("ref:")) {
             continue; // an include fragment, not a tree
         }
@@ -54,7 +54,7 @@ pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
                 };
                 let suite = format!("fedostree{suffix}");
                 let dir = source_dir.join("tests-suite/installed-tests").join(&suite);
-                let mut tests: Vec<String> = std::fs::read_dir(&dir)
+                let mut tests: Vec<String> = fs_err::read_dir(&dir)
                     .with_context(|| format!("{}: package {pkg} has no {}", file.display(), dir.display()))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| p.extension().is_some_and(|e| e == "test"))
@@ -93,10 +93,12 @@ pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResul
     let dir = state.runs().join("vm-tests").join(run).join(tree).join(arch);
     let _lock = FileLock::acquire(&dir.with_extension("lock"))?;
     let saved = dir.join("suite.json");
-    if let Ok(text) = std::fs::read_to_string(&saved) {
+    if let Ok(text) = fs_err::read_to_string(&saved) {
         return Ok(serde_json::from_str(&text)?);
     }
-    let (_, image, _) = fedostree_ci::pipeline::prepare(state, tree, arch, fedostree_images::default_backend())?;
+    let sources = Sources::discover(None).map_err(anyhow::Error::msg)?;
+    let (_, image, _) =
+        fedostree_ci::pipeline::prepare(state, &sources, tree, arch, fedostree_images::default_backend())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (suite, _) = rt.block_on(fedostree_ci::pipeline::boot_and_test(
         tree,
@@ -107,7 +109,7 @@ pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResul
         std::time::Duration::from_secs(600),
         &mut Quiet,
     ))?;
-    std::fs::write(&saved, serde_json::to_string(&suite)?)?;
+    fs_err::write(&saved, serde_json::to_string(&suite)?)?;
     Ok(suite)
 }
 
@@ -139,11 +141,10 @@ pub fn verdict(case: &VmTestCase, suite: &SuiteResult) -> Result<String, String>
         ));
     };
     use fedostree_harness::results::Status;
-    let ok = match (case.expect_fail, c.status) {
-        (false, Status::Pass | Status::Skip) => true,
-        (true, Status::Fail) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (case.expect_fail, c.status),
+        (false, Status::Pass | Status::Skip) | (true, Status::Fail)
+    );
     let summary = format!(
         "{} {} in {:?} (commit {})",
         case.name(),

@@ -3,8 +3,8 @@
 
 use super::debian::{self, Deb};
 use super::spec::PkgSpec;
-use crate::cmd::CommandRunExt;
 use anyhow::{Context, Result};
+use fedostree_util::cmd::CommandRunExt;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;

@@ -2,9 +2,9 @@
 //! `$STATE/cache/debs/<debarch>/` (verified, then reused), extracting them, and mapping their
 //! versions and paths to RPM conventions.
 
-use crate::cmd::CommandRunExt;
-use crate::state::StateDir;
 use anyhow::{anyhow, bail, Context, Result};
+use fedostree_util::cmd::CommandRunExt;
+use fedostree_util::state::StateDir;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -78,7 +78,7 @@ struct Resolved {
 fn lists_stamp() -> Result<String> {
     let dir = Path::new("/var/lib/apt/lists");
     let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+    for e in fs_err::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let e = e?;
         let m = e.metadata()?;
         if m.is_file() && e.file_name() != "lock" {
@@ -99,10 +99,10 @@ fn lists_stamp() -> Result<String> {
 /// costs over a second per call here (no pkgcache.bin), so it is asked twice for all arches
 /// together, and not at all while apt's lists are unchanged since the last resolution.
 pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<String, ArchDebs>> {
-    std::fs::create_dir_all(state.deb_cache())?;
+    fs_err::create_dir_all(state.deb_cache())?;
     let memo = state.deb_cache().join("resolved.json");
     let stamp = lists_stamp()?;
-    let old: Resolved = match std::fs::read(&memo) {
+    let old: Resolved = match fs_err::read(&memo) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
         Err(_) => Resolved::default(),
     };
@@ -147,7 +147,7 @@ pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<S
         lists: stamp,
         arches: all,
     })?;
-    std::fs::write(&memo, text).with_context(|| format!("writing {}", memo.display()))?;
+    fs_err::write(&memo, text).with_context(|| format!("writing {}", memo.display()))?;
     Ok(out)
 }
 
@@ -216,7 +216,7 @@ fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb>
     if deb.path.exists() {
         return Ok(deb);
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs_err::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = tempfile::tempdir_in(&dir)?;
     eprintln!("devrepo: downloading {q}={}", deb.version);
     Command::new("apt-get")
@@ -225,7 +225,7 @@ fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb>
         .arg(format!("{q}={}", deb.version))
         .current_dir(tmp.path())
         .run()?;
-    let got = std::fs::read_dir(tmp.path())?
+    let got = fs_err::read_dir(tmp.path())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .ok_or_else(|| anyhow!("apt-get download {q} produced no .deb"))?;
@@ -233,7 +233,7 @@ fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb>
     if actual != deb.sha256 {
         bail!("{}: sha256 {actual} does not match apt's {}", got.display(), deb.sha256);
     }
-    std::fs::rename(&got, &deb.path).with_context(|| format!("storing {}", deb.path.display()))?;
+    fs_err::rename(&got, &deb.path).with_context(|| format!("storing {}", deb.path.display()))?;
     Ok(deb)
 }
 
@@ -246,7 +246,7 @@ pub(crate) fn sha256_file(p: &Path) -> Result<String> {
 
 /// Unpack a .deb's data into `dest` (created).
 pub(crate) fn extract(deb: &Deb, dest: &Path) -> Result<()> {
-    std::fs::create_dir_all(dest)?;
+    fs_err::create_dir_all(dest)?;
     Command::new("dpkg-deb").arg("-x").arg(&deb.path).arg(dest).run()
 }
 

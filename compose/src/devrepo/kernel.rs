@@ -4,8 +4,8 @@
 
 use super::debian::{self, Deb, DebVersion};
 use super::spec::PkgSpec;
-use crate::cmd::CommandRunExt;
 use anyhow::{anyhow, bail, Context, Result};
+use fedostree_util::cmd::CommandRunExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,7 +38,7 @@ pub(crate) fn stage(deb: &Deb, tmp_parent: &Path) -> Result<KernelStage> {
     let tmp = tempfile::tempdir_in(tmp_parent).with_context(ctx)?;
     let x = tmp.path().join("deb");
     debian::extract(deb, &x).with_context(ctx)?;
-    let mut kvers: Vec<String> = std::fs::read_dir(x.join("lib/modules"))
+    let mut kvers: Vec<String> = fs_err::read_dir(x.join("lib/modules"))
         .with_context(ctx)?
         .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
         .collect();
@@ -51,14 +51,14 @@ pub(crate) fn stage(deb: &Deb, tmp_parent: &Path) -> Result<KernelStage> {
     };
     let usr = tmp.path().join("root/usr");
     let moddir = usr.join("lib/modules").join(&kver);
-    std::fs::create_dir_all(usr.join("lib/modules"))?;
-    std::fs::rename(x.join("lib/modules").join(&kver), &moddir).with_context(ctx)?;
+    fs_err::create_dir_all(usr.join("lib/modules"))?;
+    fs_err::rename(x.join("lib/modules").join(&kver), &moddir).with_context(ctx)?;
     let vmlinuz = x.join(format!("boot/vmlinuz-{kver}"));
-    std::fs::rename(&vmlinuz, moddir.join("vmlinuz"))
+    fs_err::rename(&vmlinuz, moddir.join("vmlinuz"))
         .with_context(|| format!("{}: no {}", deb.path.display(), vmlinuz.display()))?;
     let config = x.join(format!("boot/config-{kver}"));
     if config.exists() {
-        std::fs::rename(&config, moddir.join("config"))?;
+        fs_err::rename(&config, moddir.join("config"))?;
     }
     // Debian generates modules.dep at install time; generate it here, once, over every module, so
     // kernel-core and kernel-modules ship one consistent set of module indexes.
@@ -84,7 +84,7 @@ pub(crate) fn stage(deb: &Deb, tmp_parent: &Path) -> Result<KernelStage> {
 }
 
 fn read(p: &Path) -> Result<String> {
-    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    fs_err::read_to_string(p).with_context(|| format!("reading {}", p.display()))
 }
 
 /// A module's name as modprobe sees it: `kernel/fs/ext4/ext4.ko` → `ext4`, `-` and `_` alike.
@@ -176,7 +176,7 @@ impl KernelMeta {
         ];
         s.requires = vec!["fedostree-base".into()];
         let dest = format!("/usr/lib/modules/{}", st.kver);
-        for e in std::fs::read_dir(&st.moddir)? {
+        for e in fs_err::read_dir(&st.moddir)? {
             let e = e?;
             let name = e
                 .file_name()

@@ -16,8 +16,8 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
-use crate::state::{debian_arch, host_arch, StateDir};
 use anyhow::{anyhow, bail, Context, Result};
+use fedostree_util::state::{debian_arch, host_arch, StateDir};
 use repo::{bumped_release, Bumps, Manifest, ManifestEntry};
 use sha2::{Digest, Sha256};
 use spec::PkgSpec;
@@ -30,7 +30,7 @@ pub struct DevRepoOptions {
     pub arches: Vec<String>,
     /// Package names whose release to raise by one before building.
     pub bump: Vec<String>,
-    /// The project checkout (see [`crate::state::source_dir`]).
+    /// The project checkout (see [`fedostree_util::state::source_dir`]).
     pub source_dir: PathBuf,
 }
 
@@ -86,6 +86,8 @@ fn recipe_hash() -> String {
         include_str!("kernel.rs"),
         include_str!("busybox.rs"),
         include_str!("own.rs"),
+        // Packages are signed with the dev key: a new key rebuilds them.
+        crate::gpg::DEV_PUBLIC_KEY,
     ];
     let mut h = Sha256::new();
     for s in sources {
@@ -106,8 +108,11 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
+/// Metadata, its signature and the key the dev trees' `gpgkey=` names are all in place.
 pub fn is_built(state: &StateDir, arch: &str) -> bool {
-    state.devrepo(arch).join("repodata/repomd.xml").exists()
+    state.devrepo(arch).join("repodata/repomd.xml.asc").exists()
+        && fs_err::read_to_string(state.devrepo_root().join(crate::gpg::DEV_KEY_FILE))
+            .is_ok_and(|k| k == crate::gpg::DEV_PUBLIC_KEY)
 }
 
 #[tracing::instrument(skip_all, fields(arches = ?opts.arches, bump = ?opts.bump))]
@@ -116,12 +121,15 @@ pub fn build(state: &StateDir, opts: &DevRepoOptions) -> Result<Vec<(String, Vec
         if debian_arch(a).is_none() {
             bail!(
                 "unknown architecture {a:?} (known: {})",
-                crate::state::ARCHES.join(", ")
+                fedostree_util::state::ARCHES.join(", ")
             );
         }
     }
-    std::fs::create_dir_all(state.root())?;
-    let _lock = crate::lock::FileLock::acquire(&state.devrepo_root().with_extension("lock"))?;
+    fs_err::create_dir_all(state.root())?;
+    let _lock = fedostree_util::lock::FileLock::acquire_announced(
+        &state.devrepo_root().with_extension("lock"),
+        "dev repository build",
+    )?;
     let bumps = apply_bumps(state, &opts.bump)?;
     let mut debarches: Vec<&str> = opts.arches.iter().filter_map(|a| debian_arch(a)).collect();
     debarches.push(host_debarch()?);
@@ -149,7 +157,7 @@ fn apply_bumps(state: &StateDir, names: &[String]) -> Result<Bumps> {
     let known = package_names();
     for b in names {
         if !known.contains(&b.as_str()) {
-            return Err(crate::InputError::new(format!(
+            return Err(fedostree_util::InputError::new(format!(
                 "cannot bump unknown package {b:?}; dev repo packages: {}",
                 known.join(", ")
             )));
@@ -165,6 +173,85 @@ fn apply_bumps(state: &StateDir, names: &[String]) -> Result<Bumps> {
     Ok(bumps)
 }
 
+/// What building one architecture's packages needs, shared by every package of it.
+struct ArchBuild<'a> {
+    arch: &'a str,
+    source_dir: &'a Path,
+    bumps: &'a Bumps,
+    recipe: String,
+    shared: BTreeSet<String>,
+    kdeb: &'a debian::Deb,
+    kmeta: kernel::KernelMeta,
+    busybox: &'a debian::Deb,
+    host_busybox: &'a debian::Deb,
+    /// Scratch space (the kernel staging is over 100 MB).
+    tmp: &'a Path,
+    /// The unpacked kernel .deb, staged on first use.
+    kstage: Option<kernel::KernelStage>,
+}
+
+impl ArchBuild<'_> {
+    /// A complete spec when it is cheap (own files, metadata only), else a skeleton whose metadata
+    /// names the result and whose input hash stands in the .deb checksums for the content. Returns
+    /// (complete?, spec, input hash).
+    fn describe(&self, name: &str, kind: &Kind) -> Result<(bool, PkgSpec, String)> {
+        let recipe = &self.recipe;
+        Ok(match kind {
+            Kind::Own(p) => {
+                let rel = bumped_release(own::OWN_RELEASE, self.bumps.count(name));
+                let s = own::spec(p, self.source_dir, &rel)?;
+                let h = input_hash(&[recipe, &s.content_hash()?]);
+                (true, s, h)
+            }
+            Kind::Kernel => {
+                let s = self.kmeta.meta();
+                let h = input_hash(&[recipe, &s.content_hash()?]);
+                (true, s, h)
+            }
+            Kind::Busybox => {
+                let s = busybox::skeleton(self.arch, self.busybox, self.bumps.count(name))?;
+                let h = input_hash(&[recipe, &s.nevra(), &self.busybox.sha256, &self.host_busybox.sha256]);
+                (false, s, h)
+            }
+            Kind::KernelCore | Kind::KernelModules => {
+                let s = if matches!(kind, Kind::KernelCore) {
+                    self.kmeta.core_skeleton()
+                } else {
+                    self.kmeta.modules_skeleton()
+                };
+                let h = input_hash(&[recipe, &s.nevra(), &self.kdeb.sha256]);
+                (false, s, h)
+            }
+        })
+    }
+
+    /// The complete spec of a package `describe` only sketched (unpacks the .debs).
+    fn complete(&mut self, name: &str, kind: &Kind) -> Result<PkgSpec> {
+        match kind {
+            Kind::Busybox => busybox::spec(
+                self.arch,
+                self.busybox,
+                self.bumps.count(name),
+                self.host_busybox,
+                &self.shared,
+                self.tmp,
+            ),
+            Kind::KernelCore | Kind::KernelModules => {
+                if self.kstage.is_none() {
+                    self.kstage = Some(kernel::stage(self.kdeb, self.tmp)?);
+                }
+                let st = self.kstage.as_ref().expect("staged above");
+                if matches!(kind, Kind::KernelCore) {
+                    self.kmeta.core(st, &self.shared)
+                } else {
+                    self.kmeta.modules(st, &self.shared)
+                }
+            }
+            Kind::Own(_) | Kind::Kernel => unreachable!("full specs are built by describe"),
+        }
+    }
+}
+
 fn build_arch(
     state: &StateDir,
     arch: &str,
@@ -175,62 +262,37 @@ fn build_arch(
     let debarch = debian_arch(arch).ok_or_else(|| anyhow!("unknown architecture {arch}"))?;
     let dir = state.devrepo(arch);
     let pkgdir = dir.join("Packages");
-    std::fs::create_dir_all(&pkgdir).with_context(|| format!("creating {}", pkgdir.display()))?;
-    std::fs::create_dir_all(state.tmp())?;
-    let tmp = tempfile::tempdir_in(state.tmp())?;
-    let recipe = recipe_hash();
-    let shared = own::shared_dirs();
+    fs_err::create_dir_all(&pkgdir)?;
+    // Kernel staging is over 100 MB: a WorkDir is removed on Ctrl-C and swept after a SIGKILL.
+    let tmp = fedostree_util::workdir::WorkDir::new(&state.tmp(), "devrepo")?;
     let mut manifest = Manifest::load(&dir)?;
-
-    let host_bb = &debs[host_debarch()?].busybox;
-    let debian::ArchDebs {
-        kernel: kdeb,
-        busybox: bb,
-    } = &debs[debarch];
+    let debian::ArchDebs { kernel: kdeb, busybox } = &debs[debarch];
     let mut kv = debian::split_version(&kdeb.version)?;
     kv.release = bumped_release(&kv.release, bumps.count("kernel"));
-    let kmeta = kernel::KernelMeta {
-        arch: arch.to_string(),
-        v: kv,
+    let mut b = ArchBuild {
+        arch,
+        source_dir,
+        bumps,
+        recipe: recipe_hash(),
+        shared: own::shared_dirs(),
+        kdeb,
+        kmeta: kernel::KernelMeta {
+            arch: arch.to_string(),
+            v: kv,
+        },
+        busybox,
+        host_busybox: &debs[host_debarch()?].busybox,
+        tmp: tmp.path(),
+        kstage: None,
     };
-    let mut kstage: Option<kernel::KernelStage> = None;
 
     let mut out = Vec::new();
     let mut rewrote_in_place = false;
     for (name, kind) in kinds() {
         let t0 = Instant::now();
         let ctx = || format!("devrepo {arch}: {name}");
-        // A complete spec when it is cheap (own files, metadata only), else a skeleton whose
-        // metadata names the result and the .deb checksums stand in for the content.
-        let (full, skel, input) = match kind {
-            Kind::Own(p) => {
-                let rel = bumped_release(own::OWN_RELEASE, bumps.count(name));
-                let s = own::spec(p, source_dir, &rel).with_context(ctx)?;
-                let h = input_hash(&[&recipe, &s.content_hash()?]);
-                (true, s, h)
-            }
-            Kind::Kernel => {
-                let s = kmeta.meta();
-                let h = input_hash(&[&recipe, &s.content_hash()?]);
-                (true, s, h)
-            }
-            Kind::Busybox => {
-                let s = busybox::skeleton(arch, bb, bumps.count(name))?;
-                let h = input_hash(&[&recipe, &s.nevra(), &bb.sha256, &host_bb.sha256]);
-                (false, s, h)
-            }
-            Kind::KernelCore | Kind::KernelModules => {
-                let s = if matches!(kind, Kind::KernelCore) {
-                    kmeta.core_skeleton()
-                } else {
-                    kmeta.modules_skeleton()
-                };
-                let h = input_hash(&[&recipe, &s.nevra(), &kdeb.sha256]);
-                (false, s, h)
-            }
-        };
-        let file = skel.file_name();
-        let nevra = skel.nevra();
+        let (full, skel, input) = b.describe(name, &kind).with_context(ctx)?;
+        let (file, nevra) = (skel.file_name(), skel.nevra());
         let path = pkgdir.join(&file);
         let old = manifest.packages.get(name).cloned();
         if old.as_ref().is_some_and(|o| o.input == input && o.file == file) && path.exists() {
@@ -243,32 +305,15 @@ fn build_arch(
             });
             continue;
         }
-        let s: PkgSpec = if full {
+        let s = if full {
             skel
         } else {
-            match kind {
-                Kind::Busybox => busybox::spec(arch, bb, bumps.count(name), host_bb, &shared, tmp.path()),
-                Kind::KernelCore | Kind::KernelModules => {
-                    if kstage.is_none() {
-                        kstage = Some(kernel::stage(kdeb, tmp.path()).with_context(ctx)?);
-                    }
-                    let st = kstage.as_ref().expect("staged above");
-                    if matches!(kind, Kind::KernelCore) {
-                        kmeta.core(st, &shared)
-                    } else {
-                        kmeta.modules(st, &shared)
-                    }
-                }
-                Kind::Own(_) | Kind::Kernel => unreachable!("full specs are built above"),
-            }
-            .with_context(ctx)?
+            b.complete(name, &kind).with_context(ctx)?
         };
         if s.nevra() != nevra {
             bail!("devrepo {arch}: {name}: built {} but expected {nevra}", s.nevra());
         }
-        if path.exists() {
-            rewrote_in_place = true;
-        }
+        rewrote_in_place |= path.exists();
         let size = s.write_rpm(&path).with_context(ctx)?;
         eprintln!(
             "devrepo {arch}: built {nevra} ({}) in {:.1}s",
@@ -291,8 +336,22 @@ fn build_arch(
             rebuilt: true,
         });
     }
-    drop(kstage);
+    drop(b);
+    finish_repo(state, arch, &mut manifest, &out, bumps, rewrote_in_place)?;
+    Ok(out)
+}
 
+/// Forget packages no longer built, remove their RPMs, and (when anything changed) index and sign the
+/// repository again.
+fn finish_repo(
+    state: &StateDir,
+    arch: &str,
+    manifest: &mut Manifest,
+    out: &[BuiltPackage],
+    bumps: &Bumps,
+    rewrote_in_place: bool,
+) -> Result<()> {
+    let dir = state.devrepo(arch);
     let keep: BTreeSet<String> = out
         .iter()
         .filter_map(|p| p.path.file_name())
@@ -300,21 +359,23 @@ fn build_arch(
         .collect();
     manifest.packages.retain(|n, _| out.iter().any(|p| &p.name == n));
     manifest.save(&dir)?;
-    let removed = repo::remove_stale(&pkgdir, &keep)?;
+    let removed = repo::remove_stale(&dir.join("Packages"), &keep)?;
     for r in &removed {
         eprintln!("devrepo {arch}: removed stale {r}");
     }
     if removed.is_empty() && !out.iter().any(|p| p.rebuilt) && is_built(state, arch) {
         eprintln!("devrepo {arch}: {} packages up to date", out.len());
-        return Ok(out);
+        return Ok(());
     }
     let t0 = Instant::now();
     let revision = u64::from(spec::SOURCE_DATE) + u64::from(bumps.total());
     repo::createrepo(&dir, revision, !rewrote_in_place).with_context(|| format!("devrepo {arch}: createrepo_c"))?;
+    repo::sign_repomd(&dir, revision).with_context(|| format!("devrepo {arch}: signing repomd.xml"))?;
+    repo::install_public_key(&state.devrepo_root())?;
     eprintln!(
         "devrepo {arch}: repodata for {} packages in {:.1}s",
         out.len(),
         t0.elapsed().as_secs_f64()
     );
-    Ok(out)
+    Ok(())
 }

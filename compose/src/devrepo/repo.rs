@@ -1,8 +1,8 @@
 //! The on-disk state of a dev repo: the per-arch manifest of built packages (what made them), the
 //! persistent bump counts, stale-RPM cleanup and the createrepo_c run.
 
-use crate::cmd::CommandRunExt;
 use anyhow::{Context, Result};
+use fedostree_util::cmd::CommandRunExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -22,7 +22,7 @@ pub(crate) struct ManifestEntry {
 }
 
 fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    match std::fs::read(path) {
+    match fs_err::read(path) {
         Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -31,7 +31,7 @@ fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 
 fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let dir = path.parent().context("no parent")?;
-    std::fs::create_dir_all(dir)?;
+    fs_err::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     serde_json::to_writer_pretty(&mut tmp, v)?;
     std::io::Write::write_all(&mut tmp, b"\n")?;
@@ -84,11 +84,11 @@ pub(crate) fn bumped_release(base: &str, count: u32) -> String {
 /// Delete `*.rpm` in `packages_dir` that are not in `keep`; returns the names removed.
 pub(crate) fn remove_stale(packages_dir: &Path, keep: &BTreeSet<String>) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    for e in std::fs::read_dir(packages_dir).with_context(|| format!("reading {}", packages_dir.display()))? {
+    for e in fs_err::read_dir(packages_dir).with_context(|| format!("reading {}", packages_dir.display()))? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(".rpm") && !keep.contains(&name) {
-            std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+            fs_err::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
             removed.push(name);
         }
     }
@@ -113,6 +113,34 @@ pub(crate) fn createrepo(arch_dir: &Path, revision: u64, update: bool) -> Result
         c.arg("--update");
     }
     c.arg(arch_dir).run()
+}
+
+/// `repodata/repomd.xml.asc`: a detached signature by the dev key (for `repo_gpgcheck=1`), made at
+/// the repository's revision time so identical repodata gets an identical signature.
+pub(crate) fn sign_repomd(arch_dir: &Path, revision: u64) -> Result<()> {
+    let repomd = arch_dir.join("repodata/repomd.xml");
+    let data = fs_err::read(&repomd).with_context(|| format!("reading {}", repomd.display()))?;
+    let t = u32::try_from(revision).context("repository revision beyond 2106")?;
+    let asc = crate::gpg::sign_detached(&crate::gpg::dev_signer()?, &data, t)?;
+    write_atomic(&arch_dir.join("repodata/repomd.xml.asc"), asc.as_bytes())
+}
+
+/// `$STATE/devrepo/RPM-GPG-KEY-fedostree-dev`, the key the dev trees' `gpgkey=` names.
+pub(crate) fn install_public_key(devrepo_root: &Path) -> Result<()> {
+    let path = devrepo_root.join(crate::gpg::DEV_KEY_FILE);
+    if fs_err::read_to_string(&path).is_ok_and(|k| k == crate::gpg::DEV_PUBLIC_KEY) {
+        return Ok(());
+    }
+    write_atomic(&path, crate::gpg::DEV_PUBLIC_KEY.as_bytes())
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().context("no parent")?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, data)?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ impl PkgSpec {
     pub fn tree(&mut self, src: &Path, dest: &str, map: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         let mut stack = vec![(src.to_path_buf(), dest.trim_end_matches('/').to_string())];
         while let Some((dir, dpath)) = stack.pop() {
-            let mut names: Vec<_> = std::fs::read_dir(&dir)
+            let mut names: Vec<_> = fs_err::read_dir(&dir)
                 .with_context(|| format!("{}: reading {}", self.name, dir.display()))?
                 .map(|e| e.map(|e| e.file_name()))
                 .collect::<std::io::Result<_>>()?;
@@ -117,7 +117,7 @@ impl PkgSpec {
                 }
                 let Some(target) = map(&d) else { continue };
                 if meta.file_type().is_symlink() {
-                    let t = std::fs::read_link(&s)?;
+                    let t = fs_err::read_link(&s)?;
                     self.symlink(&target, t.to_str().context("non-UTF-8 symlink target")?)?;
                 } else if meta.is_file() {
                     use std::os::unix::fs::PermissionsExt;
@@ -185,7 +185,7 @@ impl PkgSpec {
                 }
                 Content::File(src) => {
                     let data =
-                        std::fs::read(src).with_context(|| format!("{}: reading {}", self.name, src.display()))?;
+                        fs_err::read(src).with_context(|| format!("{}: reading {}", self.name, src.display()))?;
                     h.update(b"f");
                     h.update(Sha256::digest(&data));
                 }
@@ -249,7 +249,10 @@ impl PkgSpec {
         for d in &self.recommends {
             b.recommends(parse_dep(d)?);
         }
-        let pkg = b.build().with_context(|| format!("building {}", self.nevra()))?;
+        // Signed at SOURCE_DATE (the build's source date): reproducible, and verified by gpgcheck=1.
+        let pkg = b
+            .build_and_sign(crate::gpg::dev_signer()?)
+            .with_context(|| format!("building {}", self.nevra()))?;
         let dir = out.parent().context("output has no parent")?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());

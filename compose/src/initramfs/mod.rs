@@ -83,7 +83,7 @@ pub fn build(tree_root: &Path, kver: &str) -> Result<Vec<u8>> {
 
     // Paths inside the tree are package content: never follow a symlink out of it.
     let busybox = crate::safepath::beneath(tree_root, "usr/bin/busybox")?;
-    let data = std::fs::read(&busybox)
+    let data = fs_err::read(&busybox)
         .with_context(|| format!("initramfs needs busybox from the tree, reading {}", busybox.display()))?;
     archive.file("bin/busybox", 0o755, data);
     for applet in APPLETS {
@@ -97,7 +97,7 @@ pub fn build(tree_root: &Path, kver: &str) -> Result<Vec<u8>> {
         let rel = &dep.modules[&name].0;
         let src = crate::safepath::beneath(&modules_dir, rel)
             .with_context(|| format!("modules.dep entry `{rel}` of {kver}"))?;
-        let data = std::fs::read(&src).with_context(|| format!("reading kernel module {}", src.display()))?;
+        let data = fs_err::read(&src).with_context(|| format!("reading kernel module {}", src.display()))?;
         // Keep the file name (with any .xz/.zst suffix): insmod and the kernel decide what they can load.
         let file = rel.rsplit('/').next().unwrap_or(rel);
         archive.file(&format!("lib/modules/{file}"), 0o644, data);

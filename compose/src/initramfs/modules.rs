@@ -2,7 +2,7 @@
 //! the tree's `modules.dep` (what depmod wrote, so no module binary is inspected and any target
 //! architecture works), minus what `modules.builtin` says is compiled in.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -22,21 +22,21 @@ pub(crate) struct ModulesDep {
 impl ModulesDep {
     pub(crate) fn load(modules_dir: &Path) -> Result<Self> {
         let dep_path = modules_dir.join("modules.dep");
-        let dep = std::fs::read_to_string(&dep_path).with_context(|| format!("reading {}", dep_path.display()))?;
+        let dep = fs_err::read_to_string(&dep_path).with_context(|| format!("reading {}", dep_path.display()))?;
         let mut modules = BTreeMap::new();
         for (n, line) in dep.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let (module, deps) = line
-                .split_once(':')
-                .ok_or_else(|| anyhow!("{}:{}: no ':' in {line:?}", dep_path.display(), n + 1))?;
+            let (module, deps) = line.split_once(':').ok_or_else(|| {
+                fedostree_util::InputError::new(format!("{}:{}: no ':' in {line:?}", dep_path.display(), n + 1))
+            })?;
             let deps = deps.split_whitespace().map(module_name).collect();
             modules.insert(module_name(module), (module.trim().to_string(), deps));
         }
         // A kernel without modules.builtin has nothing built in worth skipping.
         let builtin_path = modules_dir.join("modules.builtin");
-        let builtin = match std::fs::read_to_string(&builtin_path) {
+        let builtin = match fs_err::read_to_string(&builtin_path) {
             Ok(s) => s.lines().filter(|l| !l.trim().is_empty()).map(module_name).collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", builtin_path.display())),
@@ -63,7 +63,7 @@ impl ModulesDep {
     ) -> Result<()> {
         match state.get(name) {
             Some(true) => return Ok(()),
-            Some(false) => bail!("kernel module dependency cycle through `{name}`"),
+            Some(false) => fedostree_util::bail_input!("kernel module dependency cycle through `{name}`"),
             None => {}
         }
         let Some((_, deps)) = self.modules.get(name) else {
@@ -71,7 +71,7 @@ impl ModulesDep {
                 return Ok(());
             }
             let why = needed_by.map(|m| format!(" (needed by `{m}`)")).unwrap_or_default();
-            bail!("kernel module `{name}`{why} is neither in modules.dep nor in modules.builtin");
+            fedostree_util::bail_input!("kernel module `{name}`{why} is neither in modules.dep nor in modules.builtin");
         };
         state.insert(name.to_string(), false);
         // modprobe loads the dependencies listed last first; follow it so the order matches a real boot.

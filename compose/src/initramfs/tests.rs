@@ -3,7 +3,7 @@
 
 use super::cpio::{S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG};
 use super::*;
-use crate::cmd::CommandRunExt;
+use fedostree_util::cmd::CommandRunExt;
 use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ const LOAD_ORDER: &[&str] = &[
 /// bytes would do), else a stand-in.
 fn busybox_bytes() -> Vec<u8> {
     match std::env::var_os("FEDOSTREE_TEST_BUSYBOX") {
-        Some(p) => std::fs::read(&p).unwrap(),
+        Some(p) => fs_err::read(&p).unwrap(),
         None => b"\x7fELF fake busybox".to_vec(),
     }
 }
@@ -49,8 +49,8 @@ fn busybox_bytes() -> Vec<u8> {
 fn fake_tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
-    std::fs::write(root.join("usr/bin/busybox"), busybox_bytes()).unwrap();
+    fs_err::create_dir_all(root.join("usr/bin")).unwrap();
+    fs_err::write(root.join("usr/bin/busybox"), busybox_bytes()).unwrap();
     let md = modules_dir(root);
     for line in MODULES_DEP.lines() {
         let ko = line.split(':').next().unwrap();
@@ -58,11 +58,11 @@ fn fake_tree() -> tempfile::TempDir {
             continue;
         }
         let path = md.join(ko);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, format!("dummy module {ko}")).unwrap();
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, format!("dummy module {ko}")).unwrap();
     }
-    std::fs::write(md.join("modules.dep"), MODULES_DEP).unwrap();
-    std::fs::write(md.join("modules.builtin"), MODULES_BUILTIN).unwrap();
+    fs_err::write(md.join("modules.dep"), MODULES_DEP).unwrap();
+    fs_err::write(md.join("modules.builtin"), MODULES_BUILTIN).unwrap();
     dir
 }
 
@@ -152,7 +152,7 @@ fn missing_modules_dep_is_named() {
 #[test]
 fn missing_busybox_is_named() {
     let tree = fake_tree();
-    std::fs::remove_file(tree.path().join("usr/bin/busybox")).unwrap();
+    fs_err::remove_file(tree.path().join("usr/bin/busybox")).unwrap();
     let err = build(tree.path(), KVER).unwrap_err();
     let want = tree.path().join("usr/bin/busybox");
     assert!(format!("{err:#}").contains(&want.display().to_string()), "{err:#}");
@@ -230,10 +230,98 @@ fn archive_contents() {
     assert_eq!(modules, LOAD_ORDER.len(), "only the closure is copied");
 }
 
-/// `/init` uses only applets the archive links, so no command is "not found" at boot.
+/// The external commands a shell script runs: the first word of every simple command (after `;`, `|`,
+/// `&&`, `||`, `$(`, parentheses, braces, `!` and control keywords), minus shell builtins, keywords,
+/// assignments, case patterns, words that are expansions, and functions the script defines itself.
+fn commands_of(script: &str) -> std::collections::BTreeSet<String> {
+    const SHELL: &[&str] = &[
+        "if", "then", "else", "elif", "fi", "for", "in", "do", "done", "while", "until", "case", "esac", "export",
+        "set", "exit", "cd", "[", "test", ".", "return", "local", "shift", "read", ":", "true", "false", "break",
+        "continue", "echo", "printf",
+    ];
+    let mut functions = std::collections::BTreeSet::new();
+    let mut words = Vec::new();
+    for line in script.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let line = without_quotes_and_expansions(line.split(" #").next().unwrap_or_default());
+        let line = line.as_str();
+        if let Some(f) = line
+            .split_once("()")
+            .map(|(f, _)| f.trim())
+            .filter(|f| f.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        {
+            functions.insert(f.to_string());
+        }
+        let mut spaced = line.to_string();
+        for sep in ["&&", "||", "$(", ";", "|", "(", ")", "{", "}", "!"] {
+            spaced = spaced.replace(sep, " \n ");
+        }
+        for segment in spaced.split('\n') {
+            let mut it = segment.split_whitespace().peekable();
+            // `exec cmd`, `then cmd`, `do cmd`, `else cmd`: the command is the next word.
+            while it
+                .peek()
+                .is_some_and(|w| ["exec", "then", "do", "else", "if", "while", "until"].contains(w))
+            {
+                it.next();
+            }
+            if let Some(w) = it.next() {
+                words.push(w.to_string());
+            }
+        }
+    }
+    words
+        .into_iter()
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '['))
+        .filter(|w| !w.contains('=') && !SHELL.contains(&w.as_str()) && !functions.contains(w))
+        .collect()
+}
+
+/// `line` with quoted strings, `${…}` and `$((…))` reduced to a placeholder word, so their contents
+/// are never taken for commands.
+fn without_quotes_and_expansions(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                for q in chars.by_ref() {
+                    if q == c {
+                        break;
+                    }
+                }
+                out.push('Q');
+            }
+            '$' if matches!(chars.peek(), Some('{')) || chars.clone().take(2).eq(['(', '(']) => {
+                let (open, close) = if chars.peek() == Some(&'{') {
+                    ('{', '}')
+                } else {
+                    ('(', ')')
+                };
+                let mut depth = 0;
+                for q in chars.by_ref() {
+                    depth += i32::from(q == open) - i32::from(q == close);
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                out.push_str("$V");
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `/init` runs only applets the archive links, so no command is "not found" at boot. The commands
+/// come from init.sh itself: a new command in the script fails this test until it is linked.
 #[test]
 fn init_uses_only_linked_applets() {
-    for needed in [
+    let used = commands_of(INIT_SCRIPT);
+    for cmd in [
         "mount",
         "insmod",
         "findfs",
@@ -242,10 +330,22 @@ fn init_uses_only_linked_applets() {
         "usleep",
         "readlink",
         "cut",
+        "touch",
     ] {
-        assert!(INIT_SCRIPT.contains(needed), "{needed} no longer used: update the test");
-        assert!(APPLETS.contains(&needed), "{needed} not linked");
+        assert!(used.contains(cmd), "the extractor missed {cmd}: {used:?}");
     }
+    let missing: Vec<&String> = used.iter().filter(|c| !APPLETS.contains(&c.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "init.sh runs {missing:?}, which the initramfs does not link"
+    );
+}
+
+#[test]
+fn command_extractor_sees_commands_everywhere() {
+    let s = "f() { g; }\nx=1 y=$(h -a | j) z=$((x + 1))\nif k && ! l; then m \"(s t)\"; else n ${x#u}; fi\ncase $a in b=*) o ;; esac\nexec p q # r\n";
+    let got: Vec<String> = commands_of(s).into_iter().collect();
+    assert_eq!(got, ["g", "h", "j", "k", "l", "m", "n", "o", "p"]);
 }
 
 #[test]
@@ -253,20 +353,15 @@ fn init_script_parses() {
     Command::new("sh").args(["-n", "-c", INIT_SCRIPT]).run().unwrap();
 }
 
-/// GNU cpio, an independent reader, lists the same members (skipped where cpio is not installed).
+/// GNU cpio, an independent reader, lists the same members (cpio is installed by ci/setup).
 #[test]
 fn gnu_cpio_reads_the_archive() {
-    if Command::new("cpio").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "cpio is installed by ci/setup");
-        eprintln!("cpio not installed: skipping");
-        return;
-    }
     let tree = fake_tree();
     let gz = build(tree.path(), KVER).unwrap();
     let mut raw = Vec::new();
     GzDecoder::new(gz.as_slice()).read_to_end(&mut raw).unwrap();
     let file = tree.path().join("initramfs.cpio");
-    std::fs::write(&file, raw).unwrap();
+    fs_err::write(&file, raw).unwrap();
     let listed = Command::new("cpio")
         .args(["-it", "--quiet", "-F"])
         .arg(&file)

@@ -1,5 +1,8 @@
 //! Depsolving with libsolv, the solver dnf and rpm-ostree use: RPM version semantics, file and
 //! soname provides, rich and weak deps, obsoletes. This module is the only place that touches its FFI.
+//!
+//! Every `unsafe` block below calls libsolv on the pool this `Solver` owns (created in `new`, freed
+//! once in `Drop`, never shared across threads) and checks each pointer libsolv returns before use.
 #![allow(unsafe_code)]
 
 use anyhow::{bail, Context, Result};
@@ -65,6 +68,10 @@ pub enum SolveError {
     NotFound(String),
     #[error("the package set cannot be solved:\n{}", .0.join("\n"))]
     Unsatisfiable(Vec<String>),
+    #[error("{0:?} contains a NUL byte")]
+    Nul(String),
+    #[error("libsolv returned no {0}")]
+    Null(&'static str),
 }
 
 /// A libsolv pool for one target architecture.
@@ -73,10 +80,17 @@ pub struct Solver {
     repos: usize,
 }
 
-fn cstr(s: &str) -> CString {
-    CString::new(s).expect("no NUL in solver strings")
+fn cstr(s: &str) -> Result<CString, SolveError> {
+    CString::new(s).map_err(|_| SolveError::Nul(s.into()))
 }
 
+/// What C sees of `s`: everything before the first NUL (for EVRs, which come from RPM headers).
+fn cstr_lossy(s: &str) -> CString {
+    let end = s.find('\0').unwrap_or(s.len());
+    CString::new(&s[..end]).unwrap_or_default()
+}
+
+/// SAFETY: `p` is null or a NUL-terminated string owned by libsolv that outlives this call.
 unsafe fn str_of(p: *const std::os::raw::c_char) -> String {
     if p.is_null() {
         String::new()
@@ -87,11 +101,13 @@ unsafe fn str_of(p: *const std::os::raw::c_char) -> String {
 
 impl Solver {
     pub fn new(arch: &str) -> Self {
+        let a = cstr_lossy(arch);
+        // SAFETY: a fresh pool (aborts inside libsolv on OOM, never null); `a` outlives the call.
         unsafe {
             let pool = ffi::pool_create();
+            assert!(!pool.is_null(), "pool_create returned NULL");
             // Debian builds libsolv with DEB as the default: without this noarch "does not exist".
             ffi::pool_setdisttype(pool, ffi::DISTTYPE_RPM as i32);
-            let a = cstr(arch);
             ffi::pool_setarch(pool, a.as_ptr());
             Solver { pool, repos: 0 }
         }
@@ -99,9 +115,13 @@ impl Solver {
 
     /// Load one rpm-md repository: primary first, then filelists extending the same solvables.
     pub fn add_repo(&mut self, name: &str, primary: &Path, filelists: Option<&Path>) -> Result<()> {
+        let n = cstr(name)?;
+        // SAFETY: our pool; `repo` is checked non-null before it is written; the pool owns it after.
         unsafe {
-            let n = cstr(name);
             let repo = ffi::repo_create(self.pool, n.as_ptr());
+            if repo.is_null() {
+                return Err(SolveError::Null("repository").into());
+            }
             (*repo).appdata = self.repos as *mut std::ffi::c_void;
             self.repos += 1;
             self.load_xml(repo, primary, 0)?;
@@ -113,9 +133,10 @@ impl Solver {
         Ok(())
     }
 
+    /// SAFETY: `repo` is a live repository of this pool.
     unsafe fn load_xml(&self, repo: *mut ffi::Repo, path: &Path, flags: i32) -> Result<()> {
-        let p = cstr(path.to_str().context("non-UTF-8 path")?);
-        let mode = cstr("r");
+        let p = cstr(path.to_str().context("non-UTF-8 path")?)?;
+        let mode = cstr_lossy("r");
         let fp = ffi::solv_xfopen(p.as_ptr(), mode.as_ptr());
         if fp.is_null() {
             bail!("{}: cannot open rpm-md metadata", path.display());
@@ -131,13 +152,16 @@ impl Solver {
 
     /// Compare two `[epoch:]version[-release]` strings with rpm's rules (rpmvercmp).
     pub fn evrcmp(&self, a: &str, b: &str) -> std::cmp::Ordering {
-        let (a, b) = (cstr(a), cstr(b));
+        let (a, b) = (cstr_lossy(a), cstr_lossy(b));
+        // SAFETY: our pool; both strings outlive the call.
         let r = unsafe { ffi::pool_evrcmp_str(self.pool, a.as_ptr(), b.as_ptr(), ffi::EVRCMP_COMPARE as i32) };
         r.cmp(&0)
     }
 
     /// Solve a fresh install of `req` and return the chosen packages sorted by name.
     pub fn solve(&mut self, req: &Request) -> Result<Vec<SolvedPackage>, SolveError> {
+        // SAFETY: our pool; queues are initialised before use and freed on every path; the solver and
+        // transaction are checked non-null and freed before returning; step ids index the pool.
         unsafe {
             let pool = self.pool;
             self.apply_excludes(&req.exclude);
@@ -149,9 +173,16 @@ impl Solver {
             for name in &req.install {
                 // dnf's rule: a package of that exact name wins over other packages providing it
                 // (kernel-core provides `kernel`, but `kernel` means the kernel package).
-                let mut sel = self.select(name, ffi::SELECTION_NAME);
+                let n = match cstr(name) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        ffi::queue_free(&mut job);
+                        return Err(e);
+                    }
+                };
+                let mut sel = self.select(&n, ffi::SELECTION_NAME);
                 if sel.is_empty() {
-                    sel = self.select(name, ffi::SELECTION_PROVIDES | ffi::SELECTION_FILELIST);
+                    sel = self.select(&n, ffi::SELECTION_PROVIDES | ffi::SELECTION_FILELIST);
                 }
                 if sel.is_empty() {
                     ffi::queue_free(&mut job);
@@ -162,6 +193,10 @@ impl Solver {
                 }
             }
             let solv = ffi::solver_create(pool);
+            if solv.is_null() {
+                ffi::queue_free(&mut job);
+                return Err(SolveError::Null("solver"));
+            }
             if !req.recommends {
                 ffi::solver_set_flag(solv, ffi::SOLVER_FLAG_IGNORE_RECOMMENDED as i32, 1);
             }
@@ -175,6 +210,10 @@ impl Solver {
                 return Err(SolveError::Unsatisfiable(problems));
             }
             let trans = ffi::solver_create_transaction(solv);
+            if trans.is_null() {
+                ffi::solver_free(solv);
+                return Err(SolveError::Null("transaction"));
+            }
             let steps = &(*trans).steps;
             let mut out = Vec::with_capacity(steps.count as usize);
             for i in 0..steps.count as usize {
@@ -190,6 +229,8 @@ impl Solver {
 
     /// dnf's excludes: excluded packages vanish from the pool, so a requirement only they could
     /// satisfy reads "nothing provides X needed by Y", naming both sides.
+    ///
+    /// SAFETY: solvable ids 2..nsolvables index the pool's solvables array.
     unsafe fn apply_excludes(&mut self, exclude: &[String]) {
         let pool = self.pool;
         for p in (2..(*pool).nsolvables).rev() {
@@ -198,15 +239,16 @@ impl Solver {
                 continue;
             }
             let name = str_of(ffi::pool_id2str(pool, (*s).name));
-            if exclude.iter().any(|e| *e == name) {
+            if exclude.contains(&name) {
                 ffi::repo_free_solvable((*s).repo, p, 0);
             }
         }
     }
 
-    /// libsolv's selection for `name` with `flags`, as (how, what) job pairs.
-    unsafe fn select(&self, name: &str, flags: u32) -> Vec<ffi::Id> {
-        let n = cstr(name);
+    /// libsolv's selection for `n` with `flags`, as (how, what) job pairs.
+    ///
+    /// SAFETY: our pool; the queue is initialised and freed here.
+    unsafe fn select(&self, n: &CStr, flags: u32) -> Vec<ffi::Id> {
         let mut sel: ffi::Queue = std::mem::zeroed();
         ffi::queue_init(&mut sel);
         ffi::selection_make(self.pool, &mut sel, n.as_ptr(), flags as i32);
@@ -215,6 +257,7 @@ impl Solver {
         out
     }
 
+    /// SAFETY: `p` is a solvable id of this pool from a transaction, whose repo is one of ours.
     unsafe fn describe(&self, p: ffi::Id) -> SolvedPackage {
         let pool = self.pool;
         let s = (*pool).solvables.add(p as usize);
@@ -251,6 +294,7 @@ impl Solver {
 
 impl Drop for Solver {
     fn drop(&mut self) {
+        // SAFETY: the pool was created in `new` and is freed exactly once, here.
         unsafe { ffi::pool_free(self.pool) }
     }
 }

@@ -96,27 +96,14 @@ pub fn install_signal_handler() {
 
 /// Direct children of this process (e.g. an `ostree admin deploy` in flight holding the mount busy).
 fn children() -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_string()))
-                .and_then(|rest| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
-                == Some(me)
-        })
-        .collect()
+    crate::sys::children_of(std::process::id() as i32)
 }
 
 /// SIGTERM our children, wait up to `grace`, then SIGKILL the rest.
 fn stop_children(grace: Duration) {
     let kids = children();
     for &pid in &kids {
-        let _ = crate::sys::kill(pid, libc::SIGTERM);
+        let _ = crate::sys::kill(pid, crate::sys::Sig::TERM);
     }
     let deadline = Instant::now() + grace;
     loop {
@@ -130,7 +117,7 @@ fn stop_children(grace: Duration) {
     }
     for &pid in &kids {
         if crate::sys::pid_alive(pid) {
-            let _ = crate::sys::kill(pid, libc::SIGKILL);
+            let _ = crate::sys::kill(pid, crate::sys::Sig::KILL);
             crate::sys::try_reap(pid);
         }
     }
@@ -142,14 +129,34 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    /// The path a signal takes (`run_all`): registered teardowns run newest first, exactly once, a
+    /// panicking one does not stop the others, and a deregistered one never runs. One test, because
+    /// the registry is process-wide and tests run in parallel.
     #[test]
-    fn deregistered_teardown_does_not_run() {
-        let n = Arc::new(AtomicUsize::new(0));
-        let n2 = n.clone();
-        let h = register("test entry", move || {
-            n2.fetch_add(1, Ordering::SeqCst);
+    fn run_all_tears_down_newest_first_once() {
+        let gone = Arc::new(AtomicUsize::new(0));
+        let g = gone.clone();
+        let h = register("deregistered", move || {
+            g.fetch_add(1, Ordering::SeqCst);
         });
         deregister(h);
-        assert_eq!(n.load(Ordering::SeqCst), 0);
+
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for name in ["qsd", "loop", "mount"] {
+            let o = order.clone();
+            handles.push(register(name, move || o.lock().unwrap().push(name)));
+        }
+        register("panicking", || panic!("teardown bug"));
+        run_all();
+        assert_eq!(*order.lock().unwrap(), ["mount", "loop", "qsd"]);
+        assert_eq!(gone.load(Ordering::SeqCst), 0, "a deregistered teardown ran");
+        assert_eq!(pending(), 0);
+        run_all();
+        assert_eq!(order.lock().unwrap().len(), 3, "a teardown ran twice");
+        // Owners deregistering after a signal-time cleanup is harmless.
+        for h in handles {
+            deregister(h);
+        }
     }
 }

@@ -1,0 +1,18 @@
+//! fedostree-util: what every fedostree crate shares. [`cmd`] runs external commands, [`lock`] holds
+//! advisory locks, [`state`] knows where artifacts and sources live, [`error`] classifies failures into
+//! exit codes, [`cleanup`] tears OS resources down on SIGINT/SIGTERM, [`workdir`] gives each stage a
+//! scratch directory that a crash cannot leak, [`sys`] wraps the few syscalls beyond std, and
+//! [`prereq`] decides whether a test can run here (and, with the `testing` feature, runs tests that
+//! report a missing prerequisite as a visible ignore, or a failure under `CI`).
+
+pub mod cleanup;
+pub mod cmd;
+pub mod error;
+pub mod lock;
+pub mod prereq;
+pub mod qemu_opt;
+pub mod state;
+pub mod sys;
+pub mod workdir;
+
+pub use error::{is_input_error, Exit, InputError};
