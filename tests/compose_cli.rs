@@ -507,7 +507,20 @@ fn bad_inputs(good_state: &Path) {
         // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
         line.split_whitespace().nth(5).unwrap().to_string()
     };
-    let t = tree("http", &format!("http://127.0.0.1:{port}"), "");
+    // Signed over http:// too: the key itself is fetched from the server (gpgkey=http://…).
+    std::fs::copy(
+        good_state.join("devrepo/RPM-GPG-KEY-fedostree-dev"),
+        fixed.join("RPM-GPG-KEY-fedostree-dev"),
+    )
+    .unwrap();
+    let t = tree_with_repo(
+        &work,
+        "http",
+        &format!(
+            "baseurl=http://127.0.0.1:{port}\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=http://127.0.0.1:{port}/RPM-GPG-KEY-fedostree-dev\n"
+        ),
+        "kernel, busybox, fedostree-base",
+    );
     let s = fresh_state("http");
     let out = fedostree(&s, &["compose", "--tree", t.to_str().unwrap(), "--arch", "x86_64"]);
     ok(&out);

@@ -150,4 +150,38 @@ mod tests {
         assert!(format!("{e:#}").contains("no usable OpenPGP public key"), "{e:#}");
         assert!(fedostree_util::is_input_error(&e));
     }
+
+    /// RSA keys (what Fedora signed with for years) and EdDSA keys both verify; each key verifies only
+    /// its own signatures.
+    #[test]
+    fn rsa_and_eddsa_packages_verify_against_their_own_keys_only() {
+        let d = tempfile::tempdir().unwrap();
+        let rsa_secret = include_str!("../tests/keys/rsa-test.secret.asc");
+        let rsa_public = include_str!("../tests/keys/rsa-test.pub.asc");
+        let build = |signer: Signer| {
+            rpm::PackageBuilder::new("signed", "1.0", "MIT", "noarch", "signature test")
+                .release("1")
+                .with_file_contents(b"x\n".to_vec(), rpm::FileOptions::new("/usr/share/signed/x"))
+                .unwrap()
+                .build_and_sign(signer)
+                .unwrap()
+        };
+        let by_rsa = build(Signer::from_asc(rsa_secret).unwrap());
+        let by_dev = build(dev_signer().unwrap());
+        let rsa = RepoKeys::load(&repo(vec![key_file(d.path(), "rsa", rsa_public)])).unwrap();
+        let dev = RepoKeys::load(&repo(vec![key_file(d.path(), "dev", DEV_PUBLIC_KEY)])).unwrap();
+        rsa.verify_rpm(&by_rsa, "signed").unwrap();
+        dev.verify_rpm(&by_dev, "signed").unwrap();
+        assert!(rsa.verify_rpm(&by_dev, "signed").is_err());
+        let e = dev.verify_rpm(&by_rsa, "signed").unwrap_err();
+        assert!(fedostree_util::is_input_error(&e), "{e:#}");
+        // Both keys in one repository: either signature is accepted.
+        let both = RepoKeys::load(&repo(vec![
+            key_file(d.path(), "rsa", rsa_public),
+            key_file(d.path(), "dev", DEV_PUBLIC_KEY),
+        ]))
+        .unwrap();
+        both.verify_rpm(&by_rsa, "signed").unwrap();
+        both.verify_rpm(&by_dev, "signed").unwrap();
+    }
 }

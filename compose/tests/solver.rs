@@ -147,3 +147,33 @@ fn unsatisfiable_names_package_and_requirement() {
         "{err}"
     );
 }
+
+/// A cached metadata file is trusted only while it has the checksum repomd.xml gives it: a corrupt
+/// one is evicted and fetched again, and solving works as before.
+#[test]
+fn corrupt_cached_metadata_is_fetched_again() {
+    let d = tempfile::tempdir().unwrap();
+    repo_fixture(d.path());
+    let cfg = RepoConfig {
+        id: "t".into(),
+        name: "t".into(),
+        baseurl: format!("file://{}", d.path().display()),
+        gpgcheck: false,
+        repo_gpgcheck: false,
+        gpgkeys: vec![],
+        source: d.path().into(),
+    };
+    let cache = d.path().join("cache");
+    let md = fetch_metadata(&cfg, None, &cache).unwrap();
+    let good = std::fs::read(&md.primary).unwrap();
+    std::fs::write(&md.primary, b"not gzip at all").unwrap();
+    let again = fetch_metadata(&cfg, None, &cache).unwrap();
+    assert_eq!(again.primary, md.primary);
+    assert_eq!(
+        std::fs::read(&again.primary).unwrap(),
+        good,
+        "the corrupt cache entry was kept"
+    );
+    let mut s = Solver::new("x86_64");
+    s.add_repo("t", &again.primary, again.filelists.as_deref()).unwrap();
+}

@@ -72,7 +72,8 @@ struct Run {
 }
 
 fn vm_config(f: &support::Fixture, scenario: &str) -> Run {
-    let dir = tempfile::Builder::new().prefix("fh-").tempdir_in("/tmp").unwrap();
+    // A comma in every run dir: the disk, console, results and QMP paths QEMU parses as option values.
+    let dir = tempfile::Builder::new().prefix("fh,").tempdir_in("/tmp").unwrap();
     let disk = dir.path().join("disk.qcow2");
     let st = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
