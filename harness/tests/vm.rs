@@ -96,7 +96,8 @@ fn vm_config(f: &support::Fixture, scenario: &str) -> Run {
 
 /// The QEMU whose command line mentions `run_dir` (each test has its own), found through /proc.
 fn find_qemu(run_dir: &Path) -> Option<u32> {
-    let needle = run_dir.to_string_lossy().into_owned();
+    // Run dirs have a comma: in QEMU's option values it is doubled.
+    let needle = fedostree_util::qemu_opt::path_value(run_dir);
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
