@@ -91,15 +91,19 @@ fn open_verified(rpm_path: &Path, opts: ImportOptions) -> Result<(rpm::Package, 
         }
         e => InputError::new(format!("{}: not a valid RPM: {e}", rpm_path.display())),
     })?;
-    pkg.verify_digests()
-        .map_err(|e| InputError::new(format!("{}: RPM digest check failed: {e}", rpm_path.display())))?;
-    if let Some(keys) = opts.verify {
-        let what = format!(
-            "{} ({})",
-            pkg.metadata.get_nevra().map(|n| n.to_string()).unwrap_or_default(),
-            rpm_path.display()
-        );
-        keys.verify_rpm(&pkg, &what)?;
+    match opts.verify {
+        // The signature check verifies the header and payload digests too: hash the payload once.
+        Some(keys) => {
+            let what = format!(
+                "{} ({})",
+                pkg.metadata.get_nevra().map(|n| n.to_string()).unwrap_or_default(),
+                rpm_path.display()
+            );
+            keys.verify_rpm(&pkg, &what)?;
+        }
+        None => pkg
+            .verify_digests()
+            .map_err(|e| InputError::new(format!("{}: RPM digest check failed: {e}", rpm_path.display())))?,
     }
     let md = &pkg.metadata;
     let header = |e: rpm::Error| InputError::new(format!("{}: invalid RPM header: {e}", rpm_path.display()));
