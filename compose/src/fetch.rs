@@ -2,11 +2,9 @@
 //! is verified against the checksum in repodata before it enters the cache; a mismatch is refused.
 
 use crate::progress::Progress;
-use crate::repo::{open_url, RepoConfig};
+use crate::repo::{hex_digest_reader, open_url, RepoConfig};
 use crate::solve::SolvedPackage;
-use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256, Sha512};
-use std::io::{Read, Write};
+use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Where `pkg` lives in the cache once verified.
@@ -26,7 +24,8 @@ pub fn fetch_all(pkgs: &[SolvedPackage], repos: &[RepoConfig], cache: &Path) -> 
             missing.push(pkg);
             continue;
         };
-        let (got, _) = digest(&pkg.checksum_type, f, None).with_context(|| format!("reading {}", path.display()))?;
+        let (got, _) =
+            hex_digest_reader(&pkg.checksum_type, f, None).with_context(|| format!("reading {}", path.display()))?;
         if got != pkg.checksum {
             eprintln!(
                 "fedostree: cached {} ({}) no longer matches the repodata checksum: evicting and fetching again",
@@ -54,41 +53,6 @@ pub fn fetch_all(pkgs: &[SolvedPackage], repos: &[RepoConfig], cache: &Path) -> 
     Ok(pkgs.iter().map(|p| cache_path(cache, p)).collect())
 }
 
-enum Hasher {
-    Sha256(Sha256),
-    Sha512(Sha512),
-}
-
-/// Hex digest of everything `src` yields (copied into `copy` if given), and the byte count.
-fn digest(kind: &str, mut src: impl Read, mut copy: Option<&mut dyn Write>) -> Result<(String, u64)> {
-    let mut hasher = match kind {
-        "sha256" => Hasher::Sha256(Sha256::new()),
-        "sha512" => Hasher::Sha512(Sha512::new()),
-        other => bail!("unsupported checksum type `{other}` in repodata"),
-    };
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        match &mut hasher {
-            Hasher::Sha256(h) => h.update(&buf[..n]),
-            Hasher::Sha512(h) => h.update(&buf[..n]),
-        }
-        if let Some(w) = copy.as_mut() {
-            w.write_all(&buf[..n])?;
-        }
-        total += n as u64;
-    }
-    let hex = match hasher {
-        Hasher::Sha256(h) => hex::encode(h.finalize()),
-        Hasher::Sha512(h) => hex::encode(h.finalize()),
-    };
-    Ok((hex, total))
-}
-
 fn fetch_one(pkg: &SolvedPackage, repo: &RepoConfig, cache: &Path) -> Result<u64> {
     if pkg.location.contains("..") || pkg.location.starts_with('/') {
         return Err(fedostree_util::InputError::new(format!(
@@ -102,7 +66,7 @@ fn fetch_one(pkg: &SolvedPackage, repo: &RepoConfig, cache: &Path) -> Result<u64
     let dest = cache_path(cache, pkg);
     let mut tmp = tempfile::NamedTempFile::new_in(cache)?;
     let src = open_url(&url).with_context(|| format!("fetching {}", pkg.nevra()))?;
-    let (got, total) = digest(&pkg.checksum_type, src, Some(tmp.as_file_mut()))
+    let (got, total) = hex_digest_reader(&pkg.checksum_type, src, Some(tmp.as_file_mut()))
         .with_context(|| format!("{}: downloading {url}", pkg.nevra()))?;
     if got != pkg.checksum {
         return Err(fedostree_util::InputError::new(format!(

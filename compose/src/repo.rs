@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use fedostree_util::InputError;
 use sha2::{Digest, Sha256, Sha512};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// One `[id]` section of a `.repo` file.
@@ -186,11 +186,42 @@ pub fn open_url(url: &str) -> Result<Box<dyn Read + Send>> {
 
 /// A digest in one of rpm-md's checksum types.
 pub fn hex_digest(kind: &str, data: &[u8]) -> Result<String> {
-    Ok(match kind {
-        "sha256" => hex::encode(Sha256::digest(data)),
-        "sha512" => hex::encode(Sha512::digest(data)),
-        other => bail!("unsupported checksum type `{other}`"),
-    })
+    Ok(hex_digest_reader(kind, data, None)?.0)
+}
+
+enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+/// Hex digest of everything `src` yields (copied into `copy` if given), and the byte count.
+pub fn hex_digest_reader(kind: &str, mut src: impl Read, mut copy: Option<&mut dyn Write>) -> Result<(String, u64)> {
+    let mut hasher = match kind {
+        "sha256" => Hasher::Sha256(Sha256::new()),
+        "sha512" => Hasher::Sha512(Sha512::new()),
+        other => bail!("unsupported checksum type `{other}` in repodata"),
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        match &mut hasher {
+            Hasher::Sha256(h) => h.update(&buf[..n]),
+            Hasher::Sha512(h) => h.update(&buf[..n]),
+        }
+        if let Some(w) = copy.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
+        total += n as u64;
+    }
+    let hex = match hasher {
+        Hasher::Sha256(h) => hex::encode(h.finalize()),
+        Hasher::Sha512(h) => hex::encode(h.finalize()),
+    };
+    Ok((hex, total))
 }
 
 /// Verified local copies of one repository's metadata.

@@ -54,11 +54,6 @@ impl FileLock {
         }
     }
 
-    /// The lock file itself (e.g. to record the holder's pid in it).
-    pub fn file(&mut self) -> &mut File {
-        &mut self.0
-    }
-
     /// Write our pid into the lock file, for [`holder`](Self::holder) and the waiting message.
     pub fn record_holder(&mut self) -> Result<()> {
         self.0.set_len(0)?;

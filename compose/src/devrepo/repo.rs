@@ -30,14 +30,10 @@ fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 }
 
 fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let dir = path.parent().context("no parent")?;
-    fs_err::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, v)?;
-    std::io::Write::write_all(&mut tmp, b"\n")?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    fs_err::create_dir_all(path.parent().context("no parent")?)?;
+    let mut data = serde_json::to_vec_pretty(v)?;
+    data.push(b'\n');
+    write_atomic(path, &data)
 }
 
 impl Manifest {
