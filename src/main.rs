@@ -3,7 +3,8 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use fedostree_compose::{compose_tree, dbdiff, devrepo};
+use fedostree_compose::{compose_tree, dbdiff};
+use fedostree_devrepo as devrepo;
 use fedostree_harness::qemu::Accel;
 use fedostree_images::Backend;
 use fedostree_util::state::{Sources, StateDir, ARCHES};
@@ -79,6 +80,10 @@ enum Command {
         /// Rebuild these packages with their release incremented (an "update" to compose).
         #[arg(long)]
         bump: Vec<String>,
+        /// Also build the Debian repository ($STATE/devrepo/debian/<arch>/): the closure of
+        /// devrepo/sets/*.yaml converted to RPMs, what base/minimal and server/docker-io compose from.
+        #[arg(long)]
+        debian: bool,
     },
     /// Compose a treefile into an OSTree commit on its ref in $STATE/repo.
     Compose {
@@ -157,7 +162,7 @@ fn run(cli: Cli) -> Result<Exit> {
     let state = StateDir::new(&cli.state_dir);
     let sources = || Sources::discover(cli.trees_dir.clone()).map_err(InputError::new);
     match cli.command {
-        Command::Devrepo { arch, bump } => cmd_devrepo(&state, sources()?, arches(arch), bump),
+        Command::Devrepo { arch, bump, debian } => cmd_devrepo(&state, sources()?, arches(arch), bump, debian),
         Command::Compose {
             tree,
             arch,
@@ -206,7 +211,18 @@ fn run(cli: Cli) -> Result<Exit> {
     }
 }
 
-fn cmd_devrepo(state: &StateDir, sources: Sources, arches: Vec<String>, bump: Vec<String>) -> Result<Exit> {
+fn cmd_devrepo(
+    state: &StateDir,
+    sources: Sources,
+    arches: Vec<String>,
+    bump: Vec<String>,
+    debian: bool,
+) -> Result<Exit> {
+    if debian {
+        for a in &arches {
+            devrepo::debian_repo::build(state, a, &sources.checkout)?;
+        }
+    }
     let opts = devrepo::DevRepoOptions {
         arches,
         bump,
@@ -224,6 +240,7 @@ fn cmd_compose(
 ) -> Result<Exit> {
     let mut results = Vec::new();
     for o in opts {
+        devrepo::ensure_for_tree(state, sources, &o.tree, &o.arch)?;
         let r = compose_tree::compose(state, sources, o)?;
         if o.dry_run {
             println!("{} ({}): {} packages", r.ref_, r.arch, r.packages);

@@ -184,6 +184,7 @@ pub fn prepare(
         dry_run: false,
         force: false,
     };
+    fedostree_devrepo::ensure_for_tree(state, sources, tree, arch)?;
     let composed = compose_tree::compose(state, sources, &opts)?;
     timings.compose_s = t.elapsed().as_secs_f64();
     let commit = composed.commit.clone().context("compose produced no commit")?;

@@ -7,7 +7,7 @@ use crate::progress::Progress;
 use crate::repo::{self, RepoVars};
 use crate::solve::{Request, SolvedPackage, Solver};
 use crate::treefile::{self, Treefile};
-use crate::{devrepo, fetch, import, postprocess};
+use crate::{fetch, import, postprocess};
 use anyhow::{Context, Result};
 use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::workdir::WorkDir;
@@ -57,19 +57,6 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     let _lock = fedostree_util::lock::FileLock::acquire_announced(&state.root().join("compose.lock"), "compose")?;
     // Scratch dirs of composes and dev repo builds that were killed (SIGKILL, power cut) go now.
     fedostree_util::workdir::sweep(&state.tmp());
-    if repos
-        .iter()
-        .any(|r| r.baseurl.contains(&*devrepo_dir.to_string_lossy()))
-    {
-        // Incremental (milliseconds when nothing changed): edits to tests-suite/ reach the next compose.
-        let dopts = devrepo::DevRepoOptions {
-            arches: vec![opts.arch.clone()],
-            bump: vec![],
-            source_dir: sources.checkout.clone(),
-        };
-        devrepo::build(state, &dopts).context("building the dev repository")?;
-    }
-
     let keys = repos
         .iter()
         .map(|r| (r.gpgcheck || r.repo_gpgcheck).then(|| RepoKeys::load(r)).transpose())

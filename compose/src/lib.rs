@@ -3,13 +3,12 @@
 //! The pipeline, one module per stage: [`treefile`] (parse, merge includes) → [`repo`] (rpm-md
 //! metadata) → [`solve`] (libsolv) → [`fetch`] (verified RPM cache) → [`import`] (safe payload
 //! extraction) → [`postprocess`] (OSTree conventions, [`initramfs`]) → [`commit`] (libostree);
-//! [`compose_tree`] runs them in order. [`devrepo`] builds the offline dev repository of real RPMs
-//! that the dev trees compose from; [`dbdiff`] compares the package lists of two commits.
+//! [`compose_tree`] runs them in order; [`dbdiff`] compares the package lists of two commits. The
+//! offline dev repositories the dev and real trees compose from are built by the `devrepo` crate.
 
 pub mod commit;
 pub mod compose_tree;
 pub mod dbdiff;
-pub mod devrepo;
 pub mod fetch;
 pub mod gpg;
 pub mod import;

@@ -14,12 +14,12 @@ fn checkout() -> PathBuf {
 /// to another part of the project and tests must not depend on their current content.
 fn fake_source(root: &Path) -> PathBuf {
     let src = root.join("src");
-    fs::create_dir_all(src.join("compose")).unwrap();
+    fs::create_dir_all(src.join("devrepo")).unwrap();
     fedostree_util::cmd::CommandRunExt::run(
         std::process::Command::new("cp")
             .arg("-a")
-            .arg(checkout().join("compose/devrepo"))
-            .arg(src.join("compose/")),
+            .arg(checkout().join("devrepo/own"))
+            .arg(src.join("devrepo/")),
     )
     .unwrap();
     let write = |rel: &str, text: &str| {
@@ -257,7 +257,7 @@ fn full_build_is_incremental_and_reproducible() {
     assert_eq!(a, b, "two builds from the same inputs differ");
 
     // Every package is signed by the dev key and verifies against the key the dev trees name.
-    let key = fs::read_to_string(state.devrepo_root().join(crate::gpg::DEV_KEY_FILE)).unwrap();
+    let key = fs::read_to_string(state.devrepo_root().join(fedostree_compose::gpg::DEV_KEY_FILE)).unwrap();
     let verifier = rpm::signature::pgp::Verifier::from_asc(&key).unwrap();
     for p in pkgs {
         Package::open(&p.path).unwrap().verify_signature(&verifier).unwrap();

@@ -73,35 +73,13 @@ struct Resolved {
     arches: BTreeMap<String, ArchDebs>,
 }
 
-/// A fingerprint of apt's package lists (names, sizes, mtimes): resolution can only change when
-/// `apt-get update` changed them.
-fn lists_stamp() -> Result<String> {
-    let dir = Path::new("/var/lib/apt/lists");
-    let mut lines = Vec::new();
-    for e in fs_err::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let e = e?;
-        let m = e.metadata()?;
-        if m.is_file() && e.file_name() != "lock" {
-            let mtime = m.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            lines.push(format!(
-                "{} {} {}",
-                e.file_name().to_string_lossy(),
-                m.len(),
-                mtime.as_nanos()
-            ));
-        }
-    }
-    lines.sort();
-    Ok(hex::encode(Sha256::digest(lines.join("\n").as_bytes())))
-}
-
 /// The cloud kernel and busybox-static for each of `debarches`, present in the cache. apt-cache
 /// costs over a second per call here (no pkgcache.bin), so it is asked twice for all arches
 /// together, and not at all while apt's lists are unchanged since the last resolution.
 pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<String, ArchDebs>> {
     fs_err::create_dir_all(state.deb_cache())?;
     let memo = state.deb_cache().join("resolved.json");
-    let stamp = lists_stamp()?;
+    let stamp = crate::debian_index::lists_stamp(Path::new(crate::debian_index::APT_LISTS))?;
     let old: Resolved = match fs_err::read(&memo) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
         Err(_) => Resolved::default(),

@@ -21,7 +21,7 @@ pub(crate) struct ManifestEntry {
     pub input: String,
 }
 
-fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+pub(crate) fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     match fs_err::read(path) {
         Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
@@ -29,7 +29,7 @@ fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     }
 }
 
-fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+pub(crate) fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     fs_err::create_dir_all(path.parent().context("no parent")?)?;
     let mut data = serde_json::to_vec_pretty(v)?;
     data.push(b'\n');
@@ -117,17 +117,17 @@ pub(crate) fn sign_repomd(arch_dir: &Path, revision: u64) -> Result<()> {
     let repomd = arch_dir.join("repodata/repomd.xml");
     let data = fs_err::read(&repomd).with_context(|| format!("reading {}", repomd.display()))?;
     let t = u32::try_from(revision).context("repository revision beyond 2106")?;
-    let asc = crate::gpg::sign_detached(&crate::gpg::dev_signer()?, &data, t)?;
+    let asc = fedostree_compose::gpg::sign_detached(&fedostree_compose::gpg::dev_signer()?, &data, t)?;
     write_atomic(&arch_dir.join("repodata/repomd.xml.asc"), asc.as_bytes())
 }
 
 /// `$STATE/devrepo/RPM-GPG-KEY-fedostree-dev`, the key the dev trees' `gpgkey=` names.
 pub(crate) fn install_public_key(devrepo_root: &Path) -> Result<()> {
-    let path = devrepo_root.join(crate::gpg::DEV_KEY_FILE);
-    if fs_err::read_to_string(&path).is_ok_and(|k| k == crate::gpg::DEV_PUBLIC_KEY) {
+    let path = devrepo_root.join(fedostree_compose::gpg::DEV_KEY_FILE);
+    if fs_err::read_to_string(&path).is_ok_and(|k| k == fedostree_compose::gpg::DEV_PUBLIC_KEY) {
         return Ok(());
     }
-    write_atomic(&path, crate::gpg::DEV_PUBLIC_KEY.as_bytes())
+    write_atomic(&path, fedostree_compose::gpg::DEV_PUBLIC_KEY.as_bytes())
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

@@ -1,5 +1,5 @@
 //! The project's own packages, as a table: the base filesystem, motd, the in-guest test runner and
-//! the installed-tests suites. File contents live in the source tree (compose/devrepo/<name>/root/
+//! the installed-tests suites. File contents live in the source tree (devrepo/own/<name>/root/
 //! overlays, tests-suite/), never in Rust strings, so they are reviewable.
 
 use super::spec::PkgSpec;
@@ -140,7 +140,7 @@ pub(crate) fn find(name: &str) -> Option<&'static OwnPackage> {
 }
 
 pub(crate) fn overlay_dir(source_dir: &Path, name: &str) -> std::path::PathBuf {
-    source_dir.join("compose/devrepo").join(name).join("root")
+    source_dir.join("devrepo/own").join(name).join("root")
 }
 
 /// The complete package (files read from `source_dir`) with `release` (base release plus bumps).

@@ -26,6 +26,21 @@ pub(crate) enum Content {
 pub(crate) struct Entry {
     pub mode: u16,
     pub content: Content,
+    pub attrs: Attrs,
+}
+
+/// What an RPM records of a file beyond mode and content.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Attrs {
+    /// Owner names; None is root.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// `%config(noreplace)`: a Debian conffile.
+    pub config: bool,
+    /// File capabilities in `cap_from_text` form (`cap_net_raw=ep`).
+    pub caps: Option<String>,
+    /// Members of one hardlink set share this identity (the first member's path).
+    pub hardlink: Option<String>,
 }
 
 /// One package. Dependencies are strings `name`, `name = EVR` or `name >= EVR` so that they hash
@@ -42,6 +57,11 @@ pub(crate) struct PkgSpec {
     pub provides: Vec<String>,
     pub requires: Vec<String>,
     pub recommends: Vec<String>,
+    pub conflicts: Vec<String>,
+    /// The long description; the summary when empty.
+    pub description: String,
+    /// `%post` scriptlet body, run by /bin/sh at compose time.
+    pub post: Option<String>,
     /// Keyed by absolute path; the BTreeMap gives the sorted order RPM wants and catches duplicates.
     pub entries: BTreeMap<String, Entry>,
 }
@@ -77,7 +97,12 @@ impl PkgSpec {
         if !path.starts_with('/') || path.ends_with('/') || path.contains("//") || path.split('/').any(|c| c == "..") {
             bail!("{}: invalid path {path:?}", self.name);
         }
-        if self.entries.insert(path.to_string(), Entry { mode, content }).is_some() {
+        let attrs = Attrs::default();
+        if self
+            .entries
+            .insert(path.to_string(), Entry { mode, content, attrs })
+            .is_some()
+        {
             bail!("{}: {path} added twice", self.name);
         }
         Ok(())
@@ -91,6 +116,11 @@ impl PkgSpec {
     }
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
         self.insert(path, 0o777, Content::Symlink(target.to_string()))
+    }
+    pub fn bytes(&mut self, path: &str, data: Vec<u8>, mode: u16, attrs: Attrs) -> Result<()> {
+        self.insert(path, mode, Content::Bytes(data))?;
+        self.entries.get_mut(path).expect("inserted above").attrs = attrs;
+        Ok(())
     }
 
     /// Add the regular files (0755 if executable, else 0644, so umask and checkout permissions do
@@ -162,7 +192,7 @@ impl PkgSpec {
     pub fn content_hash(&self) -> Result<String> {
         let mut h = Sha256::new();
         let meta = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}\n{:?}\n{:?}\n{:?}\n",
+            "{}\n{}\n{}\n{}\n{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n",
             self.nevra(),
             self.summary,
             self.license,
@@ -171,11 +201,14 @@ impl PkgSpec {
             self.release,
             self.provides,
             self.requires,
-            self.recommends
+            self.recommends,
+            self.conflicts,
+            self.description,
+            self.post
         );
         h.update(meta.as_bytes());
         for (path, e) in &self.entries {
-            h.update(format!("{path}\0{:o}\0", e.mode).as_bytes());
+            h.update(format!("{path}\0{:o}\0{:?}\0", e.mode, e.attrs).as_bytes());
             match &e.content {
                 Content::Dir => h.update(b"d"),
                 Content::Symlink(t) => h.update(format!("l{t}").as_bytes()),
@@ -206,7 +239,11 @@ impl PkgSpec {
                 .compression(CompressionWithLevel::Zstd(3)),
         )
         .release(self.release.as_str())
-        .description(self.summary.as_str())
+        .description(if self.description.is_empty() {
+            self.summary.as_str()
+        } else {
+            self.description.as_str()
+        })
         .vendor("fedostree")
         .build_host(BUILD_HOST);
         if let Some(e) = self.epoch {
@@ -215,25 +252,38 @@ impl PkgSpec {
         for (path, e) in &self.entries {
             let ctx = || format!("{}: adding {path}", self.nevra());
             let doc = is_doc_path(path);
-            let fo = |o: rpm::FileOptionsBuilder| {
-                let o = o.permissions(e.mode).user("root").group("root").modified_at(ts);
+            let a = &e.attrs;
+            let fo = |o: rpm::FileOptionsBuilder| -> Result<rpm::FileOptionsBuilder> {
+                let mut o = o
+                    .permissions(e.mode)
+                    .user(a.user.as_deref().unwrap_or("root"))
+                    .group(a.group.as_deref().unwrap_or("root"))
+                    .modified_at(ts);
                 if doc {
-                    o.doc()
-                } else {
-                    o
+                    o = o.doc();
                 }
+                if a.config {
+                    o = o.config().noreplace();
+                }
+                if let Some(c) = &a.caps {
+                    o = o.caps(c.as_str())?;
+                }
+                if let Some(h) = &a.hardlink {
+                    o = o.hardlink(h.as_str());
+                }
+                Ok(o)
             };
             match &e.content {
-                Content::Dir => b.with_dir_entry(fo(FileOptions::dir(path.as_str()))).map(|_| ()),
-                Content::File(src) => b.with_file(src, fo(FileOptions::new(path.as_str()))).map(|_| ()),
+                Content::Dir => b.with_dir_entry(fo(FileOptions::dir(path.as_str()))?).map(|_| ()),
+                Content::File(src) => b.with_file(src, fo(FileOptions::new(path.as_str()))?).map(|_| ()),
                 Content::Bytes(d) => b
-                    .with_file_contents(d.clone(), fo(FileOptions::new(path.as_str())))
+                    .with_file_contents(d.clone(), fo(FileOptions::new(path.as_str()))?)
                     .map(|_| ()),
                 Content::Symlink(t) => b
                     .with_symlink(
                         FileOptions::symlink(path.as_str(), t.as_str())
-                            .user("root")
-                            .group("root")
+                            .user(a.user.as_deref().unwrap_or("root"))
+                            .group(a.group.as_deref().unwrap_or("root"))
                             .modified_at(ts),
                     )
                     .map(|_| ()),
@@ -249,9 +299,15 @@ impl PkgSpec {
         for d in &self.recommends {
             b.recommends(parse_dep(d)?);
         }
+        for d in &self.conflicts {
+            b.conflicts(parse_dep(d)?);
+        }
+        if let Some(post) = &self.post {
+            b.post_install_script(rpm::Scriptlet::new(post.as_str()).prog(vec!["/bin/sh"]));
+        }
         // Signed at SOURCE_DATE (the build's source date): reproducible, and verified by gpgcheck=1.
         let pkg = b
-            .build_and_sign(crate::gpg::dev_signer()?)
+            .build_and_sign(fedostree_compose::gpg::dev_signer()?)
             .with_context(|| format!("building {}", self.nevra()))?;
         let dir = out.parent().context("output has no parent")?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
@@ -270,13 +326,20 @@ impl PkgSpec {
     }
 }
 
-/// `name`, `name = EVR`, `name >= EVR`.
+/// `name`, `name OP EVR` (OP one of `< <= = >= >`), or a rich dependency `(a or b >= 1)`, which
+/// RPM stores as a name.
 pub(crate) fn parse_dep(s: &str) -> Result<Dependency> {
+    if s.starts_with('(') && s.ends_with(')') {
+        return Ok(Dependency::any(s));
+    }
     let parts: Vec<&str> = s.split_whitespace().collect();
     Ok(match parts.as_slice() {
         [n] => Dependency::any(*n),
+        [n, "<", v] => Dependency::less(*n, *v),
+        [n, "<=", v] => Dependency::less_eq(*n, *v),
         [n, "=", v] => Dependency::eq(*n, *v),
         [n, ">=", v] => Dependency::greater_eq(*n, *v),
+        [n, ">", v] => Dependency::greater(*n, *v),
         _ => bail!("unsupported dependency {s:?}"),
     })
 }

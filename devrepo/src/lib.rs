@@ -8,16 +8,24 @@
 //! upgrade of exactly that package; counts persist in `$STATE/devrepo/bumps.json`.
 
 mod busybox;
+mod closure;
+mod convert;
 mod debian;
+mod debian_index;
+pub mod debian_repo;
+#[cfg(test)]
+mod debian_tests;
 mod kernel;
 mod own;
 mod repo;
+mod sets;
 mod spec;
 #[cfg(test)]
 mod tests;
 
 use anyhow::{anyhow, bail, Context, Result};
-use fedostree_util::state::{debian_arch, host_arch, StateDir};
+use fedostree_util::state::{debian_arch, host_arch, Sources, StateDir};
+use fedostree_util::InputError;
 use repo::{bumped_release, Bumps, Manifest, ManifestEntry};
 use sha2::{Digest, Sha256};
 use spec::PkgSpec;
@@ -80,14 +88,14 @@ fn bump_key(name: &str) -> &str {
 /// This module's source: a change to how packages are made rebuilds them all.
 fn recipe_hash() -> String {
     let sources = [
-        include_str!("mod.rs"),
+        include_str!("lib.rs"),
         include_str!("spec.rs"),
         include_str!("debian.rs"),
         include_str!("kernel.rs"),
         include_str!("busybox.rs"),
         include_str!("own.rs"),
         // Packages are signed with the dev key: a new key rebuilds them.
-        crate::gpg::DEV_PUBLIC_KEY,
+        fedostree_compose::gpg::DEV_PUBLIC_KEY,
     ];
     let mut h = Sha256::new();
     for s in sources {
@@ -111,8 +119,39 @@ fn human_size(bytes: u64) -> String {
 /// Metadata, its signature and the key the dev trees' `gpgkey=` names are all in place.
 pub fn is_built(state: &StateDir, arch: &str) -> bool {
     state.devrepo(arch).join("repodata/repomd.xml.asc").exists()
-        && fs_err::read_to_string(state.devrepo_root().join(crate::gpg::DEV_KEY_FILE))
-            .is_ok_and(|k| k == crate::gpg::DEV_PUBLIC_KEY)
+        && fs_err::read_to_string(state.devrepo_root().join(fedostree_compose::gpg::DEV_KEY_FILE))
+            .is_ok_and(|k| k == fedostree_compose::gpg::DEV_PUBLIC_KEY)
+}
+
+/// Build (incrementally: milliseconds when nothing changed) the dev repositories that `tree`'s repos
+/// point at, so that edits to tests-suite/ or devrepo/own/ reach the next compose. Callers run this
+/// before [`fedostree_compose::compose_tree::compose`], which only reads repositories.
+pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tree: &str, arch: &str) -> Result<()> {
+    use fedostree_compose::{repo, treefile};
+    let (path, name) = treefile::locate(tree, &sources.trees).map_err(InputError::wrap)?;
+    let tf = treefile::Treefile::load(&path, &name, arch).map_err(InputError::wrap)?;
+    let devrepo_dir = state.devrepo_root();
+    let vars = repo::RepoVars {
+        basearch: arch,
+        devrepo: &devrepo_dir,
+    };
+    let repos = repo::load_repos(tf.dir(), &tf.repos, &vars).map_err(InputError::wrap)?;
+    let debian_dir = debian_repo::repo_dir(state, arch);
+    let points_at = |dir: &Path| repos.iter().any(|r| r.baseurl.contains(&*dir.to_string_lossy()));
+    if points_at(&debian_dir) {
+        debian_repo::build(state, arch, &sources.checkout).context("building the Debian repository")?;
+    }
+    if repos.iter().any(|r| {
+        r.baseurl.contains(&*devrepo_dir.to_string_lossy()) && !r.baseurl.contains(&*debian_dir.to_string_lossy())
+    }) {
+        let opts = DevRepoOptions {
+            arches: vec![arch.to_string()],
+            bump: vec![],
+            source_dir: sources.checkout.clone(),
+        };
+        build(state, &opts).context("building the dev repository")?;
+    }
+    Ok(())
 }
 
 #[tracing::instrument(skip_all, fields(arches = ?opts.arches, bump = ?opts.bump))]

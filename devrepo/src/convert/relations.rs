@@ -1,0 +1,85 @@
+//! Debian package relations as RPM dependencies: `a (>= 1) | b` → rich `(a >= 1 or b)`, the
+//! operators `<< <= = >= >>` → `< <= = >= >`, versions through [`super::version`], and the
+//! multiarch qualifiers `:any`/`:native` dropped (a tree has one architecture).
+
+use super::version::rpm_constraint_version;
+use debian_control::lossy::{Relation, Relations};
+use debian_control::relations::VersionConstraint;
+
+fn op(c: &VersionConstraint) -> &'static str {
+    match c {
+        VersionConstraint::LessThan => "<",
+        VersionConstraint::LessThanEqual => "<=",
+        VersionConstraint::Equal => "=",
+        VersionConstraint::GreaterThanEqual => ">=",
+        VersionConstraint::GreaterThan => ">",
+    }
+}
+
+/// One relation as an RPM dependency string (`name` or `name OP EVR`).
+pub(crate) fn dep(r: &Relation) -> String {
+    match &r.version {
+        None => r.name.clone(),
+        Some((c, v)) => format!("{} {} {}", r.name, op(c), rpm_constraint_version(v)),
+    }
+}
+
+/// One alternative group: a plain dependency, or a rich `(… or …)` one.
+pub(crate) fn group(g: &[Relation]) -> String {
+    match g {
+        [one] => dep(one),
+        many => format!("({})", many.iter().map(dep).collect::<Vec<_>>().join(" or ")),
+    }
+}
+
+/// Every group of every field given, in order, without duplicates.
+pub(crate) fn requires<'a>(fields: impl IntoIterator<Item = &'a Option<Relations>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for rels in fields.into_iter().flatten() {
+        for g in &rels.0 {
+            let d = group(g);
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    out
+}
+
+/// Provides keep their versions; Conflicts and Breaks both become Conflicts (RPM has no Breaks).
+pub(crate) fn flat<'a>(fields: impl IntoIterator<Item = &'a Option<Relations>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in fields.into_iter().flatten().flat_map(|r| r.0.iter()).flatten() {
+        let d = dep(r);
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relations_become_rpm_dependencies() {
+        let rels: Relations = "libc6 (>= 2.34), perl:any, usrmerge | usr-is-merged (>= 35~), foo (<< 1:2-3), bar (>> 2), baz (= 1.0-1), qux (<= 4)"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            requires([&Some(rels)]),
+            [
+                "libc6 >= 2.34",
+                "perl",
+                "(usrmerge or usr-is-merged >= 35~)",
+                "foo < 1:2-3",
+                "bar > 2",
+                "baz = 1.0-1",
+                "qux <= 4"
+            ]
+        );
+        let provides: Relations = "mail-transport-agent, libfoo (= 1.2-1)".parse().unwrap();
+        assert_eq!(flat([&Some(provides)]), ["mail-transport-agent", "libfoo = 1.2-1"]);
+    }
+}
