@@ -15,7 +15,7 @@ use fedostree_util::InputError;
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever compose output changes for the same inputs, so old commits are not reused.
-pub const COMPOSE_VERSION: &str = "fedostree-compose-1";
+pub const COMPOSE_VERSION: &str = "fedostree-compose-2";
 
 #[derive(Debug, Clone)]
 pub struct ComposeOptions {
@@ -98,7 +98,11 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     // next run after a SIGKILL.
     let work = WorkDir::new(&state.tmp(), "compose")?;
     let root = work.path().join("rootfs");
-    let kver = assemble(&root, &tf, &solved, &rpms, &repos, &keys)?;
+    let previous = match &parent {
+        Some(p) => crate::accounts::previous(&state.repo(), p)?,
+        None => None,
+    };
+    let kver = assemble(&root, &tf, &solved, &rpms, &repos, &keys, previous.as_ref())?;
 
     let version = tf
         .automatic_version_prefix
@@ -141,6 +145,7 @@ fn assemble(
     rpms: &[std::path::PathBuf],
     repos: &[repo::RepoConfig],
     keys: &[Option<RepoKeys>],
+    previous: Option<&crate::accounts::Previous>,
 ) -> Result<String> {
     fs_err::create_dir(root)?;
     let progress = Progress::new("import", rpms.len() as u64, false);
@@ -156,8 +161,47 @@ fn assemble(
         progress.inc(1);
     }
     progress.finish(&format!("{} packages", imported.len()));
+    let t = std::time::Instant::now();
+    let n = crate::scriptlets::run_all(root, &imported)?;
+    if n > 0 {
+        eprintln!("scriptlets: {n} run in {:.1}s", t.elapsed().as_secs_f64());
+    }
+    let policy = crate::accounts::Policy {
+        ignore_removed_users: &tf.ignore_removed_users,
+        ignore_removed_groups: &tf.ignore_removed_groups,
+        etc_group_members: &tf.etc_group_members,
+    };
+    crate::accounts::create(root, previous, &policy)?;
     import::apply_owners(root, &imported)?;
-    postprocess::postprocess(root, &imported, &tf.remove_files)
+    crate::systemd_setup::apply(
+        root,
+        &crate::systemd_setup::Settings {
+            units: &tf.units,
+            default_target: tf.default_target.as_deref(),
+            machineid_compat: tf.machineid_compat,
+        },
+    )?;
+    if let Some(script) = &tf.postprocess_script {
+        let o = crate::sandbox::run(
+            root,
+            crate::sandbox::Usr::Writable,
+            &["/run/fedostree-postprocess"],
+            &[(script.as_path(), "/run/fedostree-postprocess")],
+        )?;
+        if !o.success {
+            fedostree_util::bail_input!(
+                "postprocess-script {} failed (exit {:?}):\n{}",
+                script.display(),
+                o.code,
+                crate::sandbox::tail(&o.output)
+            );
+        }
+    }
+    let t = std::time::Instant::now();
+    let kver = postprocess::postprocess(root, &imported, &tf.remove_files, &tf.initramfs_args)?;
+    eprintln!("postprocess (initramfs included): {:.1}s", t.elapsed().as_secs_f64());
+    crate::rpmdb::write(root, rpms)?;
+    Ok(kver)
 }
 
 /// The commit subject: tree, version if any, architecture.

@@ -22,6 +22,8 @@ pub struct ImportedPackage {
     pub sample_path: Option<String>,
     /// Files not owned by root, to chown once the tree's passwd/group exist.
     pub owners: Vec<(PathBuf, String, String)>,
+    /// `%pre`, `%post` and `%posttrans`, run by [`crate::scriptlets`] once every payload is in.
+    pub scriptlets: Vec<crate::scriptlets::Scriptlet>,
 }
 
 /// Options that change what is imported.
@@ -201,11 +203,13 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
         }
     }
     write_hardlink_sets(&root_dir, links, &at)?;
+    let scriptlets = crate::scriptlets::read(md);
     Ok(ImportedPackage {
         name,
         nevra,
         sample_path,
         owners,
+        scriptlets,
     })
 }
 

@@ -6,6 +6,7 @@
 //! [`compose_tree`] runs them in order; [`dbdiff`] compares the package lists of two commits. The
 //! offline dev repositories the dev and real trees compose from are built by the `devrepo` crate.
 
+pub mod accounts;
 pub mod commit;
 pub mod compose_tree;
 pub mod dbdiff;
@@ -17,6 +18,10 @@ pub mod linesafe;
 pub mod postprocess;
 pub mod progress;
 pub mod repo;
+pub mod rpmdb;
 pub mod safepath;
+pub mod sandbox;
+pub mod scriptlets;
 pub mod solve;
+pub mod systemd_setup;
 pub mod treefile;

@@ -16,7 +16,12 @@ pub const PKGLIST_PATH: &str = "usr/lib/fedostree/pkglist";
 pub const VAR_TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/fedostree-var.conf";
 
 /// Run every step in order on the tree at `root`; returns the kernel version found.
-pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], remove_files: &[String]) -> Result<String> {
+pub fn postprocess(
+    root: &Path,
+    pkgs: &[ImportedPackage],
+    remove_files: &[String],
+    initramfs_args: &[String],
+) -> Result<String> {
     for rel in remove_files {
         let p = parent_beneath(root, rel)?;
         match fs_err::symlink_metadata(&p) {
@@ -30,16 +35,13 @@ pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], remove_files: &[String
         beneath(root, d)?;
     }
     usr_merge(root)?;
+    // dracut reads /etc (its configuration): before /etc moves.
+    let kver = find_kernel(root)?;
+    crate::initramfs::generate(root, &kver, initramfs_args).context("generating the initramfs")?;
     move_etc(root)?;
     var_to_tmpfiles(root)?;
     toplevel_layout(root)?;
     write_pkglist(root, pkgs)?;
-    let kver = find_kernel(root)?;
-    let initramfs = crate::initramfs::build(root, &kver).context("generating the initramfs")?;
-    fs_err::write(
-        beneath(root, format!("usr/lib/modules/{kver}/initramfs.img"))?,
-        initramfs,
-    )?;
     fs_err::create_dir_all(root.join("boot"))?;
     Ok(kver)
 }
@@ -230,7 +232,7 @@ mod tests {
             std::fs::create_dir_all(root.join("var/lib/x")).unwrap();
             std::fs::create_dir_all(&outside).unwrap();
             std::os::unix::fs::symlink(&outside, root.join(planted)).unwrap();
-            let err = postprocess(&root, &[], &[]).unwrap_err().to_string();
+            let err = postprocess(&root, &[], &[], &[]).unwrap_err().to_string();
             assert!(err.contains("symlink"), "{planted}: {err}");
             assert_eq!(
                 std::fs::read_dir(&outside).unwrap().count(),
@@ -292,6 +294,7 @@ mod tests {
             nevra: nevra.into(),
             sample_path: sample.map(Into::into),
             owners: vec![],
+            scriptlets: vec![],
         };
         write_pkglist(
             d.path(),

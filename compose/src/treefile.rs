@@ -21,13 +21,10 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "gpg_key",
     "selinux",
     "selinux-label-version",
-    "initramfs-args",
     "boot-location",
     "boot_location",
     "tmp-is-dir",
-    "default-target",
     "default_target",
-    "machineid-compat",
     "releasever",
     "repovars",
     "lockfile-repos",
@@ -35,16 +32,11 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "modules",
     "install-langs",
     "postprocess",
-    "postprocess-script",
     "add-files",
-    "units",
     "mutate-os-release",
-    "etc-group-members",
     "preserve-passwd",
     "check-passwd",
     "check-groups",
-    "ignore-removed-users",
-    "ignore-removed-groups",
     "readonly-executables",
     "rojig",
     "cliwrap",
@@ -123,6 +115,14 @@ struct RawTreefile {
     automatic_version_prefix: Option<String>,
     remove_files: Option<Vec<String>>,
     documentation: Option<bool>,
+    units: Option<Vec<String>>,
+    default_target: Option<String>,
+    etc_group_members: Option<Vec<String>>,
+    ignore_removed_users: Option<Vec<String>>,
+    ignore_removed_groups: Option<Vec<String>>,
+    initramfs_args: Option<Vec<String>>,
+    postprocess_script: Option<String>,
+    machineid_compat: Option<bool>,
 }
 
 impl RawTreefile {
@@ -172,6 +172,14 @@ impl RawTreefile {
             automatic_version_prefix: self.automatic_version_prefix.or(base.automatic_version_prefix),
             remove_files: list(base.remove_files, self.remove_files),
             documentation: self.documentation.or(base.documentation),
+            units: list(base.units, self.units),
+            default_target: self.default_target.or(base.default_target),
+            etc_group_members: list(base.etc_group_members, self.etc_group_members),
+            ignore_removed_users: list(base.ignore_removed_users, self.ignore_removed_users),
+            ignore_removed_groups: list(base.ignore_removed_groups, self.ignore_removed_groups),
+            initramfs_args: self.initramfs_args.or(base.initramfs_args),
+            postprocess_script: self.postprocess_script.or(base.postprocess_script),
+            machineid_compat: self.machineid_compat.or(base.machineid_compat),
         }
     }
 }
@@ -195,6 +203,18 @@ pub struct Treefile {
     pub automatic_version_prefix: Option<String>,
     pub remove_files: Vec<String>,
     pub documentation: bool,
+    /// systemd units to enable after `systemctl preset-all`.
+    pub units: Vec<String>,
+    pub default_target: Option<String>,
+    pub etc_group_members: Vec<String>,
+    pub ignore_removed_users: Vec<String>,
+    pub ignore_removed_groups: Vec<String>,
+    /// Extra arguments for the tree's dracut.
+    pub initramfs_args: Vec<String>,
+    /// A script run in the sandbox with the tree as `/` before commit; relative to the top-level
+    /// treefile's directory.
+    pub postprocess_script: Option<PathBuf>,
+    pub machineid_compat: bool,
 }
 
 impl Treefile {
@@ -259,6 +279,16 @@ impl Treefile {
             automatic_version_prefix: raw.automatic_version_prefix,
             remove_files,
             documentation: raw.documentation.unwrap_or(true),
+            units: raw.units.unwrap_or_default(),
+            default_target: raw.default_target,
+            etc_group_members: raw.etc_group_members.unwrap_or_default(),
+            ignore_removed_users: raw.ignore_removed_users.unwrap_or_default(),
+            ignore_removed_groups: raw.ignore_removed_groups.unwrap_or_default(),
+            initramfs_args: raw.initramfs_args.unwrap_or_default(),
+            postprocess_script: raw
+                .postprocess_script
+                .map(|s| path.parent().unwrap_or(Path::new(".")).join(s)),
+            machineid_compat: raw.machineid_compat.unwrap_or(true),
         })
     }
 
@@ -371,6 +401,14 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, Treefi
                 | "automatic-version-prefix"
                 | "remove-files"
                 | "documentation"
+                | "units"
+                | "default-target"
+                | "etc-group-members"
+                | "ignore-removed-users"
+                | "ignore-removed-groups"
+                | "initramfs-args"
+                | "postprocess-script"
+                | "machineid-compat"
         ) || key.strip_prefix("packages-").is_some_and(|a| BASEARCHES.contains(&a));
         if !known {
             return Err(TreefileError::UnknownKey {
@@ -452,14 +490,10 @@ mod tests {
     #[test]
     fn rpm_ostree_key_not_supported_yet() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(
-            d.path(),
-            "t.yaml",
-            "ref: a\npackages: [x]\npostprocess-script: foo.sh\n",
-        );
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\npostprocess: [foo]\n");
         let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
         assert!(
-            e.contains("t.yaml:3: treefile key `postprocess-script` (rpm-ostree) is not supported yet"),
+            e.contains("t.yaml:3: treefile key `postprocess` (rpm-ostree) is not supported yet"),
             "{e}"
         );
     }

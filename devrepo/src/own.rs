@@ -30,6 +30,8 @@ pub(crate) struct OwnPackage {
     pub provides: &'static [&'static str],
     pub requires: &'static [&'static str],
     pub recommends: &'static [&'static str],
+    /// `%post` scriptlet (run by /bin/sh at compose time).
+    pub post: Option<&'static str>,
     pub source: Source,
 }
 
@@ -40,6 +42,7 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         provides: &[],
         requires: &["/bin/sh"],
         recommends: &["fedostree-motd"],
+        post: None,
         source: Source::Overlay,
     },
     OwnPackage {
@@ -48,14 +51,26 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         provides: &[],
         requires: &[],
         recommends: &[],
+        post: None,
+        source: Source::Overlay,
+    },
+    OwnPackage {
+        name: "fedostree-release",
+        summary: "fedostree release policy for real trees: systemd presets and DHCP networking",
+        provides: &[],
+        requires: &[],
+        recommends: &[],
+        post: None,
         source: Source::Overlay,
     },
     OwnPackage {
         name: "fedostree-test-runner",
         summary: "Runs the installed-tests inside a fedostree dev guest and reports the results",
         provides: &[],
-        requires: &["/bin/sh", "fedostree-base"],
+        requires: &["/bin/sh"],
         recommends: &[],
+        // What Fedora's %systemd_post does; trees without systemd (dev) have no systemctl.
+        post: Some("if command -v systemctl >/dev/null; then systemctl --no-reload preset fedostree-installed-tests.service; fi\n"),
         source: Source::File {
             src: "tests-suite/guest/installed-tests-runner.sh",
             dest: "/usr/libexec/fedostree/installed-tests-runner",
@@ -69,9 +84,22 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         // /usr/lib/os-release resolves only through filelists: deliberate, it exercises them.
         requires: &["fedostree-test-runner >= 1.0", "/usr/lib/os-release"],
         recommends: &[],
+        post: None,
         source: Source::InstalledTests {
             dir: "tests-suite/installed-tests/fedostree",
             suite: "fedostree",
+        },
+    },
+    OwnPackage {
+        name: "fedostree-installed-tests-system",
+        summary: "fedostree's installed-tests for real trees: systemd, rpmdb, accounts, machine-id, ostree client",
+        provides: &[],
+        requires: &["fedostree-test-runner >= 1.0", "systemd", "rpm", "ostree"],
+        recommends: &[],
+        post: None,
+        source: Source::InstalledTests {
+            dir: "tests-suite/installed-tests/system",
+            suite: "fedostree-system",
         },
     },
     OwnPackage {
@@ -80,6 +108,7 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         provides: &[],
         requires: &["fedostree-test-runner"],
         recommends: &[],
+        post: None,
         source: Source::InstalledTests {
             dir: "tests-suite/installed-tests/fedostree-broken",
             suite: "fedostree-broken",
@@ -156,6 +185,7 @@ pub(crate) fn spec(p: &OwnPackage, source_dir: &Path, release: &str) -> Result<P
         provides: strs(p.provides),
         requires: strs(p.requires),
         recommends: strs(p.recommends),
+        post: p.post.map(str::to_string),
         ..Default::default()
     };
     let overlay = overlay_dir(source_dir, p.name);

@@ -101,8 +101,9 @@ impl FromStr for Accel {
     }
 }
 
-/// Default guest memory: enough for the dev trees and a busybox userland, small enough for 4 VMs on 2 cores.
-pub const DEFAULT_MEMORY_MB: u32 = 512;
+/// Default guest memory: enough for systemd, dockerd and a container (real trees); QEMU allocates
+/// guest pages on first touch, so a busybox dev guest still costs only what it uses.
+pub const DEFAULT_MEMORY_MB: u32 = 1536;
 /// Default vCPUs: TCG gains little from more on a 2-core host shared by parallel VMs.
 pub const DEFAULT_SMP: u32 = 1;
 /// The virtio-serial port name the in-guest runner writes its JSON lines to.

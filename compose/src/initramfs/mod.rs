@@ -60,6 +60,45 @@ const DIRS: &[&str] = &[
 /// gzip level: 6 is zlib's default and costs ~0.1 s on the ~4 MB payload.
 const GZIP_LEVEL: u32 = 6;
 
+/// Write `usr/lib/modules/$KVER/initramfs.img`: made by the tree's own dracut when it ships one
+/// (as rpm-ostree does: `--no-hostonly --reproducible --add ostree`, plus the treefile's
+/// `initramfs-args`), else the small busybox image of [`build`].
+pub fn generate(tree_root: &Path, kver: &str, args: &[String]) -> Result<()> {
+    let rel = format!("usr/lib/modules/{kver}/initramfs.img");
+    let out = crate::safepath::beneath(tree_root, &rel)?;
+    if crate::sandbox::has(tree_root, "usr/bin/dracut") {
+        // The module index the kernel package's scripts would have made (rpm-ostree runs it too).
+        if crate::sandbox::has(tree_root, "usr/sbin/depmod") {
+            crate::sandbox::run_ok(
+                tree_root,
+                crate::sandbox::Usr::Writable,
+                &["depmod", "-a", kver],
+                "depmod",
+            )?;
+        }
+        let dest = format!("/{rel}");
+        let mut argv = vec![
+            "dracut",
+            "--no-hostonly",
+            "--reproducible",
+            "--add",
+            "ostree",
+            "--force",
+            "--kver",
+            kver,
+        ];
+        argv.extend(args.iter().map(String::as_str));
+        argv.push(&dest);
+        crate::sandbox::run_ok(tree_root, crate::sandbox::Usr::Writable, &argv, "dracut")?;
+        return Ok(());
+    }
+    if !args.is_empty() {
+        fedostree_util::bail_input!("`initramfs-args` needs dracut in the tree (no /usr/bin/dracut)");
+    }
+    fs_err::write(out, build(tree_root, kver)?)?;
+    Ok(())
+}
+
 /// The kernel modules the initramfs loads, in load order, with their dependency closure.
 ///
 /// `modules_dir` is a tree's `/usr/lib/modules/$KVER`; names come back in kernel spelling (`virtio_blk`).

@@ -17,10 +17,25 @@ fn op(c: &VersionConstraint) -> &'static str {
 }
 
 /// One relation as an RPM dependency string (`name` or `name OP EVR`).
+///
+/// A Debian version without a revision is lower than every revision of it (`2.36` < `2.36-9`),
+/// while RPM ignores the release when the dependency names none. So `>> V`, `<= V` and `= V`
+/// compare against `V-0`, the release a native package gets: `libc6 (>> 2.36)` is satisfied by
+/// 2.36-9 in both, `(= 35)` by the native 35 only. `>= V` and `<< V` agree as they are.
 pub(crate) fn dep(r: &Relation) -> String {
     match &r.version {
         None => r.name.clone(),
-        Some((c, v)) => format!("{} {} {}", r.name, op(c), rpm_constraint_version(v)),
+        Some((c, v)) => {
+            let mut ver = rpm_constraint_version(v);
+            let pinned = matches!(
+                c,
+                VersionConstraint::GreaterThan | VersionConstraint::LessThanEqual | VersionConstraint::Equal
+            );
+            if v.debian_revision.is_none() && pinned {
+                ver.push_str("-0");
+            }
+            format!("{} {} {ver}", r.name, op(c))
+        }
     }
 }
 
@@ -74,9 +89,9 @@ mod tests {
                 "perl",
                 "(usrmerge or usr-is-merged >= 35~)",
                 "foo < 1:2-3",
-                "bar > 2",
+                "bar > 2-0",
                 "baz = 1.0-1",
-                "qux <= 4"
+                "qux <= 4-0"
             ]
         );
         let provides: Relations = "mail-transport-agent, libfoo (= 1.2-1)".parse().unwrap();

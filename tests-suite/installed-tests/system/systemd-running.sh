@@ -1,0 +1,14 @@
+#!/bin/sh
+# systemd-running: systemd is PID 1, the boot finished with no failed unit and the system is
+# `running` (this test's own service is Type=simple, so it does not hold the boot up).
+[ "$(cat /proc/1/comm)" = systemd ] || { echo "PID 1 is $(cat /proc/1/comm), not systemd"; exit 1; }
+state=$(timeout 120 systemctl is-system-running --wait)
+failed=$(systemctl --failed --no-legend --plain)
+echo "is-system-running: $state"
+if [ -n "$failed" ]; then
+	echo "failed units:"
+	echo "$failed"
+	systemctl status --no-pager --lines=15 $(echo "$failed" | awk '{print $1}') 2>&1 | tail -60
+	exit 1
+fi
+[ "$state" = running ] || exit 1
