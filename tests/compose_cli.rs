@@ -131,8 +131,12 @@ fn compose_both_arches_noop_bump_and_diff() {
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    // The dev repository is brought up to date (outside the compose lock) before compose waits.
     let mut first = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    while first.is_empty() || first.starts_with("devrepo ") {
+        first.clear();
+        std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    }
     let me = std::process::id();
     assert!(
         first.contains("waiting for another compose to finish") && first.contains(&format!("held by pid {me}")),

@@ -31,7 +31,14 @@ pub fn postprocess(
         }
     }
     // Every later step writes below these: none may be a package-planted symlink.
-    for d in ["usr", "usr/lib", "etc", "var"] {
+    for d in [
+        "usr",
+        "usr/lib",
+        "usr/lib/fedostree",
+        "usr/lib/tmpfiles.d",
+        "etc",
+        "var",
+    ] {
         beneath(root, d)?;
     }
     usr_merge(root)?;

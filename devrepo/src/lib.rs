@@ -224,7 +224,9 @@ struct ArchBuild<'a> {
     busybox: &'a debian::Deb,
     host_busybox: &'a debian::Deb,
     /// Scratch space (the kernel staging is over 100 MB).
-    tmp: &'a Path,
+    /// Parent of the scratch directory, made on first need (an up-to-date repo makes none).
+    tmp_parent: PathBuf,
+    tmp: Option<fedostree_util::workdir::WorkDir>,
     /// The unpacked kernel .deb, staged on first use.
     kstage: Option<kernel::KernelStage>,
 }
@@ -264,8 +266,18 @@ impl ArchBuild<'_> {
         })
     }
 
+    /// Scratch space; kernel staging is over 100 MB: a WorkDir is removed on Ctrl-C and swept
+    /// after a SIGKILL.
+    fn tmp(&mut self) -> Result<PathBuf> {
+        if self.tmp.is_none() {
+            self.tmp = Some(fedostree_util::workdir::WorkDir::new(&self.tmp_parent, "devrepo")?);
+        }
+        Ok(self.tmp.as_ref().expect("made above").path().to_path_buf())
+    }
+
     /// The complete spec of a package `describe` only sketched (unpacks the .debs).
     fn complete(&mut self, name: &str, kind: &Kind) -> Result<PkgSpec> {
+        let tmp = self.tmp()?;
         match kind {
             Kind::Busybox => busybox::spec(
                 self.arch,
@@ -273,11 +285,11 @@ impl ArchBuild<'_> {
                 self.bumps.count(name),
                 self.host_busybox,
                 &self.shared,
-                self.tmp,
+                &tmp,
             ),
             Kind::KernelCore | Kind::KernelModules => {
                 if self.kstage.is_none() {
-                    self.kstage = Some(kernel::stage(self.kdeb, self.tmp)?);
+                    self.kstage = Some(kernel::stage(self.kdeb, &tmp)?);
                 }
                 let st = self.kstage.as_ref().expect("staged above");
                 if matches!(kind, Kind::KernelCore) {
@@ -302,8 +314,6 @@ fn build_arch(
     let dir = state.devrepo(arch);
     let pkgdir = dir.join("Packages");
     fs_err::create_dir_all(&pkgdir)?;
-    // Kernel staging is over 100 MB: a WorkDir is removed on Ctrl-C and swept after a SIGKILL.
-    let tmp = fedostree_util::workdir::WorkDir::new(&state.tmp(), "devrepo")?;
     let mut manifest = Manifest::load(&dir)?;
     let debian::ArchDebs { kernel: kdeb, busybox } = &debs[debarch];
     let mut kv = debian::split_version(&kdeb.version)?;
@@ -321,7 +331,8 @@ fn build_arch(
         },
         busybox,
         host_busybox: &debs[host_debarch()?].busybox,
-        tmp: tmp.path(),
+        tmp_parent: state.tmp(),
+        tmp: None,
         kstage: None,
     };
 

@@ -103,6 +103,18 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         },
     },
     OwnPackage {
+        name: "fedostree-installed-tests-docker",
+        summary: "fedostree's installed-tests for server/docker-io: the engine answers and runs a local image",
+        provides: &[],
+        requires: &["fedostree-test-runner >= 1.0", "docker.io", "tar"],
+        recommends: &[],
+        post: None,
+        source: Source::InstalledTests {
+            dir: "tests-suite/installed-tests/docker",
+            suite: "fedostree-docker",
+        },
+    },
+    OwnPackage {
         name: "fedostree-installed-tests-broken",
         summary: "Deliberately failing installed-tests that prove the gate stops a bad tree",
         provides: &[],
