@@ -226,6 +226,9 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
         "-device",
         "virtio-blk-pci,drive=d0",
     ]);
+    // QEMU's user network (slirp: DHCP and NAT, nothing reachable from outside): real trees
+    // configure it with systemd-networkd, and network-online.target then means something.
+    push(&["-nic", "user,model=virtio-net-pci"]);
     push(&[
         "-chardev",
         &format!("file,id=console,path={}", opt(&cfg.console_log())),
