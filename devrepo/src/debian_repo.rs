@@ -127,11 +127,11 @@ pub(crate) fn download(state: &StateDir, debarch: &str, pkgs: &[Package]) -> Res
     Command::new("apt-get")
         // Our cache is not readable by apt's _apt sandbox user; without this apt warns on every download.
         .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
-        .args(
-            missing
-                .iter()
-                .map(|(p, _)| format!("{}:{debarch}={}", p.name, p.version)),
-        )
+        // `Architecture: all` packages are one file for every architecture: no qualifier.
+        .args(missing.iter().map(|(p, _)| match p.architecture.as_str() {
+            "all" => format!("{}={}", p.name, p.version),
+            _ => format!("{}:{debarch}={}", p.name, p.version),
+        }))
         .current_dir(tmp.path())
         .run()?;
     for (p, dest) in missing {
