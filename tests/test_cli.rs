@@ -18,6 +18,11 @@ fn main() {
             &vms,
             test_publishes_passing_trees_and_gates_failing_ones,
         ),
+        Test::new(
+            "real_trees_boot_systemd_and_pass_on_both_arches",
+            &vms,
+            real_trees_boot_systemd_and_pass_on_both_arches,
+        ),
         Test::new("bad_arguments_are_input_errors", &[], bad_arguments_are_input_errors),
     ]);
 }
@@ -200,6 +205,49 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     assert!(!String::from_utf8(ostree(&public, &["refs"]).stdout)
         .unwrap()
         .contains("broken"));
+}
+
+/// The real trees from the Debian repository, in one state directory (the repository is converted
+/// once and shared): server/docker-io on both arches (systemd, rpmdb, accounts, ostree client,
+/// Docker running a container) and base/minimal, each tested and published.
+fn real_trees_boot_systemd_and_pass_on_both_arches() {
+    let state = state_dir("test-real");
+    let public = state.join("public");
+    for (tree, suites, arches) in [
+        (
+            "server/docker-io",
+            &["fedostree", "fedostree-system", "fedostree-docker"][..],
+            &["x86_64", "aarch64"][..],
+        ),
+        ("base/minimal", &["fedostree", "fedostree-system"][..], &["x86_64"][..]),
+    ] {
+        let arch_arg = if arches.len() == 2 { "all" } else { arches[0] };
+        let out = fedostree(&state, &["test", "--tree", tree, "--arch", arch_arg]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        let mut want = BTreeMap::new();
+        for suite in suites {
+            let dir = if *suite == "fedostree" {
+                "fedostree"
+            } else {
+                suite.trim_start_matches("fedostree-")
+            };
+            want.extend(
+                expected_lines(tree, dir, arches)
+                    .into_iter()
+                    .map(|(id, st)| (id.replace(&format!("::{dir}/"), &format!("::{suite}/")), st)),
+            );
+        }
+        assert_eq!(report_lines(&err), want, "{err}");
+        for arch in arches {
+            let (group, name) = tree.split_once('/').unwrap();
+            let reff = format!("fedostree/{group}/{arch}/{name}");
+            let tested = String::from_utf8(ostree(&state.join("repo"), &["rev-parse", &reff]).stdout).unwrap();
+            let published = String::from_utf8(ostree(&public, &["rev-parse", &reff]).stdout).unwrap();
+            assert!(!tested.trim().is_empty());
+            assert_eq!(tested, published, "{reff}");
+        }
+    }
 }
 
 fn bad_arguments_are_input_errors() {
