@@ -116,3 +116,93 @@ fn run_one(root: &Path, p: &ImportedPackage, s: &Scriptlet) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree whose /bin/sh is the host's static busybox: enough to run shell scriptlets for real.
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for dir in ["usr/bin", "etc", "var", "tmp", "run", "proc", "dev"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", r.join("usr/bin/busybox")).expect("busybox-static (ci/setup)");
+        for applet in ["sh", "touch", "echo", "cat", "grep", "tail", "ls"] {
+            std::os::unix::fs::symlink("busybox", r.join("usr/bin").join(applet)).unwrap();
+        }
+        std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
+        d
+    }
+
+    fn pkg(scripts: &[(Phase, &str)]) -> ImportedPackage {
+        ImportedPackage {
+            name: "p".into(),
+            nevra: "p-1-1.noarch".into(),
+            sample_path: None,
+            owners: vec![],
+            scriptlets: scripts
+                .iter()
+                .map(|(phase, body)| Scriptlet {
+                    phase: *phase,
+                    program: vec!["/bin/sh".into()],
+                    body: body.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn scriptlets_run_in_phase_order_with_usr_read_only_after_install() {
+        let t = tree();
+        let p = pkg(&[
+            (Phase::PostTrans, "echo posttrans >> /etc/order"),
+            (Phase::Post, "echo post >> /etc/order; [ \"$1\" = 1 ]"),
+            (Phase::Pre, "echo pre >> /etc/order; touch /usr/pre-may-write"),
+        ]);
+        assert_eq!(run_all(t.path(), &[p]).unwrap(), 3);
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("etc/order")).unwrap(),
+            "pre\npost\nposttrans\n"
+        );
+        assert!(t.path().join("usr/pre-may-write").exists());
+
+        let e = run_all(t.path(), &[pkg(&[(Phase::Post, "touch /usr/nope")])])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p-1-1.noarch: %post scriptlet failed"), "{e}");
+        assert!(e.contains("Read-only file system"), "{e}");
+        assert!(!t.path().join("usr/nope").exists());
+    }
+
+    #[test]
+    fn a_failing_scriptlet_names_package_scriptlet_and_output() {
+        let t = tree();
+        let e = run_all(t.path(), &[pkg(&[(Phase::PostTrans, "echo broken setup >&2; exit 3")])])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("p-1-1.noarch: %posttrans scriptlet failed (exit Some(3))"),
+            "{e}"
+        );
+        assert!(e.contains("broken setup"), "{e}");
+        // No network in the sandbox: only the loopback device exists.
+        let e = run_all(
+            t.path(),
+            &[pkg(&[(Phase::Post, "ls /sys/class/net 2>/dev/null; cat /proc/net/dev | grep -v lo: | tail -n +3 | grep . && exit 9; exit 0")])],
+        );
+        assert!(e.is_ok(), "{e:?}");
+        let e = run_all(
+            t.path(),
+            &[pkg(&[(Phase::Post, "exit 0")]), {
+                let mut p = pkg(&[(Phase::Post, "")]);
+                p.scriptlets[0].program = vec!["/usr/bin/python3".into()];
+                p
+            }],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs the interpreter /usr/bin/python3"), "{e}");
+    }
+}

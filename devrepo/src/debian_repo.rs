@@ -193,31 +193,7 @@ pub fn build(state: &StateDir, arch: &str, source_dir: &Path) -> Result<Vec<Buil
     let pkgs = resolve(state, source_dir, debarch)?;
     let debs = download(state, debarch, &pkgs)?;
     let recipe = recipe_hash();
-
-    let facts_path = dir.join("control-facts.json");
-    let mut memo: FactsMemo = repo::load_json(&facts_path)?;
-    if memo.recipe != recipe {
-        memo = FactsMemo {
-            recipe: recipe.clone(),
-            ..Default::default()
-        };
-    }
-    let mut facts: BTreeMap<String, ControlFacts> = BTreeMap::new();
-    for (p, deb) in pkgs.iter().zip(&debs) {
-        let sha = p.sha256.clone().unwrap_or_default();
-        let f = match memo.facts.get(&sha) {
-            Some(f) => f.clone(),
-            None => {
-                let f = convert::read_control(deb).with_context(|| format!("{} {}", p.name, p.version))?;
-                memo.facts.insert(sha, f.clone());
-                f
-            }
-        };
-        facts.insert(p.name.clone(), f);
-    }
-    memo.facts
-        .retain(|sha, _| pkgs.iter().any(|p| p.sha256.as_deref() == Some(sha)));
-    repo::save_json(&facts_path, &memo)?;
+    let facts = control_facts(&dir, &recipe, &pkgs, &debs)?;
     let alternatives = convert::choose_alternatives(&facts.iter().map(|(k, v)| (k.clone(), v)).collect());
 
     let unversioned = convert::unversioned_provides(&pkgs);
@@ -298,6 +274,40 @@ pub fn build(state: &StateDir, arch: &str, source_dir: &Path) -> Result<Vec<Buil
     check_clashes(&files)?;
     finish(state, arch, &out, rewrote_in_place)?;
     Ok(out)
+}
+
+/// Each package's control-archive facts (by name), read from the .deb only when its checksum is new.
+fn control_facts(
+    dir: &Path,
+    recipe: &str,
+    pkgs: &[Package],
+    debs: &[PathBuf],
+) -> Result<BTreeMap<String, ControlFacts>> {
+    let facts_path = dir.join("control-facts.json");
+    let mut memo: FactsMemo = repo::load_json(&facts_path)?;
+    if memo.recipe != recipe {
+        memo = FactsMemo {
+            recipe: recipe.to_string(),
+            ..Default::default()
+        };
+    }
+    let mut facts = BTreeMap::new();
+    for (p, deb) in pkgs.iter().zip(debs) {
+        let sha = p.sha256.clone().unwrap_or_default();
+        let f = match memo.facts.get(&sha) {
+            Some(f) => f.clone(),
+            None => {
+                let f = convert::read_control(deb).with_context(|| format!("{} {}", p.name, p.version))?;
+                memo.facts.insert(sha, f.clone());
+                f
+            }
+        };
+        facts.insert(p.name.clone(), f);
+    }
+    memo.facts
+        .retain(|sha, _| pkgs.iter().any(|p| p.sha256.as_deref() == Some(sha)));
+    repo::save_json(&facts_path, &memo)?;
+    Ok(facts)
 }
 
 /// A path shipped by two packages is an error naming both (directories may be shared).

@@ -47,7 +47,12 @@ pub fn supermin_env(state: &StateDir) -> Result<Vec<(&'static str, PathBuf)>> {
                 .map(|e| e.path())
                 .filter(|p| {
                     let n = p.file_name().unwrap().to_string_lossy();
-                    n.starts_with("linux-image-") && n.ends_with(".deb") && !n.contains("-dbg")
+                    // linux-image-6.1.0-…: the kernel itself, not a metapackage (linux-image-cloud-amd64)
+                    // that the Debian repository also caches here.
+                    n.strip_prefix("linux-image-")
+                        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+                        && n.ends_with(".deb")
+                        && !n.contains("-dbg")
                 })
                 .collect();
             v.sort();

@@ -301,7 +301,10 @@ fn provide_supermin_kernel(fx: &Fixture) {
         if let Ok(rd) = std::fs::read_dir(&dir) {
             candidates.extend(rd.flatten().map(|e| e.path()).filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy();
-                n.starts_with("linux-image-") && n.ends_with(".deb")
+                // The kernel itself, not a metapackage the Debian repository caches beside it.
+                n.strip_prefix("linux-image-")
+                    .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+                    && n.ends_with(".deb")
             }));
         }
     }
