@@ -36,13 +36,16 @@ pub fn previous(repo: &Path, commit: &str) -> Result<Option<Previous>> {
 }
 
 /// name → id of a passwd or group file.
-fn ids(text: &str) -> BTreeMap<String, u32> {
-    text.lines()
-        .filter_map(|l| {
-            let c: Vec<&str> = l.split(':').collect();
-            Some((c.first()?.to_string(), c.get(2)?.parse().ok()?))
-        })
-        .collect()
+pub(crate) fn ids(text: &str) -> BTreeMap<String, u32> {
+    // The first line naming an account wins, as NSS reads these files.
+    let mut m = BTreeMap::new();
+    for l in text.lines() {
+        let c: Vec<&str> = l.split(':').collect();
+        if let (Some(n), Some(id)) = (c.first(), c.get(2).and_then(|s| s.parse().ok())) {
+            m.entry(n.to_string()).or_insert(id);
+        }
+    }
+    m
 }
 
 /// Users and groups the tree's sysusers.d declares.

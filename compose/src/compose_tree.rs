@@ -182,20 +182,13 @@ fn assemble(
         },
     )?;
     if let Some(script) = &tf.postprocess_script {
-        let o = crate::sandbox::run(
+        crate::sandbox::run_ok_with(
             root,
             crate::sandbox::Usr::Writable,
             &["/run/fedostree-postprocess"],
             &[(script.as_path(), "/run/fedostree-postprocess")],
+            &format!("postprocess-script {}", script.display()),
         )?;
-        if !o.success {
-            fedostree_util::bail_input!(
-                "postprocess-script {} failed (exit {:?}):\n{}",
-                script.display(),
-                o.code,
-                crate::sandbox::tail(&o.output)
-            );
-        }
     }
     let t = std::time::Instant::now();
     let kver = postprocess::postprocess(root, &imported, &tf.remove_files, &tf.initramfs_args)?;

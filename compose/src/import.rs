@@ -290,14 +290,13 @@ pub fn apply_owners(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
     if pkgs.iter().all(|p| p.owners.is_empty()) {
         return Ok(());
     }
+    // The first file naming an account wins.
     let ids = |files: &[&str]| -> HashMap<String, u32> {
         let mut m = HashMap::new();
         for f in files {
-            for line in fs_err::read_to_string(root.join(f)).unwrap_or_default().lines() {
-                let cols: Vec<&str> = line.split(':').collect();
-                if let (Some(n), Some(id)) = (cols.first(), cols.get(2).and_then(|s| s.parse().ok())) {
-                    m.entry(n.to_string()).or_insert(id);
-                }
+            let text = fs_err::read_to_string(root.join(f)).unwrap_or_default();
+            for (n, id) in crate::accounts::ids(&text) {
+                m.entry(n).or_insert(id);
             }
         }
         m

@@ -70,7 +70,12 @@ pub fn run(root: &Path, usr: Usr, argv: &[&str], files: &[(&Path, &str)]) -> Res
 
 /// Run `argv` and fail with `what`, the exit code and the output tail when it fails.
 pub fn run_ok(root: &Path, usr: Usr, argv: &[&str], what: &str) -> Result<String> {
-    let o = run(root, usr, argv, &[])?;
+    run_ok_with(root, usr, argv, &[], what)
+}
+
+/// [`run_ok`] with host files bound in, as [`run`] takes them.
+pub fn run_ok_with(root: &Path, usr: Usr, argv: &[&str], files: &[(&Path, &str)], what: &str) -> Result<String> {
+    let o = run(root, usr, argv, files)?;
     if !o.success {
         fedostree_util::bail_input!("{what} failed (exit {:?}):\n{}", o.code, tail(&o.output));
     }

@@ -104,16 +104,8 @@ fn run_one(root: &Path, p: &ImportedPackage, s: &Scriptlet) -> Result<()> {
         argv.push(INSIDE);
     }
     argv.push("1");
-    let o = sandbox::run(root, usr, &argv, &[(file.path(), INSIDE)])?;
-    if !o.success {
-        fedostree_util::bail_input!(
-            "{}: {} scriptlet failed (exit {:?}):\n{}",
-            p.nevra,
-            s.phase.name(),
-            o.code,
-            sandbox::tail(&o.output)
-        );
-    }
+    let what = format!("{}: {} scriptlet", p.nevra, s.phase.name());
+    sandbox::run_ok_with(root, usr, &argv, &[(file.path(), INSIDE)], &what)?;
     Ok(())
 }
 

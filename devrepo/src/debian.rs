@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use fedostree_util::cmd::CommandRunExt;
 use fedostree_util::state::StateDir;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -216,10 +216,8 @@ fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb>
 }
 
 pub(crate) fn sha256_file(p: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
+    let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    Ok(fedostree_compose::repo::hex_digest_reader("sha256", f, None)?.0)
 }
 
 /// Unpack a .deb's data into `dest` (created).

@@ -39,11 +39,7 @@ fn recipe_hash() -> String {
         include_str!("spec.rs"),
         fedostree_compose::gpg::DEV_PUBLIC_KEY,
     ];
-    let mut h = Sha256::new();
-    for s in sources {
-        h.update(Sha256::digest(s.as_bytes()));
-    }
-    hex::encode(h.finalize())
+    crate::hash_sources(&sources)
 }
 
 /// `closure-<debarch>.json`: the closure's index records, valid for one apt-lists stamp and sets hash.
@@ -194,7 +190,7 @@ pub fn build(state: &StateDir, arch: &str, source_dir: &Path) -> Result<Vec<Buil
     let debs = download(state, debarch, &pkgs)?;
     let recipe = recipe_hash();
     let facts = control_facts(&dir, &recipe, &pkgs, &debs)?;
-    let alternatives = convert::choose_alternatives(&facts.iter().map(|(k, v)| (k.clone(), v)).collect());
+    let alternatives = convert::choose_alternatives(&facts);
 
     let unversioned = convert::unversioned_provides(&pkgs);
     let mut manifest = Manifest::load(&dir)?;

@@ -97,6 +97,11 @@ fn recipe_hash() -> String {
         // Packages are signed with the dev key: a new key rebuilds them.
         fedostree_compose::gpg::DEV_PUBLIC_KEY,
     ];
+    hash_sources(&sources)
+}
+
+/// One hash over source texts (each hashed first, so their boundaries count): a builder's recipe.
+pub(crate) fn hash_sources(sources: &[&str]) -> String {
     let mut h = Sha256::new();
     for s in sources {
         h.update(Sha256::digest(s.as_bytes()));

@@ -191,14 +191,7 @@ pub(crate) fn conflicts(p: &Package, unversioned_provides: &BTreeSet<String>) ->
         .flat_map(|r| r.0.iter())
         .flatten()
         .filter(|r| r.version.is_none() || !unversioned_provides.contains(&r.name));
-    let mut out: Vec<String> = Vec::new();
-    for r in kept {
-        let d = relations::dep(r);
-        if !out.contains(&d) {
-            out.push(d);
-        }
-    }
-    out
+    relations::deps(kept)
 }
 
 /// Names that packages of `set` provide without a version.
@@ -354,33 +347,25 @@ fn read_payload(deb: &Path, spec: &mut PkgSpec, control: &ControlFacts) -> Resul
 /// sysusers.d and preset files for what the maintainer scripts did.
 fn add_script_files(spec: &mut PkgSpec, s: &ScriptFacts) -> Result<()> {
     let name = spec.name.clone();
-    if !s.sysusers.is_empty() {
-        let text = format!(
-            "# From {name}'s Debian maintainer scripts (fedostree devrepo).\n{}\n",
-            s.sysusers.join("\n")
-        );
-        spec.bytes(
-            &format!("/usr/lib/sysusers.d/50-deb-{name}.conf"),
-            text.into_bytes(),
-            0o644,
-            Attrs::default(),
-        )?;
-    }
-    if !s.enable.is_empty() {
-        let text: String = s.enable.iter().map(|u| format!("enable {u}\n")).collect();
-        spec.bytes(
-            &format!("/usr/lib/systemd/system-preset/50-deb-{name}.preset"),
-            format!("# From {name}'s Debian maintainer scripts (fedostree devrepo).\n{text}").into_bytes(),
-            0o644,
-            Attrs::default(),
-        )?;
+    let enable: Vec<String> = s.enable.iter().map(|u| format!("enable {u}")).collect();
+    for (path, lines) in [
+        (format!("/usr/lib/sysusers.d/50-deb-{name}.conf"), &s.sysusers),
+        (format!("/usr/lib/systemd/system-preset/50-deb-{name}.preset"), &enable),
+    ] {
+        if !lines.is_empty() {
+            let text = format!(
+                "# From {name}'s Debian maintainer scripts (fedostree devrepo).\n{}\n",
+                lines.join("\n")
+            );
+            spec.bytes(&path, text.into_bytes(), 0o644, Attrs::default())?;
+        }
     }
     Ok(())
 }
 
 /// The alternatives of a whole set: for each name, the highest-priority candidate whose package
 /// is in the set wins; returns, per package, the (link, target) symlinks it ships.
-pub(crate) fn choose_alternatives(facts: &BTreeMap<String, &ControlFacts>) -> BTreeMap<String, Vec<(String, String)>> {
+pub(crate) fn choose_alternatives(facts: &BTreeMap<String, ControlFacts>) -> BTreeMap<String, Vec<(String, String)>> {
     let mut best: BTreeMap<&str, (&str, &scripts::Alternative)> = BTreeMap::new();
     for (pkg, f) in facts {
         for a in &f.scripts.alternatives {

@@ -63,8 +63,13 @@ pub(crate) fn requires<'a>(fields: impl IntoIterator<Item = &'a Option<Relations
 
 /// Provides keep their versions; Conflicts and Breaks both become Conflicts (RPM has no Breaks).
 pub(crate) fn flat<'a>(fields: impl IntoIterator<Item = &'a Option<Relations>>) -> Vec<String> {
+    deps(fields.into_iter().flatten().flat_map(|r| r.0.iter()).flatten())
+}
+
+/// Each relation as a dependency, in order, without duplicates.
+pub(crate) fn deps<'a>(rels: impl IntoIterator<Item = &'a Relation>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for r in fields.into_iter().flatten().flat_map(|r| r.0.iter()).flatten() {
+    for r in rels {
         let d = dep(r);
         if !out.contains(&d) {
             out.push(d);
