@@ -129,9 +129,11 @@ pub fn commit_tree(repo: &ostree::Repo, build_repo: &ostree::Repo, root: &Path, 
     let built = (|| -> Result<String> {
         let mtree = ostree::MutableTree::new();
         let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::SKIP_XATTRS, None);
-        build_repo
-            .write_directory_to_mtree(&gio::File::for_path(root), &mtree, Some(&modifier), cancellable)
-            .context("writing the tree into the build repo")?;
+        crate::progress::timed("commit: checksummed the tree into the build repo", || {
+            build_repo
+                .write_directory_to_mtree(&gio::File::for_path(root), &mtree, Some(&modifier), cancellable)
+                .context("writing the tree into the build repo")
+        })?;
         let root_file = build_repo.write_mtree(&mtree, cancellable)?;
         let root_file = root_file
             .downcast::<ostree::RepoFile>()
@@ -159,7 +161,9 @@ pub fn commit_tree(repo: &ostree::Repo, build_repo: &ostree::Repo, root: &Path, 
     };
     let build_path = build_repo.path().path().context("build repo path")?;
     let repo_path = repo.path().path().context("repo path")?;
-    pull_objects(&repo_path, &build_path, &csum).context("copying the new commit's objects into the archive repo")?;
+    crate::progress::timed("commit: new objects compressed into the archive repo", || {
+        pull_objects(&repo_path, &build_path, &csum).context("copying the new commit's objects into the archive repo")
+    })?;
     repo.set_ref_immediate(None, req.ref_, Some(&csum), cancellable)?;
     Ok(csum)
 }

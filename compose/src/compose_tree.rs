@@ -102,7 +102,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         Some(p) => crate::accounts::previous(&state.repo(), p)?,
         None => None,
     };
-    let kver = assemble(&root, &tf, &solved, &rpms, &repos, &keys, previous.as_ref())?;
+    let kver = assemble(&root, state, &tf, &solved, &rpms, &repos, &keys, previous.as_ref())?;
 
     let version = tf
         .automatic_version_prefix
@@ -138,8 +138,10 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
 
 /// Import every package into `root` (signatures checked where the repository asks), apply ownership,
 /// and turn the result into an OSTree tree; returns the kernel version.
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     root: &std::path::Path,
+    state: &StateDir,
     tf: &Treefile,
     solved: &[SolvedPackage],
     rpms: &[std::path::PathBuf],
@@ -171,16 +173,18 @@ fn assemble(
         ignore_removed_groups: &tf.ignore_removed_groups,
         etc_group_members: &tf.etc_group_members,
     };
-    crate::accounts::create(root, previous, &policy)?;
+    crate::progress::timed("sysusers", || crate::accounts::create(root, previous, &policy))?;
     import::apply_owners(root, &imported)?;
-    crate::systemd_setup::apply(
-        root,
-        &crate::systemd_setup::Settings {
-            units: &tf.units,
-            default_target: tf.default_target.as_deref(),
-            machineid_compat: tf.machineid_compat,
-        },
-    )?;
+    crate::progress::timed("systemd presets, tmpfiles, ldconfig", || {
+        crate::systemd_setup::apply(
+            root,
+            &crate::systemd_setup::Settings {
+                units: &tf.units,
+                default_target: tf.default_target.as_deref(),
+                machineid_compat: tf.machineid_compat,
+            },
+        )
+    })?;
     if let Some(script) = &tf.postprocess_script {
         crate::sandbox::run_ok_with(
             root,
@@ -191,9 +195,15 @@ fn assemble(
         )?;
     }
     let t = std::time::Instant::now();
-    let kver = postprocess::postprocess(root, &imported, &tf.remove_files, &tf.initramfs_args)?;
+    let kver = postprocess::postprocess(
+        root,
+        &imported,
+        &tf.remove_files,
+        &tf.initramfs_args,
+        &state.initramfs_cache(),
+    )?;
     eprintln!("postprocess (initramfs included): {:.1}s", t.elapsed().as_secs_f64());
-    crate::rpmdb::write(root, rpms)?;
+    crate::progress::timed("rpmdb", || crate::rpmdb::write(root, rpms))?;
     Ok(kver)
 }
 

@@ -21,6 +21,7 @@ pub fn postprocess(
     pkgs: &[ImportedPackage],
     remove_files: &[String],
     initramfs_args: &[String],
+    initramfs_cache: &Path,
 ) -> Result<String> {
     for rel in remove_files {
         let p = parent_beneath(root, rel)?;
@@ -44,7 +45,7 @@ pub fn postprocess(
     usr_merge(root)?;
     // dracut reads /etc (its configuration): before /etc moves.
     let kver = find_kernel(root)?;
-    crate::initramfs::generate(root, &kver, initramfs_args).context("generating the initramfs")?;
+    crate::initramfs::generate(root, &kver, initramfs_args, initramfs_cache).context("generating the initramfs")?;
     move_etc(root)?;
     var_to_tmpfiles(root)?;
     toplevel_layout(root)?;
@@ -239,7 +240,9 @@ mod tests {
             std::fs::create_dir_all(root.join("var/lib/x")).unwrap();
             std::fs::create_dir_all(&outside).unwrap();
             std::os::unix::fs::symlink(&outside, root.join(planted)).unwrap();
-            let err = postprocess(&root, &[], &[], &[]).unwrap_err().to_string();
+            let err = postprocess(&root, &[], &[], &[], &d.path().join("cache"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("symlink"), "{planted}: {err}");
             assert_eq!(
                 std::fs::read_dir(&outside).unwrap().count(),

@@ -52,3 +52,11 @@ impl Progress {
         eprintln!("{}: {summary} ({:.2}s)", self.label, self.start.elapsed().as_secs_f64());
     }
 }
+
+/// Run `f` and print `label: N.Ns` once it succeeded: the per-step timings of a compose log.
+pub fn timed<T>(label: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let start = Instant::now();
+    let out = f()?;
+    eprintln!("{label}: {:.1}s", start.elapsed().as_secs_f64());
+    Ok(out)
+}

@@ -41,6 +41,40 @@ fn check(root: &Path, rel: &Path, last_too: bool) -> Result<PathBuf> {
     Ok(root.join(rel))
 }
 
+/// Where `rel` leads inside the tree, following symlinks the way the tree's own programs would see
+/// them with the tree as `/` (absolute targets from the root, `..` never above it). None when a
+/// component is missing or the links loop.
+pub fn resolve_in_tree(root: &Path, rel: impl AsRef<Path>) -> Option<PathBuf> {
+    let mut pending: Vec<std::ffi::OsString> = rel.as_ref().components().rev().map(|c| c.as_os_str().into()).collect();
+    let mut cur = PathBuf::new();
+    let mut links = 0;
+    while let Some(c) = pending.pop() {
+        match c.to_str() {
+            Some("/") | Some(".") => continue,
+            Some("..") => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(&c);
+        let meta = fs_err::symlink_metadata(root.join(&cur)).ok()?;
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return None;
+            }
+            let target = fs_err::read_link(root.join(&cur)).ok()?;
+            cur.pop();
+            if target.is_absolute() {
+                cur = PathBuf::new();
+            }
+            pending.extend(target.components().rev().map(|c| c.as_os_str().into()));
+        }
+    }
+    Some(root.join(cur))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +90,23 @@ mod tests {
         assert!(beneath(d.path(), "usr/lib/new/file").is_ok());
         assert!(beneath(d.path(), "../x").is_err());
         assert!(beneath(d.path(), "/etc").is_err());
+    }
+
+    #[test]
+    fn resolving_follows_links_as_seen_from_inside_the_tree() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("usr/lib/x")).unwrap();
+        std::fs::write(d.path().join("usr/lib/x/f"), "").unwrap();
+        std::os::unix::fs::symlink("usr/lib", d.path().join("lib")).unwrap();
+        std::os::unix::fs::symlink("/lib/x/f", d.path().join("usr/lib/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc/passwd", d.path().join("usr/lib/up")).unwrap();
+        std::os::unix::fs::symlink("loop", d.path().join("loop")).unwrap();
+        let r = |p: &str| resolve_in_tree(d.path(), p);
+        assert_eq!(r("lib/x/f"), Some(d.path().join("usr/lib/x/f")));
+        assert_eq!(r("lib/abs"), Some(d.path().join("usr/lib/x/f")));
+        // `..` stops at the tree's root: the host's /etc/passwd is never reached.
+        assert_eq!(r("usr/lib/up"), None);
+        assert_eq!(r("loop"), None);
+        assert_eq!(r("usr/missing"), None);
     }
 }

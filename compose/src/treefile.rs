@@ -121,7 +121,8 @@ struct RawTreefile {
     ignore_removed_users: Option<Vec<String>>,
     ignore_removed_groups: Option<Vec<String>>,
     initramfs_args: Option<Vec<String>>,
-    postprocess_script: Option<String>,
+    /// Resolved against the directory of the treefile that names it (as rpm-ostree loads externals).
+    postprocess_script: Option<PathBuf>,
     machineid_compat: Option<bool>,
 }
 
@@ -211,8 +212,8 @@ pub struct Treefile {
     pub ignore_removed_groups: Vec<String>,
     /// Extra arguments for the tree's dracut.
     pub initramfs_args: Vec<String>,
-    /// A script run in the sandbox with the tree as `/` before commit; relative to the top-level
-    /// treefile's directory.
+    /// A script run in the sandbox with the tree as `/` before commit; a relative path is relative to
+    /// the treefile that names it.
     pub postprocess_script: Option<PathBuf>,
     pub machineid_compat: bool,
 }
@@ -285,9 +286,7 @@ impl Treefile {
             ignore_removed_users: raw.ignore_removed_users.unwrap_or_default(),
             ignore_removed_groups: raw.ignore_removed_groups.unwrap_or_default(),
             initramfs_args: raw.initramfs_args.unwrap_or_default(),
-            postprocess_script: raw
-                .postprocess_script
-                .map(|s| path.parent().unwrap_or(Path::new(".")).join(s)),
+            postprocess_script: raw.postprocess_script,
             machineid_compat: raw.machineid_compat.unwrap_or(true),
         })
     }
@@ -423,6 +422,9 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, Treefi
         msg: e.to_string(),
     })?;
 
+    if let Some(script) = raw.postprocess_script.take() {
+        raw.postprocess_script = Some(path.parent().unwrap_or(Path::new(".")).join(script));
+    }
     chain.push(canonical);
     let includes = match raw.include.take() {
         None => vec![],
@@ -477,6 +479,61 @@ mod tests {
         let x = Treefile::load(&p, "t", "x86_64").unwrap();
         assert_eq!(x.packages.last().unwrap(), "x86-only");
         assert_eq!(x.add_commit_metadata["fedostree.stream"], "dev");
+    }
+
+    #[test]
+    fn real_tree_keys_merge_like_rpm_ostree() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("base")).unwrap();
+        write(
+            &d.path().join("base"),
+            "b.yaml",
+            indoc! {"
+                ref: b
+                packages: [systemd]
+                units: [systemd-networkd.service]
+                default-target: multi-user.target
+                etc-group-members: [wheel]
+                ignore-removed-users: [olduser]
+                ignore-removed-groups: [oldgroup]
+                initramfs-args: [--omit, crypt]
+                postprocess-script: post.sh
+                machineid-compat: false
+            "},
+        );
+        let p = write(
+            d.path(),
+            "top.yaml",
+            "include: base/b.yaml\nref: t\npackages: [docker.io]\nunits: [docker.service]\netc-group-members: [docker]\n",
+        );
+        let t = Treefile::load(&p, "top", "x86_64").unwrap();
+        assert_eq!(t.units, ["systemd-networkd.service", "docker.service"]);
+        assert_eq!(t.default_target.as_deref(), Some("multi-user.target"));
+        assert_eq!(t.etc_group_members, ["wheel", "docker"]);
+        assert_eq!(t.ignore_removed_users, ["olduser"]);
+        assert_eq!(t.ignore_removed_groups, ["oldgroup"]);
+        assert_eq!(t.initramfs_args, ["--omit", "crypt"]);
+        assert_eq!(
+            t.postprocess_script,
+            Some(d.path().join("base/post.sh")),
+            "relative to its own treefile"
+        );
+        assert!(!t.machineid_compat);
+
+        // A later file replaces scalars and initramfs-args (an argument list is not a set); defaults hold.
+        let p = write(
+            d.path(),
+            "over.yaml",
+            "include: base/b.yaml\nref: o\ninitramfs-args: [--no-compress]\nmachineid-compat: true\ndefault-target: graphical.target\n",
+        );
+        let o = Treefile::load(&p, "over", "x86_64").unwrap();
+        assert_eq!(o.initramfs_args, ["--no-compress"]);
+        assert!(o.machineid_compat);
+        assert_eq!(o.default_target.as_deref(), Some("graphical.target"));
+        let p = write(d.path(), "plain.yaml", "ref: p\npackages: [x]\n");
+        let plain = Treefile::load(&p, "plain", "x86_64").unwrap();
+        assert!(plain.machineid_compat, "rpm-ostree's default");
+        assert!(plain.units.is_empty() && plain.initramfs_args.is_empty() && plain.postprocess_script.is_none());
     }
 
     #[test]

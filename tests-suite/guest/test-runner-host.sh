@@ -50,6 +50,7 @@ EOF
 mktest sample/tap "Exec=$tmp/tap.sh" "Output=TAP"
 mktest sample/tap-notok "Exec=sh -c 'echo 1..2; echo ok 1 - a; echo not ok 2 - b'" "Output=TAP"
 mktest sample/tap-plan "Exec=sh -c 'echo 1..3; echo ok 1; echo ok 2'" "Output=TAP"
+mktest sample/tap-bail "Exec=sh -c 'echo 1..2; echo ok 1; echo Bail out! broken'" "Output=TAP"
 mktest sample/tap-notap "Exec=sh -c 'echo ok 1 - looks like TAP; exit 0'"
 mktest sample/timeout "X-Fedostree-Timeout=1" "Exec=sh -c 'echo before; sleep 37 & sleep 38; echo after'"
 mktest sample/global-timeout "Exec=sleep 30"
@@ -96,12 +97,12 @@ check "console echoes every line with the prefix" \
 check "results are valid UTF-8" iconv -f UTF-8 -t UTF-8 "$results" -o /dev/null
 check "run-started first" eq "$(head -n1 "$results" | jq -r .event)" run-started
 check "run-finished last" eq "$(tail -n1 "$results" | jq -r .event)" run-finished
-check "run-started counts tests" eq "$(q 'select(.event == "run-started") | .tests')" 16
+check "run-started counts tests" eq "$(q 'select(.event == "run-started") | .tests')" 17
 check "deployment resolved" eq "$(q 'select(.event == "run-started") | .deployment')" \
 	/ostree/deploy/fedostree/deploy/abc123.0
 check "commit resolved" eq "$(q 'select(.event == "run-started") | .commit')" abc123
 check "arch reported" eq "$(q 'select(.event == "run-started") | .arch')" "$(uname -m)"
-for t in pass:pass fail:fail skip:skip tap:pass tap-notok:fail tap-plan:fail tap-notap:pass timeout:timeout \
+for t in pass:pass fail:fail skip:skip tap:pass tap-notok:fail tap-plan:fail tap-bail:fail tap-notap:pass timeout:timeout \
 	global-timeout:timeout env:pass noenv:pass noexec:fail badtype:fail a-exclusive:pass \
 	sub/dir/nested:pass big-output:pass; do
 	check "status of ${t%%:*} is ${t#*:}" eq "$(finished "${t%%:*}" .status)" "${t#*:}"
@@ -112,17 +113,18 @@ check "global karg timeout is 2 s" test "$(finished global-timeout .duration_ms)
 check "timeout orphans are killed" eq "$(orphans)" 0
 check "output escaped and round-trips" eq "$(finished pass .output)" "$(printf 'quote" back\\slash\ttab\rCRctl é\nline2')"
 check "test output tail is 8 KiB at most" test "$(finished big-output .output | wc -c)" -le 8193
+check "TAP bail out noted in output" eq "$(finished tap-bail .output | tail -n 1)" "fedostree-runner: TAP Bail out!"
 check "timeout noted in output" eq "$(finished timeout .output)" "$(printf 'before\nfedostree-runner: timed out after 1s')"
 check "subtests of tap" eq "$(q -c 'select(.event == "subtest" and .test == "sample/tap") | [.number, .status, .description]')" \
 	"$(printf '%s\n' '[1,"pass","first"]' '[2,"todo","todo thing"]' '[3,"skip","skipped one"]' \
 		'[4,"pass","with \"quotes\" and \\back"]' '[5,"pass",""]')"
 check "no subtests without Output=TAP" eq "$(q 'select(.event == "subtest" and .test == "sample/tap-notap") | .number')" ""
 check "session tests sorted, then session-exclusive" eq "$(q 'select(.event == "test-started") | .name' | tr '\n' ' ')" \
-	"sample/badtype sample/big-output sample/env sample/fail sample/global-timeout sample/noenv sample/noexec sample/pass sample/skip sample/sub/dir/nested sample/tap-notap sample/tap-notok sample/tap-plan sample/tap sample/timeout sample/a-exclusive "
+	"sample/badtype sample/big-output sample/env sample/fail sample/global-timeout sample/noenv sample/noexec sample/pass sample/skip sample/sub/dir/nested sample/tap-bail sample/tap-notap sample/tap-notok sample/tap-plan sample/tap sample/timeout sample/a-exclusive "
 check "every test-started has its test-finished next" eq \
 	"$(q -c 'select(.event | test("^test-")) | .event' | uniq -c | awk '{print $1}' | sort -u)" 1
 check "run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
-	"[8,5,1,2]"
+	"[8,6,1,2]"
 echo "test-runner-host: ran in ${elapsed}s"
 if [ "$fails" -gt 0 ]; then
 	echo "test-runner-host: $fails check(s) failed; results:" >&2

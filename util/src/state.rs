@@ -44,6 +44,10 @@ impl StateDir {
     pub fn rpm_cache(&self) -> PathBuf {
         self.root.join("cache/rpms")
     }
+    /// Initramfs images the trees' dracut made, by their inputs (see compose's `initramfs::dracut`).
+    pub fn initramfs_cache(&self) -> PathBuf {
+        self.root.join("cache/initramfs")
+    }
     pub fn repodata_cache(&self) -> PathBuf {
         self.root.join("cache/repodata")
     }

@@ -98,3 +98,36 @@ fn write_record(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, rdev: (u32, 
     out.extend_from_slice(data);
     pad4(out);
 }
+
+/// The regular files of one newc archive at the start of `stream` ("070701" or "070702"), and the
+/// offset just past its TRAILER!!! record. Used to see what dracut put into an image.
+pub(crate) fn regular_files(stream: &[u8]) -> Result<(Vec<String>, usize), String> {
+    let mut files = Vec::new();
+    let mut at = 0usize;
+    loop {
+        let header = stream
+            .get(at..at + 110)
+            .ok_or_else(|| format!("cpio: truncated header at offset {at}"))?;
+        if &header[..6] != b"070701" && &header[..6] != b"070702" {
+            return Err(format!("cpio: no newc magic at offset {at}"));
+        }
+        let field = |i: usize| {
+            let hex = std::str::from_utf8(&header[6 + 8 * i..14 + 8 * i]).unwrap_or("");
+            u32::from_str_radix(hex, 16).map_err(|_| format!("cpio: bad header field at offset {at}"))
+        };
+        let (mode, size, namesize) = (field(1)?, field(6)? as usize, field(11)? as usize);
+        let name_end = at + 110 + namesize;
+        let name = stream
+            .get(at + 110..name_end.saturating_sub(1))
+            .ok_or_else(|| format!("cpio: truncated name at offset {at}"))?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        let data_start = name_end.next_multiple_of(4);
+        at = (data_start + size).next_multiple_of(4);
+        if name == "TRAILER!!!" {
+            return Ok((files, at.min(stream.len())));
+        }
+        if mode & 0o170000 == S_IFREG {
+            files.push(name.trim_start_matches("./").to_string());
+        }
+    }
+}

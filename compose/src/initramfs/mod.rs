@@ -1,11 +1,14 @@
-//! The initramfs of composed trees: busybox, the virtio/ext4 kernel modules and a shell `/init`
-//! ([`INIT_SCRIPT`]) that does OSTree's prepare-root, packed as a reproducible gzip'd newc cpio.
+//! The initramfs of composed trees. A tree that ships dracut gets its own dracut's image (cached by
+//! its inputs, see [`dracut`]); the dev trees get a small one of busybox, the virtio/ext4 kernel
+//! modules and a shell `/init` ([`INIT_SCRIPT`]) that does OSTree's prepare-root, packed as a
+//! reproducible gzip'd newc cpio.
 //!
 //! Everything is read from the assembled tree on the host and nothing from the tree is executed, so an
 //! aarch64 tree builds on x86_64. Same tree → byte-identical image (fixed mtimes, sorted entries, gzip
 //! without name or time): otherwise every deploy would copy tens of MB more into /boot.
 
 mod cpio;
+mod dracut;
 mod modules;
 #[cfg(test)]
 mod tests;
@@ -63,33 +66,13 @@ const GZIP_LEVEL: u32 = 6;
 /// Write `usr/lib/modules/$KVER/initramfs.img`: made by the tree's own dracut when it ships one
 /// (as rpm-ostree does: `--no-hostonly --reproducible --add ostree`, plus the treefile's
 /// `initramfs-args`), else the small busybox image of [`build`].
-pub fn generate(tree_root: &Path, kver: &str, args: &[String]) -> Result<()> {
+pub fn generate(tree_root: &Path, kver: &str, args: &[String], cache_dir: &Path) -> Result<()> {
     let rel = format!("usr/lib/modules/{kver}/initramfs.img");
     let out = crate::safepath::beneath(tree_root, &rel)?;
     if crate::sandbox::has(tree_root, "usr/bin/dracut") {
-        // The module index the kernel package's scripts would have made (rpm-ostree runs it too).
-        if crate::sandbox::has(tree_root, "usr/sbin/depmod") {
-            crate::sandbox::run_ok(
-                tree_root,
-                crate::sandbox::Usr::Writable,
-                &["depmod", "-a", kver],
-                "depmod",
-            )?;
+        if dracut::generate(tree_root, kver, args, &rel, cache_dir)? {
+            eprintln!("dracut: inputs unchanged, image reused from the cache");
         }
-        let dest = format!("/{rel}");
-        let mut argv = vec![
-            "dracut",
-            "--no-hostonly",
-            "--reproducible",
-            "--add",
-            "ostree",
-            "--force",
-            "--kver",
-            kver,
-        ];
-        argv.extend(args.iter().map(String::as_str));
-        argv.push(&dest);
-        crate::sandbox::run_ok(tree_root, crate::sandbox::Usr::Writable, &argv, "dracut")?;
         return Ok(());
     }
     if !args.is_empty() {

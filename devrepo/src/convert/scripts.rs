@@ -253,6 +253,11 @@ pub(crate) fn read_script(which: &str, text: &str, facts: &mut ScriptFacts) {
                     dropped.insert("update-alternatives (with shell variables)".to_string());
                 }
                 "update-alternatives" => alternative(facts, args),
+                // iproute2 sets caps on /bin/ip only when a debconf question (default false) says
+                // so: a script that asks debconf cannot be read as unconditional.
+                "setcap" if text.contains("db_get") => {
+                    dropped.insert("setcap (depends on a debconf answer)".to_string());
+                }
                 "setcap" => {
                     let pos = positional(args, &[]);
                     if let [caps, path] = pos.as_slice() {
@@ -334,5 +339,28 @@ ldconfig
         );
         assert_eq!(f.caps, [("/bin/ping".to_string(), "cap_net_raw+ep".to_string())]);
         assert_eq!(f.dropped, ["postinst: deb-systemd-invoke, dpkg-maintscript-helper"]);
+    }
+
+    #[test]
+    fn setcap_behind_a_debconf_question_is_dropped_not_applied() {
+        // iproute2's postinst, abridged: the question defaults to false.
+        let postinst = r#"#!/bin/sh
+. /usr/share/debconf/confmodule
+if command -v setcap > /dev/null; then
+    db_get iproute2/setcaps
+    if test "$RET" = "true"; then
+        setcap "cap_dac_override,cap_sys_admin,cap_net_admin=ep" /bin/ip
+    fi
+fi
+"#;
+        let mut f = ScriptFacts::default();
+        read_script("postinst", postinst, &mut f);
+        assert!(f.caps.is_empty(), "{:?}", f.caps);
+        assert_eq!(f.dropped.len(), 1);
+        assert!(
+            f.dropped[0].contains("setcap (depends on a debconf answer)"),
+            "{:?}",
+            f.dropped
+        );
     }
 }

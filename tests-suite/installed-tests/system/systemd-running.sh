@@ -7,7 +7,7 @@ failed=$(systemctl --failed --no-legend --plain)
 echo "is-system-running: $state"
 # Where the boot's time went (kept in the run's results.jsonl).
 systemd-analyze 2>&1 | head -3
-systemd-analyze blame 2>&1 | head -8
+systemd-analyze critical-chain 2>&1 | head -16
 if [ -n "$failed" ]; then
 	echo "failed units:"
 	echo "$failed"
