@@ -248,6 +248,48 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
             assert_eq!(tested, published, "{reff}");
         }
     }
+    accounts_are_never_dropped_silently(&state);
+}
+
+/// rpm-ostree's rule for /etc/group across composes, through the binary: base/minimal's packages under
+/// server/docker-io's ref would drop the `docker` group Docker's package declared. That compose is
+/// refused, naming the group, and the ref stays; listed under `ignore-removed-groups` it goes through.
+fn accounts_are_never_dropped_silently(state: &Path) {
+    let reff = "fedostree/server/x86_64/docker-io";
+    let rev = |s: &Path| String::from_utf8(ostree(&s.join("repo"), &["rev-parse", reff]).stdout).unwrap();
+    let before = rev(state);
+    let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/base");
+    let dir = state.join("shrunk-tree");
+    std::fs::create_dir_all(&dir).unwrap();
+    for repo in ["fedostree-debian.repo", "fedostree-dev.repo"] {
+        std::os::unix::fs::symlink(trees.join(repo), dir.join(repo)).unwrap();
+    }
+    let treefile = |extra: &str| {
+        let p = dir.join("shrunk.yaml");
+        let include = trees.join("minimal.yaml");
+        std::fs::write(&p, format!("include: {}\nref: {reff}\n{extra}", include.display())).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let out = fedostree(state, &["compose", "--tree", &treefile(""), "--arch", "x86_64"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("group `docker`") && err.contains("ignore-removed-groups"),
+        "{err}"
+    );
+    assert_eq!(rev(state), before, "a refused compose moved the ref");
+    let out = fedostree(
+        state,
+        &[
+            "compose",
+            "--tree",
+            &treefile("ignore-removed-groups: [docker]\n"),
+            "--arch",
+            "x86_64",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(rev(state), before);
 }
 
 fn bad_arguments_are_input_errors() {

@@ -292,31 +292,19 @@ mod tests {
         std::fs::write(t.path().join("usr/lib/libc.so.6"), "libc").unwrap();
 
         // Configuration, dracut's own modules, a new file anywhere, a mode, other arguments: new key.
-        let changes: [(&str, Box<dyn Fn(&Path)>); 4] = [
-            (
-                "etc",
-                Box::new(|r| std::fs::write(r.join("etc/dracut.conf.d/x.conf"), "compress=zstd").unwrap()),
-            ),
-            (
-                "dracut module",
-                Box::new(|r| std::fs::write(r.join("usr/lib/dracut/modules.d/99base/init.sh"), "v2").unwrap()),
-            ),
-            (
-                "new file",
-                Box::new(|r| std::fs::write(r.join("usr/bin/lvm"), "").unwrap()),
-            ),
-            (
-                "mode",
-                Box::new(|r| {
+        for what in ["etc", "dracut module", "new file", "mode"] {
+            let t = tree();
+            let r = t.path();
+            match what {
+                "etc" => std::fs::write(r.join("etc/dracut.conf.d/x.conf"), "compress=zstd").unwrap(),
+                "dracut module" => std::fs::write(r.join("usr/lib/dracut/modules.d/99base/init.sh"), "v2").unwrap(),
+                "new file" => std::fs::write(r.join("usr/bin/lvm"), "").unwrap(),
+                _ => {
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(r.join("usr/bin/docker"), std::fs::Permissions::from_mode(0o700)).unwrap()
-                }),
-            ),
-        ];
-        for (what, change) in changes {
-            let t = tree();
-            change(t.path());
-            assert_ne!(cache_key(t.path(), &argv).unwrap(), key, "{what}");
+                }
+            }
+            assert_ne!(cache_key(r, &argv).unwrap(), key, "{what}");
         }
         assert_ne!(
             cache_key(t.path(), &["dracut", "--omit", "crypt"]).unwrap(),
