@@ -93,23 +93,19 @@ pub async fn test_tree(
             prepare(state, &opts.sources, &opts.tree, arch, opts.backend)?,
         ));
     }
-    // A TCG guest keeps one core busy: boot the arches side by side.
+    // A TCG guest keeps one core busy: boot the arches side by side, the cores shared out.
+    let guest = GuestSettings {
+        accel: opts.accel,
+        timeout: opts.vm_timeout,
+        vcpus: fedostree_harness::qemu::vcpus_for(prepared.len()),
+    };
     let shared = SharedReporter(std::sync::Mutex::new(reporter));
     let boots = prepared.into_iter().map(|(arch, (composed, image, timings))| {
         let shared = &shared;
         async move {
             let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
             let t = Instant::now();
-            let booted = boot_and_test(
-                &composed.tree,
-                arch,
-                &image,
-                &dir,
-                opts.accel,
-                opts.vm_timeout,
-                &mut &*shared,
-            )
-            .await;
+            let booted = boot_and_test(&composed.tree, arch, &image, &dir, guest, &mut &*shared).await;
             (composed, image, timings, dir, t.elapsed(), booted)
         }
     });
@@ -211,13 +207,20 @@ pub fn prepare(
 }
 
 /// Boot `image` once on a throwaway overlay in `run_dir` and fold the guest's events into a suite.
+/// How a test VM is run: accelerator (None = probe), time limit, vCPUs.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestSettings {
+    pub accel: Option<Accel>,
+    pub timeout: Duration,
+    pub vcpus: u32,
+}
+
 pub async fn boot_and_test(
     tree: &str,
     arch: &str,
     image: &ImageState,
     run_dir: &Path,
-    accel: Option<Accel>,
-    vm_timeout: Duration,
+    guest: GuestSettings,
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<(SuiteResult, Option<Duration>)> {
     fs_err::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -243,12 +246,12 @@ pub async fn boot_and_test(
     });
     fedostree_images::create_overlay(&base, &overlay)?;
     let harness_arch = harness_arch(arch)?;
-    let accel = fedostree_harness::accel::choose_accel(harness_arch, accel).await;
+    let accel = fedostree_harness::accel::choose_accel(harness_arch, guest.accel).await;
     let cmdline = format!(
         "{} fedostree.commit={} fedostree.image_id={}",
         image.boot.options, image.commit, image.image_id
     );
-    let cfg = VmConfig::new(
+    let mut cfg = VmConfig::new(
         harness_arch,
         accel,
         image.boot.kernel.clone(),
@@ -257,8 +260,9 @@ pub async fn boot_and_test(
         overlay.clone(),
         run_dir.to_path_buf(),
     );
+    cfg.smp = guest.vcpus;
     let mut on_event = |e: &fedostree_harness::protocol::GuestEvent| reporter.event(tree, arch, e);
-    let outcome = fedostree_harness::run::run_vm(&cfg, vm_timeout, &mut on_event).await;
+    let outcome = fedostree_harness::run::run_vm(&cfg, guest.timeout, &mut on_event).await;
     // The overlay and base link are throwaway; the logs stay.
     let _ = fs_err::remove_file(&overlay);
     let _ = fs_err::remove_file(&base);

@@ -104,10 +104,18 @@ impl FromStr for Accel {
 /// Default guest memory: enough for systemd, dockerd and a container (real trees); QEMU allocates
 /// guest pages on first touch, so a busybox dev guest still costs only what it uses.
 pub const DEFAULT_MEMORY_MB: u32 = 1536;
-/// Default vCPUs. Multi-threaded TCG runs each vCPU on its own host thread, and systemd starts units
-/// in parallel: server/docker-io went from 155 s to 116 s QEMU start → exit with 2 on this 2-core
-/// host. A busybox dev guest does one thing at a time and does not notice.
-pub const DEFAULT_SMP: u32 = 2;
+/// Default vCPUs of a [`VmConfig`]; the pipeline sizes its guests with [`vcpus_for`].
+pub const DEFAULT_SMP: u32 = 1;
+
+/// vCPUs for each of `guests` VMs booting at once: the host's cores shared out, at least one.
+/// Multi-threaded TCG runs each vCPU on its own host thread and systemd starts units in parallel:
+/// one server/docker-io guest went from 155 s to 116 s QEMU start → exit with 2 vCPUs on this 2-core
+/// host, while two guests with 2 vCPUs each on the same cores only fight over them.
+pub fn vcpus_for(guests: usize) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / guests.max(1)).clamp(1, 8) as u32
+}
+
 /// The virtio-serial port name the in-guest runner writes its JSON lines to.
 pub const RESULTS_PORT: &str = "org.fedostree.results";
 

@@ -105,8 +105,12 @@ pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResul
         arch,
         &image,
         &dir,
-        None,
-        std::time::Duration::from_secs(600),
+        fedostree_ci::pipeline::GuestSettings {
+            accel: None,
+            timeout: std::time::Duration::from_secs(600),
+            // nextest boots other arches and trees beside this one.
+            vcpus: fedostree_harness::qemu::DEFAULT_SMP,
+        },
         &mut Quiet,
     ))?;
     fs_err::write(&saved, serde_json::to_string(&suite)?)?;
