@@ -25,9 +25,10 @@ const CACHE_FORMAT: &str = "fedostree-dracut-cache-1";
 /// Entries kept; the oldest (by use) go first.
 const KEEP: usize = 16;
 
-/// Run depmod and the tree's dracut for `kver` into `out_rel` (relative to `root`), reusing a cached
-/// image from `cache_dir` when its inputs are unchanged. Returns whether the cache answered.
-pub fn generate(root: &Path, kver: &str, args: &[String], out_rel: &str, cache_dir: &Path) -> Result<bool> {
+/// Run depmod and the tree's dracut for `kver` into `out` (`root`/`out_rel`, already checked to stay
+/// beneath it), reusing a cached image from `cache_dir` when its inputs are unchanged. Returns whether
+/// the cache answered.
+pub fn generate(root: &Path, kver: &str, args: &[String], out_rel: &str, out: &Path, cache_dir: &Path) -> Result<bool> {
     // The module index the kernel package's scripts would have made (rpm-ostree runs it too).
     if sandbox::has(root, "usr/sbin/depmod") {
         sandbox::run_ok(root, Usr::Writable, &["depmod", "-a", kver], "depmod")?;
@@ -43,18 +44,17 @@ pub fn generate(root: &Path, kver: &str, args: &[String], out_rel: &str, cache_d
         kver,
     ];
     argv.extend(args.iter().map(String::as_str));
-    let out = crate::safepath::beneath(root, out_rel)?;
     let key = cache_key(root, &argv).context("hashing the initramfs inputs")?;
     let entry = cache_dir.join(&key);
     if let Some(image) = lookup(root, &entry)? {
-        fs_err::copy(&image, &out)?;
+        fs_err::copy(&image, out)?;
         mark_used(&entry.with_extension("manifest"));
         return Ok(true);
     }
     let dest = format!("/{out_rel}");
     argv.push(&dest);
     crate::progress::timed("dracut", || sandbox::run_ok(root, Usr::Writable, &argv, "dracut"))?;
-    store(root, &out, &entry).context("caching the initramfs")?;
+    store(root, out, &entry).context("caching the initramfs")?;
     prune(cache_dir);
     Ok(false)
 }
@@ -96,7 +96,7 @@ fn store(root: &Path, image: &Path, entry: &Path) -> Result<()> {
     }
     fs_err::create_dir_all(entry.parent().expect("entry is in the cache dir"))?;
     let tmp = entry.with_extension("tmp");
-    fs_err::copy(image, &tmp)?;
+    fs_err::write(&tmp, &data)?;
     fs_err::rename(&tmp, entry.with_extension("img"))?;
     fs_err::write(&tmp, serde_json::to_vec(&manifest)?)?;
     fs_err::rename(&tmp, entry.with_extension("manifest"))?;
@@ -188,10 +188,8 @@ fn file_sha256(path: &Path) -> Result<Option<String>> {
         Ok(m) if m.is_file() => {}
         _ => return Ok(None),
     }
-    let mut f = fs_err::File::open(path)?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(Some(hex::encode(h.finalize())))
+    let (sum, _) = crate::repo::hex_digest_reader("sha256", fs_err::File::open(path)?, None)?;
+    Ok(Some(sum))
 }
 
 /// Pruning goes by last use: a hit refreshes the manifest's mtime.

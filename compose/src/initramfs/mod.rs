@@ -70,7 +70,7 @@ pub fn generate(tree_root: &Path, kver: &str, args: &[String], cache_dir: &Path)
     let rel = format!("usr/lib/modules/{kver}/initramfs.img");
     let out = crate::safepath::beneath(tree_root, &rel)?;
     if crate::sandbox::has(tree_root, "usr/bin/dracut") {
-        if dracut::generate(tree_root, kver, args, &rel, cache_dir)? {
+        if dracut::generate(tree_root, kver, args, &rel, &out, cache_dir)? {
             eprintln!("dracut: inputs unchanged, image reused from the cache");
         }
         return Ok(());
