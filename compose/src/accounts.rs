@@ -93,7 +93,7 @@ fn seed(root: &Path, rel: &str, previous: &str, keep: &BTreeSet<String>) -> Resu
         }
     }
     fs_err::create_dir_all(path.parent().context("no parent")?)?;
-    fs_err::write(&path, text)?;
+    crate::safepath::replace_file(&path, text)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ pub fn open_or_create_build_repo(path: &Path) -> Result<ostree::Repo> {
     open_or_create(path, mode)
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     fs_err::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
@@ -95,7 +95,14 @@ fn json_to_variant(v: &serde_json::Value) -> glib::Variant {
 /// Write `root` as a commit and move the ref to it. The tree is committed into `build_repo` first,
 /// then its new objects are pulled into `repo`, and only then does the ref move: on any error the
 /// ref stays where it was.
-pub fn commit_tree(repo: &ostree::Repo, build_repo: &ostree::Repo, root: &Path, req: &CommitRequest) -> Result<String> {
+/// Returns the commit and the checksums of the tree's files that share their inode (see
+/// [`crate::write_tree::WrittenTree`]).
+pub fn commit_tree(
+    repo: &ostree::Repo,
+    build_repo: &ostree::Repo,
+    root: &Path,
+    req: &CommitRequest,
+) -> Result<(String, crate::write_tree::InodeChecksums)> {
     let dict = glib::VariantDict::new(None);
     for (k, v) in req.extra {
         dict.insert_value(k, &json_to_variant(v));
@@ -126,16 +133,12 @@ pub fn commit_tree(repo: &ostree::Repo, build_repo: &ostree::Repo, root: &Path, 
 
     let cancellable = gio::Cancellable::NONE;
     build_repo.prepare_transaction(cancellable)?;
-    let built = (|| -> Result<String> {
-        let mtree = ostree::MutableTree::new();
-        let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::SKIP_XATTRS, None);
-        crate::progress::timed("commit: checksummed the tree into the build repo", || {
-            build_repo
-                .write_directory_to_mtree(&gio::File::for_path(root), &mtree, Some(&modifier), cancellable)
-                .context("writing the tree into the build repo")
+    let built = (|| -> Result<(String, crate::write_tree::InodeChecksums)> {
+        let written = crate::progress::timed("commit: checksummed the tree into the build repo", || {
+            crate::write_tree::write_tree(build_repo, root).context("writing the tree into the build repo")
         })?;
-        let root_file = build_repo.write_mtree(&mtree, cancellable)?;
-        let root_file = root_file
+        let root_file = written
+            .root
             .downcast::<ostree::RepoFile>()
             .expect("write_mtree returns a RepoFile");
         let csum = build_repo.write_commit_with_time(
@@ -150,9 +153,9 @@ pub fn commit_tree(repo: &ostree::Repo, build_repo: &ostree::Repo, root: &Path, 
         // Keeps the build cache's latest tree of this ref alive (nothing prunes it otherwise).
         build_repo.transaction_set_ref(None, req.ref_, Some(&csum));
         build_repo.commit_transaction(cancellable)?;
-        Ok(csum.to_string())
+        Ok((csum.to_string(), written.shared_inodes))
     })();
-    let csum = match built {
+    let (csum, shared_inodes) = match built {
         Ok(c) => c,
         Err(e) => {
             let _ = build_repo.abort_transaction(cancellable);
@@ -165,7 +168,7 @@ pub fn commit_tree(repo: &ostree::Repo, build_repo: &ostree::Repo, root: &Path, 
         pull_objects(&repo_path, &build_path, &csum).context("copying the new commit's objects into the archive repo")
     })?;
     repo.set_ref_immediate(None, req.ref_, Some(&csum), cancellable)?;
-    Ok(csum)
+    Ok((csum, shared_inodes))
 }
 
 /// Copy `commit` and the objects it needs from `source` into `dest` (only those `dest` lacks),

@@ -102,7 +102,18 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         Some(p) => crate::accounts::previous(&state.repo(), p)?,
         None => None,
     };
-    let kver = assemble(&root, state, &tf, &solved, &rpms, &repos, &keys, previous.as_ref())?;
+    let cache = crate::unpack_cache::UnpackCache::open(&state.unpack_cache())?;
+    let (kver, unpacked) = assemble(
+        &root,
+        state,
+        &tf,
+        &solved,
+        &rpms,
+        &repos,
+        &keys,
+        previous.as_ref(),
+        &cache,
+    )?;
 
     let version = tf
         .automatic_version_prefix
@@ -111,7 +122,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         .transpose()?;
     let progress = Progress::new("commit", 1, false);
     let build_repo = commit::open_or_create_build_repo(&state.build_repo())?;
-    let csum = commit::commit_tree(
+    let (csum, shared_inodes) = commit::commit_tree(
         &repo,
         &build_repo,
         &root,
@@ -129,6 +140,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         },
     )?;
     progress.finish(&format!("{} → {csum} (kernel {kver})", tf.ref_));
+    cache.after_commit(&unpacked, &shared_inodes)?;
     result.commit = Some(csum);
     result.parent = parent;
     result.changed = true;
@@ -136,8 +148,9 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     Ok(result)
 }
 
-/// Import every package into `root` (signatures checked where the repository asks), apply ownership,
-/// and turn the result into an OSTree tree; returns the kernel version.
+/// Merge every package into `root` (unpacked, with signatures checked where the repository asks,
+/// or taken from the unpack cache), apply ownership, and turn the result into an OSTree tree;
+/// returns the kernel version and the cache entries used.
 #[allow(clippy::too_many_arguments)]
 fn assemble(
     root: &std::path::Path,
@@ -148,21 +161,34 @@ fn assemble(
     repos: &[repo::RepoConfig],
     keys: &[Option<RepoKeys>],
     previous: Option<&crate::accounts::Previous>,
-) -> Result<String> {
+    cache: &crate::unpack_cache::UnpackCache,
+) -> Result<(String, Vec<crate::unpack_cache::CachedPackage>)> {
     fs_err::create_dir(root)?;
     let progress = Progress::new("import", rpms.len() as u64, false);
-    let mut imported = Vec::with_capacity(rpms.len());
+    let mut used = Vec::with_capacity(rpms.len());
     for (pkg, rpm) in solved.iter().zip(rpms) {
         progress.set_message(&pkg.nevra());
+        let verify = keys[pkg.repo].as_ref().filter(|_| repos[pkg.repo].gpgcheck);
         let import_opts = import::ImportOptions {
             documentation: tf.documentation,
-            verify: keys[pkg.repo].as_ref().filter(|_| repos[pkg.repo].gpgcheck),
+            verify,
         };
         let from = || format!("{} from repository `{}`", pkg.nevra(), repos[pkg.repo].id);
-        imported.push(import::import_rpm(rpm, root, import_opts).with_context(from)?);
+        let identity = format!("{}:{}", pkg.checksum_type, pkg.checksum);
+        let cached = cache
+            .get(rpm, &identity, import_opts, verify.map_or("", RepoKeys::id))
+            .with_context(from)?;
+        import::merge(root, &cached.files, &cached.unpacked).with_context(from)?;
+        used.push(cached);
         progress.inc(1);
     }
-    progress.finish(&format!("{} packages", imported.len()));
+    let unpacked = used.iter().filter(|c| !c.hit).count();
+    progress.finish(&format!(
+        "{} packages ({unpacked} unpacked, {} from the unpack cache)",
+        used.len(),
+        used.len() - unpacked
+    ));
+    let imported: Vec<import::ImportedPackage> = used.iter().map(|c| c.unpacked.package.clone()).collect();
     let t = std::time::Instant::now();
     let n = crate::scriptlets::run_all(root, &imported)?;
     if n > 0 {
@@ -204,7 +230,7 @@ fn assemble(
     )?;
     eprintln!("postprocess (initramfs included): {:.1}s", t.elapsed().as_secs_f64());
     crate::progress::timed("rpmdb", || crate::rpmdb::write(root, rpms))?;
-    Ok(kver)
+    Ok((kver, used))
 }
 
 /// The commit subject: tree, version if any, architecture.

@@ -23,6 +23,7 @@ pub const DEV_KEY_FILE: &str = "RPM-GPG-KEY-fedostree-dev";
 pub struct RepoKeys {
     repo: String,
     verifier: Verifier,
+    id: String,
 }
 
 impl RepoKeys {
@@ -37,6 +38,7 @@ impl RepoKeys {
             )));
         }
         let mut verifier = Verifier::new();
+        let mut id = <sha2::Sha256 as sha2::Digest>::new();
         for url in &repo.gpgkeys {
             let bytes = crate::repo::read_url(url)
                 .with_context(|| format!("repository `{}`: fetching gpgkey {url}", repo.id))?;
@@ -46,11 +48,19 @@ impl RepoKeys {
                     repo.id
                 ))
             })?;
+            sha2::Digest::update(&mut id, (bytes.len() as u64).to_be_bytes());
+            sha2::Digest::update(&mut id, &bytes);
         }
         Ok(RepoKeys {
             repo: repo.id.clone(),
             verifier,
+            id: hex::encode(sha2::Digest::finalize(id)),
         })
+    }
+
+    /// A digest of the key material: what an RPM was checked against, for caches of checked work.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Check an RPM's header signature and its header and payload digests.

@@ -1,6 +1,10 @@
-//! Importing RPM payloads into a tree root. Payload paths are untrusted: every path is resolved with
-//! cap-std beneath the root, so `..`, absolute names and symlinked parents can never escape it.
-//! Keeps modes, ownership, symlinks, hardlinks and empty directories.
+//! Importing RPM payloads into a tree root, in two steps: [`unpack_rpm`] writes one package's payload
+//! into a directory of its own and lists its entries in payload order; [`merge`] replays that list
+//! into the tree, regular files as hardlinks to the unpacked ones (so an unpacked package can be kept
+//! and merged again by the next compose: see [`crate::unpack_cache`]). Payload paths are untrusted:
+//! every path is resolved with cap-std beneath the directory written to, so `..`, absolute names and
+//! symlinked parents (this package's or an earlier one's) can never escape it. Keeps modes,
+//! ownership, symlinks, hardlinks and empty directories.
 
 use anyhow::{Context, Result};
 use cap_std::ambient_authority;
@@ -11,10 +15,11 @@ use fedostree_util::{bail_input, InputError};
 use rpm::{FileFlags, FileType, IndexTag};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 /// What one imported package contributed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ImportedPackage {
     pub name: String,
     pub nevra: String,
@@ -24,6 +29,33 @@ pub struct ImportedPackage {
     pub owners: Vec<(PathBuf, String, String)>,
     /// `%pre`, `%post` and `%posttrans`, run by [`crate::scriptlets`] once every payload is in.
     pub scriptlets: Vec<crate::scriptlets::Scriptlet>,
+}
+
+/// One payload entry as [`merge`] replays it; paths are relative and already checked.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Entry {
+    Dir {
+        path: PathBuf,
+        mode: u32,
+    },
+    Symlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
+    /// Content at the same path in the unpacked directory (members of a hardlink set share it).
+    File {
+        path: PathBuf,
+    },
+}
+
+/// A package unpacked into its own directory.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Unpacked {
+    pub package: ImportedPackage,
+    pub entries: Vec<Entry>,
+    /// The RPM and package, for error messages.
+    pub what: String,
 }
 
 /// Options that change what is imported.
@@ -120,19 +152,31 @@ fn open_verified(rpm_path: &Path, opts: ImportOptions) -> Result<(rpm::Package, 
     Ok((pkg, name, nevra))
 }
 
-/// Import `rpm_path` into `root`. Errors name the RPM file, the package and the payload path.
+/// Import `rpm_path` into `root`: unpacked beside the root, merged, and the unpacked copy removed.
+/// Errors name the RPM file, the package and the payload path.
 pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<ImportedPackage> {
+    let parent = root.parent().unwrap_or(Path::new("."));
+    let private = tempfile::Builder::new().prefix(".unpack-").tempdir_in(parent)?;
+    let unpacked = unpack_rpm(rpm_path, private.path(), opts)?;
+    merge(root, private.path(), &unpacked)?;
+    Ok(unpacked.package)
+}
+
+/// Write `rpm_path`'s payload into `dest` (an empty directory) and list what `merge` replays.
+pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<Unpacked> {
     let (pkg, name, nevra) = open_verified(rpm_path, opts)?;
     let md = &pkg.metadata;
-    let at = |path: &str| format!("{}: {nevra}: {path}", rpm_path.display());
+    let what = format!("{}: {nevra}", rpm_path.display());
+    let at = |path: &str| format!("{what}: {path}");
 
     let (identity, group_size) =
         hardlink_identities(md).map_err(|e| InputError::new(format!("{}: {e}", rpm_path.display())))?;
 
-    let root_dir = Dir::open_ambient_dir(root, ambient_authority())
-        .with_context(|| format!("opening tree root {}", root.display()))?;
+    let dest_dir =
+        Dir::open_ambient_dir(dest, ambient_authority()).with_context(|| format!("opening {}", dest.display()))?;
     let mut owners = Vec::new();
     let mut sample_path = None;
+    let mut entries = Vec::new();
     // Hardlink members collected per identity: (path, content if this member carries it, mode).
     let mut links: BTreeMap<(u32, u32), Vec<HardlinkMember>> = BTreeMap::new();
 
@@ -155,68 +199,141 @@ pub fn import_rpm(rpm_path: &Path, root: &Path, opts: ImportOptions) -> Result<I
             .ok_or_else(|| InputError::new(format!("{}: refusing payload path: it escapes the tree root", at(&raw))))?;
         let perms = meta.permissions() as u32;
         let escape = |e| write_error(e, &at(&raw));
-        match meta.file_type() {
-            FileType::Dir => {
-                match root_dir.symlink_metadata(&rel) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => bail_input!(
-                        "{}: a directory in this package is a file or symlink in another",
-                        at(&raw)
-                    ),
-                    Err(_) => root_dir.create_dir_all(&rel).map_err(escape)?,
-                }
-                root_dir
-                    .set_permissions(&rel, Permissions::from_mode(perms))
-                    .map_err(escape)?;
-            }
+        let entry = match meta.file_type() {
+            FileType::Dir => Some(Entry::Dir {
+                path: rel.clone(),
+                mode: perms,
+            }),
             FileType::SymbolicLink => {
                 let target = meta
                     .linkto()
                     .ok_or_else(|| InputError::new(format!("{}: symlink without a target", at(&raw))))?;
-                let dir = parent_dir(&root_dir, &rel).map_err(escape)?;
-                let (_, base) = split_parent(&rel);
-                remove_existing(&dir, base).map_err(escape)?;
-                // The link's own location was resolved safely; its target is data, not followed here.
-                dir.symlink_contents(target, base).map_err(escape)?;
                 note_sample(&mut sample_path, &rel);
+                Some(Entry::Symlink {
+                    path: rel.clone(),
+                    target: PathBuf::from(target),
+                })
             }
             FileType::Regular => {
+                note_sample(&mut sample_path, &rel);
                 let id = identity.get(&meta.path()).copied();
                 if let Some(id) = id.filter(|id| group_size.get(id).copied().unwrap_or(0) > 1) {
+                    // Written once the whole set is known (below).
                     let carries = f.content().filter(|c| c.len() == meta.size()).map(<[u8]>::to_vec);
                     links
                         .entry(id)
                         .or_default()
                         .push((rel.clone(), carries, meta.permissions()));
+                    None
                 } else {
-                    write_file(&root_dir, &rel, f.content().unwrap_or_default(), perms).map_err(escape)?;
+                    write_file(&dest_dir, &rel, f.content().unwrap_or_default(), perms).map_err(escape)?;
+                    Some(Entry::File { path: rel.clone() })
                 }
-                note_sample(&mut sample_path, &rel);
             }
             other => bail_input!(
                 "{}: unsupported file type {other:?} (devices, fifos and sockets are not allowed)",
                 at(&raw)
             ),
+        };
+        if let Some(entry) = entry {
+            // Directories and symlinks are made here too: later payload paths resolve through them
+            // exactly as they will in the tree.
+            if !matches!(entry, Entry::File { .. }) {
+                apply_entry(&dest_dir, &dest_dir, &entry).map_err(|e| e.context(at(&raw)))?;
+            }
+            entries.push(entry);
         }
         if meta.user() != "root" || meta.group() != "root" {
             owners.push((rel, meta.user().to_string(), meta.group().to_string()));
         }
     }
-    write_hardlink_sets(&root_dir, links, &at)?;
+    for set in write_hardlink_sets(&dest_dir, links, &at)? {
+        entries.extend(set.into_iter().map(|path| Entry::File { path }));
+    }
     let scriptlets = crate::scriptlets::read(md);
-    Ok(ImportedPackage {
-        name,
-        nevra,
-        sample_path,
-        owners,
-        scriptlets,
+    Ok(Unpacked {
+        package: ImportedPackage {
+            name,
+            nevra,
+            sample_path,
+            owners,
+            scriptlets,
+        },
+        entries,
+        what,
     })
+}
+
+/// Replay `unpacked` (written into `from` by [`unpack_rpm`]) into the tree at `root`: regular files
+/// become hardlinks to the unpacked ones (copies across filesystems).
+pub fn merge(root: &Path, from: &Path, unpacked: &Unpacked) -> Result<()> {
+    let root_dir = Dir::open_ambient_dir(root, ambient_authority())
+        .with_context(|| format!("opening tree root {}", root.display()))?;
+    let from_dir =
+        Dir::open_ambient_dir(from, ambient_authority()).with_context(|| format!("opening {}", from.display()))?;
+    for e in &unpacked.entries {
+        let path = match e {
+            Entry::Dir { path, .. } | Entry::Symlink { path, .. } | Entry::File { path } => path,
+        };
+        apply_entry(&root_dir, &from_dir, e)
+            .map_err(|err| err.context(format!("{}: /{}", unpacked.what, path.display())))?;
+    }
+    Ok(())
+}
+
+/// One entry into `dir`; file content comes from `from`.
+fn apply_entry(dir: &Dir, from: &Dir, e: &Entry) -> Result<()> {
+    let escape = |e: std::io::Error| write_error(e, "");
+    match e {
+        Entry::Dir { path, mode } => {
+            match dir.symlink_metadata(path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => bail_input!("a directory in this package is a file or symlink in another"),
+                Err(_) => dir.create_dir_all(path).map_err(escape)?,
+            }
+            dir.set_permissions(path, Permissions::from_mode(*mode))
+                .map_err(escape)?;
+        }
+        Entry::Symlink { path, target } => {
+            let parent = parent_dir(dir, path).map_err(escape)?;
+            let (_, base) = split_parent(path);
+            remove_existing(&parent, base).map_err(escape)?;
+            // The link's own location was resolved safely; its target is data, not followed here.
+            parent.symlink_contents(target, base).map_err(escape)?;
+        }
+        Entry::File { path } => {
+            let parent = parent_dir(dir, path).map_err(escape)?;
+            let (_, base) = split_parent(path);
+            remove_existing(&parent, base).map_err(escape)?;
+            match from.hard_link(path, &parent, base) {
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                    copy_file(from, path, &parent, base).map_err(escape)?
+                }
+                r => r.map_err(escape)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A copy keeping the mode (for an unpacked directory on another filesystem than the tree).
+fn copy_file(from: &Dir, path: &Path, to: &Dir, base: &std::ffi::OsStr) -> std::io::Result<()> {
+    let mut src = from.open(path)?;
+    let mode = src.metadata()?.permissions().mode();
+    let mut dst = to.open_with(base, OpenOptions::new().write(true).create_new(true).mode(0o600))?;
+    std::io::copy(&mut src, &mut dst)?;
+    dst.set_permissions(Permissions::from_mode(mode))?;
+    Ok(())
 }
 
 /// A write beneath the root failed: a full or failing disk is the machine's fault; anything else (an
 /// escape, a file where a directory must be) is the package's.
 fn write_error(e: std::io::Error, at: &str) -> anyhow::Error {
-    let msg = format!("{at}: cannot write beneath the tree root");
+    let msg = if at.is_empty() {
+        "cannot write beneath the tree root".to_string()
+    } else {
+        format!("{at}: cannot write beneath the tree root")
+    };
     if io_is_infra(&e) {
         anyhow::Error::new(e).context(msg)
     } else {
@@ -251,26 +368,29 @@ fn hardlink_identities(md: &rpm::PackageMetadata) -> Result<Identities, rpm::Err
 }
 
 /// Write each hardlink set: the member that carries the content first, the others linked to it.
+/// Returns each set's member paths, the content carrier first.
 fn write_hardlink_sets(
-    root_dir: &Dir,
+    dir: &Dir,
     links: BTreeMap<(u32, u32), Vec<HardlinkMember>>,
     at: &dyn Fn(&str) -> String,
-) -> Result<()> {
+) -> Result<Vec<Vec<PathBuf>>> {
+    let mut sets = Vec::new();
     for (_, members) in links {
         let Some(content) = members.iter().find_map(|(_, c, _)| c.clone()) else {
             bail_input!("{}: hardlink set has no content", at(&members[0].0.to_string_lossy()));
         };
         let (first, _, mode) = &members[0];
         let escape = |e| write_error(e, &at(&first.to_string_lossy()));
-        write_file(root_dir, first, &content, *mode as u32).map_err(escape)?;
+        write_file(dir, first, &content, *mode as u32).map_err(escape)?;
         for (other, _, _) in &members[1..] {
-            let dir = parent_dir(root_dir, other).map_err(escape)?;
+            let parent = parent_dir(dir, other).map_err(escape)?;
             let (_, base) = split_parent(other);
-            remove_existing(&dir, base).map_err(escape)?;
-            root_dir.hard_link(first, root_dir, other).map_err(escape)?;
+            remove_existing(&parent, base).map_err(escape)?;
+            dir.hard_link(first, &parent, base).map_err(escape)?;
         }
+        sets.push(members.into_iter().map(|(p, _, _)| p).collect());
     }
-    Ok(())
+    Ok(sets)
 }
 
 fn write_file(root: &Dir, rel: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
@@ -304,6 +424,9 @@ pub fn apply_owners(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
     let users = ids(&["usr/lib/passwd", "etc/passwd"]);
     let groups = ids(&["usr/lib/group", "etc/group"]);
     let root_canon = root.canonicalize()?;
+    // A file about to be chowned gets an inode of its own first: the tree's file may be the unpacked
+    // package cache's. Members of a hardlink set are linked to the one copy.
+    let mut copies: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for p in pkgs {
         for (rel, user, group) in &p.owners {
             let uid = *users
@@ -318,6 +441,9 @@ pub fn apply_owners(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
                 bail_input!("{}: /{}: parent resolves outside the tree", p.nevra, rel.display());
             }
             let meta = fs_err::symlink_metadata(&full)?;
+            if meta.is_file() {
+                detach(&full, &meta, &mut copies).with_context(|| format!("{}: /{}", p.nevra, rel.display()))?;
+            }
             std::os::unix::fs::lchown(&full, Some(uid), Some(gid))
                 .with_context(|| format!("{}: chown /{}", p.nevra, rel.display()))?;
             // chown clears setuid/setgid: put the packaged mode back.
@@ -326,6 +452,25 @@ pub fn apply_owners(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Give `path` an inode not shared outside the tree: a copy of the first member of its set, to which
+/// later members are linked. A file with no other link stays as it is.
+fn detach(path: &Path, meta: &std::fs::Metadata, copies: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {
+    let id = (meta.dev(), meta.ino());
+    if let Some(copy) = copies.get(&id) {
+        fs_err::remove_file(path)?;
+        fs_err::hard_link(copy, path)?;
+        return Ok(());
+    }
+    if meta.nlink() == 1 {
+        return Ok(());
+    }
+    let tmp = path.with_file_name(".fedostree-detach");
+    fs_err::copy(path, &tmp)?; // content and mode bits
+    fs_err::rename(&tmp, path)?;
+    copies.insert(id, path.to_path_buf());
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The pipeline, one module per stage: [`treefile`] (parse, merge includes) → [`repo`] (rpm-md
 //! metadata) → [`solve`] (libsolv) → [`fetch`] (verified RPM cache) → [`import`] (safe payload
-//! extraction) → [`postprocess`] (OSTree conventions, [`initramfs`]) → [`commit`] (libostree);
+//! extraction) → [`postprocess`] (OSTree conventions, [`initramfs`]) → [`commit`] (libostree, with [`write_tree`] checksumming);
 //! [`compose_tree`] runs them in order; [`dbdiff`] compares the package lists of two commits. The
 //! offline dev repositories the dev and real trees compose from are built by the `devrepo` crate.
 
@@ -25,3 +25,5 @@ pub mod scriptlets;
 pub mod solve;
 pub mod systemd_setup;
 pub mod treefile;
+pub mod unpack_cache;
+pub mod write_tree;

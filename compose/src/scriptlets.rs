@@ -10,7 +10,7 @@ use crate::sandbox::{self, Usr};
 use anyhow::Result;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     Pre,
     Post,
@@ -27,7 +27,7 @@ impl Phase {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Scriptlet {
     pub phase: Phase,
     /// Interpreter and its arguments (`/bin/sh` when the header names none).

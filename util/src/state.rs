@@ -48,6 +48,11 @@ impl StateDir {
     pub fn initramfs_cache(&self) -> PathBuf {
         self.root.join("cache/initramfs")
     }
+    /// Packages unpacked once and hardlinked into each compose's tree (see compose's `unpack_cache`);
+    /// on the filesystem of `tmp()`, where trees are assembled.
+    pub fn unpack_cache(&self) -> PathBuf {
+        self.root.join("cache/unpacked")
+    }
     pub fn repodata_cache(&self) -> PathBuf {
         self.root.join("cache/repodata")
     }

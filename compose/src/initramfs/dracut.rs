@@ -21,7 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever what goes into the key or the manifest changes.
-const CACHE_FORMAT: &str = "fedostree-dracut-cache-1";
+const CACHE_FORMAT: &str = "fedostree-dracut-cache-2";
 /// Entries kept; the oldest (by use) go first.
 const KEEP: usize = 16;
 
@@ -97,6 +97,8 @@ fn store(root: &Path, image: &Path, entry: &Path) -> Result<()> {
     fs_err::create_dir_all(entry.parent().expect("entry is in the cache dir"))?;
     let tmp = entry.with_extension("tmp");
     fs_err::write(&tmp, &data)?;
+    // A hit must give the image dracut wrote, mode included (0600).
+    fs_err::set_permissions(&tmp, fs_err::metadata(image)?.permissions())?;
     fs_err::rename(&tmp, entry.with_extension("img"))?;
     fs_err::write(&tmp, serde_json::to_vec(&manifest)?)?;
     fs_err::rename(&tmp, entry.with_extension("manifest"))?;
@@ -275,8 +277,12 @@ mod tests {
         let cache = scratch.path().join("cache");
         let argv = ["dracut", "--no-hostonly"];
         let key = cache_key(t.path(), &argv).unwrap();
-        store(t.path(), &image(scratch.path()), &cache.join(&key)).unwrap();
-        assert!(lookup(t.path(), &cache.join(&key)).unwrap().is_some(), "same tree hits");
+        let made = image(scratch.path());
+        std::fs::set_permissions(&made, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        store(t.path(), &made, &cache.join(&key)).unwrap();
+        let hit = lookup(t.path(), &cache.join(&key)).unwrap().expect("same tree hits");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(hit).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "the image keeps the mode dracut gave it");
 
         // Content dracut never reads and no image member: same key, still a hit.
         std::fs::write(t.path().join("usr/bin/docker"), "docker 2").unwrap();
