@@ -61,7 +61,7 @@ fn a_package_is_unpacked_once_and_merged_as_hardlinks() {
     );
 
     // Ownership goes to a copy: the cache's file stays root's, the tree's is tty's, setgid kept.
-    apply_owners(&root, &[again.unpacked.package.clone()]).unwrap();
+    apply_owners(&root, std::slice::from_ref(&again.unpacked.package)).unwrap();
     let owned = std::fs::metadata(root.join("usr/bin/tool")).unwrap();
     let cached = std::fs::metadata(again.files.join("usr/bin/tool")).unwrap();
     assert_eq!((owned.gid(), owned.mode() & 0o7777), (5, 0o2755));
