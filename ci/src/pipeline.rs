@@ -227,22 +227,26 @@ pub async fn boot_and_test(
     // The overlay's backing file is a hardlink to this exact image version: a concurrent update swaps
     // the cached image's directory but can never change what this VM boots.
     let base = run_dir.join("base.qcow2");
-    let _ = fs_err::remove_file(&base);
-    fs_err::hard_link(&image.disk, &base).or_else(|_| fs_err::copy(&image.disk, &base).map(|_| ()))?;
+    let image_dir = image.disk.parent().context("image path has no directory")?;
+    let pinned = fedostree_images::layout::pin(image_dir, run_dir, "base.qcow2")?;
     // The image lock was released when the update returned: make sure the version we pinned is still
     // the one whose kernel and options we are about to boot.
     let current = image.disk.parent().and_then(fedostree_images::layout::read_state);
     if current.as_ref().map(|s| s.commit.as_str()) != Some(image.commit.as_str()) {
-        let _ = fs_err::remove_file(&base);
+        for f in &pinned {
+            let _ = fs_err::remove_file(f);
+        }
         anyhow::bail!("the cached image was updated concurrently while this run pinned it; run again");
     }
     let overlay = run_dir.join("overlay.qcow2");
     let _ = fs_err::remove_file(&overlay);
     // Ctrl-C while the VM runs must not leave a hardlinked image copy behind.
-    let (b, o) = (base.clone(), overlay.clone());
+    let (o, p) = (overlay.clone(), pinned.clone());
     let cleanup = fedostree_util::cleanup::register(format!("VM overlay {}", overlay.display()), move || {
         let _ = fs_err::remove_file(&o);
-        let _ = fs_err::remove_file(&b);
+        for f in &p {
+            let _ = fs_err::remove_file(f);
+        }
     });
     fedostree_images::create_overlay(&base, &overlay)?;
     let harness_arch = harness_arch(arch)?;
@@ -263,9 +267,11 @@ pub async fn boot_and_test(
     cfg.smp = guest.vcpus;
     let mut on_event = |e: &fedostree_harness::protocol::GuestEvent| reporter.event(tree, arch, e);
     let outcome = fedostree_harness::run::run_vm(&cfg, guest.timeout, &mut on_event).await;
-    // The overlay and base link are throwaway; the logs stay.
+    // The overlay and the pinned image links are throwaway; the logs stay.
     let _ = fs_err::remove_file(&overlay);
-    let _ = fs_err::remove_file(&base);
+    for f in &pinned {
+        let _ = fs_err::remove_file(f);
+    }
     fedostree_util::cleanup::deregister(cleanup);
     let outcome = outcome?;
     let suite = suite_from_outcome(tree, arch, &image.commit, &outcome);

@@ -140,7 +140,10 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         },
     )?;
     progress.finish(&format!("{} → {csum} (kernel {kver})", tf.ref_));
-    cache.after_commit(&unpacked, &shared_inodes)?;
+    // The ref has moved: a cache that cannot be tidied costs the next compose time, not this one.
+    if let Err(e) = cache.after_commit(&unpacked, &shared_inodes) {
+        eprintln!("fedostree: warning: checking the unpacked package cache: {e:#}");
+    }
     result.commit = Some(csum);
     result.parent = parent;
     result.changed = true;
@@ -178,9 +181,12 @@ fn assemble(
         let cached = cache
             .get(rpm, &identity, import_opts, verify.map_or("", RepoKeys::id))
             .with_context(from)?;
-        import::merge(root, &cached.files, &cached.unpacked).with_context(from)?;
         used.push(cached);
         progress.inc(1);
+    }
+    cache.mark_in_use(&used)?;
+    for cached in &used {
+        import::merge(root, &cached.files, &cached.unpacked)?;
     }
     let unpacked = used.iter().filter(|c| !c.hit).count();
     progress.finish(&format!(

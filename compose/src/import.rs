@@ -43,13 +43,15 @@ pub enum Entry {
         path: PathBuf,
         target: PathBuf,
     },
-    /// Content at the same path in the unpacked directory (members of a hardlink set share it).
+    /// `content` names the file in the unpacked directory (members of a hardlink set share one).
     File {
         path: PathBuf,
+        content: String,
     },
 }
 
-/// A package unpacked into its own directory.
+/// A package unpacked into its own directory: the content of its regular files, each under a plain
+/// name of its own (no payload path is resolved there: every path is resolved once, in the tree).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Unpacked {
     pub package: ImportedPackage,
@@ -179,6 +181,7 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
     let mut entries = Vec::new();
     // Hardlink members collected per identity: (path, content if this member carries it, mode).
     let mut links: BTreeMap<(u32, u32), Vec<HardlinkMember>> = BTreeMap::new();
+    let mut contents = 0usize;
 
     let files = pkg
         .files()
@@ -226,8 +229,14 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
                         .push((rel.clone(), carries, meta.permissions()));
                     None
                 } else {
-                    write_file(&dest_dir, &rel, f.content().unwrap_or_default(), perms).map_err(escape)?;
-                    Some(Entry::File { path: rel.clone() })
+                    let content = contents.to_string();
+                    contents += 1;
+                    write_file(&dest_dir, Path::new(&content), f.content().unwrap_or_default(), perms)
+                        .map_err(escape)?;
+                    Some(Entry::File {
+                        path: rel.clone(),
+                        content,
+                    })
                 }
             }
             other => bail_input!(
@@ -235,20 +244,16 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
                 at(&raw)
             ),
         };
-        if let Some(entry) = entry {
-            // Directories and symlinks are made here too: later payload paths resolve through them
-            // exactly as they will in the tree.
-            if !matches!(entry, Entry::File { .. }) {
-                apply_entry(&dest_dir, &dest_dir, &entry).map_err(|e| e.context(at(&raw)))?;
-            }
-            entries.push(entry);
-        }
+        entries.extend(entry);
         if meta.user() != "root" || meta.group() != "root" {
             owners.push((rel, meta.user().to_string(), meta.group().to_string()));
         }
     }
-    for set in write_hardlink_sets(&dest_dir, links, &at)? {
-        entries.extend(set.into_iter().map(|path| Entry::File { path }));
+    for (content, members) in write_hardlink_sets(&dest_dir, links, contents, &at)? {
+        entries.extend(members.into_iter().map(|path| Entry::File {
+            path,
+            content: content.clone(),
+        }));
     }
     let scriptlets = crate::scriptlets::read(md);
     Ok(Unpacked {
@@ -273,22 +278,26 @@ pub fn merge(root: &Path, from: &Path, unpacked: &Unpacked) -> Result<()> {
         Dir::open_ambient_dir(from, ambient_authority()).with_context(|| format!("opening {}", from.display()))?;
     for e in &unpacked.entries {
         let path = match e {
-            Entry::Dir { path, .. } | Entry::Symlink { path, .. } | Entry::File { path } => path,
+            Entry::Dir { path, .. } | Entry::Symlink { path, .. } | Entry::File { path, .. } => path,
         };
-        apply_entry(&root_dir, &from_dir, e)
-            .map_err(|err| err.context(format!("{}: /{}", unpacked.what, path.display())))?;
+        apply_entry(
+            &root_dir,
+            &from_dir,
+            e,
+            &format!("{}: /{}", unpacked.what, path.display()),
+        )?;
     }
     Ok(())
 }
 
-/// One entry into `dir`; file content comes from `from`.
-fn apply_entry(dir: &Dir, from: &Dir, e: &Entry) -> Result<()> {
-    let escape = |e: std::io::Error| write_error(e, "");
+/// One entry into `dir`, resolved beneath it; file content comes from `from`. `at` names the entry.
+fn apply_entry(dir: &Dir, from: &Dir, e: &Entry, at: &str) -> Result<()> {
+    let escape = |e: std::io::Error| write_error(e, at);
     match e {
         Entry::Dir { path, mode } => {
             match dir.symlink_metadata(path) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => bail_input!("a directory in this package is a file or symlink in another"),
+                Ok(_) => bail_input!("{at}: a directory in this package is a file or symlink in another"),
                 Err(_) => dir.create_dir_all(path).map_err(escape)?,
             }
             dir.set_permissions(path, Permissions::from_mode(*mode))
@@ -301,13 +310,13 @@ fn apply_entry(dir: &Dir, from: &Dir, e: &Entry) -> Result<()> {
             // The link's own location was resolved safely; its target is data, not followed here.
             parent.symlink_contents(target, base).map_err(escape)?;
         }
-        Entry::File { path } => {
+        Entry::File { path, content } => {
             let parent = parent_dir(dir, path).map_err(escape)?;
             let (_, base) = split_parent(path);
             remove_existing(&parent, base).map_err(escape)?;
-            match from.hard_link(path, &parent, base) {
+            match from.hard_link(content, &parent, base) {
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                    copy_file(from, path, &parent, base).map_err(escape)?
+                    copy_file(from, Path::new(content), &parent, base).map_err(escape)?
                 }
                 r => r.map_err(escape)?,
             }
@@ -367,28 +376,25 @@ fn hardlink_identities(md: &rpm::PackageMetadata) -> Result<Identities, rpm::Err
     Ok((identity, group_size))
 }
 
-/// Write each hardlink set: the member that carries the content first, the others linked to it.
-/// Returns each set's member paths, the content carrier first.
+/// Write each hardlink set's content once, under the next free content name; returns each set's
+/// content name and member paths.
 fn write_hardlink_sets(
     dir: &Dir,
     links: BTreeMap<(u32, u32), Vec<HardlinkMember>>,
+    mut next: usize,
     at: &dyn Fn(&str) -> String,
-) -> Result<Vec<Vec<PathBuf>>> {
+) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut sets = Vec::new();
     for (_, members) in links {
         let Some(content) = members.iter().find_map(|(_, c, _)| c.clone()) else {
             bail_input!("{}: hardlink set has no content", at(&members[0].0.to_string_lossy()));
         };
         let (first, _, mode) = &members[0];
-        let escape = |e| write_error(e, &at(&first.to_string_lossy()));
-        write_file(dir, first, &content, *mode as u32).map_err(escape)?;
-        for (other, _, _) in &members[1..] {
-            let parent = parent_dir(dir, other).map_err(escape)?;
-            let (_, base) = split_parent(other);
-            remove_existing(&parent, base).map_err(escape)?;
-            dir.hard_link(first, &parent, base).map_err(escape)?;
-        }
-        sets.push(members.into_iter().map(|(p, _, _)| p).collect());
+        let name = next.to_string();
+        next += 1;
+        write_file(dir, Path::new(&name), &content, *mode as u32)
+            .map_err(|e| write_error(e, &at(&first.to_string_lossy())))?;
+        sets.push((name, members.into_iter().map(|(p, _, _)| p).collect()));
     }
     Ok(sets)
 }
@@ -467,9 +473,12 @@ fn detach(path: &Path, meta: &std::fs::Metadata, copies: &mut HashMap<(u64, u64)
     if meta.nlink() == 1 {
         return Ok(());
     }
-    let tmp = path.with_file_name(".fedostree-detach");
-    fs_err::copy(path, &tmp)?; // content and mode bits
-    fs_err::rename(&tmp, path)?;
+    // A fresh, exclusively created name: a symlink planted beside the file is never followed.
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".fedostree-").tempfile_in(parent)?;
+    std::io::copy(&mut fs_err::File::open(path)?, tmp.as_file_mut())?;
+    tmp.as_file().set_permissions(meta.permissions())?;
+    tmp.persist(path).map_err(|e| e.error)?;
     copies.insert(id, path.to_path_buf());
     Ok(())
 }

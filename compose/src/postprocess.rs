@@ -140,7 +140,7 @@ fn var_to_tmpfiles(root: &Path) -> Result<()> {
     if !lines.is_empty() {
         let conf = beneath(root, VAR_TMPFILES_PATH)?;
         fs_err::create_dir_all(conf.parent().unwrap())?;
-        fs_err::write(conf, lines.join("\n") + "\n")?;
+        crate::safepath::replace_file(&conf, lines.join("\n") + "\n")?;
     }
     Ok(())
 }
@@ -203,7 +203,7 @@ fn write_pkglist(root: &Path, pkgs: &[ImportedPackage]) -> Result<()> {
             .unwrap_or("-");
         writeln!(s, "{} {}", p.nevra, sample).unwrap();
     }
-    fs_err::write(beneath(root, PKGLIST_PATH)?, s)?;
+    crate::safepath::replace_file(&beneath(root, PKGLIST_PATH)?, s)?;
     Ok(())
 }
 

@@ -44,18 +44,6 @@ fn check(root: &Path, rel: &Path, last_too: bool) -> Result<PathBuf> {
 /// Where `rel` leads inside the tree, following symlinks the way the tree's own programs would see
 /// them with the tree as `/` (absolute targets from the root, `..` never above it). None when a
 /// component is missing or the links loop.
-/// Write `path` by replacing it (a new file renamed over the old one) rather than writing into it:
-/// the old file may be a hardlink into the unpacked package cache. Keeps the old mode.
-pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
-    let tmp = path.with_file_name(".fedostree-replace");
-    fs_err::write(&tmp, contents)?;
-    if let Ok(old) = fs_err::metadata(path) {
-        fs_err::set_permissions(&tmp, old.permissions())?;
-    }
-    fs_err::rename(&tmp, path)?;
-    Ok(())
-}
-
 pub fn resolve_in_tree(root: &Path, rel: impl AsRef<Path>) -> Option<PathBuf> {
     let mut pending: Vec<std::ffi::OsString> = rel.as_ref().components().rev().map(|c| c.as_os_str().into()).collect();
     let mut cur = PathBuf::new();
@@ -85,6 +73,23 @@ pub fn resolve_in_tree(root: &Path, rel: impl AsRef<Path>) -> Option<PathBuf> {
         }
     }
     Some(root.join(cur))
+}
+
+/// Write `path` by replacing it (a new file renamed over the old one) rather than writing into it:
+/// the old file may be a hardlink into the unpacked package cache. Keeps the old mode. The new file
+/// gets a fresh random name (created exclusively, so a planted symlink is never followed).
+pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    use std::io::Write;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".fedostree-").tempfile_in(parent)?;
+    tmp.write_all(contents.as_ref())?;
+    if let Ok(old) = fs_err::symlink_metadata(path) {
+        if old.is_file() {
+            tmp.as_file().set_permissions(old.permissions())?;
+        }
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]

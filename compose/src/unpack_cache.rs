@@ -13,19 +13,24 @@
 //! to a copy: [`import::apply_owners`]); scriptlets run in the sandbox could still do it, so an entry
 //! is trusted only while every file still matches its stamp (inode, size, mtime, mode, owner: checked
 //! before each use), and after each commit the content checksums of the files that are still shared
-//! are compared with the stamps' (computed when unpacking). A mismatch evicts the entry: the compose
-//! that changed the file committed what it made, and the next one unpacks the package afresh.
+//! are compared with the stamps' (computed when unpacking; files the compose removed from the tree are
+//! hashed again). A mismatch evicts the entry: the compose that changed the file committed what it
+//! made, and the next one unpacks the package afresh. A compose that stops before that check leaves
+//! `in-use.json`, and the next one hashes those entries again before using them.
+//! An entry's files have plain names (`0`, `1`, …): payload paths are resolved only in the tree.
 
 use crate::import::{self, Entry, ImportOptions, Unpacked};
 use anyhow::{Context, Result};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the layout of an entry or what an unpack produces changes.
-const FORMAT: &str = "fedostree-unpacked-1";
+const FORMAT: &str = "fedostree-unpacked-2";
+/// The entries a compose is merging from, until its commit has been checked.
+const IN_USE: &str = "in-use.json";
 /// Entries not used for this long are removed after a compose.
 const KEEP_UNUSED: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
 
@@ -72,6 +77,23 @@ impl UnpackCache {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {
                 fs_err::remove_dir_all(e.path())?;
             }
+        }
+        // A compose that stopped between merging and checking its commit: check what it used.
+        if let Ok(text) = fs_err::read(dir.join(IN_USE)) {
+            for entry in serde_json::from_slice::<Vec<PathBuf>>(&text).unwrap_or_default() {
+                let intact = fs_err::read(entry.join("unpacked.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_slice::<Manifest>(&t).ok())
+                    .is_some_and(|m| contents_hold(&entry.join("files"), &m.stamps, |_| true));
+                if !intact && entry.starts_with(dir) && entry.exists() {
+                    eprintln!(
+                        "unpacked package cache: {} was changed by an unfinished compose; removing it",
+                        entry.display()
+                    );
+                    fs_err::remove_dir_all(&entry)?;
+                }
+            }
+            fs_err::remove_file(dir.join(IN_USE))?;
         }
         Ok(UnpackCache { dir: dir.to_path_buf() })
     }
@@ -142,7 +164,8 @@ impl UnpackCache {
                 .stamps
                 .values()
                 .any(|s| shared_inodes.get(&(s.dev, s.ino)).is_some_and(|sum| *sum != s.checksum))
-                || !stamps_hold(&p.files, &p.stamps)?;
+                || !stamps_hold(&p.files, &p.stamps)?
+                || !contents_hold(&p.files, &p.stamps, |s| !shared_inodes.contains_key(&(s.dev, s.ino)));
             if changed {
                 eprintln!(
                     "unpacked package cache: the compose changed files of {} in place; it will be unpacked again",
@@ -157,8 +180,19 @@ impl UnpackCache {
                 let _ = f.set_modified(std::time::SystemTime::now());
             }
         }
+        let _ = fs_err::remove_file(self.dir.join(IN_USE));
         self.prune();
         Ok(evicted)
+    }
+
+    /// Record the entries a compose is about to merge: if it never reaches [`Self::after_commit`]
+    /// (an error, a kill), the next [`Self::open`] checks their content before anything uses them.
+    pub fn mark_in_use(&self, used: &[CachedPackage]) -> Result<()> {
+        let names: Vec<&Path> = used.iter().map(|p| p.entry.as_path()).collect();
+        let tmp = self.dir.join(format!("{IN_USE}.tmp"));
+        fs_err::write(&tmp, serde_json::to_vec(&names)?)?;
+        fs_err::rename(&tmp, self.dir.join(IN_USE))?;
+        Ok(())
     }
 
     fn prune(&self) {
@@ -201,16 +235,12 @@ fn load(entry: &Path) -> Result<Option<CachedPackage>> {
     }))
 }
 
-fn stamp_of(dir: &Dir, path: &Path) -> std::io::Result<cap_std::fs::Metadata> {
-    dir.metadata(path)
-}
-
 fn stamps_hold(files: &Path, stamps: &BTreeMap<PathBuf, Stamp>) -> Result<bool> {
     let Ok(dir) = Dir::open_ambient_dir(files, ambient_authority()) else {
         return Ok(false);
     };
     for (path, s) in stamps {
-        let Ok(m) = stamp_of(&dir, path) else {
+        let Ok(m) = dir.metadata(path) else {
             return Ok(false);
         };
         let now = (
@@ -229,33 +259,22 @@ fn stamps_hold(files: &Path, stamps: &BTreeMap<PathBuf, Stamp>) -> Result<bool> 
     Ok(true)
 }
 
-/// Stamp every regular file the entries name (members of a hardlink set share one inode).
+/// Stamp every content file the entries name (once per file: hardlink set members share one).
 fn stamp_files(files: &Path, entries: &[Entry]) -> Result<BTreeMap<PathBuf, Stamp>> {
     let dir = Dir::open_ambient_dir(files, ambient_authority())?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut by_inode: HashMap<(u64, u64), String> = HashMap::new();
     let mut stamps = BTreeMap::new();
     for e in entries {
-        let Entry::File { path } = e else { continue };
-        let m = stamp_of(&dir, path).with_context(|| format!("{}: {}", files.display(), path.display()))?;
-        let checksum = match by_inode.get(&(m.dev(), m.ino())) {
-            Some(sum) => sum.clone(),
-            None => {
-                let sum = crate::write_tree::content_checksum(
-                    dir.open(path)?,
-                    m.uid(),
-                    m.gid(),
-                    m.mode(),
-                    m.size(),
-                    &mut buf,
-                )
-                .with_context(|| format!("{}: {}", files.display(), path.display()))?;
-                by_inode.insert((m.dev(), m.ino()), sum.clone());
-                sum
-            }
-        };
+        let Entry::File { content, .. } = e else { continue };
+        let name = PathBuf::from(content);
+        if stamps.contains_key(&name) {
+            continue;
+        }
+        let at = || format!("{}: {content}", files.display());
+        let m = dir.metadata(&name).with_context(at)?;
+        let checksum = checksum_of(&dir, &name, &m, &mut buf).with_context(at)?;
         stamps.insert(
-            path.clone(),
+            name,
             Stamp {
                 dev: m.dev(),
                 ino: m.ino(),
@@ -269,4 +288,23 @@ fn stamp_files(files: &Path, entries: &[Entry]) -> Result<BTreeMap<PathBuf, Stam
         );
     }
     Ok(stamps)
+}
+
+fn checksum_of(dir: &Dir, name: &Path, m: &cap_std::fs::Metadata, buf: &mut [u8]) -> Result<String> {
+    crate::write_tree::content_checksum(dir.open(name)?, m.uid(), m.gid(), m.mode(), m.size(), buf)
+}
+
+/// The checksums of the stamps `only` selects, computed again from the files (for what the commit
+/// could not see: files a compose removed from the tree, or a compose that never committed).
+fn contents_hold(files: &Path, stamps: &BTreeMap<PathBuf, Stamp>, only: impl Fn(&Stamp) -> bool) -> bool {
+    let Ok(dir) = Dir::open_ambient_dir(files, ambient_authority()) else {
+        return false;
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    stamps.iter().filter(|(_, s)| only(s)).all(|(name, s)| {
+        dir.metadata(name)
+            .ok()
+            .and_then(|m| checksum_of(&dir, name, &m, &mut buf).ok())
+            .is_some_and(|sum| sum == s.checksum)
+    })
 }

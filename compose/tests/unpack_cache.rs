@@ -30,6 +30,18 @@ fn pkg(dir: &Path) -> std::path::PathBuf {
         .write(dir)
 }
 
+/// The content name of the entry whose path ends with `suffix`.
+fn content_of(p: &fedostree_compose::unpack_cache::CachedPackage, suffix: &str) -> String {
+    p.unpacked
+        .entries
+        .iter()
+        .find_map(|e| match e {
+            fedostree_compose::import::Entry::File { path, content } if path.ends_with(suffix) => Some(content.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
 fn fresh_root(d: &Path, name: &str) -> std::path::PathBuf {
     let root = d.join(name);
     std::fs::create_dir_all(root.join("usr/lib")).unwrap();
@@ -53,7 +65,7 @@ fn a_package_is_unpacked_once_and_merged_as_hardlinks() {
     let root = fresh_root(d.path(), "root");
     merge(&root, &again.files, &again.unpacked).unwrap();
     let in_tree = std::fs::metadata(root.join("usr/share/tool/data")).unwrap();
-    let in_cache = std::fs::metadata(again.files.join("usr/share/tool/data")).unwrap();
+    let in_cache = std::fs::metadata(again.files.join(content_of(&again, "data"))).unwrap();
     assert_eq!(in_tree.ino(), in_cache.ino(), "merged as a hardlink");
     assert_eq!(
         std::fs::read_link(root.join("usr/bin/tool-alias")).unwrap().to_str(),
@@ -63,12 +75,78 @@ fn a_package_is_unpacked_once_and_merged_as_hardlinks() {
     // Ownership goes to a copy: the cache's file stays root's, the tree's is tty's, setgid kept.
     apply_owners(&root, std::slice::from_ref(&again.unpacked.package)).unwrap();
     let owned = std::fs::metadata(root.join("usr/bin/tool")).unwrap();
-    let cached = std::fs::metadata(again.files.join("usr/bin/tool")).unwrap();
+    let cached = std::fs::metadata(again.files.join(content_of(&again, "bin/tool"))).unwrap();
     assert_eq!((owned.gid(), owned.mode() & 0o7777), (5, 0o2755));
     assert_eq!(cached.gid(), 0);
     assert_ne!(owned.ino(), cached.ino());
-    assert!(cache.after_commit(&[again], &HashMap::new()).unwrap().is_empty());
+    // The commit's own checksums of the shared files: nothing to evict.
+    let repo = ostree::Repo::new_for_path(d.path().join("repo"));
+    repo.create(ostree::RepoMode::BareUser, ostree::gio::Cancellable::NONE)
+        .unwrap();
+    repo.prepare_transaction(ostree::gio::Cancellable::NONE).unwrap();
+    let written = fedostree_compose::write_tree::write_tree(&repo, &root).unwrap();
+    repo.commit_transaction(ostree::gio::Cancellable::NONE).unwrap();
+    assert!(!written.shared_inodes.is_empty());
+    cache.mark_in_use(std::slice::from_ref(&again)).unwrap();
+    assert!(cache.after_commit(&[again], &written.shared_inodes).unwrap().is_empty());
     assert!(cache.get(&rpm, "sha256:aaaa", OPTS, "").unwrap().hit);
+}
+
+#[test]
+fn a_compose_that_stopped_before_its_check_has_its_entries_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let rpm = pkg(d.path());
+    let cache_dir = d.path().join("cache");
+    let cache = UnpackCache::open(&cache_dir).unwrap();
+    let p = cache.get(&rpm, "sha256:cccc", OPTS, "").unwrap();
+    cache.mark_in_use(std::slice::from_ref(&p)).unwrap();
+    let root = fresh_root(d.path(), "root");
+    merge(&root, &p.files, &p.unpacked).unwrap();
+    // Rewritten in place, same size, mtime put back; then the compose dies (no after_commit).
+    let data = root.join("usr/share/tool/data");
+    let mtime = std::fs::metadata(&data).unwrap().modified().unwrap();
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .write_all(b"PACKAGED")
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let cache = UnpackCache::open(&cache_dir).unwrap();
+    let again = cache.get(&rpm, "sha256:cccc", OPTS, "").unwrap();
+    assert!(!again.hit);
+    let content = again.unpacked.entries.iter().find_map(|e| match e {
+        fedostree_compose::import::Entry::File { path, content } if path.ends_with("data") => Some(content.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        std::fs::read_to_string(again.files.join(content.unwrap())).unwrap(),
+        "packaged"
+    );
+}
+
+#[test]
+fn files_beneath_a_symlink_from_an_earlier_package_land_where_it_points() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let a = Pkg::new("a", "1", "noarch").dir("/usr/lib/real").write(d.path());
+    let b = Pkg::new("b", "1", "noarch")
+        .symlink("/usr/lib/alias", "real")
+        .file("/usr/lib/alias/file", "through the link", 0o644)
+        .write(d.path());
+    import_rpm(&a, &root, OPTS).unwrap();
+    import_rpm(&b, &root, OPTS).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("usr/lib/real/file")).unwrap(),
+        "through the link"
+    );
 }
 
 #[test]
@@ -90,7 +168,7 @@ fn an_entry_changed_through_the_tree_is_unpacked_again() {
     let again = cache.get(&rpm, "sha256:bbbb", OPTS, "").unwrap();
     assert!(!again.hit, "stamps no longer hold");
     assert_eq!(
-        std::fs::read_to_string(again.files.join("usr/share/tool/data")).unwrap(),
+        std::fs::read_to_string(again.files.join(content_of(&again, "data"))).unwrap(),
         "packaged"
     );
     assert_eq!(
@@ -124,7 +202,7 @@ fn an_entry_changed_through_the_tree_is_unpacked_again() {
     let third = cache.get(&rpm, "sha256:bbbb", OPTS, "").unwrap();
     assert!(!third.hit);
     assert_eq!(
-        std::fs::read_to_string(third.files.join("usr/share/tool/data")).unwrap(),
+        std::fs::read_to_string(third.files.join(content_of(&third, "data"))).unwrap(),
         "packaged"
     );
 }

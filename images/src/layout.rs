@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! $STATE/images/<tree>/<arch>/disk.qcow2, state.json   the current image (never modified in place)
+//! $STATE/images/<tree>/<arch>/layer-N.qcow2             its read-only backing chain (relative paths)
 //! $STATE/images/<tree>/<arch>.new/                      work copy during an update (mounts live here)
 //! $STATE/images/<tree>/<arch>.lock                      flock: one update per image at a time
 //! $STATE/images/<tree>/<arch>.resources.json            mounts/loop/daemons held by the running update
@@ -71,6 +72,52 @@ impl ImagePaths {
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
     }
+}
+
+/// The name of backing layer `n` (0 is the bottom).
+pub fn layer_name(n: usize) -> String {
+    format!("layer-{n}.qcow2")
+}
+
+/// The backing layers in an image directory, bottom first: `layer-0.qcow2`, `layer-1.qcow2`, …
+pub fn layers(dir: &Path) -> Result<Vec<String>> {
+    let mut n = 0;
+    let mut out = Vec::new();
+    while dir.join(layer_name(n)).is_file() {
+        out.push(layer_name(n));
+        n += 1;
+    }
+    Ok(out)
+}
+
+/// Pin the image in `dir` for one boot: its top hardlinked into `dest` as `top_name`, its layers
+/// under their own names (the top's backing paths are relative), copied where links cannot go.
+/// Returns the files made, for the caller to remove.
+pub fn pin(dir: &Path, dest: &Path, top_name: &str) -> Result<Vec<PathBuf>> {
+    let mut made = Vec::new();
+    let files = layers(dir)?
+        .into_iter()
+        .map(|l| (l.clone(), l))
+        .chain([("disk.qcow2".to_string(), top_name.to_string())]);
+    for (from, to) in files {
+        let (from, to) = (dir.join(from), dest.join(to));
+        let _ = fs_err::remove_file(&to);
+        fs_err::hard_link(&from, &to).or_else(|_| fs_err::copy(&from, &to).map(|_| ()))?;
+        made.push(to);
+    }
+    Ok(made)
+}
+
+/// Bytes allocated on the host by the image in `dir` (top and layers).
+pub fn allocated_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for name in layers(dir)?.into_iter().chain(["disk.qcow2".to_string()]) {
+        if let Ok(m) = fs_err::metadata(dir.join(name)) {
+            total += m.blocks() * 512;
+        }
+    }
+    Ok(total)
 }
 
 /// `state.json` beside `disk.qcow2`; written last, so its presence means the image is complete.

@@ -81,7 +81,7 @@ pub struct BootArtifacts {
 pub struct UpdateStats {
     /// `qemu-img create` + partition + mkfs + init-fs/os-init (new images only).
     pub create_s: f64,
-    /// Reflink/copy of the current image into the work dir (updates only).
+    /// The work copy: a new top layer over the current image, or a compacted copy (updates only).
     pub copy_s: f64,
     pub attach_s: f64,
     pub pull_local_s: f64,
@@ -90,7 +90,8 @@ pub struct UpdateStats {
     pub extract_s: f64,
     pub detach_s: f64,
     pub total_s: f64,
-    /// qcow2 `actual-size` before (0 for a new image) and after.
+    /// Bytes the image's qcow2 files (top and layers) take on the host, before (0 for a new image)
+    /// and after.
     pub qcow2_before: u64,
     pub qcow2_after: u64,
     /// Content bytes `pull-local` wrote (new objects only).

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 /// Virtual size of a new image.
 const DISK_SIZE: &str = "4G";
+/// Backing layers an image may have: an update adds one (see `prepare_work_copy`), and the update
+/// that would pass this writes a single compacted image instead.
+const MAX_LAYERS: usize = 4;
 /// Deployments kept after an update: the new default plus one rollback.
 const KEEP_DEPLOYMENTS: usize = 2;
 /// How long a second run waits for the image lock (override: `FEDOSTREE_IMAGE_LOCK_TIMEOUT` seconds).
@@ -50,17 +53,6 @@ pub fn create_overlay(base: &Path, overlay: &Path) -> Result<()> {
         .arg(&base)
         .arg(overlay)
         .run()
-}
-
-/// `actual-size` of a qcow2 (bytes allocated on the host).
-pub fn qcow2_actual_size(disk: &Path) -> Result<u64> {
-    let v: serde_json::Value = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(disk)
-        .run_and_parse_json()?;
-    v["actual-size"]
-        .as_u64()
-        .with_context(|| format!("qemu-img info {}: no actual-size", disk.display()))
 }
 
 fn random_id() -> Result<String> {
@@ -170,7 +162,8 @@ struct UpdatePlan {
     work_disk: PathBuf,
 }
 
-/// Owns the work copy: a new empty qcow2 when there is no current image, else a reflink copy of the current one.
+/// Owns the work copy: a new empty qcow2 when there is no current image, else a new top layer over the
+/// current one (its files hardlinked in, read-only from then on), or every few updates a compacted copy.
 fn prepare_work_copy(
     paths: &ImagePaths,
     spec: &ImageSpec,
@@ -192,12 +185,48 @@ fn prepare_work_copy(
             .run()?;
         stats.create_s = secs(t);
     } else {
-        stats.qcow2_before = qcow2_actual_size(&paths.disk())?;
-        Command::new("cp")
-            .arg("--reflink=auto")
-            .arg(paths.disk())
-            .arg(&work_disk)
-            .run()?;
+        stats.qcow2_before = layout::allocated_bytes(&paths.dir)?;
+        let layers = layout::layers(&paths.dir)?;
+        if layers.len() + 1 > MAX_LAYERS {
+            // Long chains slow every read down: write one image again, compacted.
+            Command::new("qemu-img")
+                .args([
+                    "convert",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-O",
+                    "qcow2",
+                    "-o",
+                    "cluster_size=65536",
+                ])
+                .arg(paths.disk())
+                .arg(&work_disk)
+                .run()?;
+        } else {
+            // The published image becomes a read-only layer under a new, empty top: the update
+            // writes only what changes, and the published files are never opened for writing.
+            for l in &layers {
+                fs_err::hard_link(paths.dir.join(l), paths.work.join(l))?;
+            }
+            let next = layout::layer_name(layers.len());
+            fs_err::hard_link(paths.disk(), paths.work.join(&next))?;
+            Command::new("qemu-img")
+                .args([
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-o",
+                    "cluster_size=65536",
+                    "-F",
+                    "qcow2",
+                    "-b",
+                ])
+                .arg(&next)
+                .arg(&work_disk)
+                .run()?;
+        }
         stats.copy_s = secs(t);
     }
     crash_point("copy");
@@ -284,7 +313,8 @@ fn commit_work_copy(
     boot: &BootArtifacts,
     stats: &mut UpdateStats,
 ) -> Result<()> {
-    stats.qcow2_after = qcow2_actual_size(&plan.work_disk)?;
+    stats.qcow2_after = layout::allocated_bytes(&paths.work)?;
+    // The layers below are the published image's files, already on disk.
     std::fs::File::open(&plan.work_disk)?.sync_all()?;
     let st = ImageStateFile {
         layout_version: LAYOUT_VERSION,

@@ -124,7 +124,7 @@ impl Fixture {
 fn inspect<T>(disk: &Path, f: impl FnOnce(&Path) -> T) -> T {
     let scratch = tempfile::tempdir().unwrap();
     let copy = scratch.path().join("copy.qcow2");
-    std::fs::copy(disk, &copy).unwrap();
+    fedostree_images::create_overlay(disk, &copy).unwrap();
     let mnt = scratch.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let qsd = QsdExport::start(&copy, &scratch.path().join("raw"), &scratch.path().join("qsd.pid")).unwrap();
@@ -224,10 +224,24 @@ fn qsd_create_update_prune_noop() {
     });
 
     // v2: same kernel, new content
+    use std::os::unix::fs::MetadataExt;
+    let published = std::fs::metadata(&s1.disk).unwrap();
     let c2 = fx.commit("v2", "k1");
     let s2 = update_image(&fx.state, &fx.spec(&c2), Backend::Qsd).unwrap();
     print_stats("qsd update v2", &s2);
     assert!(!s2.created && s2.updated);
+    // The v1 image is now the read-only bottom layer, untouched: same inode, size and mtime.
+    let layer0 = std::fs::metadata(fx.arch_dir().join("layer-0.qcow2")).unwrap();
+    assert_eq!(
+        (layer0.ino(), layer0.size(), layer0.mtime(), layer0.mtime_nsec()),
+        (
+            published.ino(),
+            published.size(),
+            published.mtime(),
+            published.mtime_nsec()
+        )
+    );
+    assert!(s2.stats.qcow2_after > s2.stats.qcow2_before, "{:?}", s2.stats);
     assert_eq!(s2.image_id, s1.image_id);
     assert_eq!(s2.boot.boot_checksum, s1.boot.boot_checksum);
     assert!(s2.stats.pulled_bytes > 0, "{:?}", s2.stats);
@@ -258,14 +272,30 @@ fn qsd_create_update_prune_noop() {
         assert_eq!(id.trim(), s1.image_id);
     });
 
-    // already at v3: no mount, the disk is untouched
+    assert!(fx.arch_dir().join("layer-1.qcow2").is_file());
+
+    // Updates add layers until one more would pass the limit; that update writes one compacted image.
+    let mut last = (c3.clone(), c2.clone());
+    for v in 4..=6 {
+        let c = fx.commit(&format!("v{v}"), "k3");
+        update_image(&fx.state, &fx.spec(&c), Backend::Qsd).unwrap();
+        last = (c, last.0);
+    }
+    assert!(!fx.arch_dir().join("layer-0.qcow2").exists(), "the chain was compacted");
+    inspect(&fx.arch_dir().join("disk.qcow2"), |m| {
+        let mut want = vec![last.0.clone(), last.1.clone()];
+        want.sort();
+        assert_eq!(deployed(m), want);
+    });
+    let s3 = update_image(&fx.state, &fx.spec(&last.0), Backend::Qsd).unwrap();
+
+    // already at the latest: no mount, the disk is untouched
     let mtime = std::fs::metadata(&s3.disk).unwrap().modified().unwrap();
-    let s4 = update_image(&fx.state, &fx.spec(&c3), Backend::Qsd).unwrap();
+    let s4 = update_image(&fx.state, &fx.spec(&last.0), Backend::Qsd).unwrap();
     assert!(!s4.created && !s4.updated);
     assert_eq!(s4.stats.attach_s, 0.0);
     assert_eq!(s4.boot, s3.boot);
     assert_eq!(std::fs::metadata(&s4.disk).unwrap().modified().unwrap(), mtime);
-    assert!(s4.stats.total_s < 1.0, "{:?}", s4.stats);
 
     // an overlay boots on top without touching the base
     let ov = fx.state.root().join("overlay.qcow2");

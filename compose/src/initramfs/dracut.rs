@@ -47,9 +47,17 @@ pub fn generate(root: &Path, kver: &str, args: &[String], out_rel: &str, out: &P
     let key = cache_key(root, &argv).context("hashing the initramfs inputs")?;
     let entry = cache_dir.join(&key);
     if let Some(image) = lookup(root, &entry)? {
+        // Never into an existing file: it may be a hardlink into the unpacked package cache.
+        if out.symlink_metadata().is_ok() {
+            fs_err::remove_file(out)?;
+        }
         fs_err::copy(&image, out)?;
         mark_used(&entry.with_extension("manifest"));
         return Ok(true);
+    }
+    // dracut copies its image into an existing file in place; that file may be the unpack cache's.
+    if out.symlink_metadata().is_ok() {
+        fs_err::remove_file(out)?;
     }
     let dest = format!("/{out_rel}");
     argv.push(&dest);

@@ -78,7 +78,7 @@ pub fn generate(tree_root: &Path, kver: &str, args: &[String], cache_dir: &Path)
     if !args.is_empty() {
         fedostree_util::bail_input!("`initramfs-args` needs dracut in the tree (no /usr/bin/dracut)");
     }
-    fs_err::write(out, build(tree_root, kver)?)?;
+    crate::safepath::replace_file(&out, build(tree_root, kver)?)?;
     Ok(())
 }
 
