@@ -3,6 +3,8 @@
 # /usr/libexec/fedostree/installed-tests-runner and exec'd by PID 1; runs every
 # /usr/share/installed-tests/**/*.test and reports JSON lines on the virtio-serial port
 # org.fedostree.results (the host harness parses them), then powers the VM off.
+# Session tests run up to fedostree.test_parallel=N at a time (kernel argument; 0 or absent = one per
+# CPU, as gnome-desktop-testing-runner --parallel=0), session-exclusive ones alone, after them.
 # POSIX sh for Debian's busybox-static (ash applets only). Env overrides exist so the host can test it:
 #   FEDOSTREE_TESTS_ROOT   where *.test files live        (/usr/share/installed-tests)
 #   FEDOSTREE_RESULTS_OUT  results file instead of the virtio port
@@ -121,13 +123,13 @@ tap_parse() {
 		}' "$1"
 }
 
-# tap_events LOG: the subtest events of a TAP log into $WORK/events and "RAN BAD PLAN BAIL" on
+# tap_events LOG EVENTS: the subtest events of a TAP log into EVENTS and "RAN BAD PLAN BAIL" on
 # stdout, in one pipeline for all subtests (a pipeline per subtest took 40 s for 187 of them).
 tap_events() {
 	tap_parse "$1" |
 		tr -d '\000-\010\013\014\016-\037' |
 		sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e "s/$TAB/\\\\t/g" -e "s/$CR/\\\\r/g" |
-		JNAME=$jname awk -v events="$WORK/events" '
+		JNAME=$jname awk -v events="$2" '
 			$1 == "plan" { plan = $2; next }
 			$1 == "bail" { bail = 1; next }
 			{
@@ -140,15 +142,19 @@ tap_events() {
 
 passed=0 failed=0 skipped=0 timed_out=0
 
-# run_test FILE: runs one .test alone and emits its events.
+# test_jname FILE: the test's name (path below the tests root, no .test) as a JSON string body.
+test_jname() {
+	name=${1#"$TESTS_ROOT"/}
+	printf '%s' "${name%.test}" | json_escape
+}
+
+# run_test FILE DIR: runs one .test with DIR as its scratch space; its events after test-started go to
+# DIR/report, its status to DIR/status, and DIR/done marks the end (see run_list).
 run_test() {
-	file=$1
-	name=${file#"$TESTS_ROOT"/}
-	name=${name%.test}
-	jname=$(printf '%s' "$name" | json_escape)
-	emit "{\"event\":\"test-started\",\"name\":\"$jname\"}"
+	file=$1 dir=$2
+	jname=$(test_jname "$file")
 	exec_line='' type='' tenv='' tap='' limit=''
-	kf_all "$file" >"$WORK/keys"
+	kf_all "$file" >"$dir/keys"
 	while IFS= read -r kv; do
 		case "$kv" in
 		Exec=*) exec_line=${kv#Exec=} ;;
@@ -157,9 +163,9 @@ run_test() {
 		Output=*) tap=${kv#Output=} ;;
 		X-Fedostree-Timeout=*) limit=${kv#X-Fedostree-Timeout=} ;;
 		esac
-	done <"$WORK/keys"
+	done <"$dir/keys"
 	is_uint "$limit" && [ "$limit" -gt 0 ] || limit=$global_timeout
-	out=$WORK/output
+	out=$dir/output
 	: >"$out"
 	start=$(now_ms)
 	rc=
@@ -206,11 +212,11 @@ run_test() {
 	fi
 
 	if [ "$tap" = TAP ]; then
-		: >"$WORK/events"
+		: >"$dir/events"
 		# shellcheck disable=SC2046 # four words, split on purpose
-		set -- $(tap_events "$out")
+		set -- $(tap_events "$out" "$dir/events")
 		ran=$1 bad=$2 plan=$3 bail=$4
-		emit_file "$WORK/events"
+		cat "$dir/events" >>"$dir/report"
 		if [ "$status" = pass ]; then
 			if [ "$bad" -gt 0 ]; then
 				status=fail
@@ -225,14 +231,70 @@ run_test() {
 		fi
 	fi
 
-	case $status in
+	jout=$(utf8_tail "$out" "$OUTPUT_TAIL" | json_escape)
+	printf '%s\n' "{\"event\":\"test-finished\",\"name\":\"$jname\",\"status\":\"$status\",\"exit_code\":$rc,\"duration_ms\":$dur,\"output\":\"$jout\"}" >>"$dir/report"
+	echo "$status" >"$dir/status"
+	: >"$dir/done"
+}
+
+# One process writes the results port: tests report into their DIR, and the loop below emits each
+# report once the test is done, so lines of tests running side by side never interleave.
+finish_test() {
+	emit_file "$1/report"
+	case $(cat "$1/status" 2>/dev/null) in
 	pass) passed=$((passed + 1)) ;;
 	skip) skipped=$((skipped + 1)) ;;
 	timeout) timed_out=$((timed_out + 1)) ;;
 	*) failed=$((failed + 1)) ;;
 	esac
-	jout=$(utf8_tail "$out" "$OUTPUT_TAIL" | json_escape)
-	emit "{\"event\":\"test-finished\",\"name\":\"$jname\",\"status\":\"$status\",\"exit_code\":$rc,\"duration_ms\":$dur,\"output\":\"$jout\"}"
+	rm -rf "$1"
+}
+
+# run_list LIST MAX: every test of LIST, at most MAX at a time, each started in list order. When MAX
+# run, the oldest is waited for (no polling: a process costs ~50 ms under TCG); any other that is
+# done by then is reported too.
+run_list() {
+	list=$1 max=$2 running=''
+	while IFS= read -r t <&5; do
+		# shellcheck disable=SC2086 # words on purpose
+		while [ "$(njobs $running)" -ge "$max" ]; do
+			oldest=${running# }
+			oldest=${oldest%% *}
+			wait "${oldest%%:*}" 2>/dev/null
+			finish_test "${oldest#*:}"
+			running=${running#" $oldest"}
+			reap_done
+		done
+		n=$((n + 1))
+		d=$WORK/t$n
+		mkdir -p "$d"
+		: >"$d/report"
+		emit "{\"event\":\"test-started\",\"name\":\"$(test_jname "$t")\"}"
+		run_test "$t" "$d" </dev/null 5<&- &
+		running="$running $!:$d"
+	done 5<"$list"
+	# shellcheck disable=SC2086 # words on purpose
+	for job in $running; do
+		wait "${job%%:*}" 2>/dev/null
+		finish_test "${job#*:}"
+	done
+}
+
+njobs() { echo $#; }
+
+# reap_done: report the running jobs whose test is done; the others stay in $running.
+reap_done() {
+	left=''
+	# shellcheck disable=SC2086 # words on purpose
+	for job in $running; do
+		if [ -e "${job#*:}/done" ]; then
+			wait "${job%%:*}" 2>/dev/null
+			finish_test "${job#*:}"
+		else
+			left="$left $job"
+		fi
+	done
+	running=$left
 }
 
 # --- main ---
@@ -281,11 +343,14 @@ done <"$WORK/all"
 ntests=$(wc -l <"$WORK/all")
 jdep=$(printf '%s' "$deployment" | json_escape)
 emit "{\"event\":\"run-started\",\"tests\":$((ntests)),\"arch\":\"$(uname -m)\",\"kernel\":\"$(uname -r)\",\"deployment\":\"$jdep\",\"commit\":\"$commit\"}"
-# Session tests first, then each session-exclusive one; tests run one at a time, so each is alone.
-# fd 5 keeps the list away from the tests' stdin.
-for list in "$WORK/session" "$WORK/exclusive"; do
-	while IFS= read -r t <&5; do run_test "$t"; done 5<"$list"
-done
+parallel=$(karg fedostree.test_parallel)
+is_uint "$parallel" || parallel=0
+[ "$parallel" -gt 0 ] || parallel=$(grep -c '^processor' /proc/cpuinfo 2>/dev/null)
+is_uint "$parallel" && [ "$parallel" -gt 0 ] || parallel=1
+n=0
+# Session tests first, side by side; then each session-exclusive one alone. fd 5 holds the list.
+run_list "$WORK/session" "$parallel"
+run_list "$WORK/exclusive" 1
 emit "{\"event\":\"run-finished\",\"passed\":$passed,\"failed\":$failed,\"skipped\":$skipped,\"timed_out\":$timed_out}"
 exec 3>&-
 sync

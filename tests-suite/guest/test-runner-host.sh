@@ -23,7 +23,7 @@ for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s "$bb" "$tmp/bin/$a"; do
 T=$tmp/tests
 mkdir -p "$T/sample/sub/dir" "$tmp/sysroot/ostree/deploy/fedostree/deploy/abc123.0" "$tmp/sysroot/ostree/boot.1/fedostree/bcs"
 ln -s ../../../deploy/fedostree/deploy/abc123.0 "$tmp/sysroot/ostree/boot.1/fedostree/bcs/0"
-echo "quiet ostree=/ostree/boot.1/fedostree/bcs/0 fedostree.test_timeout=2 console=ttyS0" >"$tmp/cmdline"
+echo "quiet ostree=/ostree/boot.1/fedostree/bcs/0 fedostree.test_timeout=2 fedostree.test_parallel=1 console=ttyS0" >"$tmp/cmdline"
 mktest() { # mktest NAME BODY...: a [Test] keyfile
 	local f=$T/$1.test
 	shift
@@ -126,6 +126,35 @@ check "every test-started has its test-finished next" eq \
 check "run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
 	"[8,6,1,2]"
 echo "test-runner-host: ran in ${elapsed}s"
+
+# --- the same tests, three at a time, and two that pass only side by side ---
+sequential=$tmp/sequential.jsonl
+cp "$results" "$sequential"
+: >"$results"
+sed -i 's/fedostree.test_parallel=1/fedostree.test_parallel=3/' "$tmp/cmdline"
+# Each waits (5 s at most) for the other's marker.
+printf '%s\n' '#!/bin/sh' "touch $tmp/started-\$1" 'i=0' \
+	"while [ ! -e $tmp/started-\$2 ] && [ \$i -lt 50 ]; do sleep 0.1; i=\$((i + 1)); done" \
+	"test -e $tmp/started-\$2" >"$tmp/marker.sh"
+chmod +x "$tmp/marker.sh"
+mktest sample/overlap-1 "Exec=$tmp/marker.sh one two"
+mktest sample/overlap-2 "Exec=$tmp/marker.sh two one"
+FEDOSTREE_TESTS_ROOT=$T FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+	FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work \
+	FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+statuses() { jq -r 'select(.event == "test-finished") | "\(.name) \(.status)"' "$1" | grep -v overlap | sort; }
+events() { q -r 'select(.event | test("^test-")) | "\(.event) \(.name)"'; }
+check "parallel: every line is JSON" all_json
+check "parallel: two tests that need each other ran side by side" \
+	eq "$(finished overlap-1 .status) $(finished overlap-2 .status)" "pass pass"
+check "parallel: every other status is the sequential run's" eq "$(statuses "$results")" "$(statuses "$sequential")"
+check "parallel: each test-finished follows its test-started, once" eq "$(events | awk '
+	$1 == "test-started" { s[$2]++ } $1 == "test-finished" { if (!s[$2] || f[$2]++) bad++ } END { print bad + 0 }')" 0
+check "parallel: the session-exclusive test starts once every session test finished" eq "$(events | awk '
+	$1 == "test-finished" { n++ } $1 == "test-started" && $2 == "sample/a-exclusive" { print n }')" 18
+check "parallel: run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
+	"[10,6,1,2]"
+check "parallel: timeout orphans are killed" eq "$(orphans)" 0
 if [ "$fails" -gt 0 ]; then
 	echo "test-runner-host: $fails check(s) failed; results:" >&2
 	cat "$results" >&2
