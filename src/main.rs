@@ -243,18 +243,18 @@ fn cmd_compose(
         devrepo::ensure_for_tree(state, sources, &o.tree, &o.arch)?;
         let r = compose_tree::compose(state, sources, o)?;
         if o.dry_run {
-            println!("{} ({}): {} packages", r.ref_, r.arch, r.packages);
+            say(format_args!("{} ({}): {} packages", r.ref_, r.arch, r.packages))?;
             for p in &r.package_list {
-                println!("  {p}");
+                say(format_args!("  {p}"))?;
             }
         } else {
             let what = if r.changed { "committed" } else { "unchanged" };
-            println!(
+            say(format_args!(
                 "{} {what} {} {}",
                 r.ref_,
                 r.commit.as_deref().unwrap_or("-"),
                 r.version.as_deref().unwrap_or("")
-            );
+            ))?;
         }
         results.push(r);
     }
@@ -281,7 +281,7 @@ fn cmd_image(state: &StateDir, sources: &Sources, tree: &str, arches: Vec<String
             "boot-checksum": image.boot.boot_checksum,
             "stats": image.stats,
         });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say(serde_json::to_string_pretty(&report)?)?;
     }
     Ok(Exit::Ok)
 }
@@ -290,9 +290,9 @@ fn cmd_db_diff(state: &StateDir, from: &str, to: &str, json: bool) -> Result<Exi
     let repo = fedostree_compose::commit::open_or_create_repo(&state.repo())?;
     let d = dbdiff::diff(&repo, from, to)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        say(serde_json::to_string_pretty(&d)?)?;
     } else {
-        print!("{}", d.render());
+        say(d.render().trim_end_matches('\n'))?;
     }
     Ok(Exit::Ok)
 }
@@ -331,6 +331,16 @@ fn cmd_test(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> R
     eprintln!("run directory: {}", state.runs().join(&opts.run_id).display());
     let suites: Vec<_> = runs.iter().map(|r| r.suite.clone()).collect();
     Ok(fedostree_ci::pipeline::verdict(&suites))
+}
+
+/// A line on stdout. A reader that went away (`| head`) ends the output, not the command: Rust
+/// ignores SIGPIPE, and `println!` would panic on the broken pipe.
+fn say(line: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 fn main() -> ExitCode {

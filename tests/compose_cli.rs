@@ -182,6 +182,24 @@ fn compose_both_arches_noop_bump_and_diff() {
     assert_eq!(ostree(&repo, &["rev-parse", reff]), before);
     assert!(!ostree(&repo, &["refs"]).contains("broken"));
 
+    // A reader that stops early (`| head`) ends the output, not the command: no panic, exit 0.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedostree"))
+        .env("FEDOSTREE_STATE_DIR", &state)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compose", "--tree", "dev/broken", "--arch", "x86_64", "--dry-run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "{:?}\n{stderr}",
+        out.status
+    );
+
     bad_inputs(&state);
     signatures(&state);
 }
