@@ -473,12 +473,8 @@ fn detach(path: &Path, meta: &std::fs::Metadata, copies: &mut HashMap<(u64, u64)
     if meta.nlink() == 1 {
         return Ok(());
     }
-    // A fresh, exclusively created name: a symlink planted beside the file is never followed.
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".fedostree-").tempfile_in(parent)?;
-    std::io::copy(&mut fs_err::File::open(path)?, tmp.as_file_mut())?;
-    tmp.as_file().set_permissions(meta.permissions())?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    let mut src = fs_err::File::open(path)?;
+    crate::safepath::replace_file_with(path, |f| std::io::copy(&mut src, f).map(|_| ()))?;
     copies.insert(id, path.to_path_buf());
     Ok(())
 }

@@ -76,13 +76,17 @@ pub fn resolve_in_tree(root: &Path, rel: impl AsRef<Path>) -> Option<PathBuf> {
 }
 
 /// Write `path` by replacing it (a new file renamed over the old one) rather than writing into it:
-/// the old file may be a hardlink into the unpacked package cache. Keeps the old mode. The new file
-/// gets a fresh random name (created exclusively, so a planted symlink is never followed).
+/// the old file may be a hardlink into the unpacked package cache. Keeps the old mode.
 pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
-    use std::io::Write;
+    replace_file_with(path, |f| std::io::Write::write_all(f, contents.as_ref()))
+}
+
+/// [`replace_file`] with the new content written by `write`. The new file gets a fresh random name
+/// (created exclusively, so a planted symlink is never followed).
+pub fn replace_file_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(".fedostree-").tempfile_in(parent)?;
-    tmp.write_all(contents.as_ref())?;
+    write(tmp.as_file_mut())?;
     if let Ok(old) = fs_err::symlink_metadata(path) {
         if old.is_file() {
             tmp.as_file().set_permissions(old.permissions())?;

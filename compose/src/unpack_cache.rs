@@ -52,6 +52,22 @@ struct Stamp {
     checksum: String,
 }
 
+impl Stamp {
+    /// `m` as a stamp with `checksum` (stamps compare equal when the file is as it was).
+    fn of(m: &cap_std::fs::Metadata, checksum: String) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            checksum,
+        }
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Manifest {
     unpacked: Unpacked,
@@ -243,16 +259,7 @@ fn stamps_hold(files: &Path, stamps: &BTreeMap<PathBuf, Stamp>) -> Result<bool> 
         let Ok(m) = dir.metadata(path) else {
             return Ok(false);
         };
-        let now = (
-            m.dev(),
-            m.ino(),
-            m.size(),
-            (m.mtime(), m.mtime_nsec()),
-            m.mode(),
-            m.uid(),
-            m.gid(),
-        );
-        if now != (s.dev, s.ino, s.size, s.mtime, s.mode, s.uid, s.gid) {
+        if Stamp::of(&m, s.checksum.clone()) != *s {
             return Ok(false);
         }
     }
@@ -273,19 +280,7 @@ fn stamp_files(files: &Path, entries: &[Entry]) -> Result<BTreeMap<PathBuf, Stam
         let at = || format!("{}: {content}", files.display());
         let m = dir.metadata(&name).with_context(at)?;
         let checksum = checksum_of(&dir, &name, &m, &mut buf).with_context(at)?;
-        stamps.insert(
-            name,
-            Stamp {
-                dev: m.dev(),
-                ino: m.ino(),
-                size: m.size(),
-                mtime: (m.mtime(), m.mtime_nsec()),
-                mode: m.mode(),
-                uid: m.uid(),
-                gid: m.gid(),
-                checksum,
-            },
-        );
+        stamps.insert(name, Stamp::of(&m, checksum));
     }
     Ok(stamps)
 }

@@ -42,6 +42,15 @@ fn content_of(p: &fedostree_compose::unpack_cache::CachedPackage, suffix: &str) 
         .unwrap()
 }
 
+/// Rewrite `path` in place the way stamps cannot see: same size, mtime put back.
+fn rewrite_unseen(path: &Path) {
+    use std::io::Write;
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all(b"PACKAGED").unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
 fn fresh_root(d: &Path, name: &str) -> std::path::PathBuf {
     let root = d.join(name);
     std::fs::create_dir_all(root.join("usr/lib")).unwrap();
@@ -104,29 +113,12 @@ fn a_compose_that_stopped_before_its_check_has_its_entries_checked() {
     merge(&root, &p.files, &p.unpacked).unwrap();
     // Rewritten in place, same size, mtime put back; then the compose dies (no after_commit).
     let data = root.join("usr/share/tool/data");
-    let mtime = std::fs::metadata(&data).unwrap().modified().unwrap();
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&data)
-        .unwrap()
-        .write_all(b"PACKAGED")
-        .unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&data)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    rewrite_unseen(&data);
     let cache = UnpackCache::open(&cache_dir).unwrap();
     let again = cache.get(&rpm, "sha256:cccc", OPTS, "").unwrap();
     assert!(!again.hit);
-    let content = again.unpacked.entries.iter().find_map(|e| match e {
-        fedostree_compose::import::Entry::File { path, content } if path.ends_with("data") => Some(content.clone()),
-        _ => None,
-    });
     assert_eq!(
-        std::fs::read_to_string(again.files.join(content.unwrap())).unwrap(),
+        std::fs::read_to_string(again.files.join(content_of(&again, "data"))).unwrap(),
         "packaged"
     );
 }
@@ -182,19 +174,7 @@ fn an_entry_changed_through_the_tree_is_unpacked_again() {
     let root2 = fresh_root(d.path(), "root2");
     merge(&root2, &again.files, &again.unpacked).unwrap();
     let data = root2.join("usr/share/tool/data");
-    let mtime = std::fs::metadata(&data).unwrap().modified().unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&data)
-        .unwrap()
-        .write_all(b"PACKAGED")
-        .unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&data)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    rewrite_unseen(&data);
     let m = std::fs::metadata(&data).unwrap();
     let shared = HashMap::from([((m.dev(), m.ino()), "a checksum of other content".to_string())]);
     let evicted = cache.after_commit(&[again], &shared).unwrap();

@@ -46,18 +46,15 @@ pub fn generate(root: &Path, kver: &str, args: &[String], out_rel: &str, out: &P
     argv.extend(args.iter().map(String::as_str));
     let key = cache_key(root, &argv).context("hashing the initramfs inputs")?;
     let entry = cache_dir.join(&key);
+    // Never into an existing file (the cache's copy below, dracut's own in-place `cp`): it may be a
+    // hardlink into the unpacked package cache.
+    if out.symlink_metadata().is_ok() {
+        fs_err::remove_file(out)?;
+    }
     if let Some(image) = lookup(root, &entry)? {
-        // Never into an existing file: it may be a hardlink into the unpacked package cache.
-        if out.symlink_metadata().is_ok() {
-            fs_err::remove_file(out)?;
-        }
         fs_err::copy(&image, out)?;
         mark_used(&entry.with_extension("manifest"));
         return Ok(true);
-    }
-    // dracut copies its image into an existing file in place; that file may be the unpack cache's.
-    if out.symlink_metadata().is_ok() {
-        fs_err::remove_file(out)?;
     }
     let dest = format!("/{out_rel}");
     argv.push(&dest);
