@@ -36,7 +36,17 @@ pub struct Timings {
     pub compose_s: f64,
     pub image_s: f64,
     pub boot_s: f64,
+    /// QEMU start → the guest's runner started the tests (kernel, initramfs, systemd up to
+    /// multi-user.target): the boot's share of `qemu_to_results_s`.
+    pub qemu_to_tests_s: Option<f64>,
     pub qemu_to_results_s: Option<f64>,
+}
+
+/// When the guest's results began and ended, counted from QEMU's start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GuestTimes {
+    pub to_tests: Option<Duration>,
+    pub to_results: Option<Duration>,
 }
 
 /// One tree on one architecture, start to verdict.
@@ -112,7 +122,7 @@ pub async fn test_tree(
     let mut runs = Vec::new();
     for (composed, image, mut timings, dir, boot_time, booted) in futures_util::future::join_all(boots).await {
         // A boot that broke is this tree/arch's infrastructure error; the other arch still reports.
-        let (suite, to_results) = booted.unwrap_or_else(|e| {
+        let (suite, guest_times) = booted.unwrap_or_else(|e| {
             let suite = SuiteResult {
                 tree: composed.tree.clone(),
                 arch: composed.arch.clone(),
@@ -123,10 +133,11 @@ pub async fn test_tree(
                     .map(|c| fedostree_harness::console::tail(&c, 40))
                     .unwrap_or_default(),
             };
-            (suite, None)
+            (suite, GuestTimes::default())
         });
         timings.boot_s = boot_time.as_secs_f64();
-        timings.qemu_to_results_s = to_results.map(|d| d.as_secs_f64());
+        timings.qemu_to_tests_s = guest_times.to_tests.map(|d| d.as_secs_f64());
+        timings.qemu_to_results_s = guest_times.to_results.map(|d| d.as_secs_f64());
         let published = gate(opts.publish, &suite);
         if published {
             crate::publish::publish(&state.repo(), &state.public(), &composed.ref_, &image.commit)?;
@@ -222,7 +233,7 @@ pub async fn boot_and_test(
     run_dir: &Path,
     guest: GuestSettings,
     reporter: &mut (dyn Reporter + Send),
-) -> Result<(SuiteResult, Option<Duration>)> {
+) -> Result<(SuiteResult, GuestTimes)> {
     fs_err::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     // The overlay's backing file is a hardlink to this exact image version: a concurrent update swaps
     // the cached image's directory but can never change what this VM boots.
@@ -276,7 +287,11 @@ pub async fn boot_and_test(
     let outcome = outcome?;
     let suite = suite_from_outcome(tree, arch, &image.commit, &outcome);
     fedostree_harness::junit::write_junit(std::slice::from_ref(&suite), &run_dir.join("junit.xml"))?;
-    Ok((suite, outcome.time_to_results))
+    let times = GuestTimes {
+        to_tests: outcome.time_to_tests,
+        to_results: outcome.time_to_results,
+    };
+    Ok((suite, times))
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub struct VmOutcome {
     pub console_tail: String,
     /// QEMU spawn → QEMU gone.
     pub wall: Duration,
+    /// QEMU spawn → `run-started` read: the boot, up to the runner starting the tests.
+    pub time_to_tests: Option<Duration>,
     /// QEMU spawn → `run-finished` read.
     pub time_to_results: Option<Duration>,
 }
@@ -100,6 +102,9 @@ impl Watch<'_> {
             events.extend(self.parser.finish());
         }
         for ev in events {
+            if matches!(ev, GuestEvent::RunStarted { .. }) && self.outcome.time_to_tests.is_none() {
+                self.outcome.time_to_tests = Some(self.started.elapsed());
+            }
             if matches!(ev, GuestEvent::RunFinished { .. }) && !self.outcome.finished {
                 self.outcome.finished = true;
                 self.outcome.time_to_results = Some(self.started.elapsed());

@@ -3,8 +3,9 @@
 # /usr/libexec/fedostree/installed-tests-runner and exec'd by PID 1; runs every
 # /usr/share/installed-tests/**/*.test and reports JSON lines on the virtio-serial port
 # org.fedostree.results (the host harness parses them), then powers the VM off.
-# Session tests run up to fedostree.test_parallel=N at a time (kernel argument; 0 or absent = one per
-# CPU, as gnome-desktop-testing-runner --parallel=0), session-exclusive ones alone, after them.
+# Session tests run up to fedostree.test_parallel=N at a time (kernel argument; 0 or absent = two per
+# CPU: system tests spend much of their time waiting for a daemon, and a slot held by a waiting test
+# left a core idle), session-exclusive ones alone, after them.
 # POSIX sh for Debian's busybox-static (ash applets only). Env overrides exist so the host can test it:
 #   FEDOSTREE_TESTS_ROOT   where *.test files live        (/usr/share/installed-tests)
 #   FEDOSTREE_RESULTS_OUT  results file instead of the virtio port
@@ -83,22 +84,41 @@ karg() {
 
 is_uint() { case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 
-# Every KEY=VALUE of the [Test] group (spaces around '=' allowed, comments skipped), one per line,
-# first occurrence of each key only; with a second argument, just that key's value. One awk for all
-# of a test's keys: a process costs ~50 ms under TCG.
+# The [Test] group of a keyfile, for awk: calls pair(KEY, VALUE) for the first occurrence of each key
+# (spaces around '=' allowed, comments skipped); per file, and a file is done once `stop` is set.
+KF_PARSE='
+FNR == 1 { g = 0; split("", seen); stop = 0 }
+stop { next }
+/^[ \t]*\[/ { g = ($0 ~ /^[ \t]*\[Test\][ \t\r]*$/); next }
+!g || /^[ \t]*#/ { next }
+{
+	i = index($0, "="); if (!i) next
+	key = substr($0, 1, i - 1); gsub(/^[ \t]+|[ \t]+$/, "", key)
+	if (key in seen) next
+	seen[key] = 1
+	v = substr($0, i + 1); sub(/^[ \t]+/, "", v); sub(/[ \t\r]+$/, "", v)
+	pair(key, v)
+}'
+
+# kf_all FILE [KEY]: every KEY=VALUE of the [Test] group, one per line; with KEY, just its value. One
+# awk for all of a test's keys: a process costs ~50 ms under TCG.
 kf_all() {
 	awk -v want="${2-}" '
-		/^[ \t]*\[/ { g = ($0 ~ /^[ \t]*\[Test\][ \t\r]*$/); next }
-		!g || /^[ \t]*#/ { next }
-		{
-			i = index($0, "="); if (!i) next
-			key = substr($0, 1, i - 1); gsub(/^[ \t]+|[ \t]+$/, "", key)
-			if (key in seen) next
-			seen[key] = 1
-			v = substr($0, i + 1); sub(/^[ \t]+/, "", v); sub(/[ \t\r]+$/, "", v)
-			if (want == "") print key "=" v
-			else if (key == want) { print v; exit }
-		}' "$1"
+		function pair(k, v) { if (want == "") print k "=" v; else if (k == want) { print v; exit } }
+	'"$KF_PARSE" "$1"
+}
+
+# tests_of_type LIST TYPE: the .test files named in LIST (one per line, order kept) whose Type is TYPE,
+# where TYPE session means any Type but session-exclusive. One awk for every file.
+tests_of_type() {
+	awk -v list="$1" -v want="$2" '
+		BEGIN { while ((getline f < list) > 0) if (f != "") { ARGV[ARGC++] = f; order[++n] = f } }
+		function pair(k, v) { if (k == "Type") { type[FILENAME] = v; stop = 1 } }
+		END {
+			for (i = 1; i <= n; i++)
+				if ((type[order[i]] == "session-exclusive") == (want == "session-exclusive")) print order[i]
+		}
+	'"$KF_PARSE"
 }
 
 # TAP lines of a log → "NUMBER STATUS DESCRIPTION" per subtest, then "plan N" / "bail" markers.
@@ -149,7 +169,8 @@ test_jname() {
 }
 
 # run_test FILE DIR: runs one .test with DIR as its scratch space; its events after test-started go to
-# DIR/report, its status to DIR/status, and DIR/done marks the end (see run_list).
+# DIR/report, its status to DIR/status, and as its last act it writes DIR to the done FIFO (fd 6,
+# see run_list).
 run_test() {
 	file=$1 dir=$2
 	jname=$(test_jname "$file")
@@ -191,7 +212,7 @@ run_test() {
 				case "$kv" in [A-Za-z_]*=*) export "$kv" ;; esac
 			done
 			exec timeout -k 5 "$limit" setsid sh -c "$exec_line"
-		) </dev/null >"$out" 2>&1 &
+		) </dev/null >"$out" 2>&1 6>&- &
 		pid=$!
 		wait "$pid" 2>/dev/null
 		rc=$?
@@ -234,7 +255,8 @@ run_test() {
 	jout=$(utf8_tail "$out" "$OUTPUT_TAIL" | json_escape)
 	printf '%s\n' "{\"event\":\"test-finished\",\"name\":\"$jname\",\"status\":\"$status\",\"exit_code\":$rc,\"duration_ms\":$dur,\"output\":\"$jout\"}" >>"$dir/report"
 	echo "$status" >"$dir/status"
-	: >"$dir/done"
+	# One short line: a single atomic write to the FIFO, however many tests end at once.
+	echo "$dir" >&6
 }
 
 # One process writes the results port: tests report into their DIR, and the loop below emits each
@@ -250,20 +272,16 @@ finish_test() {
 	rm -rf "$1"
 }
 
-# run_list LIST MAX: every test of LIST, at most MAX at a time, each started in list order. When MAX
-# run, the oldest is waited for (no polling: a process costs ~50 ms under TCG); any other that is
-# done by then is reported too.
+# run_list LIST MAX: every test of LIST, at most MAX at a time, each started in list order. A new
+# test starts as soon as any running one is done: each writes its DIR to the done FIFO, and reading
+# it blocks until one does (no polling: a process costs ~50 ms under TCG). Waiting for the oldest
+# instead would leave a slot idle behind one long test.
 run_list() {
 	list=$1 max=$2 running=''
 	while IFS= read -r t <&5; do
 		# shellcheck disable=SC2086 # words on purpose
 		while [ "$(njobs $running)" -ge "$max" ]; do
-			oldest=${running# }
-			oldest=${oldest%% *}
-			wait "${oldest%%:*}" 2>/dev/null
-			finish_test "${oldest#*:}"
-			running=${running#" $oldest"}
-			reap_done
+			reap_one
 		done
 		n=$((n + 1))
 		d=$WORK/t$n
@@ -273,23 +291,23 @@ run_list() {
 		run_test "$t" "$d" </dev/null 5<&- &
 		running="$running $!:$d"
 	done 5<"$list"
-	# shellcheck disable=SC2086 # words on purpose
-	for job in $running; do
-		wait "${job%%:*}" 2>/dev/null
-		finish_test "${job#*:}"
+	while [ -n "$running" ]; do
+		reap_one
 	done
 }
 
 njobs() { echo $#; }
 
-# reap_done: report the running jobs whose test is done; the others stay in $running.
-reap_done() {
+# reap_one: wait until a running test is done (its DIR arrives on the done FIFO), report it and drop
+# it from $running.
+reap_one() {
+	IFS= read -r done_dir <&6
 	left=''
 	# shellcheck disable=SC2086 # words on purpose
 	for job in $running; do
-		if [ -e "${job#*:}/done" ]; then
+		if [ "${job#*:}" = "$done_dir" ]; then
 			wait "${job%%:*}" 2>/dev/null
-			finish_test "${job#*:}"
+			finish_test "$done_dir"
 		else
 			left="$left $job"
 		fi
@@ -321,6 +339,10 @@ if [ -n "$port" ] && can_write "$port"; then exec 3>>"$port"; else
 	exec 3>/dev/null
 fi
 mkdir -p "$WORK"
+# The done FIFO, opened read-write so that opening it does not wait for a writer.
+rm -f "$WORK/done.fifo"
+mkfifo "$WORK/done.fifo"
+exec 6<>"$WORK/done.fifo"
 
 global_timeout=$(karg fedostree.test_timeout)
 is_uint "$global_timeout" && [ "$global_timeout" -gt 0 ] || global_timeout=$DEFAULT_TIMEOUT
@@ -334,19 +356,19 @@ if ostree=$(karg ostree); then
 fi
 
 find "$TESTS_ROOT" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/all"
-: >"$WORK/session"
-: >"$WORK/exclusive"
-while IFS= read -r t; do
-	if [ "$(kf_all "$t" Type)" = session-exclusive ]; then echo "$t" >>"$WORK/exclusive"; else echo "$t" >>"$WORK/session"; fi
-done <"$WORK/all"
+tests_of_type "$WORK/all" session >"$WORK/session"
+tests_of_type "$WORK/all" session-exclusive >"$WORK/exclusive"
 
 ntests=$(wc -l <"$WORK/all")
 jdep=$(printf '%s' "$deployment" | json_escape)
 emit "{\"event\":\"run-started\",\"tests\":$((ntests)),\"arch\":\"$(uname -m)\",\"kernel\":\"$(uname -r)\",\"deployment\":\"$jdep\",\"commit\":\"$commit\"}"
 parallel=$(karg fedostree.test_parallel)
 is_uint "$parallel" || parallel=0
-[ "$parallel" -gt 0 ] || parallel=$(grep -c '^processor' /proc/cpuinfo 2>/dev/null)
-is_uint "$parallel" && [ "$parallel" -gt 0 ] || parallel=1
+if [ "$parallel" -eq 0 ]; then
+	cpus=$(grep -c '^processor' /proc/cpuinfo 2>/dev/null)
+	is_uint "$cpus" && [ "$cpus" -gt 0 ] || cpus=1
+	parallel=$((2 * cpus))
+fi
 n=0
 # Session tests first, side by side; then each session-exclusive one alone. fd 5 holds the list.
 run_list "$WORK/session" "$parallel"

@@ -155,6 +155,24 @@ check "parallel: the session-exclusive test starts once every session test finis
 check "parallel: run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
 	"[10,6,1,2]"
 check "parallel: timeout orphans are killed" eq "$(orphans)" 0
+
+# --- two at a time: the slot of a test that ends frees at once, not behind an older, longer one ---
+# slot/a-long passes only if slot/c-late starts while it still runs, i.e. in the slot slot/b-quick leaves.
+T2=$tmp/tests2
+mkdir -p "$T2/slot"
+sed -i 's/fedostree.test_parallel=3/fedostree.test_parallel=2/' "$tmp/cmdline"
+printf '%s\n' '[Test]' "Exec=$tmp/marker.sh long late" >"$T2/slot/a-long.test"
+printf '%s\n' '[Test]' 'Exec=true' >"$T2/slot/b-quick.test"
+printf '%s\n' '[Test]' "Exec=touch $tmp/started-late" >"$T2/slot/c-late.test"
+: >"$results"
+FEDOSTREE_TESTS_ROOT=$T2 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+	FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work2 \
+	FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+check "two at a time: a quick test's slot is reused while an older test still runs" \
+	eq "$(q -c 'select(.event == "test-finished") | [.name, .status]' | sort | tr '\n' ' ')" \
+	'["slot/a-long","pass"] ["slot/b-quick","pass"] ["slot/c-late","pass"] '
+check "two at a time: run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
+	"[3,0,0,0]"
 if [ "$fails" -gt 0 ]; then
 	echo "test-runner-host: $fails check(s) failed; results:" >&2
 	cat "$results" >&2

@@ -6,10 +6,13 @@
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 wait_for_docker || exit 1
+lap "daemon answering"
 here=$(dirname "$0")
 tar -C "$here/rootfs" -cf - . | docker import - fedostree-test:1 || { echo "docker import failed"; exit 1; }
+lap "image imported"
 out=$(docker run --rm --network none --hostname fedostree-container -v /usr:/usr:ro fedostree-test:1 /bin/sh /hello.sh)
 code=$?
+lap "container ran"
 echo "container said: $out"
 echo "container exit code: $code"
 case "$out" in
