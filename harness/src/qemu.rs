@@ -190,6 +190,12 @@ impl VmConfig {
 /// The kernel command line the guest actually gets: the BLS options plus what the harness relies on.
 /// `console=` routes the kernel log to the logged serial port; `panic=-1` with `-no-reboot` makes a panic
 /// end the VM at once instead of waiting for the whole-VM timeout.
+///
+/// An x86_64 guest under TCG also gets `tsc=reliable`. TCG derives every vCPU's TSC from QEMU's one
+/// tick counter, so the TSCs agree by construction, yet the guest's warp check (timing loops on vCPUs
+/// that are host threads) marks them unstable and falls back to the HPET: every `clock_gettime` then
+/// becomes a syscall plus an emulated MMIO read instead of a vDSO `rdtsc`, and systemd and Go daemons
+/// ask for the time constantly.
 pub fn kernel_cmdline(cfg: &VmConfig) -> String {
     let mut args: Vec<String> = cfg.cmdline.split_whitespace().map(str::to_owned).collect();
     if !args.iter().any(|a| a.starts_with("console=")) {
@@ -197,6 +203,9 @@ pub fn kernel_cmdline(cfg: &VmConfig) -> String {
     }
     if !args.iter().any(|a| a.starts_with("panic=")) {
         args.push("panic=-1".to_owned());
+    }
+    if cfg.arch == Arch::X86_64 && cfg.accel == Accel::Tcg && !args.iter().any(|a| a.starts_with("tsc=")) {
+        args.push("tsc=reliable".to_owned());
     }
     args.join(" ")
 }
@@ -313,11 +322,23 @@ mod tests {
     #[test]
     fn cmdline_keeps_explicit_console_and_panic() {
         let mut c = cfg(Arch::X86_64, Accel::Tcg);
-        c.cmdline = "console=hvc0 panic=5 rw".into();
-        assert_eq!(kernel_cmdline(&c), "console=hvc0 panic=5 rw");
+        c.cmdline = "console=hvc0 panic=5 rw tsc=unstable".into();
+        assert_eq!(kernel_cmdline(&c), "console=hvc0 panic=5 rw tsc=unstable");
         c.cmdline = "rw".into();
         c.arch = Arch::Aarch64;
         assert_eq!(kernel_cmdline(&c), "rw console=ttyAMA0 panic=-1");
+    }
+
+    #[test]
+    fn tsc_is_trusted_only_for_x86_64_under_tcg() {
+        let mut c = cfg(Arch::X86_64, Accel::Tcg);
+        c.cmdline = "rw".into();
+        assert_eq!(kernel_cmdline(&c), "rw console=ttyS0 panic=-1 tsc=reliable");
+        c.accel = Accel::Kvm;
+        assert_eq!(kernel_cmdline(&c), "rw console=ttyS0 panic=-1");
+        c.arch = Arch::Aarch64;
+        c.accel = Accel::Tcg;
+        assert!(!kernel_cmdline(&c).contains("tsc="));
     }
 
     #[test]
