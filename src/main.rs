@@ -96,6 +96,10 @@ enum Command {
         /// Print the resolved package set; commit nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Expand includes, variables and conditional includes and print the merged treefile as JSON
+        /// (as `rpm-ostree compose tree --print-only`); reads no repository, commits nothing.
+        #[arg(long, conflicts_with_all = ["dry_run", "force", "write_compose_json"])]
+        print_only: bool,
         /// Commit even if the inputs are unchanged.
         #[arg(long)]
         force: bool,
@@ -167,9 +171,14 @@ fn run(cli: Cli) -> Result<Exit> {
             tree,
             arch,
             dry_run,
+            print_only,
             force,
             write_compose_json,
         } => {
+            if print_only {
+                let trees = sources()?.trees;
+                return cmd_print_treefile(&tree, &trees, &arches(arch));
+            }
             let opts = |arch| compose_tree::ComposeOptions {
                 tree: tree.clone(),
                 arch,
@@ -229,6 +238,23 @@ fn cmd_devrepo(
         source_dir: sources.checkout,
     };
     devrepo::build(state, &opts)?;
+    Ok(Exit::Ok)
+}
+
+/// The merged treefile of `tree` for each arch, as JSON: one object, or an array for several arches.
+fn cmd_print_treefile(tree: &str, trees: &std::path::Path, arches: &[String]) -> Result<Exit> {
+    use fedostree_compose::treefile;
+    let (path, name) = treefile::locate(tree, trees).map_err(InputError::wrap)?;
+    let mut merged = Vec::new();
+    for arch in arches {
+        let tf = treefile::Treefile::load(&path, &name, arch).map_err(InputError::wrap)?;
+        merged.push(serde_json::to_value(&tf)?);
+    }
+    let json = match merged.as_slice() {
+        [one] => serde_json::to_string_pretty(one)?,
+        all => serde_json::to_string_pretty(all)?,
+    };
+    say(json)?;
     Ok(Exit::Ok)
 }
 

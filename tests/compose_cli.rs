@@ -202,6 +202,100 @@ fn compose_both_arches_noop_bump_and_diff() {
 
     bad_inputs(&state);
     signatures(&state);
+    treefile_features(&state);
+}
+
+/// rpm-ostree's treefile features on real RPMs: variables, `releasever`, conditional includes (a
+/// file, an inline treefile, and a false one whose file does not exist), inline `postprocess`
+/// scripts; `--print-only` shows the merged result without touching any repository.
+fn treefile_features(good_state: &Path) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-treefile-features");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/dev");
+    for f in ["common.yaml", "fedostree-dev.repo"] {
+        std::fs::copy(trees.join(f), work.join(f)).unwrap();
+    }
+    std::fs::write(work.join("motd.yaml"), "packages: [fedostree-motd]\n").unwrap();
+    let tree = work.join("featured.yaml");
+    std::fs::write(
+        &tree,
+        r#"include: common.yaml
+ref: test/${basearch}/${flavour}/${releasever}
+releasever: 7
+variables:
+  flavour: featured
+conditional-include:
+  - if: [basearch == "x86_64", releasever >= 7]
+    include: motd.yaml
+  - if: flavour == "featured"
+    include:
+      add-commit-metadata: {fedostree.flavour: "${flavour}"}
+  - if: releasever > 7
+    include: does-not-exist.yaml
+postprocess:
+  - |
+    #!/bin/sh
+    set -e
+    echo first > /usr/share/fedostree-postprocess
+  - |
+    #!/bin/sh
+    set -e
+    echo "second after $(cat /usr/share/fedostree-postprocess)" > /usr/share/fedostree-postprocess
+"#,
+    )
+    .unwrap();
+    let tree = tree.to_str().unwrap();
+
+    // --print-only: a state dir that does not even exist stays absent.
+    let nowhere = work.join("no-state");
+    let printed = ok(&fedostree(
+        &nowhere,
+        &["compose", "--tree", tree, "--arch", "all", "--print-only"],
+    ));
+    assert!(!nowhere.exists(), "--print-only wrote to the state dir");
+    let printed: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let [x86, arm] = [&printed[0], &printed[1]];
+    assert_eq!(x86["ref"], "test/x86_64/featured/7");
+    assert_eq!(arm["ref"], "test/aarch64/featured/7");
+    assert_eq!(
+        (x86["basearch"].as_str(), x86["releasever"].as_u64()),
+        (Some("x86_64"), Some(7))
+    );
+    let has_motd = |t: &serde_json::Value| t["packages"].as_array().unwrap().iter().any(|p| p == "fedostree-motd");
+    assert!(
+        has_motd(x86) && !has_motd(arm),
+        "conditional include by arch: {printed}"
+    );
+    assert_eq!(x86["add-commit-metadata"]["fedostree.flavour"], "featured");
+    assert_eq!(x86["postprocess"].as_array().unwrap().len(), 2);
+
+    let out = fedostree(good_state, &["compose", "--tree", tree, "--arch", "x86_64"]);
+    ok(&out);
+    let repo = good_state.join("repo");
+    let r = "test/x86_64/featured/7";
+    assert_eq!(
+        ostree(&repo, &["cat", r, "/usr/share/fedostree-postprocess"]),
+        "second after first\n",
+        "the inline scripts ran in order, in the tree"
+    );
+    let meta = ostree(&repo, &["show", "--print-metadata-key=fedostree.flavour", r]);
+    assert_eq!(meta.trim(), "'featured'");
+    assert!(
+        ostree(&repo, &["ls", r, "/usr/etc/motd"]).contains("motd"),
+        "fedostree-motd came from motd.yaml"
+    );
+
+    // A failing inline script is a compose error that names it; the ref stays where it was.
+    let before = ostree(&repo, &["rev-parse", r]);
+    let failing = std::fs::read_to_string(tree)
+        .unwrap()
+        .replace("set -e\n    echo first", "exit 3\n    echo first");
+    std::fs::write(tree, failing).unwrap();
+    let out = fedostree(good_state, &["compose", "--tree", tree, "--arch", "x86_64"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postprocess script 0 of the treefile failed"));
+    assert_eq!(ostree(&repo, &["rev-parse", r]), before);
 }
 
 /// The dev repository, copied so a test can change it, with its key.

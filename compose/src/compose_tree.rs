@@ -48,8 +48,10 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     let (path, name) = treefile::locate(&opts.tree, &sources.trees).map_err(InputError::wrap)?;
     let tf = Treefile::load(&path, &name, &opts.arch).map_err(InputError::wrap)?;
     let devrepo_dir = state.devrepo_root();
+    let releasever = tf.releasever.as_ref().map(|r| r.to_string());
     let vars = RepoVars {
         basearch: &opts.arch,
+        releasever: releasever.as_deref(),
         devrepo: &devrepo_dir,
     };
     let repos = repo::load_repos(tf.dir(), &tf.repos, &vars).map_err(InputError::wrap)?;
@@ -217,6 +219,7 @@ fn assemble(
             },
         )
     })?;
+    run_inline_postprocess(root, &tf.postprocess)?;
     if let Some(script) = &tf.postprocess_script {
         crate::sandbox::run_ok_with(
             root,
@@ -237,6 +240,27 @@ fn assemble(
     eprintln!("postprocess (initramfs included): {:.1}s", t.elapsed().as_secs_f64());
     crate::progress::timed("rpmdb", || crate::rpmdb::write(root, rpms))?;
     Ok((kver, used))
+}
+
+/// The treefile's `postprocess` scripts, in order, each run as an executable in the sandbox with the
+/// tree as `/` (its `#!` line picks the interpreter), as rpm-ostree runs them.
+fn run_inline_postprocess(root: &std::path::Path, scripts: &[String]) -> Result<()> {
+    for (i, script) in scripts.iter().enumerate() {
+        use std::os::unix::fs::PermissionsExt;
+        // A path with no open handle: exec fails with ETXTBSY while a writer holds the file open.
+        let file = tempfile::NamedTempFile::new()?.into_temp_path();
+        fs_err::write(&file, script)?;
+        fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o755))?;
+        let inside = format!("/run/fedostree-postprocess-inline-{i}");
+        crate::sandbox::run_ok_with(
+            root,
+            crate::sandbox::Usr::Writable,
+            &[inside.as_str()],
+            &[(&*file, inside.as_str())],
+            &format!("postprocess script {i} of the treefile"),
+        )?;
+    }
+    Ok(())
 }
 
 /// The commit subject: tree, version if any, architecture.
@@ -296,6 +320,9 @@ fn input_hash(tf: &Treefile, solved: &[SolvedPackage]) -> String {
     h.update(crate::initramfs::WANTED_MODULES.join(",").as_bytes());
     h.update(crate::initramfs::APPLETS.join(",").as_bytes());
     h.update(tf.canonical_json().as_bytes());
+    if let Some(script) = &tf.postprocess_script_sha256 {
+        h.update(format!("\npostprocess-script {script}").as_bytes());
+    }
     for p in solved {
         h.update(format!("\n{} {}:{}", p.nevra(), p.checksum_type, p.checksum).as_bytes());
     }

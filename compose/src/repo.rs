@@ -26,9 +26,11 @@ pub struct RepoConfig {
     pub source: PathBuf,
 }
 
-/// Variables expanded in `baseurl` (dnf's `$basearch`, plus fedostree's `$devrepo`).
+/// Variables expanded in `baseurl` (dnf's `$basearch` and `$releasever`, plus fedostree's `$devrepo`).
 pub struct RepoVars<'a> {
     pub basearch: &'a str,
+    /// The treefile's `releasever`; a URL naming `$releasever` without one is an error.
+    pub releasever: Option<&'a str>,
     pub devrepo: &'a Path,
 }
 
@@ -97,9 +99,19 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
             .ok_or_else(|| anyhow!("{}: key outside of a [repository] section", at()))?;
         let v = v.trim();
         let expand = |url: &str| -> Result<String> {
-            let url = url
+            let mut url = url
                 .replace("$basearch", vars.basearch)
                 .replace("$devrepo", &vars.devrepo.to_string_lossy());
+            if url.contains("$releasever") {
+                let Some(r) = vars.releasever else {
+                    bail!(
+                        "{}: `{}` uses $releasever but the treefile sets no `releasever`",
+                        at(),
+                        k.trim()
+                    );
+                };
+                url = url.replace("$releasever", r);
+            }
             if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
                 bail!(
                     "{}: `{}` URL `{url}` must be file://, http:// or https://",
@@ -329,6 +341,7 @@ mod tests {
         .unwrap();
         let vars = RepoVars {
             basearch: "aarch64",
+            releasever: None,
             devrepo: Path::new("/s/devrepo"),
         };
         let r = load_repos(d.path(), &["web".into(), "dev".into()], &vars).unwrap();
@@ -339,5 +352,25 @@ mod tests {
         std::fs::write(d.path().join("b.repo"), "[bad]\nbaseurl=ftp://x\n").unwrap();
         let e = load_repos(d.path(), &["dev".into()], &vars).unwrap_err().to_string();
         assert!(e.contains("b.repo:2") && e.contains("ftp://x"), "{e}");
+    }
+
+    #[test]
+    fn releasever_expands_and_is_required_where_used() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("f.repo"),
+            "[fedora]\nname=Fedora $releasever\nbaseurl=https://mirror.example/fedora/$releasever/Everything/$basearch/os/\n",
+        )
+        .unwrap();
+        let mut vars = RepoVars {
+            basearch: "x86_64",
+            releasever: Some("41"),
+            devrepo: Path::new("/s/devrepo"),
+        };
+        let r = load_repos(d.path(), &["fedora".into()], &vars).unwrap();
+        assert_eq!(r[0].baseurl, "https://mirror.example/fedora/41/Everything/x86_64/os");
+        vars.releasever = None;
+        let e = load_repos(d.path(), &["fedora".into()], &vars).unwrap_err().to_string();
+        assert!(e.contains("f.repo:3") && e.contains("sets no `releasever`"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 //! Unknown keys are errors naming file and line; rpm-ostree keys that fedostree does not implement
 //! yet are a distinct "not supported yet" error, never silently ignored.
 
+use crate::treefile_vars::{self, VarValue, Variables};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,13 +26,11 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "boot_location",
     "tmp-is-dir",
     "default_target",
-    "releasever",
     "repovars",
     "lockfile-repos",
     "repo-packages",
     "modules",
     "install-langs",
-    "postprocess",
     "add-files",
     "mutate-os-release",
     "preserve-passwd",
@@ -51,8 +50,6 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "rpmdb",
     "rpmdb-normalize",
     "basearch",
-    "variables",
-    "conditional-include",
     "exclude-packages-list",
     "packages-pinned",
     "container-imgref",
@@ -90,6 +87,32 @@ enum Includes {
     Many(Vec<String>),
 }
 
+impl Includes {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Includes::One(s) => vec![s],
+            Includes::Many(v) => v,
+        }
+    }
+}
+
+/// One `conditional-include` entry: `include` (files, or a treefile written inline) applies when
+/// every `if` condition holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionalInclude {
+    #[serde(rename = "if")]
+    conditions: Includes,
+    include: ConditionalTarget,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum ConditionalTarget {
+    Files(Includes),
+    Inline(Box<RawTreefile>),
+}
+
 /// One treefile as written, before includes are merged.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -124,6 +147,12 @@ struct RawTreefile {
     /// Resolved against the directory of the treefile that names it (as rpm-ostree loads externals).
     postprocess_script: Option<PathBuf>,
     machineid_compat: Option<bool>,
+    variables: Option<Variables>,
+    conditional_include: Option<Vec<ConditionalInclude>>,
+    /// A string or an unsigned integer; `$releasever` in `.repo` files, `${releasever}` and conditions.
+    releasever: Option<VarValue>,
+    /// Inline scripts, run in the sandbox before `postprocess-script`.
+    postprocess: Option<Vec<String>>,
 }
 
 impl RawTreefile {
@@ -138,8 +167,10 @@ impl RawTreefile {
         }
     }
 
-    /// rpm-ostree's include merge: lists are the included values followed by the includer's, maps
-    /// are merged with the includer winning, scalars come from the includer when it sets them.
+    /// rpm-ostree's include merge (`treefile_merge`): lists are the included values followed by the
+    /// includer's, maps are merged key by key with the includer winning, scalars come from the
+    /// includer when it sets them. A file merges its includes one by one in order, so among siblings
+    /// the first sets a scalar and the last one's list items come first.
     fn merge_over(self, base: RawTreefile) -> RawTreefile {
         fn list(base: Option<Vec<String>>, top: Option<Vec<String>>) -> Option<Vec<String>> {
             match (base, top) {
@@ -178,9 +209,14 @@ impl RawTreefile {
             etc_group_members: list(base.etc_group_members, self.etc_group_members),
             ignore_removed_users: list(base.ignore_removed_users, self.ignore_removed_users),
             ignore_removed_groups: list(base.ignore_removed_groups, self.ignore_removed_groups),
-            initramfs_args: self.initramfs_args.or(base.initramfs_args),
+            initramfs_args: list(base.initramfs_args, self.initramfs_args),
             postprocess_script: self.postprocess_script.or(base.postprocess_script),
             machineid_compat: self.machineid_compat.or(base.machineid_compat),
+            // Consumed while loading each file.
+            variables: None,
+            conditional_include: None,
+            releasever: self.releasever.or(base.releasever),
+            postprocess: list(base.postprocess, self.postprocess),
         }
     }
 }
@@ -193,7 +229,11 @@ pub struct Treefile {
     pub path: PathBuf,
     /// Tree name: the path under `trees/` without `.yaml`, or the file stem for other paths.
     pub name: String,
+    #[serde(rename = "basearch")]
     pub arch: String,
+    /// As written: a string or a number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub releasever: Option<VarValue>,
     #[serde(rename = "ref")]
     pub ref_: String,
     pub repos: Vec<String>,
@@ -215,14 +255,28 @@ pub struct Treefile {
     /// A script run in the sandbox with the tree as `/` before commit; a relative path is relative to
     /// the treefile that names it.
     pub postprocess_script: Option<PathBuf>,
+    /// The script's content digest: an input of the compose, like the treefile itself.
+    #[serde(skip)]
+    pub postprocess_script_sha256: Option<String>,
+    /// Inline scripts (`postprocess`), included files' first; they run before `postprocess-script`.
+    pub postprocess: Vec<String>,
     pub machineid_compat: bool,
+    /// Every variable after the include walk (`basearch`, `releasever`, `variables`); substituted
+    /// already where rpm-ostree substitutes.
+    #[serde(skip)]
+    pub variables: Variables,
 }
 
 impl Treefile {
     /// Load `path` and everything it includes, resolved for `arch`.
     pub fn load(path: &Path, name: &str, arch: &str) -> Result<Treefile, TreefileError> {
         let mut chain = Vec::new();
-        let mut raw = load_raw(path, &mut chain)?;
+        let mut vars = Variables::new();
+        let mut raw = load_raw(path, arch, &mut chain, &mut vars)?;
+        treefile_vars::check(&vars).map_err(|msg| TreefileError::Invalid {
+            path: path.to_owned(),
+            msg: format!("`variables`: {msg}"),
+        })?;
         let mut packages = raw.packages.take().unwrap_or_default();
         packages.extend(raw.packages_for(arch).unwrap_or_default());
         let packages = split_names(packages);
@@ -230,7 +284,7 @@ impl Treefile {
             path: path.to_owned(),
             msg: "missing mandatory key `ref`".into(),
         })?;
-        let ref_ = substitute(&ref_, arch);
+        let ref_ = treefile_vars::substitute(&ref_, &vars);
         if ref_.is_empty() || ref_.contains(['\0', ' ', '\n']) {
             return Err(TreefileError::Invalid {
                 path: path.to_owned(),
@@ -261,6 +315,27 @@ impl Treefile {
                 });
             }
         }
+        raw.automatic_version_prefix = raw
+            .automatic_version_prefix
+            .map(|p| treefile_vars::substitute(&p, &vars));
+        if let Some(metadata) = &mut raw.add_commit_metadata {
+            for v in metadata.values_mut() {
+                if let serde_json::Value::String(s) = v {
+                    *s = treefile_vars::substitute(s, &vars);
+                }
+            }
+        }
+        let postprocess_script_sha256 = match &raw.postprocess_script {
+            None => None,
+            Some(script) => {
+                use sha2::Digest;
+                let bytes = fs_err::read(script).map_err(|source| TreefileError::Io {
+                    path: script.clone(),
+                    source,
+                })?;
+                Some(hex::encode(sha2::Sha256::digest(bytes)))
+            }
+        };
         if let Some(prefix) = &raw.automatic_version_prefix {
             crate::compose_tree::check_version_prefix(prefix).map_err(|msg| TreefileError::Invalid {
                 path: path.to_owned(),
@@ -271,6 +346,7 @@ impl Treefile {
             path: path.to_owned(),
             name: name.to_owned(),
             arch: arch.to_owned(),
+            releasever: raw.releasever,
             ref_,
             repos: raw.repos.unwrap_or_default(),
             packages,
@@ -287,7 +363,10 @@ impl Treefile {
             ignore_removed_groups: raw.ignore_removed_groups.unwrap_or_default(),
             initramfs_args: raw.initramfs_args.unwrap_or_default(),
             postprocess_script: raw.postprocess_script,
+            postprocess_script_sha256,
+            postprocess: raw.postprocess.unwrap_or_default(),
             machineid_compat: raw.machineid_compat.unwrap_or(true),
+            variables: vars,
         })
     }
 
@@ -324,10 +403,6 @@ pub fn locate(tree: &str, trees_dir: &Path) -> Result<(PathBuf, String), Treefil
     })
 }
 
-fn substitute(s: &str, arch: &str) -> String {
-    s.replace("${basearch}", arch)
-}
-
 /// rpm-ostree accepts several whitespace-separated names in one list entry.
 fn split_names(v: Vec<String>) -> Vec<String> {
     v.iter().flat_map(|s| s.split_whitespace().map(str::to_owned)).collect()
@@ -347,7 +422,15 @@ fn line_of_key(text: &str, key: &str) -> usize {
         .unwrap_or(1)
 }
 
-fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, TreefileError> {
+/// Load one file and, depth first, what it includes. `vars` accumulates variables in that order and
+/// the first definition wins (the includer's over its includes'), as in rpm-ostree; a file's
+/// `conditional-include` sees the variables known when it is read, before its own includes.
+fn load_raw(
+    path: &Path,
+    arch: &str,
+    chain: &mut Vec<PathBuf>,
+    vars: &mut Variables,
+) -> Result<RawTreefile, TreefileError> {
     let canonical = path.canonicalize().map_err(|source| TreefileError::Io {
         path: path.to_owned(),
         source,
@@ -408,6 +491,10 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, Treefi
                 | "initramfs-args"
                 | "postprocess-script"
                 | "machineid-compat"
+                | "variables"
+                | "conditional-include"
+                | "releasever"
+                | "postprocess"
         ) || key.strip_prefix("packages-").is_some_and(|a| BASEARCHES.contains(&a));
         if !known {
             return Err(TreefileError::UnknownKey {
@@ -422,23 +509,65 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RawTreefile, Treefi
         msg: e.to_string(),
     })?;
 
+    let invalid = |key: &str, msg: String| TreefileError::Invalid {
+        path: path.to_owned(),
+        msg: format!("line {}: `{key}`: {msg}", line_of_key(&text, key)),
+    };
     if let Some(script) = raw.postprocess_script.take() {
         raw.postprocess_script = Some(path.parent().unwrap_or(Path::new(".")).join(script));
     }
+    if matches!(raw.releasever, Some(VarValue::Bool(_))) {
+        return Err(invalid("releasever", "must be a string or a number".into()));
+    }
+    let mut own = raw.variables.take().unwrap_or_default();
+    if let Some(name) = own.keys().find(|k| treefile_vars::RESERVED.contains(&k.as_str())) {
+        return Err(invalid(
+            "variables",
+            format!("`{name}` is defined by the compose itself"),
+        ));
+    }
+    own.insert("basearch".into(), VarValue::String(arch.into()));
+    if let Some(r) = &raw.releasever {
+        own.insert("releasever".into(), r.clone());
+    }
+    for (k, v) in own {
+        vars.entry(k).or_insert(v);
+    }
+
+    let mut includes = raw.include.take().map(Includes::into_vec).unwrap_or_default();
+    for entry in raw.conditional_include.take().unwrap_or_default() {
+        let holds = treefile_vars::all_hold(&entry.conditions.into_vec(), vars)
+            .map_err(|msg| invalid("conditional-include", msg))?;
+        match entry.include {
+            _ if !holds => {}
+            ConditionalTarget::Files(files) => includes.extend(files.into_vec()),
+            // Written inline: merged into this file at once (this file wins); it may not point
+            // at other files or define variables.
+            ConditionalTarget::Inline(inline) => {
+                if inline.include.is_some()
+                    || inline.conditional_include.is_some()
+                    || inline.variables.is_some()
+                    || inline.postprocess_script.is_some()
+                {
+                    return Err(invalid(
+                        "conditional-include",
+                        "an inline treefile cannot use include, conditional-include, variables or postprocess-script"
+                            .into(),
+                    ));
+                }
+                raw = raw.merge_over(*inline);
+            }
+        }
+    }
+
     chain.push(canonical);
-    let includes = match raw.include.take() {
-        None => vec![],
-        Some(Includes::One(s)) => vec![s],
-        Some(Includes::Many(v)) => v,
-    };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut base = RawTreefile::default();
     for inc in includes {
-        let included = load_raw(&dir.join(&inc), chain)?;
-        base = included.merge_over(base);
+        let included = load_raw(&dir.join(&inc), arch, chain, vars)?;
+        raw = raw.merge_over(included);
     }
     chain.pop();
-    Ok(raw.merge_over(base))
+    Ok(raw)
 }
 
 #[cfg(test)]
@@ -501,6 +630,7 @@ mod tests {
                 machineid-compat: false
             "},
         );
+        write(&d.path().join("base"), "post.sh", "#!/bin/sh\n");
         let p = write(
             d.path(),
             "top.yaml",
@@ -520,14 +650,14 @@ mod tests {
         );
         assert!(!t.machineid_compat);
 
-        // A later file replaces scalars and initramfs-args (an argument list is not a set); defaults hold.
+        // The includer replaces scalars; initramfs-args is a list (the included file's first); defaults hold.
         let p = write(
             d.path(),
             "over.yaml",
             "include: base/b.yaml\nref: o\ninitramfs-args: [--no-compress]\nmachineid-compat: true\ndefault-target: graphical.target\n",
         );
         let o = Treefile::load(&p, "over", "x86_64").unwrap();
-        assert_eq!(o.initramfs_args, ["--no-compress"]);
+        assert_eq!(o.initramfs_args, ["--omit", "crypt", "--no-compress"]);
         assert!(o.machineid_compat);
         assert_eq!(o.default_target.as_deref(), Some("graphical.target"));
         let p = write(d.path(), "plain.yaml", "ref: p\npackages: [x]\n");
@@ -547,10 +677,10 @@ mod tests {
     #[test]
     fn rpm_ostree_key_not_supported_yet() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\npostprocess: [foo]\n");
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nadd-files: [[a, /a]]\n");
         let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
         assert!(
-            e.contains("t.yaml:3: treefile key `postprocess` (rpm-ostree) is not supported yet"),
+            e.contains("t.yaml:3: treefile key `add-files` (rpm-ostree) is not supported yet"),
             "{e}"
         );
     }
@@ -652,6 +782,132 @@ mod tests {
         assert!(
             e.contains("u.yaml") && e.contains("`automatic-version-prefix`") && e.contains("%Q"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn variables_and_conditional_includes() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "x86.yaml",
+            "packages: [x86-tools]\npostprocess: ['#!/bin/sh\necho x86']\n",
+        );
+        write(
+            d.path(),
+            "new.yaml",
+            "packages: [new-thing]\nadd-commit-metadata: {era: new}\n",
+        );
+        write(d.path(), "old.yaml", "packages: [old-thing]\n");
+        write(
+            d.path(),
+            "common.yaml",
+            indoc! {r#"
+                variables:
+                  stream: ignored-the-includer-wins
+                  from_common: 7
+                conditional-include:
+                  - if: from_common == 7
+                    include:
+                      packages: [inline-pkg]
+            "#},
+        );
+        let p = write(
+            d.path(),
+            "top.yaml",
+            indoc! {r#"
+                ref: os/${releasever}/${basearch}/${stream}
+                releasever: 41
+                variables:
+                  stream: next
+                  rawhide: false
+                include: common.yaml
+                packages: [base]
+                automatic-version-prefix: "${releasever}.<date:%Y%m%d>"
+                add-commit-metadata: {stream: "${stream}", nested: {s: "${stream}"}}
+                postprocess: ['#!/bin/sh
+                  echo top']
+                conditional-include:
+                  - if: basearch == "x86_64"
+                    include: x86.yaml
+                  - if: [releasever >= 40, rawhide == false]
+                    include: [new.yaml]
+                  - if: releasever < 40
+                    include: old.yaml
+            "#},
+        );
+        let t = Treefile::load(&p, "top", "x86_64").unwrap();
+        assert_eq!(t.ref_, "os/41/x86_64/next");
+        assert_eq!(t.releasever, Some(VarValue::Number(41)));
+        assert_eq!(t.automatic_version_prefix.as_deref(), Some("41.<date:%Y%m%d>"));
+        assert_eq!(t.add_commit_metadata["stream"], "next");
+        assert_eq!(
+            t.add_commit_metadata["nested"]["s"], "${stream}",
+            "only top-level strings"
+        );
+        assert_eq!(t.add_commit_metadata["era"], "new");
+        // Included files' items first; among the includes the last one's first.
+        assert_eq!(t.packages, ["new-thing", "x86-tools", "inline-pkg", "base"]);
+        assert_eq!(t.postprocess.len(), 2);
+        assert!(t.postprocess[0].contains("x86") && t.postprocess[1].contains("top"));
+        assert_eq!(t.variables["from_common"], VarValue::Number(7));
+        assert_eq!(t.variables["stream"], VarValue::String("next".into()));
+
+        let a = Treefile::load(&p, "top", "aarch64").unwrap();
+        assert_eq!(a.ref_, "os/41/aarch64/next");
+        assert_eq!(a.packages, ["new-thing", "inline-pkg", "base"]);
+        assert_eq!(a.postprocess.len(), 1);
+
+        let json: serde_json::Value = serde_json::from_str(&t.canonical_json()).unwrap();
+        assert_eq!(json["basearch"], "x86_64");
+        assert_eq!(json["releasever"], 41);
+        assert!(json.get("variables").is_none());
+    }
+
+    #[test]
+    fn variable_errors_name_file_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            let p = write(d.path(), "t.yaml", text);
+            Treefile::load(&p, "t", "x86_64").unwrap_err().to_string()
+        };
+        let e = load("ref: a\npackages: [x]\nvariables: {basearch: ppc}\n");
+        assert!(
+            e.contains("t.yaml: line 3: `variables`") && e.contains("`basearch`"),
+            "{e}"
+        );
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: nosuch == 1\n    include: a.yaml\n");
+        assert!(
+            e.contains("line 3: `conditional-include`") && e.contains("undefined variable `nosuch`"),
+            "{e}"
+        );
+        let e = load("ref: a\npackages: [x]\nreleasever: \"41\"\nconditional-include:\n  - if: releasever >= 40\n    include: a.yaml\n");
+        assert!(e.contains("is a string"), "{e}");
+        let e = load("ref: a\npackages: [x]\nreleasever: true\n");
+        assert!(e.contains("`releasever`: must be a string or a number"), "{e}");
+        let e = load("ref: a\npackages: [x]\nvariables: {v: \"${x}\"}\n");
+        assert!(e.contains("forbidden character"), "{e}");
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {include: b.yaml}\n");
+        assert!(e.contains("inline treefile cannot use include"), "{e}");
+    }
+
+    #[test]
+    fn postprocess_script_content_is_read_at_load() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "t.yaml",
+            "ref: a\npackages: [x]\npostprocess-script: post.sh\n",
+        );
+        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("post.sh"), "{e}");
+        write(d.path(), "post.sh", "#!/bin/sh\necho one\n");
+        let one = Treefile::load(&p, "t", "x86_64").unwrap().postprocess_script_sha256;
+        write(d.path(), "post.sh", "#!/bin/sh\necho two\n");
+        let two = Treefile::load(&p, "t", "x86_64").unwrap().postprocess_script_sha256;
+        assert!(
+            one.is_some() && one != two,
+            "a changed script changes the compose's inputs"
         );
     }
 }

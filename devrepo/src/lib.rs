@@ -136,8 +136,10 @@ pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tree: &str, arch: &s
     let (path, name) = treefile::locate(tree, &sources.trees).map_err(InputError::wrap)?;
     let tf = treefile::Treefile::load(&path, &name, arch).map_err(InputError::wrap)?;
     let devrepo_dir = state.devrepo_root();
+    let releasever = tf.releasever.as_ref().map(|r| r.to_string());
     let vars = repo::RepoVars {
         basearch: arch,
+        releasever: releasever.as_deref(),
         devrepo: &devrepo_dir,
     };
     let repos = repo::load_repos(tf.dir(), &tf.repos, &vars).map_err(InputError::wrap)?;
