@@ -219,6 +219,7 @@ fn assemble(
             },
         )
     })?;
+    postprocess::remove_files(root, &tf.remove_files)?;
     run_inline_postprocess(root, &tf.postprocess)?;
     if let Some(script) = &tf.postprocess_script {
         crate::sandbox::run_ok_with(
@@ -233,7 +234,6 @@ fn assemble(
     let kver = postprocess::postprocess(
         root,
         &imported,
-        &tf.remove_files,
         &tf.initramfs_args,
         &state.initramfs_cache(),
     )?;
@@ -243,22 +243,25 @@ fn assemble(
 }
 
 /// The treefile's `postprocess` scripts, in order, each run as an executable in the sandbox with the
-/// tree as `/` (its `#!` line picks the interpreter), as rpm-ostree runs them.
+/// tree as `/` (its `#!` line picks the interpreter), as rpm-ostree runs them: written into the tree's
+/// `/usr/bin` for the run (a temp dir may be mounted noexec) and removed afterwards.
 fn run_inline_postprocess(root: &std::path::Path, scripts: &[String]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     for (i, script) in scripts.iter().enumerate() {
-        use std::os::unix::fs::PermissionsExt;
-        // A path with no open handle: exec fails with ETXTBSY while a writer holds the file open.
-        let file = tempfile::NamedTempFile::new()?.into_temp_path();
-        fs_err::write(&file, script)?;
-        fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o755))?;
-        let inside = format!("/run/fedostree-postprocess-inline-{i}");
-        crate::sandbox::run_ok_with(
+        let rel = format!("usr/bin/fedostree-postprocess-inline-{i}");
+        let path = crate::safepath::parent_beneath(root, &rel)?;
+        crate::safepath::replace_file(&path, script)?;
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        let inside = format!("/{rel}");
+        let ran = crate::sandbox::run_ok_with(
             root,
             crate::sandbox::Usr::Writable,
             &[inside.as_str()],
-            &[(&*file, inside.as_str())],
+            &[],
             &format!("postprocess script {i} of the treefile"),
-        )?;
+        );
+        fs_err::remove_file(&path)?;
+        ran?;
     }
     Ok(())
 }

@@ -121,6 +121,7 @@ mod tests {
             repo_gpgcheck: true,
             gpgkeys: keys,
             source: "t.repo".into(),
+            unexpanded: None,
         }
     }
 

@@ -15,14 +15,8 @@ pub const PKGLIST_PATH: &str = "usr/lib/fedostree/pkglist";
 /// The tmpfiles.d snippet that recreates the packages' `/var` content at boot.
 pub const VAR_TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/fedostree-var.conf";
 
-/// Run every step in order on the tree at `root`; returns the kernel version found.
-pub fn postprocess(
-    root: &Path,
-    pkgs: &[ImportedPackage],
-    remove_files: &[String],
-    initramfs_args: &[String],
-    initramfs_cache: &Path,
-) -> Result<String> {
+/// The treefile's `remove-files`, before the postprocess scripts run (as in rpm-ostree).
+pub fn remove_files(root: &Path, remove_files: &[String]) -> Result<()> {
     for rel in remove_files {
         let p = parent_beneath(root, rel)?;
         match fs_err::symlink_metadata(&p) {
@@ -31,6 +25,16 @@ pub fn postprocess(
             Err(_) => tracing::warn!("remove-files: /{rel} is not in the tree"),
         }
     }
+    Ok(())
+}
+
+/// Run every other step in order on the tree at `root`; returns the kernel version found.
+pub fn postprocess(
+    root: &Path,
+    pkgs: &[ImportedPackage],
+    initramfs_args: &[String],
+    initramfs_cache: &Path,
+) -> Result<String> {
     // Every later step writes below these: none may be a package-planted symlink.
     for d in [
         "usr",

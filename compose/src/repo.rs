@@ -24,6 +24,10 @@ pub struct RepoConfig {
     pub gpgkeys: Vec<String>,
     #[serde(skip)]
     pub source: PathBuf,
+    /// A variable its URLs name that has no value (file:line and name): an error only if a tree
+    /// uses this repository, as dnf only expands the repositories it loads.
+    #[serde(skip)]
+    pub unexpanded: Option<String>,
 }
 
 /// Variables expanded in `baseurl` (dnf's `$basearch` and `$releasever`, plus fedostree's `$devrepo`).
@@ -59,13 +63,17 @@ pub fn load_repos(dir: &Path, wanted: &[String], vars: &RepoVars) -> Result<Vec<
     wanted
         .iter()
         .map(|id| {
-            all.get(id).cloned().ok_or_else(|| {
+            let r = all.get(id).cloned().ok_or_else(|| {
                 anyhow!(
                     "repository `{id}` is not defined in any *.repo file in {} (known: {})",
                     dir.display(),
                     all.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
-            })
+            })?;
+            if let Some(problem) = &r.unexpanded {
+                bail!("{problem}");
+            }
+            Ok(r)
         })
         .collect()
 }
@@ -88,6 +96,7 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
                 repo_gpgcheck: false,
                 gpgkeys: Vec::new(),
                 source: path.into(),
+                unexpanded: None,
             });
             continue;
         }
@@ -98,19 +107,15 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
             .last_mut()
             .ok_or_else(|| anyhow!("{}: key outside of a [repository] section", at()))?;
         let v = v.trim();
-        let expand = |url: &str| -> Result<String> {
-            let mut url = url
-                .replace("$basearch", vars.basearch)
-                .replace("$devrepo", &vars.devrepo.to_string_lossy());
-            if url.contains("$releasever") {
-                let Some(r) = vars.releasever else {
-                    bail!(
-                        "{}: `{}` uses $releasever but the treefile sets no `releasever`",
-                        at(),
-                        k.trim()
-                    );
+        let mut unknown_var = None;
+        let mut expand = |url: &str| -> Result<String> {
+            let (url, unknown) = expand_vars(url, vars);
+            if let Some(name) = unknown {
+                let why = match name.as_str() {
+                    "releasever" => "the treefile sets no `releasever`".to_owned(),
+                    _ => "known: $basearch, $releasever (from the treefile), $devrepo".to_owned(),
                 };
-                url = url.replace("$releasever", r);
+                unknown_var.get_or_insert(format!("{}: `{}` uses ${name}, which has no value ({why})", at(), k.trim()));
             }
             if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
                 bail!(
@@ -149,6 +154,9 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
             }
             other => bail!("{}: unknown repository option `{other}`", at()),
         }
+        if let Some(problem) = unknown_var {
+            cur.unexpanded.get_or_insert(problem);
+        }
     }
     for r in &out {
         if r.baseurl.is_empty() {
@@ -163,6 +171,50 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
         }
     }
     Ok(out)
+}
+
+/// dnf's variable expansion: `$name` and `${name}`, where a name is letters, digits and `_` (so
+/// `$releasever_major` is not `$releasever`). Unknown names stay as written; the first is returned.
+fn expand_vars(s: &str, vars: &RepoVars) -> (String, Option<String>) {
+    let devrepo = vars.devrepo.to_string_lossy();
+    let value = |name: &str| match name {
+        "basearch" => Some(vars.basearch),
+        "releasever" => vars.releasever,
+        "devrepo" => Some(&*devrepo),
+        _ => None,
+    };
+    let mut out = String::with_capacity(s.len());
+    let mut unknown = None;
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, len) = match after.strip_prefix('{') {
+            Some(b) => match b.find('}') {
+                Some(end) => (&b[..end], end + 2),
+                None => ("", 0),
+            },
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        match value(name) {
+            Some(v) if !name.is_empty() => out.push_str(v),
+            _ => {
+                if !name.is_empty() {
+                    unknown.get_or_insert_with(|| name.to_owned());
+                }
+                out.push('$');
+                out.push_str(&after[..len.min(after.len())]);
+            }
+        }
+        rest = &after[len.min(after.len())..];
+    }
+    out.push_str(rest);
+    (out, unknown)
 }
 
 /// dnf's booleans.
@@ -372,5 +424,21 @@ mod tests {
         vars.releasever = None;
         let e = load_repos(d.path(), &["fedora".into()], &vars).unwrap_err().to_string();
         assert!(e.contains("f.repo:3") && e.contains("sets no `releasever`"), "{e}");
+        // Only a repository the tree uses needs its variables: another tree in the directory composes.
+        std::fs::write(d.path().join("dev.repo"), "[dev]\nbaseurl=file://$devrepo/$basearch\n").unwrap();
+        assert!(load_repos(d.path(), &["dev".into()], &vars).is_ok());
+    }
+
+    #[test]
+    fn dnf_variable_forms() {
+        let vars = RepoVars {
+            basearch: "aarch64",
+            releasever: Some("41"),
+            devrepo: Path::new("/d"),
+        };
+        let x = |s: &str| expand_vars(s, &vars);
+        assert_eq!(x("a/${releasever}/$basearch/${basearch}x"), ("a/41/aarch64/aarch64x".into(), None));
+        assert_eq!(x("$releasever_major/$devrepo"), ("$releasever_major//d".into(), Some("releasever_major".into())));
+        assert_eq!(x("cost$ ${ $"), ("cost$ ${ $".into(), None));
     }
 }

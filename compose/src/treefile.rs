@@ -96,22 +96,20 @@ impl Includes {
     }
 }
 
-/// One `conditional-include` entry: `include` (files, or a treefile written inline) applies when
-/// every `if` condition holds.
+/// One `conditional-include` entry: `include` (a file, a list of files, or a treefile written
+/// inline) applies when every `if` condition holds. `include` is read as YAML first so that a
+/// mistake in an inline treefile is reported like one in a file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConditionalInclude {
     #[serde(rename = "if")]
     conditions: Includes,
-    include: ConditionalTarget,
+    include: serde_yaml_ng::Value,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum ConditionalTarget {
-    Files(Includes),
-    Inline(Box<RawTreefile>),
-}
+/// Keys an inline treefile may not use: it has no file of its own to resolve paths against, and
+/// rpm-ostree does not follow includes or take variables from it.
+const NOT_INLINE: &[&str] = &["include", "conditional-include", "variables", "postprocess-script"];
 
 /// One treefile as written, before includes are merged.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -270,13 +268,14 @@ pub struct Treefile {
 impl Treefile {
     /// Load `path` and everything it includes, resolved for `arch`.
     pub fn load(path: &Path, name: &str, arch: &str) -> Result<Treefile, TreefileError> {
-        let mut chain = Vec::new();
-        let mut vars = Variables::new();
-        let mut raw = load_raw(path, arch, &mut chain, &mut vars)?;
-        treefile_vars::check(&vars).map_err(|msg| TreefileError::Invalid {
-            path: path.to_owned(),
-            msg: format!("`variables`: {msg}"),
-        })?;
+        let mut walk = Walk {
+            arch,
+            chain: Vec::new(),
+            seen: Vec::new(),
+            vars: Variables::new(),
+        };
+        let mut raw = walk.load(path)?;
+        let vars = walk.vars;
         let mut packages = raw.packages.take().unwrap_or_default();
         packages.extend(raw.packages_for(arch).unwrap_or_default());
         let packages = split_names(packages);
@@ -285,6 +284,12 @@ impl Treefile {
             msg: "missing mandatory key `ref`".into(),
         })?;
         let ref_ = treefile_vars::substitute(&ref_, &vars);
+        if ref_.contains("${") {
+            return Err(TreefileError::Invalid {
+                path: path.to_owned(),
+                msg: format!("`ref` `{ref_}` names a variable that is not defined"),
+            });
+        }
         if ref_.is_empty() || ref_.contains(['\0', ' ', '\n']) {
             return Err(TreefileError::Invalid {
                 path: path.to_owned(),
@@ -422,48 +427,131 @@ fn line_of_key(text: &str, key: &str) -> usize {
         .unwrap_or(1)
 }
 
-/// Load one file and, depth first, what it includes. `vars` accumulates variables in that order and
-/// the first definition wins (the includer's over its includes'), as in rpm-ostree; a file's
-/// `conditional-include` sees the variables known when it is read, before its own includes.
-fn load_raw(
-    path: &Path,
-    arch: &str,
-    chain: &mut Vec<PathBuf>,
-    vars: &mut Variables,
-) -> Result<RawTreefile, TreefileError> {
-    let canonical = path.canonicalize().map_err(|source| TreefileError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    if let Some(pos) = chain.iter().position(|p| *p == canonical) {
-        let mut cycle = chain[pos..].to_vec();
-        cycle.push(canonical);
-        return Err(TreefileError::IncludeCycle(cycle));
-    }
-    if chain.len() >= INCLUDE_MAX_DEPTH {
-        return Err(TreefileError::IncludeDepth { path: path.to_owned() });
-    }
-    let text = fs_err::read_to_string(path).map_err(|source| TreefileError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
-        path: path.to_owned(),
-        msg: e.to_string(),
-    })?;
-    let map = match value {
-        serde_yaml_ng::Value::Mapping(m) => m,
-        serde_yaml_ng::Value::Null => serde_yaml_ng::Mapping::new(),
-        _ => {
-            return Err(TreefileError::Syntax {
-                path: path.to_owned(),
-                msg: "a treefile must be a mapping".into(),
-            })
+/// The include walk of one treefile for one architecture.
+struct Walk<'a> {
+    arch: &'a str,
+    /// The files being loaded, outermost first: a cycle is an error naming them.
+    chain: Vec<PathBuf>,
+    /// Every file loaded so far: including one twice is an error, as in rpm-ostree.
+    seen: Vec<PathBuf>,
+    /// Variables in walk order; the first definition wins (the includer's over its includes').
+    vars: Variables,
+}
+
+impl Walk<'_> {
+    /// Load one file and, depth first, what it includes. A file's `conditional-include` sees the
+    /// variables known when it is read, before its own includes, as in rpm-ostree.
+    fn load(&mut self, path: &Path) -> Result<RawTreefile, TreefileError> {
+        let canonical = path.canonicalize().map_err(|source| TreefileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        if let Some(pos) = self.chain.iter().position(|p| *p == canonical) {
+            let mut cycle = self.chain[pos..].to_vec();
+            cycle.push(canonical);
+            return Err(TreefileError::IncludeCycle(cycle));
         }
-    };
+        if self.seen.contains(&canonical) {
+            return Err(TreefileError::Invalid {
+                path: path.to_owned(),
+                msg: "included twice (rpm-ostree refuses that too)".into(),
+            });
+        }
+        if self.chain.len() >= INCLUDE_MAX_DEPTH {
+            return Err(TreefileError::IncludeDepth { path: path.to_owned() });
+        }
+        self.seen.push(canonical.clone());
+        let text = fs_err::read_to_string(path).map_err(|source| TreefileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
+            path: path.to_owned(),
+            msg: e.to_string(),
+        })?;
+        let map = match value {
+            serde_yaml_ng::Value::Mapping(m) => m,
+            serde_yaml_ng::Value::Null => serde_yaml_ng::Mapping::new(),
+            _ => {
+                return Err(TreefileError::Syntax {
+                    path: path.to_owned(),
+                    msg: "a treefile must be a mapping".into(),
+                })
+            }
+        };
+        check_keys(&map, &text, path)?;
+        let mut raw: RawTreefile = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
+            path: path.to_owned(),
+            msg: e.to_string(),
+        })?;
+
+        let invalid = |key: &str, msg: String| TreefileError::Invalid {
+            path: path.to_owned(),
+            msg: format!("line {}: `{key}`: {msg}", line_of_key(&text, key)),
+        };
+        if let Some(script) = raw.postprocess_script.take() {
+            raw.postprocess_script = Some(path.parent().unwrap_or(Path::new(".")).join(script));
+        }
+        let mut own = raw.variables.take().unwrap_or_default();
+        if let Some(name) = own.keys().find(|k| treefile_vars::RESERVED.contains(&k.as_str())) {
+            return Err(invalid("variables", format!("`{name}` is defined by the compose itself")));
+        }
+        treefile_vars::check(&own).map_err(|msg| invalid("variables", msg))?;
+        own.insert("basearch".into(), VarValue::String(self.arch.into()));
+        if let Some(r) = &raw.releasever {
+            own.insert("releasever".into(), r.clone());
+        }
+        for (k, v) in own {
+            self.vars.entry(k).or_insert(v);
+        }
+
+        let mut includes = raw.include.take().map(Includes::into_vec).unwrap_or_default();
+        for (n, entry) in raw.conditional_include.take().unwrap_or_default().into_iter().enumerate() {
+            let entry_error = |msg: String| invalid("conditional-include", format!("entry {}: {msg}", n + 1));
+            if !treefile_vars::all_hold(&entry.conditions.into_vec(), &self.vars).map_err(entry_error)? {
+                continue;
+            }
+            match entry.include {
+                // Written inline: merged into this file at once (this file wins).
+                serde_yaml_ng::Value::Mapping(m) => {
+                    if let Some(k) = m.keys().filter_map(|k| k.as_str()).find(|k| NOT_INLINE.contains(k)) {
+                        return Err(entry_error(format!("an inline treefile cannot use `{k}`")));
+                    }
+                    check_keys(&m, &text, path)?;
+                    let inline: RawTreefile = serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(m))
+                        .map_err(|e| entry_error(format!("inline treefile: {e}")))?;
+                    raw = raw.merge_over(inline);
+                }
+                files => {
+                    let files: Includes = serde_yaml_ng::from_value(files).map_err(|_| {
+                        entry_error("`include` must be a file, a list of files or a treefile".into())
+                    })?;
+                    includes.extend(files.into_vec());
+                }
+            }
+        }
+        // After the inline content: it may set releasever too.
+        if matches!(raw.releasever, Some(VarValue::Bool(_))) {
+            return Err(invalid("releasever", "must be a string or a number".into()));
+        }
+
+        self.chain.push(canonical);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for inc in includes {
+            let included = self.load(&dir.join(&inc))?;
+            raw = raw.merge_over(included);
+        }
+        self.chain.pop();
+        Ok(raw)
+    }
+}
+
+/// Every key of `map` is a treefile key fedostree implements; rpm-ostree keys it does not
+/// implement yet, and unknown keys, are errors naming file and line.
+fn check_keys(map: &serde_yaml_ng::Mapping, text: &str, path: &Path) -> Result<(), TreefileError> {
     for key in map.keys() {
         let key = key.as_str().unwrap_or_default();
-        let line = line_of_key(&text, key);
+        let line = line_of_key(text, key);
         if NOT_SUPPORTED_YET.contains(&key) {
             return Err(TreefileError::NotSupported {
                 path: path.to_owned(),
@@ -504,70 +592,7 @@ fn load_raw(
             });
         }
     }
-    let mut raw: RawTreefile = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
-        path: path.to_owned(),
-        msg: e.to_string(),
-    })?;
-
-    let invalid = |key: &str, msg: String| TreefileError::Invalid {
-        path: path.to_owned(),
-        msg: format!("line {}: `{key}`: {msg}", line_of_key(&text, key)),
-    };
-    if let Some(script) = raw.postprocess_script.take() {
-        raw.postprocess_script = Some(path.parent().unwrap_or(Path::new(".")).join(script));
-    }
-    if matches!(raw.releasever, Some(VarValue::Bool(_))) {
-        return Err(invalid("releasever", "must be a string or a number".into()));
-    }
-    let mut own = raw.variables.take().unwrap_or_default();
-    if let Some(name) = own.keys().find(|k| treefile_vars::RESERVED.contains(&k.as_str())) {
-        return Err(invalid(
-            "variables",
-            format!("`{name}` is defined by the compose itself"),
-        ));
-    }
-    own.insert("basearch".into(), VarValue::String(arch.into()));
-    if let Some(r) = &raw.releasever {
-        own.insert("releasever".into(), r.clone());
-    }
-    for (k, v) in own {
-        vars.entry(k).or_insert(v);
-    }
-
-    let mut includes = raw.include.take().map(Includes::into_vec).unwrap_or_default();
-    for entry in raw.conditional_include.take().unwrap_or_default() {
-        let holds = treefile_vars::all_hold(&entry.conditions.into_vec(), vars)
-            .map_err(|msg| invalid("conditional-include", msg))?;
-        match entry.include {
-            _ if !holds => {}
-            ConditionalTarget::Files(files) => includes.extend(files.into_vec()),
-            // Written inline: merged into this file at once (this file wins); it may not point
-            // at other files or define variables.
-            ConditionalTarget::Inline(inline) => {
-                if inline.include.is_some()
-                    || inline.conditional_include.is_some()
-                    || inline.variables.is_some()
-                    || inline.postprocess_script.is_some()
-                {
-                    return Err(invalid(
-                        "conditional-include",
-                        "an inline treefile cannot use include, conditional-include, variables or postprocess-script"
-                            .into(),
-                    ));
-                }
-                raw = raw.merge_over(*inline);
-            }
-        }
-    }
-
-    chain.push(canonical);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    for inc in includes {
-        let included = load_raw(&dir.join(&inc), arch, chain, vars)?;
-        raw = raw.merge_over(included);
-    }
-    chain.pop();
-    Ok(raw)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -888,7 +913,38 @@ mod tests {
         let e = load("ref: a\npackages: [x]\nvariables: {v: \"${x}\"}\n");
         assert!(e.contains("forbidden character"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {include: b.yaml}\n");
-        assert!(e.contains("inline treefile cannot use include"), "{e}");
+        assert!(e.contains("entry 1: an inline treefile cannot use `include`"), "{e}");
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {pacakges: [y]}\n");
+        assert!(e.contains("unknown treefile key `pacakges`"), "{e}");
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {add-files: []}\n");
+        assert!(e.contains("`add-files` (rpm-ostree) is not supported yet"), "{e}");
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {packages: 5}\n");
+        assert!(e.contains("entry 1: inline treefile") && e.contains("packages"), "{e}");
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {releasever: true}\n");
+        assert!(e.contains("must be a string or a number"), "{e}");
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {packages: [y]}\n  - if: [basearch != \"s390x\", nosuch == 2]\n    include: a.yaml\n");
+        assert!(e.contains("entry 2: if `nosuch == 2`: undefined variable"), "{e}");
+        let e = load("ref: os/${stream}\npackages: [x]\n");
+        assert!(e.contains("`ref` `os/${stream}` names a variable that is not defined"), "{e}");
+    }
+
+    #[test]
+    fn a_file_included_twice_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "common.yaml", "packages: [c]\npostprocess: ['#!/bin/sh']\n");
+        write(d.path(), "a.yaml", "include: common.yaml\n");
+        write(d.path(), "b.yaml", "include: common.yaml\n");
+        let p = write(d.path(), "top.yaml", "ref: t\npackages: [x]\ninclude: [a.yaml, b.yaml]\n");
+        let e = Treefile::load(&p, "top", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("common.yaml: included twice"), "{e}");
+        let p = write(
+            d.path(),
+            "cond.yaml",
+            "ref: t\npackages: [x]\ninclude: common.yaml\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: common.yaml\n",
+        );
+        let e = Treefile::load(&p, "cond", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("included twice"), "{e}");
+        assert!(Treefile::load(&p, "cond", "aarch64").is_ok(), "the false condition includes nothing");
     }
 
     #[test]

@@ -41,11 +41,12 @@ impl VarValue {
 
 pub type Variables = BTreeMap<String, VarValue>;
 
-/// `${`, `}` or `$` in a name or value would make substitution ambiguous (rpm-ostree refuses them too).
+/// `$`, `{` or `}` in a name or value would make substitution ambiguous (rpm-ostree refuses exactly
+/// these). A name with other characters substitutes but cannot appear in a condition.
 pub fn check(vars: &Variables) -> Result<(), String> {
     for (k, v) in vars {
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("variable name `{k}` must be letters, digits and `_`"));
+        if let Some(c) = k.chars().find(|c| matches!(c, '$' | '{' | '}')) {
+            return Err(format!("variable name `{k}` contains forbidden character `{c}`"));
         }
         let v = v.to_string();
         if let Some(c) = v.chars().find(|c| matches!(c, '$' | '{' | '}')) {
@@ -174,7 +175,10 @@ impl Condition {
 pub fn all_hold(conditions: &[String], vars: &Variables) -> Result<bool, String> {
     let mut all = true;
     for c in conditions {
-        all &= Condition::parse(c)?.evaluate(vars)?;
+        let holds = Condition::parse(c)
+            .and_then(|c| c.evaluate(vars))
+            .map_err(|e| format!("if `{c}`: {e}"))?;
+        all &= holds;
     }
     Ok(all)
 }

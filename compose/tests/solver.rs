@@ -51,6 +51,7 @@ fn solver_for(dir: &Path, arch: &str) -> Solver {
         repo_gpgcheck: false,
         gpgkeys: vec![],
         source: dir.into(),
+        unexpanded: None,
     };
     let md = fetch_metadata(&cfg, None, &dir.join("cache")).unwrap();
     let mut s = Solver::new(arch);
@@ -162,6 +163,7 @@ fn corrupt_cached_metadata_is_fetched_again() {
         repo_gpgcheck: false,
         gpgkeys: vec![],
         source: d.path().into(),
+        unexpanded: None,
     };
     let cache = d.path().join("cache");
     let md = fetch_metadata(&cfg, None, &cache).unwrap();

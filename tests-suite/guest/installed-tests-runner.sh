@@ -108,17 +108,24 @@ kf_all() {
 	'"$KF_PARSE" "$1"
 }
 
-# tests_of_type LIST TYPE: the .test files named in LIST (one per line, order kept) whose Type is TYPE,
-# where TYPE session means any Type but session-exclusive. One awk for every file.
-tests_of_type() {
-	awk -v list="$1" -v want="$2" '
-		BEGIN { while ((getline f < list) > 0) if (f != "") { ARGV[ARGC++] = f; order[++n] = f } }
+# split_by_type LIST SESSION EXCLUSIVE: the .test files named in LIST (one per line, order kept) into
+# SESSION and EXCLUSIVE (Type=session-exclusive), in one awk for every file. A file that cannot be
+# read goes to SESSION, where running it reports why.
+split_by_type() {
+	awk -v list="$1" -v session="$2" -v exclusive="$3" '
+		BEGIN {
+			while ((getline f < list) > 0) {
+				if (f == "") continue
+				order[++n] = f
+				if ((getline line < f) >= 0) { close(f); ARGV[ARGC++] = f }
+			}
+		}
 		function pair(k, v) { if (k == "Type") { type[FILENAME] = v; stop = 1 } }
 		END {
-			for (i = 1; i <= n; i++)
-				if ((type[order[i]] == "session-exclusive") == (want == "session-exclusive")) print order[i]
+			printf "" > session; printf "" > exclusive
+			for (i = 1; i <= n; i++) print order[i] > (type[order[i]] == "session-exclusive" ? exclusive : session)
 		}
-	'"$KF_PARSE"
+	'"$KF_PARSE" </dev/null
 }
 
 # TAP lines of a log → "NUMBER STATUS DESCRIPTION" per subtest, then "plan N" / "bail" markers.
@@ -203,16 +210,18 @@ run_test() {
 		esac
 	fi
 	if [ -z "$rc" ]; then
-		# A subshell so TestEnvironment reaches this test only; setsid gives the test its own process
-		# group so daemons it leaves behind (or a timed-out pipeline) can be killed as a whole.
+		# A subshell so TestEnvironment reaches this test only. setsid first: the session (and process
+		# group) is then $pid itself, whichever timeout runs inside it — busybox's execs the test in
+		# place, coreutils' forks it and signals its own group — so the daemons a test leaves behind, or
+		# a timed-out pipeline, are killed as a whole. The runner's own descriptors stay with the runner.
 		(
 			IFS=';'
 			for kv in $tenv; do
 				# shellcheck disable=SC2163 # exporting NAME=VALUE is the point
 				case "$kv" in [A-Za-z_]*=*) export "$kv" ;; esac
 			done
-			exec timeout -k 5 "$limit" setsid sh -c "$exec_line"
-		) </dev/null >"$out" 2>&1 6>&- &
+			exec setsid timeout -k 5 "$limit" sh -c "$exec_line"
+		) </dev/null >"$out" 2>&1 3>&- 4>&- 6>&- &
 		pid=$!
 		wait "$pid" 2>/dev/null
 		rc=$?
@@ -222,8 +231,9 @@ run_test() {
 
 	# busybox 1.35 timeout execs the test in place and signals it: the status is 143 (TERM) or 137 (KILL
 	# after -k), indistinguishable from a test killed by those signals except by the elapsed time.
+	# coreutils' timeout (real trees) exits 124, or 137 after -k.
 	status=fail
-	if { [ "$rc" -eq 143 ] || [ "$rc" -eq 137 ]; } && [ $((dur + 100)) -ge $((limit * 1000)) ]; then
+	if { [ "$rc" -eq 124 ] || [ "$rc" -eq 143 ] || [ "$rc" -eq 137 ]; } && [ $((dur + 100)) -ge $((limit * 1000)) ]; then
 		status=timeout
 		echo "fedostree-runner: timed out after ${limit}s" >>"$out"
 	elif [ "$rc" -eq 77 ]; then
@@ -255,13 +265,15 @@ run_test() {
 	jout=$(utf8_tail "$out" "$OUTPUT_TAIL" | json_escape)
 	printf '%s\n' "{\"event\":\"test-finished\",\"name\":\"$jname\",\"status\":\"$status\",\"exit_code\":$rc,\"duration_ms\":$dur,\"output\":\"$jout\"}" >>"$dir/report"
 	echo "$status" >"$dir/status"
-	# One short line: a single atomic write to the FIFO, however many tests end at once.
-	echo "$dir" >&6
 }
 
 # One process writes the results port: tests report into their DIR, and the loop below emits each
 # report once the test is done, so lines of tests running side by side never interleave.
 finish_test() {
+	if [ ! -e "$1/status" ]; then
+		# The test's runner process ended before it reported (killed, or a redirection failed).
+		printf '%s\n' "{\"event\":\"test-finished\",\"name\":\"$(cat "$1/jname")\",\"status\":\"fail\",\"exit_code\":null,\"duration_ms\":0,\"output\":\"fedostree-runner: the process running this test ended before it reported\"}" >>"$1/report"
+	fi
 	emit_file "$1/report"
 	case $(cat "$1/status" 2>/dev/null) in
 	pass) passed=$((passed + 1)) ;;
@@ -287,8 +299,11 @@ run_list() {
 		d=$WORK/t$n
 		mkdir -p "$d"
 		: >"$d/report"
-		emit "{\"event\":\"test-started\",\"name\":\"$(test_jname "$t")\"}"
-		run_test "$t" "$d" </dev/null 5<&- &
+		test_jname "$t" >"$d/jname"
+		emit "{\"event\":\"test-started\",\"name\":\"$(cat "$d/jname")\"}"
+		# The outer subshell reports the test done even if the one running it dies; one short line is
+		# a single atomic write to the FIFO, however many tests end at once.
+		( (run_test "$t" "$d"); echo "$d" >&6) </dev/null 5<&- &
 		running="$running $!:$d"
 	done 5<"$list"
 	while [ -n "$running" ]; do
@@ -341,7 +356,10 @@ fi
 mkdir -p "$WORK"
 # The done FIFO, opened read-write so that opening it does not wait for a writer.
 rm -f "$WORK/done.fifo"
-mkfifo "$WORK/done.fifo"
+if ! mkfifo "$WORK/done.fifo" || [ ! -p "$WORK/done.fifo" ]; then
+	log "cannot make $WORK/done.fifo"
+	exit 1
+fi
 exec 6<>"$WORK/done.fifo"
 
 global_timeout=$(karg fedostree.test_timeout)
@@ -356,8 +374,7 @@ if ostree=$(karg ostree); then
 fi
 
 find "$TESTS_ROOT" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/all"
-tests_of_type "$WORK/all" session >"$WORK/session"
-tests_of_type "$WORK/all" session-exclusive >"$WORK/exclusive"
+split_by_type "$WORK/all" "$WORK/session" "$WORK/exclusive"
 
 ntests=$(wc -l <"$WORK/all")
 jdep=$(printf '%s' "$deployment" | json_escape)

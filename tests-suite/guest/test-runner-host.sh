@@ -173,6 +173,34 @@ check "two at a time: a quick test's slot is reused while an older test still ru
 	'["slot/a-long","pass"] ["slot/b-quick","pass"] ["slot/c-late","pass"] '
 check "two at a time: run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
 	"[3,0,0,0]"
+
+# --- dash, coreutils' timeout and util-linux's setsid (what real trees have): a timeout is reported
+# as one, a test's leftover daemons are killed, and a test whose runner process dies is reported
+# failed instead of hanging the run (under busybox too) ---
+T3=$tmp/tests3
+mkdir -p "$T3/sample"
+printf '%s\n' '[Test]' 'X-Fedostree-Timeout=1' "Exec=sh -c 'sleep 37 & sleep 38'" >"$T3/sample/timeout.test"
+printf '%s\n' '[Test]' "Exec=sh -c 'sleep 37 & exit 0'" >"$T3/sample/leaves-daemon.test"
+# Kills the parent of its session leader: the runner process that would report the test.
+printf '%s\n' '[Test]' 'Exec=sh -c '"'"'kill -KILL "$(cut -d" " -f4 /proc/$(cut -d" " -f6 /proc/$$/stat)/stat)"'"'" \
+	>"$T3/sample/kills-its-runner.test"
+for shell in dash busybox; do
+	: >"$results"
+	case $shell in
+	dash) sh_cmd=$(command -v dash) tools=/usr/bin:/bin ;;
+	busybox) sh_cmd=$tmp/bin/sh tools=$tmp/bin ;;
+	esac
+	FEDOSTREE_TESTS_ROOT=$T3 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+		FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work3-$shell \
+		FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tools timeout 60 "$sh_cmd" "$runner" </dev/null 2>/dev/null && rc=0 || rc=$?
+	check "$shell: the run ends" eq "$rc" 0
+	check "$shell: every line is JSON" all_json
+	check "$shell: timeout reported as timeout" eq "$(finished timeout .status)" timeout
+	check "$shell: a passing test's leftover daemon is killed too" eq "$(finished leaves-daemon .status) $(orphans)" "pass 0"
+	check "$shell: a test whose runner process died is reported failed" eq "$(finished kills-its-runner .status)" fail
+	check "$shell: run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
+		"[1,1,0,1]"
+done
 if [ "$fails" -gt 0 ]; then
 	echo "test-runner-host: $fails check(s) failed; results:" >&2
 	cat "$results" >&2

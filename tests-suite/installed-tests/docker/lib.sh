@@ -1,14 +1,24 @@
 # lib.sh: helpers of the docker installed-tests (sourced).
 
-# Wait until the daemon answers. docker.socket holds the API socket from boot, so one request is
-# enough: it starts docker.service and is answered once dockerd is up (up to 150 s: dockerd under
-# TCG is slow to start). Polling instead would run the Go client, itself slow under TCG, every second.
+# Wait until the daemon answers. docker.socket holds the API socket from boot, so a request starts
+# docker.service and is answered once dockerd is up (Debian's unit also waits for
+# network-online.target: DHCP on QEMU's network, IPv4 only). Polling would run the Go client, itself
+# slow under TCG, every second; a request that fails fast (dockerd died while starting and systemd
+# restarts it) is retried, within 150 s in all.
 wait_for_docker() {
-	if ! out=$(timeout 150 docker version --format '{{.Server.Version}}' 2>&1); then
-		echo "dockerd did not answer within 150 s: $out"
-		systemctl status --no-pager --lines=30 docker.socket docker.service containerd.service 2>&1 | tail -60
-		return 1
-	fi
+	deadline=$(($(cut -d. -f1 /proc/uptime) + 150))
+	while :; do
+		left=$((deadline - $(cut -d. -f1 /proc/uptime)))
+		if [ "$left" -gt 0 ] && docker_answer=$(timeout "$left" docker version --format '{{.Server.Version}}' 2>&1); then
+			return 0
+		fi
+		if [ "$left" -le 2 ]; then
+			echo "dockerd did not answer within 150 s; last answer: $docker_answer"
+			systemctl status --no-pager --lines=30 docker.socket docker.service containerd.service 2>&1 | tail -60
+			return 1
+		fi
+		sleep 2
+	done
 }
 
 # lap WHAT: "WHAT after N s" since the previous lap (or since this file was sourced): where a test's
