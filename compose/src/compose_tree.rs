@@ -231,12 +231,7 @@ fn assemble(
         )?;
     }
     let t = std::time::Instant::now();
-    let kver = postprocess::postprocess(
-        root,
-        &imported,
-        &tf.initramfs_args,
-        &state.initramfs_cache(),
-    )?;
+    let kver = postprocess::postprocess(root, &imported, &tf.initramfs_args, &state.initramfs_cache())?;
     eprintln!("postprocess (initramfs included): {:.1}s", t.elapsed().as_secs_f64());
     crate::progress::timed("rpmdb", || crate::rpmdb::write(root, rpms))?;
     Ok((kver, used))

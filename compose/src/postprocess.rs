@@ -244,7 +244,7 @@ mod tests {
             std::fs::create_dir_all(root.join("var/lib/x")).unwrap();
             std::fs::create_dir_all(&outside).unwrap();
             std::os::unix::fs::symlink(&outside, root.join(planted)).unwrap();
-            let err = postprocess(&root, &[], &[], &[], &d.path().join("cache"))
+            let err = postprocess(&root, &[], &[], &d.path().join("cache"))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("symlink"), "{planted}: {err}");

@@ -115,7 +115,11 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
                     "releasever" => "the treefile sets no `releasever`".to_owned(),
                     _ => "known: $basearch, $releasever (from the treefile), $devrepo".to_owned(),
                 };
-                unknown_var.get_or_insert(format!("{}: `{}` uses ${name}, which has no value ({why})", at(), k.trim()));
+                unknown_var.get_or_insert(format!(
+                    "{}: `{}` uses ${name}, which has no value ({why})",
+                    at(),
+                    k.trim()
+                ));
             }
             if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
                 bail!(
@@ -437,8 +441,14 @@ mod tests {
             devrepo: Path::new("/d"),
         };
         let x = |s: &str| expand_vars(s, &vars);
-        assert_eq!(x("a/${releasever}/$basearch/${basearch}x"), ("a/41/aarch64/aarch64x".into(), None));
-        assert_eq!(x("$releasever_major/$devrepo"), ("$releasever_major//d".into(), Some("releasever_major".into())));
+        assert_eq!(
+            x("a/${releasever}/$basearch/${basearch}x"),
+            ("a/41/aarch64/aarch64x".into(), None)
+        );
+        assert_eq!(
+            x("$releasever_major/$devrepo"),
+            ("$releasever_major//d".into(), Some("releasever_major".into()))
+        );
         assert_eq!(x("cost$ ${ $"), ("cost$ ${ $".into(), None));
     }
 }

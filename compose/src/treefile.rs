@@ -494,7 +494,10 @@ impl Walk<'_> {
         }
         let mut own = raw.variables.take().unwrap_or_default();
         if let Some(name) = own.keys().find(|k| treefile_vars::RESERVED.contains(&k.as_str())) {
-            return Err(invalid("variables", format!("`{name}` is defined by the compose itself")));
+            return Err(invalid(
+                "variables",
+                format!("`{name}` is defined by the compose itself"),
+            ));
         }
         treefile_vars::check(&own).map_err(|msg| invalid("variables", msg))?;
         own.insert("basearch".into(), VarValue::String(self.arch.into()));
@@ -506,7 +509,13 @@ impl Walk<'_> {
         }
 
         let mut includes = raw.include.take().map(Includes::into_vec).unwrap_or_default();
-        for (n, entry) in raw.conditional_include.take().unwrap_or_default().into_iter().enumerate() {
+        for (n, entry) in raw
+            .conditional_include
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let entry_error = |msg: String| invalid("conditional-include", format!("entry {}: {msg}", n + 1));
             if !treefile_vars::all_hold(&entry.conditions.into_vec(), &self.vars).map_err(entry_error)? {
                 continue;
@@ -518,14 +527,15 @@ impl Walk<'_> {
                         return Err(entry_error(format!("an inline treefile cannot use `{k}`")));
                     }
                     check_keys(&m, &text, path)?;
-                    let inline: RawTreefile = serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(m))
+                    // Through text: serde_yaml's errors from text name the key at fault.
+                    let inline_text = serde_yaml_ng::to_string(&m).unwrap_or_default();
+                    let inline: RawTreefile = serde_yaml_ng::from_str(&inline_text)
                         .map_err(|e| entry_error(format!("inline treefile: {e}")))?;
                     raw = raw.merge_over(inline);
                 }
                 files => {
-                    let files: Includes = serde_yaml_ng::from_value(files).map_err(|_| {
-                        entry_error("`include` must be a file, a list of files or a treefile".into())
-                    })?;
+                    let files: Includes = serde_yaml_ng::from_value(files)
+                        .map_err(|_| entry_error("`include` must be a file, a list of files or a treefile".into()))?;
                     includes.extend(files.into_vec());
                 }
             }
@@ -918,14 +928,19 @@ mod tests {
         assert!(e.contains("unknown treefile key `pacakges`"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {add-files: []}\n");
         assert!(e.contains("`add-files` (rpm-ostree) is not supported yet"), "{e}");
-        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {packages: 5}\n");
+        let e = load(
+            "ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {packages: 5}\n",
+        );
         assert!(e.contains("entry 1: inline treefile") && e.contains("packages"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {releasever: true}\n");
         assert!(e.contains("must be a string or a number"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {packages: [y]}\n  - if: [basearch != \"s390x\", nosuch == 2]\n    include: a.yaml\n");
         assert!(e.contains("entry 2: if `nosuch == 2`: undefined variable"), "{e}");
         let e = load("ref: os/${stream}\npackages: [x]\n");
-        assert!(e.contains("`ref` `os/${stream}` names a variable that is not defined"), "{e}");
+        assert!(
+            e.contains("`ref` `os/${stream}` names a variable that is not defined"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -934,7 +949,11 @@ mod tests {
         write(d.path(), "common.yaml", "packages: [c]\npostprocess: ['#!/bin/sh']\n");
         write(d.path(), "a.yaml", "include: common.yaml\n");
         write(d.path(), "b.yaml", "include: common.yaml\n");
-        let p = write(d.path(), "top.yaml", "ref: t\npackages: [x]\ninclude: [a.yaml, b.yaml]\n");
+        let p = write(
+            d.path(),
+            "top.yaml",
+            "ref: t\npackages: [x]\ninclude: [a.yaml, b.yaml]\n",
+        );
         let e = Treefile::load(&p, "top", "x86_64").unwrap_err().to_string();
         assert!(e.contains("common.yaml: included twice"), "{e}");
         let p = write(
@@ -944,7 +963,10 @@ mod tests {
         );
         let e = Treefile::load(&p, "cond", "x86_64").unwrap_err().to_string();
         assert!(e.contains("included twice"), "{e}");
-        assert!(Treefile::load(&p, "cond", "aarch64").is_ok(), "the false condition includes nothing");
+        assert!(
+            Treefile::load(&p, "cond", "aarch64").is_ok(),
+            "the false condition includes nothing"
+        );
     }
 
     #[test]
