@@ -47,6 +47,9 @@ pub struct ComposeResult {
 pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Result<ComposeResult> {
     let (path, name) = treefile::locate(&opts.tree, &sources.trees).map_err(InputError::wrap)?;
     let tf = Treefile::load(&path, &name, &opts.arch).map_err(InputError::wrap)?;
+    for w in &tf.warnings {
+        tracing::warn!("{}: {w}", path.display());
+    }
     let devrepo_dir = state.devrepo_root();
     let releasever = tf.releasever.as_ref().map(|r| r.to_string());
     let vars = RepoVars {

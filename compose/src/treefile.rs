@@ -25,7 +25,6 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "boot-location",
     "boot_location",
     "tmp-is-dir",
-    "default_target",
     "repovars",
     "lockfile-repos",
     "repo-packages",
@@ -37,8 +36,6 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "check-passwd",
     "check-groups",
     "readonly-executables",
-    "rojig",
-    "cliwrap",
     "container",
     "container-cmd",
     "opt-usrlocal",
@@ -151,6 +148,14 @@ struct RawTreefile {
     releasever: Option<VarValue>,
     /// Inline scripts, run in the sandbox before `postprocess-script`.
     postprocess: Option<Vec<String>>,
+    /// rpm-ostree's older spellings, moved to the kebab-case keys as each file is read.
+    #[serde(rename = "default_target")]
+    default_target_legacy: Option<String>,
+    #[serde(rename = "automatic_version_prefix")]
+    automatic_version_prefix_legacy: Option<String>,
+    /// Deprecated in rpm-ostree and unused there: accepted with a warning, ignored.
+    rojig: Option<serde_yaml_ng::Value>,
+    cliwrap: Option<bool>,
 }
 
 impl RawTreefile {
@@ -215,6 +220,10 @@ impl RawTreefile {
             conditional_include: None,
             releasever: self.releasever.or(base.releasever),
             postprocess: list(base.postprocess, self.postprocess),
+            default_target_legacy: None,
+            automatic_version_prefix_legacy: None,
+            rojig: self.rojig.or(base.rojig),
+            cliwrap: self.cliwrap.or(base.cliwrap),
         }
     }
 }
@@ -263,6 +272,9 @@ pub struct Treefile {
     /// already where rpm-ostree substitutes.
     #[serde(skip)]
     pub variables: Variables,
+    /// Deprecated keys the treefile uses, as rpm-ostree warns of them (printed by compose).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl Treefile {
@@ -372,6 +384,7 @@ impl Treefile {
             postprocess: raw.postprocess.unwrap_or_default(),
             machineid_compat: raw.machineid_compat.unwrap_or(true),
             variables: vars,
+            warnings: deprecation_warnings(&raw.rojig, raw.cliwrap),
         })
     }
 
@@ -425,6 +438,18 @@ fn line_of_key(text: &str, key: &str) -> usize {
         })
         .map(|i| i + 1)
         .unwrap_or(1)
+}
+
+/// rpm-ostree accepts these keys but has deprecated them; fedostree ignores them and says so.
+fn deprecation_warnings(rojig: &Option<serde_yaml_ng::Value>, cliwrap: Option<bool>) -> Vec<String> {
+    let mut w = Vec::new();
+    if rojig.is_some() {
+        w.push("treefile key `rojig` is deprecated (rpm-ostree no longer uses it): ignored".to_owned());
+    }
+    if cliwrap == Some(true) {
+        w.push("treefile key `cliwrap` is deprecated and slated for removal in rpm-ostree: ignored".to_owned());
+    }
+    w
 }
 
 /// The include walk of one treefile for one architecture.
@@ -491,6 +516,32 @@ impl Walk<'_> {
         };
         if let Some(script) = raw.postprocess_script.take() {
             raw.postprocess_script = Some(path.parent().unwrap_or(Path::new(".")).join(script));
+        }
+        for (new, legacy, name) in [
+            (
+                &mut raw.default_target,
+                raw.default_target_legacy.take(),
+                "default-target",
+            ),
+            (
+                &mut raw.automatic_version_prefix,
+                raw.automatic_version_prefix_legacy.take(),
+                "automatic-version-prefix",
+            ),
+        ] {
+            match (new.is_some(), legacy) {
+                (true, Some(_)) => {
+                    return Err(invalid(
+                        name,
+                        format!(
+                            "set twice, also as `{}` (rpm-ostree refuses both forms too)",
+                            name.replace('-', "_")
+                        ),
+                    ))
+                }
+                (false, Some(l)) => *new = Some(l),
+                _ => {}
+            }
         }
         let mut own = raw.variables.take().unwrap_or_default();
         if let Some(name) = own.keys().find(|k| treefile_vars::RESERVED.contains(&k.as_str())) {
@@ -593,6 +644,10 @@ fn check_keys(map: &serde_yaml_ng::Mapping, text: &str, path: &Path) -> Result<(
                 | "conditional-include"
                 | "releasever"
                 | "postprocess"
+                | "default_target"
+                | "automatic_version_prefix"
+                | "rojig"
+                | "cliwrap"
         ) || key.strip_prefix("packages-").is_some_and(|a| BASEARCHES.contains(&a));
         if !known {
             return Err(TreefileError::UnknownKey {
@@ -987,5 +1042,32 @@ mod tests {
             one.is_some() && one != two,
             "a changed script changes the compose's inputs"
         );
+    }
+
+    #[test]
+    fn legacy_spellings_and_deprecated_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "t.yaml",
+            "ref: a\npackages: [x]\ndefault_target: multi-user.target\nautomatic_version_prefix: '2'\nrojig: {name: a, summary: b, license: MIT}\ncliwrap: true\n",
+        );
+        let t = Treefile::load(&p, "t", "x86_64").unwrap();
+        assert_eq!(t.default_target.as_deref(), Some("multi-user.target"));
+        assert_eq!(t.automatic_version_prefix.as_deref(), Some("2"));
+        assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+        assert!(t.warnings[0].contains("`rojig` is deprecated") && t.warnings[1].contains("`cliwrap`"));
+        let p = write(
+            d.path(),
+            "b.yaml",
+            "ref: a\npackages: [x]\ndefault-target: a.target\ndefault_target: b.target\n",
+        );
+        let e = Treefile::load(&p, "b", "x86_64").unwrap_err().to_string();
+        assert!(
+            e.contains("b.yaml: line 3: `default-target`: set twice, also as `default_target`"),
+            "{e}"
+        );
+        let p = write(d.path(), "c.yaml", "ref: a\npackages: [x]\ncliwrap: false\n");
+        assert!(Treefile::load(&p, "c", "x86_64").unwrap().warnings.is_empty());
     }
 }
