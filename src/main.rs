@@ -241,6 +241,14 @@ fn cmd_devrepo(
     Ok(Exit::Ok)
 }
 
+/// Pretty JSON of one arch's result, or an array of them for several arches.
+fn one_or_array<T: serde::Serialize>(items: &[T]) -> Result<String> {
+    Ok(match items {
+        [one] => serde_json::to_string_pretty(one)?,
+        all => serde_json::to_string_pretty(all)?,
+    })
+}
+
 /// The merged treefile of `tree` for each arch, as JSON: one object, or an array for several arches.
 fn cmd_print_treefile(tree: &str, trees: &std::path::Path, arches: &[String]) -> Result<Exit> {
     use fedostree_compose::treefile;
@@ -250,11 +258,7 @@ fn cmd_print_treefile(tree: &str, trees: &std::path::Path, arches: &[String]) ->
         let tf = treefile::Treefile::load(&path, &name, arch).map_err(InputError::wrap)?;
         merged.push(serde_json::to_value(&tf)?);
     }
-    let json = match merged.as_slice() {
-        [one] => serde_json::to_string_pretty(one)?,
-        all => serde_json::to_string_pretty(all)?,
-    };
-    say(json)?;
+    say(one_or_array(&merged)?)?;
     Ok(Exit::Ok)
 }
 
@@ -285,11 +289,7 @@ fn cmd_compose(
         results.push(r);
     }
     if let Some(path) = write_compose_json {
-        let json = match results.as_slice() {
-            [one] => serde_json::to_string_pretty(one)?,
-            all => serde_json::to_string_pretty(all)?,
-        };
-        fs_err::write(&path, json + "\n")?;
+        fs_err::write(&path, one_or_array(&results)? + "\n")?;
     }
     Ok(Exit::Ok)
 }

@@ -4,7 +4,7 @@
 use crate::commit::{self, PkgRecord};
 use crate::gpg::RepoKeys;
 use crate::progress::Progress;
-use crate::repo::{self, RepoVars};
+use crate::repo;
 use crate::solve::{Request, SolvedPackage, Solver};
 use crate::treefile::{self, Treefile};
 use crate::{fetch, import, postprocess};
@@ -50,14 +50,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     for w in &tf.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
-    let devrepo_dir = state.devrepo_root();
-    let releasever = tf.releasever.as_ref().map(|r| r.to_string());
-    let vars = RepoVars {
-        basearch: &opts.arch,
-        releasever: releasever.as_deref(),
-        devrepo: &devrepo_dir,
-    };
-    let repos = repo::load_repos(tf.dir(), &tf.repos, &vars).map_err(InputError::wrap)?;
+    let repos = tf.load_repos(&state.devrepo_root()).map_err(InputError::wrap)?;
     // One compose per state directory at a time: they share the repo, the caches and the dev repo.
     let _lock = fedostree_util::lock::FileLock::acquire_announced(&state.root().join("compose.lock"), "compose")?;
     // Scratch dirs of composes and dev repo builds that were killed (SIGKILL, power cut) go now.

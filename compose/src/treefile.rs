@@ -388,6 +388,18 @@ impl Treefile {
         })
     }
 
+    /// The repositories the treefile names, from the `*.repo` files beside it, with dnf's variables
+    /// (`$basearch`, `$releasever`) and fedostree's `$devrepo` (`devrepo`) expanded.
+    pub fn load_repos(&self, devrepo: &Path) -> anyhow::Result<Vec<crate::repo::RepoConfig>> {
+        let releasever = self.releasever.as_ref().map(|r| r.to_string());
+        let vars = crate::repo::RepoVars {
+            basearch: &self.arch,
+            releasever: releasever.as_deref(),
+            devrepo,
+        };
+        crate::repo::load_repos(self.dir(), &self.repos, &vars)
+    }
+
     /// The directory holding the top-level treefile and its `*.repo` files.
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))

@@ -132,17 +132,11 @@ pub fn is_built(state: &StateDir, arch: &str) -> bool {
 /// point at, so that edits to tests-suite/ or devrepo/own/ reach the next compose. Callers run this
 /// before [`fedostree_compose::compose_tree::compose`], which only reads repositories.
 pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tree: &str, arch: &str) -> Result<()> {
-    use fedostree_compose::{repo, treefile};
+    use fedostree_compose::treefile;
     let (path, name) = treefile::locate(tree, &sources.trees).map_err(InputError::wrap)?;
     let tf = treefile::Treefile::load(&path, &name, arch).map_err(InputError::wrap)?;
     let devrepo_dir = state.devrepo_root();
-    let releasever = tf.releasever.as_ref().map(|r| r.to_string());
-    let vars = repo::RepoVars {
-        basearch: arch,
-        releasever: releasever.as_deref(),
-        devrepo: &devrepo_dir,
-    };
-    let repos = repo::load_repos(tf.dir(), &tf.repos, &vars).map_err(InputError::wrap)?;
+    let repos = tf.load_repos(&devrepo_dir).map_err(InputError::wrap)?;
     let debian_dir = debian_repo::repo_dir(state, arch);
     let points_at = |dir: &Path| repos.iter().any(|r| r.baseurl.contains(&*dir.to_string_lossy()));
     if points_at(&debian_dir) {
