@@ -203,6 +203,7 @@ fn compose_both_arches_noop_bump_and_diff() {
     bad_inputs(&state);
     signatures(&state);
     treefile_features(&state);
+    treefile_edits(&state);
 }
 
 /// rpm-ostree's treefile features on real RPMs: variables, `releasever`, conditional includes (a
@@ -296,6 +297,126 @@ postprocess:
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("postprocess script 0 of the treefile failed"));
     assert_eq!(ostree(&repo, &["rev-parse", r]), before);
+}
+
+/// rpm-ostree's keys that edit the tree, on real RPMs: `remove-from-packages`, `add-files`,
+/// `mutate-os-release`, `tmp-is-dir`, `boot-location`, `readonly-executables`, `container-cmd`, `rpmdb`;
+/// the includer's scalars win over common.yaml's. Bad values are errors naming the key.
+fn treefile_edits(good_state: &Path) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-treefile-edits");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("files")).unwrap();
+    let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/dev");
+    for f in ["common.yaml", "fedostree-dev.repo"] {
+        std::fs::copy(trees.join(f), work.join(f)).unwrap();
+    }
+    std::fs::write(work.join("files/hello.sh"), "#!/bin/sh\necho hello\n").unwrap();
+    std::fs::set_permissions(
+        work.join("files/hello.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    std::fs::write(work.join("files/added.conf"), "added=1\n").unwrap();
+    let tree = work.join("edited.yaml");
+    let text = r#"include: common.yaml
+ref: test/edited
+packages: [fedostree-motd]
+automatic-version-prefix: "2.0"
+remove-from-packages:
+  - [fedostree-motd, "/motd$"]
+  - [not-in-this-tree, "."]
+add-files:
+  - [files/hello.sh, /usr/bin/fedostree-hello]
+  - [files/added.conf, /etc/fedostree-added.conf]
+mutate-os-release: "1.0"
+tmp-is-dir: false
+boot-location: new
+readonly-executables: true
+container-cmd: [/usr/bin/fedostree-hello, --world]
+rpmdb: host
+"#;
+    std::fs::write(&tree, text).unwrap();
+    let out = fedostree(
+        good_state,
+        &["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"],
+    );
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("remove-from-packages: package `not-in-this-tree` is not in the tree")
+            && stderr.contains("boot-location: new is deprecated"),
+        "{stderr}"
+    );
+    let repo = good_state.join("repo");
+    let r = "test/edited";
+    let ls = |p: &str| ostree(&repo, &["ls", r, p]);
+    let fails = |p: &str| {
+        !Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["ls", r, p])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(fails("/usr/etc/motd"), "remove-from-packages left /usr/etc/motd");
+    assert_eq!(
+        ostree(&repo, &["cat", r, "/usr/bin/fedostree-hello"]),
+        "#!/bin/sh\necho hello\n"
+    );
+    assert!(
+        ls("/usr/bin/fedostree-hello").starts_with("-00750 0 0"),
+        "{}",
+        ls("/usr/bin/fedostree-hello")
+    );
+    assert_eq!(ostree(&repo, &["cat", r, "/usr/etc/fedostree-added.conf"]), "added=1\n");
+    assert!(
+        ls("/usr/bin/busybox").starts_with("-00555"),
+        "readonly-executables: {}",
+        ls("/usr/bin/busybox")
+    );
+    let os_release = ostree(&repo, &["cat", r, "/usr/lib/os-release"]);
+    assert!(
+        os_release.contains("PRETTY_NAME=\"fedostree dev 2.0\"") && os_release.ends_with("OSTREE_VERSION='2.0'\n"),
+        "{os_release}"
+    );
+    assert!(ls("/tmp").contains("/tmp -> sysroot/tmp"), "{}", ls("/tmp"));
+    let boot = ostree(&repo, &["ls", r, "/usr/lib/ostree-boot"]);
+    assert!(boot.contains("vmlinuz-") && boot.contains("initramfs-"), "{boot}");
+    let cmd = ostree(&repo, &["show", "--print-metadata-key=ostree.container-cmd", r]);
+    assert_eq!(cmd.trim(), "['/usr/bin/fedostree-hello', '--world']");
+
+    // Bad values name the key; nothing is committed.
+    let before = ostree(&repo, &["rev-parse", r]);
+    for (bad, needle) in [
+        (
+            text.replace("\"/motd$\"", "\"(unclosed\""),
+            "`remove-from-packages`: entry 1 (`fedostree-motd`)",
+        ),
+        (
+            text.replace("/usr/bin/fedostree-hello]", "/var/lib/hello]"),
+            "edited.yaml: line 8: `add-files`: unsupported destination `/var/lib/hello`",
+        ),
+        (
+            text.replace("files/added.conf", "files/missing.conf"),
+            "files/missing.conf is not a file",
+        ),
+        (text.replace("rpmdb: host", "rpmdb: rocksdb"), "rpmdb"),
+        (
+            text.replace("boot-location: new", "boot-location: new\nboot_location: modules"),
+            "set twice",
+        ),
+    ] {
+        std::fs::write(&tree, &bad).unwrap();
+        let out = fedostree(
+            good_state,
+            &["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        assert_eq!(ostree(&repo, &["rev-parse", r]), before);
+    }
 }
 
 /// The dev repository, copied so a test can change it, with its key.

@@ -101,23 +101,29 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         None => None,
     };
     let cache = crate::unpack_cache::UnpackCache::open(&state.unpack_cache())?;
-    let (kver, unpacked) = assemble(
-        &root,
-        state,
-        &tf,
-        &solved,
-        &rpms,
-        &repos,
-        &keys,
-        previous.as_ref(),
-        &cache,
-    )?;
-
     let version = tf
         .automatic_version_prefix
         .as_deref()
         .map(|p| next_version(p, prev_version.as_deref()))
         .transpose()?;
+    let (kver, unpacked) = assemble(
+        &root,
+        state,
+        &tf,
+        &Packages {
+            solved: &solved,
+            rpms: &rpms,
+            repos: &repos,
+            keys: &keys,
+        },
+        previous.as_ref(),
+        &cache,
+        version.as_deref(),
+    )?;
+    let mut metadata = tf.add_commit_metadata.clone();
+    if !tf.container_cmd.is_empty() {
+        metadata.insert("ostree.container-cmd".into(), serde_json::json!(tf.container_cmd));
+    }
     let progress = Progress::new("commit", 1, false);
     let build_repo = commit::open_or_create_build_repo(&state.build_repo())?;
     let (csum, shared_inodes) = commit::commit_tree(
@@ -134,7 +140,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
             tree: &tf.name,
             arch: &opts.arch,
             packages: &records(&solved),
-            extra: &tf.add_commit_metadata,
+            extra: &metadata,
         },
     )?;
     progress.finish(&format!("{} → {csum} (kernel {kver})", tf.ref_));
@@ -149,21 +155,32 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     Ok(result)
 }
 
+/// The solved packages with their downloaded RPMs, repositories and the repositories' keys.
+struct Packages<'a> {
+    solved: &'a [SolvedPackage],
+    rpms: &'a [std::path::PathBuf],
+    repos: &'a [repo::RepoConfig],
+    keys: &'a [Option<RepoKeys>],
+}
+
 /// Merge every package into `root` (unpacked, with signatures checked where the repository asks,
 /// or taken from the unpack cache), apply ownership, and turn the result into an OSTree tree;
 /// returns the kernel version and the cache entries used.
-#[allow(clippy::too_many_arguments)]
 fn assemble(
     root: &std::path::Path,
     state: &StateDir,
     tf: &Treefile,
-    solved: &[SolvedPackage],
-    rpms: &[std::path::PathBuf],
-    repos: &[repo::RepoConfig],
-    keys: &[Option<RepoKeys>],
+    pkgs: &Packages,
     previous: Option<&crate::accounts::Previous>,
     cache: &crate::unpack_cache::UnpackCache,
+    version: Option<&str>,
 ) -> Result<(String, Vec<crate::unpack_cache::CachedPackage>)> {
+    let Packages {
+        solved,
+        rpms,
+        repos,
+        keys,
+    } = *pkgs;
     fs_err::create_dir(root)?;
     let progress = Progress::new("import", rpms.len() as u64, false);
     let mut used = Vec::with_capacity(rpms.len());
@@ -173,6 +190,7 @@ fn assemble(
         let import_opts = import::ImportOptions {
             documentation: tf.documentation,
             verify,
+            readonly_executables: tf.readonly_executables,
         };
         let from = || format!("{} from repository `{}`", pkg.nevra(), repos[pkg.repo].id);
         let identity = format!("{}:{}", pkg.checksum_type, pkg.checksum);
@@ -183,8 +201,29 @@ fn assemble(
         progress.inc(1);
     }
     cache.mark_in_use(&used)?;
-    for cached in &used {
-        import::merge(root, &cached.files, &cached.unpacked)?;
+    for name in tf.files_remove_regex.keys() {
+        if !solved.iter().any(|p| &p.name == name) {
+            tracing::warn!("remove-from-packages: package `{name}` is not in the tree");
+        }
+    }
+    // What each package puts in the tree: its payload less what `remove-from-packages` takes out.
+    let contents: Vec<std::borrow::Cow<import::Unpacked>> = used
+        .iter()
+        .map(|c| match tf.files_remove_regex.get(&c.unpacked.package.name) {
+            None => std::borrow::Cow::Borrowed(&c.unpacked),
+            Some(patterns) => {
+                let (kept, gone) = crate::treefile_edits::remove_from_package(&c.unpacked, patterns);
+                eprintln!(
+                    "remove-from-packages: {} files of {} left out",
+                    gone.len(),
+                    c.unpacked.package.nevra
+                );
+                std::borrow::Cow::Owned(kept)
+            }
+        })
+        .collect();
+    for (cached, content) in used.iter().zip(&contents) {
+        import::merge(root, &cached.files, content)?;
     }
     let unpacked = used.iter().filter(|c| !c.hit).count();
     progress.finish(&format!(
@@ -192,7 +231,7 @@ fn assemble(
         used.len(),
         used.len() - unpacked
     ));
-    let imported: Vec<import::ImportedPackage> = used.iter().map(|c| c.unpacked.package.clone()).collect();
+    let imported: Vec<import::ImportedPackage> = contents.iter().map(|c| c.package.clone()).collect();
     let t = std::time::Instant::now();
     let n = crate::scriptlets::run_all(root, &imported)?;
     if n > 0 {
@@ -215,7 +254,11 @@ fn assemble(
             },
         )
     })?;
+    if let Some(base) = &tf.mutate_os_release {
+        crate::treefile_edits::mutate_os_release(root, base, version)?;
+    }
     postprocess::remove_files(root, &tf.remove_files)?;
+    crate::treefile_edits::add_files(root, &tf.add_files)?;
     run_inline_postprocess(root, &tf.postprocess)?;
     if let Some(script) = &tf.postprocess_script {
         crate::sandbox::run_ok_with(
@@ -227,9 +270,14 @@ fn assemble(
         )?;
     }
     let t = std::time::Instant::now();
-    let kver = postprocess::postprocess(root, &imported, &tf.initramfs_args, &state.initramfs_cache())?;
+    let layout = postprocess::Layout {
+        initramfs_args: &tf.initramfs_args,
+        tmp_is_dir: tf.tmp_is_dir,
+        boot_location: tf.boot_location,
+    };
+    let kver = postprocess::postprocess(root, &imported, &layout, &state.initramfs_cache())?;
     eprintln!("postprocess (initramfs included): {:.1}s", t.elapsed().as_secs_f64());
-    crate::progress::timed("rpmdb", || crate::rpmdb::write(root, rpms))?;
+    crate::progress::timed("rpmdb", || crate::rpmdb::write(root, rpms, tf.rpmdb))?;
     Ok((kver, used))
 }
 
@@ -314,8 +362,8 @@ fn input_hash(tf: &Treefile, solved: &[SolvedPackage]) -> String {
     h.update(crate::initramfs::WANTED_MODULES.join(",").as_bytes());
     h.update(crate::initramfs::APPLETS.join(",").as_bytes());
     h.update(tf.canonical_json().as_bytes());
-    if let Some(script) = &tf.postprocess_script_sha256 {
-        h.update(format!("\npostprocess-script {script}").as_bytes());
+    for d in &tf.external_digests {
+        h.update(format!("\n{d}").as_bytes());
     }
     for p in solved {
         h.update(format!("\n{} {}:{}", p.nevra(), p.checksum_type, p.checksum).as_bytes());

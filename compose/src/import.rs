@@ -67,6 +67,17 @@ pub struct ImportOptions<'a> {
     pub documentation: bool,
     /// The package's repository sets `gpgcheck`: its signature must verify before anything is written.
     pub verify: Option<&'a crate::gpg::RepoKeys>,
+    /// Treefile `readonly-executables`: executables lose their write bits (rpm-ostree's importer).
+    pub readonly_executables: bool,
+}
+
+/// The mode a regular file is written with.
+fn file_mode(perms: u32, opts: ImportOptions) -> u32 {
+    if opts.readonly_executables && perms & 0o111 != 0 {
+        perms & !0o222
+    } else {
+        perms
+    }
 }
 
 /// A payload path checked to stay beneath the root: relative, only normal components.
@@ -201,6 +212,7 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
         let rel = safe_relative(&raw)
             .ok_or_else(|| InputError::new(format!("{}: refusing payload path: it escapes the tree root", at(&raw))))?;
         let perms = meta.permissions() as u32;
+        let file_perms = file_mode(perms, opts);
         let escape = |e| write_error(e, &at(&raw));
         let entry = match meta.file_type() {
             FileType::Dir => Some(Entry::Dir {
@@ -226,13 +238,18 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
                     links
                         .entry(id)
                         .or_default()
-                        .push((rel.clone(), carries, meta.permissions()));
+                        .push((rel.clone(), carries, file_perms as u16));
                     None
                 } else {
                     let content = contents.to_string();
                     contents += 1;
-                    write_file(&dest_dir, Path::new(&content), f.content().unwrap_or_default(), perms)
-                        .map_err(escape)?;
+                    write_file(
+                        &dest_dir,
+                        Path::new(&content),
+                        f.content().unwrap_or_default(),
+                        file_perms,
+                    )
+                    .map_err(escape)?;
                     Some(Entry::File {
                         path: rel.clone(),
                         content,

@@ -25,6 +25,7 @@ pub mod scriptlets;
 pub mod solve;
 pub mod systemd_setup;
 pub mod treefile;
+pub mod treefile_edits;
 pub mod treefile_vars;
 pub mod unpack_cache;
 pub mod write_tree;

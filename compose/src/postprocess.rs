@@ -28,13 +28,18 @@ pub fn remove_files(root: &Path, remove_files: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The treefile's choices about the tree's layout.
+pub struct Layout<'a> {
+    /// Extra arguments for the tree's dracut.
+    pub initramfs_args: &'a [String],
+    /// `tmp-is-dir`: `/tmp` a directory (tmpfs mounted at boot) rather than rpm-ostree's default
+    /// link to `sysroot/tmp`.
+    pub tmp_is_dir: bool,
+    pub boot_location: crate::treefile::BootLocation,
+}
+
 /// Run every other step in order on the tree at `root`; returns the kernel version found.
-pub fn postprocess(
-    root: &Path,
-    pkgs: &[ImportedPackage],
-    initramfs_args: &[String],
-    initramfs_cache: &Path,
-) -> Result<String> {
+pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], layout: &Layout, initramfs_cache: &Path) -> Result<String> {
     // Every later step writes below these: none may be a package-planted symlink.
     for d in [
         "usr",
@@ -49,10 +54,14 @@ pub fn postprocess(
     usr_merge(root)?;
     // dracut reads /etc (its configuration): before /etc moves.
     let kver = find_kernel(root)?;
-    crate::initramfs::generate(root, &kver, initramfs_args, initramfs_cache).context("generating the initramfs")?;
+    crate::initramfs::generate(root, &kver, layout.initramfs_args, initramfs_cache)
+        .context("generating the initramfs")?;
+    if layout.boot_location == crate::treefile::BootLocation::New {
+        link_ostree_boot(root, &kver)?;
+    }
     move_etc(root)?;
     var_to_tmpfiles(root)?;
-    toplevel_layout(root)?;
+    toplevel_layout(root, layout.tmp_is_dir)?;
     write_pkglist(root, pkgs)?;
     fs_err::create_dir_all(root.join("boot"))?;
     Ok(kver)
@@ -162,15 +171,51 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> Result<()>) 
     Ok(())
 }
 
-/// The toplevel an OSTree deployment expects: API mount points, `/sysroot`, and the links that put
-/// mutable state under `/var`.
-fn toplevel_layout(root: &Path) -> Result<()> {
+/// `boot-location: new`: the kernel and initramfs also in `/usr/lib/ostree-boot`, named with the
+/// boot checksum (sha256 of the kernel then the initramfs), as hardlinks like rpm-ostree makes them.
+fn link_ostree_boot(root: &Path, kver: &str) -> Result<()> {
+    use sha2::Digest;
+    let modules = beneath(root, format!("usr/lib/modules/{kver}"))?;
+    let (kernel, initramfs) = (modules.join("vmlinuz"), modules.join("initramfs.img"));
+    let mut h = sha2::Sha256::new();
+    for f in [&kernel, &initramfs] {
+        std::io::copy(&mut fs_err::File::open(f)?, &mut h)?;
+    }
+    let csum = hex::encode(h.finalize());
+    let dir = beneath(root, "usr/lib/ostree-boot")?;
+    if dir.exists() {
+        fs_err::remove_dir_all(&dir)?;
+    }
+    fs_err::create_dir_all(&dir)?;
+    fs_err::hard_link(&kernel, dir.join(format!("vmlinuz-{kver}-{csum}")))?;
+    fs_err::hard_link(&initramfs, dir.join(format!("initramfs-{kver}.img-{csum}")))?;
+    Ok(())
+}
+
+/// The toplevel an OSTree deployment expects: API mount points, `/sysroot`, `/tmp`, and the links
+/// that put mutable state under `/var`.
+fn toplevel_layout(root: &Path, tmp_is_dir: bool) -> Result<()> {
     for d in ["dev", "proc", "sys", "run", "sysroot", "boot", "usr/lib/fedostree"] {
         fs_err::create_dir_all(beneath(root, d)?)?;
     }
-    if beneath(root, "tmp")?.symlink_metadata().is_err() {
-        fs_err::create_dir(root.join("tmp"))?;
-        fs_err::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    let tmp = parent_beneath(root, "tmp")?;
+    match (tmp_is_dir, fs_err::symlink_metadata(&tmp)) {
+        (true, Ok(m)) if m.is_dir() => {}
+        (true, Ok(_)) => fs_err::remove_file(&tmp)?,
+        (false, Ok(m)) if m.is_dir() && fs_err::read_dir(&tmp)?.next().is_some() => {
+            fedostree_util::bail_input!("/tmp has content; with tmp-is-dir false it becomes a symlink to sysroot/tmp")
+        }
+        (false, Ok(m)) if m.is_dir() => fs_err::remove_dir(&tmp)?,
+        (false, Ok(_)) => fs_err::remove_file(&tmp)?,
+        (_, Err(_)) => {}
+    }
+    if tmp_is_dir {
+        if tmp.symlink_metadata().is_err() {
+            fs_err::create_dir(&tmp)?;
+        }
+        fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
+    } else {
+        symlink("sysroot/tmp", &tmp)?;
     }
     for (link, target) in [
         ("ostree", "sysroot/ostree"),
@@ -244,7 +289,12 @@ mod tests {
             std::fs::create_dir_all(root.join("var/lib/x")).unwrap();
             std::fs::create_dir_all(&outside).unwrap();
             std::os::unix::fs::symlink(&outside, root.join(planted)).unwrap();
-            let err = postprocess(&root, &[], &[], &d.path().join("cache"))
+            let layout = Layout {
+                initramfs_args: &[],
+                tmp_is_dir: true,
+                boot_location: crate::treefile::BootLocation::Modules,
+            };
+            let err = postprocess(&root, &[], &layout, &d.path().join("cache"))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("symlink"), "{planted}: {err}");

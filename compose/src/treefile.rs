@@ -22,29 +22,21 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "gpg_key",
     "selinux",
     "selinux-label-version",
-    "boot-location",
-    "boot_location",
-    "tmp-is-dir",
     "repovars",
     "lockfile-repos",
     "repo-packages",
     "modules",
     "install-langs",
-    "add-files",
-    "mutate-os-release",
     "preserve-passwd",
     "check-passwd",
     "check-groups",
-    "readonly-executables",
     "container",
-    "container-cmd",
     "opt-usrlocal",
     "sysroot-readonly",
     "etc-transient",
     "root-transient",
     "ostree-layers",
     "ostree-override-layers",
-    "rpmdb",
     "rpmdb-normalize",
     "basearch",
     "exclude-packages-list",
@@ -53,7 +45,6 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "gpg-key-path",
     "automatic-version-suffix",
     "ignore-pkgs",
-    "remove-from-packages",
     "bootstrap-packages",
     "documentation-langs",
     "arch-include",
@@ -106,7 +97,85 @@ struct ConditionalInclude {
 
 /// Keys an inline treefile may not use: it has no file of its own to resolve paths against, and
 /// rpm-ostree does not follow includes or take variables from it.
-const NOT_INLINE: &[&str] = &["include", "conditional-include", "variables", "postprocess-script"];
+const NOT_INLINE: &[&str] = &[
+    "include",
+    "conditional-include",
+    "variables",
+    "postprocess-script",
+    "add-files",
+];
+
+/// `boot-location`: where the kernel and initramfs live in the tree. rpm-ostree's default `new` also
+/// links them into `/usr/lib/ostree-boot` (for very old libostree) and warns that it is deprecated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootLocation {
+    #[default]
+    New,
+    Modules,
+}
+
+/// `rpmdb`: the database is written in the format the tree's own rpm reads (`target`) or in the
+/// host rpm's default (`host`); rpm-ostree reads the legacy backend names as `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RpmdbBackend {
+    #[default]
+    Target,
+    Host,
+    #[serde(rename = "bdb")]
+    Bdb,
+    #[serde(rename = "ndb")]
+    Ndb,
+    #[serde(rename = "sqlite")]
+    Sqlite,
+}
+
+impl RpmdbBackend {
+    /// Whether the tree's rpm decides the format.
+    pub fn is_target(self) -> bool {
+        self != RpmdbBackend::Host
+    }
+}
+
+/// One `add-files` entry, `[source, destination]`: the source is a file beside the treefile that
+/// names it, copied with its mode to the destination in the tree.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "(String, String)")]
+pub struct AddFile {
+    /// Resolved against the declaring treefile's directory while it is read.
+    pub source: PathBuf,
+    /// As written, for `--print-only` and the compose hash (the content digest is hashed too).
+    pub written: String,
+    pub dest: String,
+}
+
+impl From<(String, String)> for AddFile {
+    fn from((written, dest): (String, String)) -> AddFile {
+        AddFile {
+            source: PathBuf::from(&written),
+            written,
+            dest,
+        }
+    }
+}
+
+impl Serialize for AddFile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.written, &self.dest).serialize(s)
+    }
+}
+
+/// rpm-ostree's rule for `add-files` destinations: the OS content directories, never `/usr/local`
+/// or `/var`.
+fn add_files_dest_is_valid(dest: &str) -> bool {
+    let p = dest.trim_start_matches('/');
+    let inside = (p.starts_with("usr/") && !p.starts_with("usr/local/"))
+        || ["etc/", "bin/", "sbin/", "lib/", "lib64/"]
+            .iter()
+            .any(|d| p.starts_with(d));
+    inside && !p.split('/').any(|c| c == ".." || c == ".")
+}
 
 /// One treefile as written, before includes are merged.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -156,6 +225,17 @@ struct RawTreefile {
     /// Deprecated in rpm-ostree and unused there: accepted with a warning, ignored.
     rojig: Option<serde_yaml_ng::Value>,
     cliwrap: Option<bool>,
+    /// `[[package, regex...]...]`: files of those packages whose path matches are left out.
+    remove_from_packages: Option<Vec<Vec<String>>>,
+    add_files: Option<Vec<AddFile>>,
+    mutate_os_release: Option<String>,
+    tmp_is_dir: Option<bool>,
+    readonly_executables: Option<bool>,
+    container_cmd: Option<Vec<String>>,
+    boot_location: Option<BootLocation>,
+    #[serde(rename = "boot_location")]
+    boot_location_legacy: Option<BootLocation>,
+    rpmdb: Option<RpmdbBackend>,
 }
 
 impl RawTreefile {
@@ -175,7 +255,7 @@ impl RawTreefile {
     /// includer when it sets them. A file merges its includes one by one in order, so among siblings
     /// the first sets a scalar and the last one's list items come first.
     fn merge_over(self, base: RawTreefile) -> RawTreefile {
-        fn list(base: Option<Vec<String>>, top: Option<Vec<String>>) -> Option<Vec<String>> {
+        fn list<T>(base: Option<Vec<T>>, top: Option<Vec<T>>) -> Option<Vec<T>> {
             match (base, top) {
                 (Some(mut b), Some(t)) => {
                     b.extend(t);
@@ -224,6 +304,15 @@ impl RawTreefile {
             automatic_version_prefix_legacy: None,
             rojig: self.rojig.or(base.rojig),
             cliwrap: self.cliwrap.or(base.cliwrap),
+            remove_from_packages: list(base.remove_from_packages, self.remove_from_packages),
+            add_files: list(base.add_files, self.add_files),
+            mutate_os_release: self.mutate_os_release.or(base.mutate_os_release),
+            tmp_is_dir: self.tmp_is_dir.or(base.tmp_is_dir),
+            readonly_executables: self.readonly_executables.or(base.readonly_executables),
+            container_cmd: self.container_cmd.or(base.container_cmd),
+            boot_location: self.boot_location.or(base.boot_location),
+            boot_location_legacy: None,
+            rpmdb: self.rpmdb.or(base.rpmdb),
         }
     }
 }
@@ -262,9 +351,10 @@ pub struct Treefile {
     /// A script run in the sandbox with the tree as `/` before commit; a relative path is relative to
     /// the treefile that names it.
     pub postprocess_script: Option<PathBuf>,
-    /// The script's content digest: an input of the compose, like the treefile itself.
+    /// The content digests of the files the treefile names (`postprocess-script`, `add-files`
+    /// sources): inputs of the compose, like the treefile itself.
     #[serde(skip)]
-    pub postprocess_script_sha256: Option<String>,
+    pub external_digests: Vec<String>,
     /// Inline scripts (`postprocess`), included files' first; they run before `postprocess-script`.
     pub postprocess: Vec<String>,
     pub machineid_compat: bool,
@@ -275,6 +365,19 @@ pub struct Treefile {
     /// Deprecated keys the treefile uses, as rpm-ostree warns of them (printed by compose).
     #[serde(skip)]
     pub warnings: Vec<String>,
+    pub remove_from_packages: Vec<Vec<String>>,
+    /// `remove-from-packages` compiled: package name → patterns searched in each file's path.
+    #[serde(skip)]
+    pub files_remove_regex: BTreeMap<String, Vec<regex::Regex>>,
+    pub add_files: Vec<AddFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutate_os_release: Option<String>,
+    pub tmp_is_dir: bool,
+    pub readonly_executables: bool,
+    /// Recorded as the commit's `ostree.container-cmd`, as rpm-ostree does.
+    pub container_cmd: Vec<String>,
+    pub boot_location: BootLocation,
+    pub rpmdb: RpmdbBackend,
 }
 
 impl Treefile {
@@ -342,17 +445,43 @@ impl Treefile {
                 }
             }
         }
-        let postprocess_script_sha256 = match &raw.postprocess_script {
-            None => None,
-            Some(script) => {
-                use sha2::Digest;
-                let bytes = fs_err::read(script).map_err(|source| TreefileError::Io {
-                    path: script.clone(),
-                    source,
-                })?;
-                Some(hex::encode(sha2::Sha256::digest(bytes)))
-            }
+        let digest = |file: &Path| -> Result<String, TreefileError> {
+            use sha2::Digest;
+            let bytes = fs_err::read(file).map_err(|source| TreefileError::Io {
+                path: file.to_owned(),
+                source,
+            })?;
+            Ok(hex::encode(sha2::Sha256::digest(bytes)))
         };
+        let mut external_digests = Vec::new();
+        if let Some(script) = &raw.postprocess_script {
+            external_digests.push(format!("postprocess-script {}", digest(script)?));
+        }
+        let add_files = raw.add_files.take().unwrap_or_default();
+        for f in &add_files {
+            if !f.source.is_file() {
+                return Err(TreefileError::Invalid {
+                    path: path.to_owned(),
+                    msg: format!("`add-files`: {} is not a file", f.source.display()),
+                });
+            }
+            external_digests.push(format!("add-files {:?} {}", f.written, digest(&f.source)?));
+        }
+        let remove_from_packages = raw.remove_from_packages.take().unwrap_or_default();
+        let files_remove_regex =
+            compile_remove_from_packages(&remove_from_packages).map_err(|msg| TreefileError::Invalid {
+                path: path.to_owned(),
+                msg: format!("`remove-from-packages`: {msg}"),
+            })?;
+        let mutate_os_release = raw
+            .mutate_os_release
+            .take()
+            .map(|m| treefile_vars::substitute(&m, &vars));
+        let mut warnings = deprecation_warnings(&raw.rojig, raw.cliwrap);
+        let boot_location = raw.boot_location.unwrap_or_default();
+        if boot_location != BootLocation::Modules {
+            warnings.push("boot-location: new is deprecated, use boot-location: modules (as rpm-ostree warns)".into());
+        }
         if let Some(prefix) = &raw.automatic_version_prefix {
             crate::compose_tree::check_version_prefix(prefix).map_err(|msg| TreefileError::Invalid {
                 path: path.to_owned(),
@@ -380,11 +509,20 @@ impl Treefile {
             ignore_removed_groups: raw.ignore_removed_groups.unwrap_or_default(),
             initramfs_args: raw.initramfs_args.unwrap_or_default(),
             postprocess_script: raw.postprocess_script,
-            postprocess_script_sha256,
+            external_digests,
             postprocess: raw.postprocess.unwrap_or_default(),
             machineid_compat: raw.machineid_compat.unwrap_or(true),
             variables: vars,
-            warnings: deprecation_warnings(&raw.rojig, raw.cliwrap),
+            warnings,
+            remove_from_packages,
+            files_remove_regex,
+            add_files,
+            mutate_os_release,
+            tmp_is_dir: raw.tmp_is_dir.unwrap_or(false),
+            readonly_executables: raw.readonly_executables.unwrap_or(false),
+            container_cmd: raw.container_cmd.unwrap_or_default(),
+            boot_location,
+            rpmdb: raw.rpmdb.unwrap_or_default(),
         })
     }
 
@@ -450,6 +588,26 @@ fn line_of_key(text: &str, key: &str) -> usize {
         })
         .map(|i| i + 1)
         .unwrap_or(1)
+}
+
+/// `remove-from-packages` entries are `[package, regex, ...]`; the patterns are searched (not anchored)
+/// in each file's path as the commit will hold it, as rpm-ostree's checkout filter does with GLib's
+/// JavaScript-compatible regexes.
+fn compile_remove_from_packages(entries: &[Vec<String>]) -> Result<BTreeMap<String, Vec<regex::Regex>>, String> {
+    let mut rules: BTreeMap<String, Vec<regex::Regex>> = BTreeMap::new();
+    for (n, entry) in entries.iter().enumerate() {
+        let [package, patterns @ ..] = entry.as_slice() else {
+            return Err(format!("entry {} is empty", n + 1));
+        };
+        if patterns.is_empty() {
+            return Err(format!("entry {} (`{package}`) names no pattern", n + 1));
+        }
+        for p in patterns {
+            let re = regex::Regex::new(p).map_err(|e| format!("entry {} (`{package}`): {e}", n + 1))?;
+            rules.entry(package.clone()).or_default().push(re);
+        }
+    }
+    Ok(rules)
 }
 
 /// rpm-ostree accepts these keys but has deprecated them; fedostree ignores them and says so.
@@ -529,6 +687,25 @@ impl Walk<'_> {
         if let Some(script) = raw.postprocess_script.take() {
             raw.postprocess_script = Some(path.parent().unwrap_or(Path::new(".")).join(script));
         }
+        for f in raw.add_files.iter_mut().flatten() {
+            if !add_files_dest_is_valid(&f.dest) {
+                return Err(invalid(
+                    "add-files",
+                    format!(
+                        "unsupported destination `{}` (rpm-ostree allows /usr except /usr/local, /etc, /bin, /sbin, /lib, /lib64)",
+                        f.dest
+                    ),
+                ));
+            }
+            f.source = path.parent().unwrap_or(Path::new(".")).join(&f.written);
+        }
+        if raw.boot_location.is_some() && raw.boot_location_legacy.is_some() {
+            return Err(invalid(
+                "boot-location",
+                "set twice, also as `boot_location` (rpm-ostree refuses both forms too)".into(),
+            ));
+        }
+        raw.boot_location = raw.boot_location.or(raw.boot_location_legacy.take());
         for (new, legacy, name) in [
             (
                 &mut raw.default_target,
@@ -660,6 +837,15 @@ fn check_keys(map: &serde_yaml_ng::Mapping, text: &str, path: &Path) -> Result<(
                 | "automatic_version_prefix"
                 | "rojig"
                 | "cliwrap"
+                | "remove-from-packages"
+                | "add-files"
+                | "mutate-os-release"
+                | "tmp-is-dir"
+                | "readonly-executables"
+                | "container-cmd"
+                | "boot-location"
+                | "boot_location"
+                | "rpmdb"
         ) || key.strip_prefix("packages-").is_some_and(|a| BASEARCHES.contains(&a));
         if !known {
             return Err(TreefileError::UnknownKey {
@@ -779,10 +965,10 @@ mod tests {
     #[test]
     fn rpm_ostree_key_not_supported_yet() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nadd-files: [[a, /a]]\n");
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nostree-layers: [a]\n");
         let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
         assert!(
-            e.contains("t.yaml:3: treefile key `add-files` (rpm-ostree) is not supported yet"),
+            e.contains("t.yaml:3: treefile key `ostree-layers` (rpm-ostree) is not supported yet"),
             "{e}"
         );
     }
@@ -993,8 +1179,10 @@ mod tests {
         assert!(e.contains("entry 1: an inline treefile cannot use `include`"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {pacakges: [y]}\n");
         assert!(e.contains("unknown treefile key `pacakges`"), "{e}");
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {ostree-layers: []}\n");
+        assert!(e.contains("`ostree-layers` (rpm-ostree) is not supported yet"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {add-files: []}\n");
-        assert!(e.contains("`add-files` (rpm-ostree) is not supported yet"), "{e}");
+        assert!(e.contains("entry 1: an inline treefile cannot use `add-files`"), "{e}");
         let e = load(
             "ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {packages: 5}\n",
         );
@@ -1047,11 +1235,11 @@ mod tests {
         let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
         assert!(e.contains("post.sh"), "{e}");
         write(d.path(), "post.sh", "#!/bin/sh\necho one\n");
-        let one = Treefile::load(&p, "t", "x86_64").unwrap().postprocess_script_sha256;
+        let one = Treefile::load(&p, "t", "x86_64").unwrap().external_digests;
         write(d.path(), "post.sh", "#!/bin/sh\necho two\n");
-        let two = Treefile::load(&p, "t", "x86_64").unwrap().postprocess_script_sha256;
+        let two = Treefile::load(&p, "t", "x86_64").unwrap().external_digests;
         assert!(
-            one.is_some() && one != two,
+            !one.is_empty() && one != two,
             "a changed script changes the compose's inputs"
         );
     }
@@ -1062,13 +1250,18 @@ mod tests {
         let p = write(
             d.path(),
             "t.yaml",
-            "ref: a\npackages: [x]\ndefault_target: multi-user.target\nautomatic_version_prefix: '2'\nrojig: {name: a, summary: b, license: MIT}\ncliwrap: true\n",
+            "ref: a\npackages: [x]\ndefault_target: multi-user.target\nautomatic_version_prefix: '2'\nrojig: {name: a, summary: b, license: MIT}\ncliwrap: true\nboot_location: modules\n",
         );
         let t = Treefile::load(&p, "t", "x86_64").unwrap();
+        assert_eq!(t.boot_location, BootLocation::Modules);
         assert_eq!(t.default_target.as_deref(), Some("multi-user.target"));
         assert_eq!(t.automatic_version_prefix.as_deref(), Some("2"));
         assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
         assert!(t.warnings[0].contains("`rojig` is deprecated") && t.warnings[1].contains("`cliwrap`"));
+        let p = write(d.path(), "n.yaml", "ref: a\npackages: [x]\n");
+        let t = Treefile::load(&p, "n", "x86_64").unwrap();
+        assert_eq!(t.boot_location, BootLocation::New, "rpm-ostree's default");
+        assert!(t.warnings[0].contains("boot-location: new is deprecated"), "{:?}", t.warnings);
         let p = write(
             d.path(),
             "b.yaml",
@@ -1079,7 +1272,7 @@ mod tests {
             e.contains("b.yaml: line 3: `default-target`: set twice, also as `default_target`"),
             "{e}"
         );
-        let p = write(d.path(), "c.yaml", "ref: a\npackages: [x]\ncliwrap: false\n");
+        let p = write(d.path(), "c.yaml", "ref: a\npackages: [x]\ncliwrap: false\nboot-location: modules\n");
         assert!(Treefile::load(&p, "c", "x86_64").unwrap().warnings.is_empty());
     }
 }

@@ -128,6 +128,9 @@ impl UnpackCache {
             h.update(part.as_bytes());
             h.update([0]);
         }
+        if opts.readonly_executables {
+            h.update(b"readonly-executables\0");
+        }
         let entry = self.dir.join(hex::encode(h.finalize()));
         if let Some(found) = load(&entry)? {
             return Ok(found);

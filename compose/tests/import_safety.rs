@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 const OPTS: ImportOptions = ImportOptions {
     documentation: true,
     verify: None,
+    readonly_executables: false,
 };
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {

@@ -13,6 +13,7 @@ use std::path::Path;
 const OPTS: ImportOptions = ImportOptions {
     documentation: true,
     verify: None,
+    readonly_executables: false,
 };
 
 fn pkg(dir: &Path) -> std::path::PathBuf {
