@@ -417,6 +417,24 @@ rpmdb: host
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         assert_eq!(ostree(&repo, &["rev-parse", r]), before);
     }
+
+    // check-passwd/check-groups files beside the treefile: matching ones compose.
+    std::fs::write(work.join("files/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(work.join("files/group"), "root:x:0:\n").unwrap();
+    std::fs::write(
+        &tree,
+        format!("{text}check-passwd: {{type: file, filename: files/passwd}}\ncheck-groups: {{type: file, filename: files/group}}\n"),
+    )
+    .unwrap();
+    ok(&fedostree(
+        good_state,
+        &["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"],
+    ));
+    assert_ne!(
+        ostree(&repo, &["rev-parse", r]),
+        before,
+        "the check files are compose inputs"
+    );
 }
 
 /// The dev repository, copied so a test can change it, with its key.

@@ -252,12 +252,21 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
 }
 
 /// rpm-ostree's rule for /etc/group across composes, through the binary: base/minimal's packages under
-/// server/docker-io's ref would drop the `docker` group Docker's package declared. That compose is
-/// refused, naming the group, and the ref stays; listed under `ignore-removed-groups` it goes through.
+/// server/docker-io's ref drop the `docker` group Docker's package declared. While a file of the tree
+/// is still owned by its gid that compose is refused, naming the group, and the ref stays; listed under
+/// `ignore-removed-groups` it goes through. A group that owns nothing any more may go (rpm-ostree's
+/// "unused group removed").
 fn accounts_are_never_dropped_silently(state: &Path) {
     let reff = "fedostree/server/x86_64/docker-io";
     let rev = |s: &Path| String::from_utf8(ostree(&s.join("repo"), &["rev-parse", reff]).stdout).unwrap();
     let before = rev(state);
+    let group = String::from_utf8(ostree(&state.join("repo"), &["cat", reff, "/usr/etc/group"]).stdout).unwrap();
+    let docker_gid = group
+        .lines()
+        .find_map(|l| l.strip_prefix("docker:x:"))
+        .and_then(|rest| rest.split(':').next())
+        .expect("docker-io has a docker group")
+        .to_owned();
     let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/base");
     let dir = state.join("shrunk-tree");
     std::fs::create_dir_all(&dir).unwrap();
@@ -270,20 +279,32 @@ fn accounts_are_never_dropped_silently(state: &Path) {
         std::fs::write(&p, format!("include: {}\nref: {reff}\n{extra}", include.display())).unwrap();
         p.to_string_lossy().into_owned()
     };
-    let out = fedostree(state, &["compose", "--tree", &treefile(""), "--arch", "x86_64"]);
+    let still_owned = format!(
+        "postprocess:\n  - |\n    #!/bin/sh\n    set -e\n    touch /usr/share/left-behind\n    chown 0:{docker_gid} /usr/share/left-behind\n"
+    );
+    let out = fedostree(
+        state,
+        &["compose", "--tree", &treefile(&still_owned), "--arch", "x86_64"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("group `docker`") && err.contains("ignore-removed-groups"),
+        err.contains("group `docker`") && err.contains("owns files") && err.contains("ignore-removed-groups"),
         "{err}"
     );
     assert_eq!(rev(state), before, "a refused compose moved the ref");
+    let out = fedostree(state, &["compose", "--tree", &treefile(""), "--arch", "x86_64"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(rev(state), before);
+    // Back to the commit that has the group, for the last case.
+    let reset = ostree(&state.join("repo"), &["reset", reff, before.trim()]);
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
     let out = fedostree(
         state,
         &[
             "compose",
             "--tree",
-            &treefile("ignore-removed-groups: [docker]\n"),
+            &treefile(&format!("{still_owned}ignore-removed-groups: [docker]\n")),
             "--arch",
             "x86_64",
         ],

@@ -241,6 +241,9 @@ fn assemble(
         ignore_removed_users: &tf.ignore_removed_users,
         ignore_removed_groups: &tf.ignore_removed_groups,
         etc_group_members: &tf.etc_group_members,
+        preserve_passwd: tf.preserve_passwd,
+        check_passwd: &tf.check_passwd,
+        check_groups: &tf.check_groups,
     };
     crate::progress::timed("sysusers", || crate::accounts::create(root, previous, &policy))?;
     import::apply_owners(root, &imported)?;
@@ -269,6 +272,8 @@ fn assemble(
             &format!("postprocess-script {}", script.display()),
         )?;
     }
+    // After the scripts, which may change accounts too; before /etc moves.
+    crate::accounts::check(root, previous, &policy)?;
     let t = std::time::Instant::now();
     let layout = postprocess::Layout {
         initramfs_args: &tf.initramfs_args,

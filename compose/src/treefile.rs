@@ -27,9 +27,6 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "repo-packages",
     "modules",
     "install-langs",
-    "preserve-passwd",
-    "check-passwd",
-    "check-groups",
     "container",
     "opt-usrlocal",
     "sysroot-readonly",
@@ -103,6 +100,8 @@ const NOT_INLINE: &[&str] = &[
     "variables",
     "postprocess-script",
     "add-files",
+    "check-passwd",
+    "check-groups",
 ];
 
 /// `boot-location`: where the kernel and initramfs live in the tree. rpm-ostree's default `new` also
@@ -113,6 +112,48 @@ pub enum BootLocation {
     #[default]
     New,
     Modules,
+}
+
+/// `check-passwd` / `check-groups`: what the tree's accounts are checked against before commit
+/// (rpm-ostree's default is `previous`, the previous commit's). `file` names a passwd or group file
+/// beside the treefile (resolved while it is read; its content is a compose input).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AccountCheck<E> {
+    None,
+    #[default]
+    Previous,
+    File {
+        filename: PathBuf,
+    },
+    Data {
+        entries: BTreeMap<String, E>,
+    },
+}
+
+impl<E> AccountCheck<E> {
+    fn resolve_file(&mut self, dir: &Path) {
+        if let AccountCheck::File { filename } = self {
+            *filename = dir.join(&*filename);
+        }
+    }
+}
+
+/// A `check-passwd` data entry: a uid (the primary gid then equals it) or `[uid, gid]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PasswdIds {
+    Same(u32),
+    Pair(u32, u32),
+}
+
+impl PasswdIds {
+    pub fn ids(self) -> (u32, u32) {
+        match self {
+            PasswdIds::Same(id) => (id, id),
+            PasswdIds::Pair(uid, gid) => (uid, gid),
+        }
+    }
 }
 
 /// `rpmdb`: the database is written in the format the tree's own rpm reads (`target`) or in the
@@ -236,6 +277,9 @@ struct RawTreefile {
     #[serde(rename = "boot_location")]
     boot_location_legacy: Option<BootLocation>,
     rpmdb: Option<RpmdbBackend>,
+    preserve_passwd: Option<bool>,
+    check_passwd: Option<AccountCheck<PasswdIds>>,
+    check_groups: Option<AccountCheck<u32>>,
 }
 
 impl RawTreefile {
@@ -313,6 +357,9 @@ impl RawTreefile {
             boot_location: self.boot_location.or(base.boot_location),
             boot_location_legacy: None,
             rpmdb: self.rpmdb.or(base.rpmdb),
+            preserve_passwd: self.preserve_passwd.or(base.preserve_passwd),
+            check_passwd: self.check_passwd.or(base.check_passwd),
+            check_groups: self.check_groups.or(base.check_groups),
         }
     }
 }
@@ -378,6 +425,11 @@ pub struct Treefile {
     pub container_cmd: Vec<String>,
     pub boot_location: BootLocation,
     pub rpmdb: RpmdbBackend,
+    /// Seed the tree's accounts with the previous commit's (or `check-*`'s file's) before
+    /// sysusers runs, so ids stay stable.
+    pub preserve_passwd: bool,
+    pub check_passwd: AccountCheck<PasswdIds>,
+    pub check_groups: AccountCheck<u32>,
 }
 
 impl Treefile {
@@ -473,6 +525,31 @@ impl Treefile {
                 path: path.to_owned(),
                 msg: format!("`remove-from-packages`: {msg}"),
             })?;
+        let check_passwd = raw.check_passwd.take().unwrap_or_default();
+        let check_groups = raw.check_groups.take().unwrap_or_default();
+        for (key, file) in [
+            ("check-passwd", check_file(&check_passwd)),
+            ("check-groups", check_file(&check_groups)),
+        ] {
+            if let Some(file) = file {
+                if !file.is_file() {
+                    return Err(TreefileError::Invalid {
+                        path: path.to_owned(),
+                        msg: format!("`{key}`: {} is not a file", file.display()),
+                    });
+                }
+                external_digests.push(format!("{key} {}", digest(file)?));
+            }
+        }
+        let preserve_passwd = raw.preserve_passwd.unwrap_or(true);
+        if preserve_passwd && check_file(&check_passwd).is_some() != check_file(&check_groups).is_some() {
+            return Err(TreefileError::Invalid {
+                path: path.to_owned(),
+                msg: "`check-passwd` and `check-groups` must both be of type file or neither: accounts are \
+                      preserved from the files or from the previous commit, not one from each (as rpm-ostree)"
+                    .into(),
+            });
+        }
         let mutate_os_release = raw
             .mutate_os_release
             .take()
@@ -523,6 +600,9 @@ impl Treefile {
             container_cmd: raw.container_cmd.unwrap_or_default(),
             boot_location,
             rpmdb: raw.rpmdb.unwrap_or_default(),
+            preserve_passwd,
+            check_passwd,
+            check_groups,
         })
     }
 
@@ -588,6 +668,13 @@ fn line_of_key(text: &str, key: &str) -> usize {
         })
         .map(|i| i + 1)
         .unwrap_or(1)
+}
+
+fn check_file<E>(check: &AccountCheck<E>) -> Option<&Path> {
+    match check {
+        AccountCheck::File { filename } => Some(filename),
+        _ => None,
+    }
 }
 
 /// `remove-from-packages` entries are `[package, regex, ...]`; the patterns are searched (not anchored)
@@ -706,6 +793,13 @@ impl Walk<'_> {
             ));
         }
         raw.boot_location = raw.boot_location.or(raw.boot_location_legacy.take());
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if let Some(c) = &mut raw.check_passwd {
+            c.resolve_file(dir);
+        }
+        if let Some(c) = &mut raw.check_groups {
+            c.resolve_file(dir);
+        }
         for (new, legacy, name) in [
             (
                 &mut raw.default_target,
@@ -846,6 +940,9 @@ fn check_keys(map: &serde_yaml_ng::Mapping, text: &str, path: &Path) -> Result<(
                 | "boot-location"
                 | "boot_location"
                 | "rpmdb"
+                | "preserve-passwd"
+                | "check-passwd"
+                | "check-groups"
         ) || key.strip_prefix("packages-").is_some_and(|a| BASEARCHES.contains(&a));
         if !known {
             return Err(TreefileError::UnknownKey {
@@ -1261,7 +1358,11 @@ mod tests {
         let p = write(d.path(), "n.yaml", "ref: a\npackages: [x]\n");
         let t = Treefile::load(&p, "n", "x86_64").unwrap();
         assert_eq!(t.boot_location, BootLocation::New, "rpm-ostree's default");
-        assert!(t.warnings[0].contains("boot-location: new is deprecated"), "{:?}", t.warnings);
+        assert!(
+            t.warnings[0].contains("boot-location: new is deprecated"),
+            "{:?}",
+            t.warnings
+        );
         let p = write(
             d.path(),
             "b.yaml",
@@ -1272,7 +1373,11 @@ mod tests {
             e.contains("b.yaml: line 3: `default-target`: set twice, also as `default_target`"),
             "{e}"
         );
-        let p = write(d.path(), "c.yaml", "ref: a\npackages: [x]\ncliwrap: false\nboot-location: modules\n");
+        let p = write(
+            d.path(),
+            "c.yaml",
+            "ref: a\npackages: [x]\ncliwrap: false\nboot-location: modules\n",
+        );
         assert!(Treefile::load(&p, "c", "x86_64").unwrap().warnings.is_empty());
     }
 }
