@@ -106,6 +106,16 @@ enum Command {
         /// Write the compose result as JSON (an array when composing several arches).
         #[arg(long)]
         write_compose_json: Option<PathBuf>,
+        /// Read a lockfile (JSON or YAML; repeatable, later ones win), after the
+        /// manifest-lock.<basearch>.json and manifest-lock.overrides[.<basearch>].yaml beside the treefile.
+        #[arg(long = "ex-lockfile", value_name = "FILE")]
+        lockfiles: Vec<PathBuf>,
+        /// Only allow locked packages.
+        #[arg(long = "ex-lockfile-strict")]
+        lockfile_strict: bool,
+        /// Write the solved package set as a lockfile (one --arch).
+        #[arg(long = "ex-write-lockfile-to", value_name = "FILE")]
+        write_lockfile_to: Option<PathBuf>,
     },
     /// Compose, update the cached image, boot it, run the installed-tests, publish on pass.
     /// Exit 0: tested and published; 1: tests failed, nothing published; 2: infrastructure error.
@@ -174,16 +184,27 @@ fn run(cli: Cli) -> Result<Exit> {
             print_only,
             force,
             write_compose_json,
+            lockfiles,
+            lockfile_strict,
+            write_lockfile_to,
         } => {
             if print_only {
                 let trees = sources()?.trees;
                 return cmd_print_treefile(&tree, &trees, &arches(arch));
+            }
+            if write_lockfile_to.is_some() && arches(arch).len() > 1 {
+                fedostree_util::bail_input!(
+                    "--ex-write-lockfile-to writes one architecture's lockfile: give one --arch"
+                );
             }
             let opts = |arch| compose_tree::ComposeOptions {
                 tree: tree.clone(),
                 arch,
                 dry_run,
                 force,
+                lockfiles: lockfiles.clone(),
+                lockfile_strict,
+                write_lockfile_to: write_lockfile_to.clone(),
             };
             let sources = sources()?;
             let opts: Vec<_> = arches(arch).into_iter().map(opts).collect();

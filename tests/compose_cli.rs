@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 mod common;
 use common::{fedostree, state_dir};
+#[path = "../compose/tests/common/mod.rs"]
+mod pkg;
 
 fn main() {
     run_tests(vec![
@@ -204,6 +206,9 @@ fn compose_both_arches_noop_bump_and_diff() {
     signatures(&state);
     treefile_features(&state);
     treefile_edits(&state);
+    lockfiles_and_repo_packages(&state);
+    ostree_layers(&state);
+    opt_and_usr_local(&state);
 }
 
 /// rpm-ostree's treefile features on real RPMs: variables, `releasever`, conditional includes (a
@@ -435,6 +440,387 @@ rpmdb: host
         before,
         "the check files are compose inputs"
     );
+}
+
+/// Lockfiles as rpm-ostree and coreos-assembler use them, and `repo-packages`, on real repositories:
+/// `old` is a copy of the dev repository, then fedostree-motd is bumped in the dev repository, so two
+/// releases exist in two repositories.
+fn lockfiles_and_repo_packages(good_state: &Path) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-lockfiles");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let old = copy_devrepo(good_state, &work.join("old-repo"));
+    ok(&fedostree(
+        good_state,
+        &["devrepo", "--arch", "x86_64", "--bump", "fedostree-motd"],
+    ));
+    let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/dev");
+    let dir = work.join("tree");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["common.yaml", "fedostree-dev.repo"] {
+        std::fs::copy(trees.join(f), dir.join(f)).unwrap();
+    }
+    let key = good_state.join("devrepo/RPM-GPG-KEY-fedostree-dev");
+    std::fs::write(
+        dir.join("old.repo"),
+        format!(
+            "[old]\nbaseurl=file://{}\ngpgcheck=1\ngpgkey=file://{}\n",
+            old.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let tree = dir.join("locked.yaml");
+    let write_tree = |extra: &str| {
+        std::fs::write(
+            &tree,
+            format!("include: common.yaml\nref: test/locked\npackages: [fedostree-motd]\n{extra}"),
+        )
+        .unwrap();
+    };
+    let t = tree.to_str().unwrap();
+    // --dry-run prints the solved set, a package per line.
+    let motd = |out: &Output| -> String {
+        let listed = ok(out);
+        listed
+            .lines()
+            .map(str::trim)
+            .find(|p| p.starts_with("fedostree-motd-"))
+            .unwrap()
+            .to_owned()
+    };
+    let dry = |extra: &[&str]| {
+        let mut args = vec!["compose", "--tree", t, "--arch", "x86_64", "--dry-run"];
+        args.extend(extra);
+        fedostree(good_state, &args)
+    };
+
+    // Both repositories: the newest release wins; `repo-packages` pins it to the old repository.
+    write_tree("repos: [old]\n");
+    let newest = motd(&dry(&[]));
+    write_tree("repos: [old]\nrepo-packages:\n  - repo: old\n    packages: [fedostree-motd]\n");
+    let pinned = motd(&dry(&[]));
+    assert_ne!(newest, pinned, "repo-packages took fedostree-motd from `old`");
+
+    // --ex-write-lockfile-to writes the solved set; composing with it gives the same set.
+    write_tree("");
+    let lock = work.join("lock.json");
+    let l = lock.to_str().unwrap();
+    let out = dry(&["--ex-write-lockfile-to", l]);
+    assert_eq!(motd(&out), newest);
+    let written = json(&lock);
+    assert_eq!(
+        written["packages"]["fedostree-motd"]["evra"]
+            .as_str()
+            .map(|e| format!("fedostree-motd-{e}")),
+        Some(newest.clone())
+    );
+    assert!(written["packages"]["busybox"]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert!(written["metadata"]["rpmmd_repos"]["fedostree-dev"]["generated"].is_string());
+
+    // Locked to the old release, in a lockfile-repos repository (offering only locked packages).
+    let old_evra = pinned.trim_start_matches("fedostree-motd-");
+    std::fs::write(
+        dir.join("manifest-lock.overrides.yaml"),
+        format!("packages:\n  fedostree-motd:\n    evra: {old_evra}\n"),
+    )
+    .unwrap();
+    // As coreos-assembler keeps them: the lock beside the treefile, the override after it.
+    std::fs::copy(&lock, dir.join("manifest-lock.x86_64.json")).unwrap();
+    write_tree("lockfile-repos: [old]\n");
+    let out = dry(&[]);
+    assert_eq!(
+        motd(&out),
+        pinned,
+        "the override beside the treefile pins the old release"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Loaded lockfiles:"));
+    // Strict: every package must be locked; the lockfiles lock them all.
+    let out = dry(&["--ex-lockfile-strict"]);
+    assert_eq!(motd(&out), pinned);
+    // An explicit --ex-lockfile comes last: the written lock's newest release wins again.
+    assert_eq!(motd(&dry(&["--ex-lockfile", l])), newest);
+    std::fs::remove_file(dir.join("manifest-lock.x86_64.json")).unwrap();
+
+    // A lock no repository satisfies: a warning naming it, then the depsolve fails; nothing moves.
+    std::fs::write(
+        dir.join("manifest-lock.overrides.yaml"),
+        "packages:\n  fedostree-motd:\n    evr: 0.1-1\n",
+    )
+    .unwrap();
+    let out = fedostree(good_state, &["compose", "--tree", t, "--arch", "x86_64"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("couldn't find locked package `fedostree-motd-0.1-1`") && err.contains("fedostree-motd"),
+        "{err}"
+    );
+    assert!(!good_state.join("repo/refs/heads/test/locked").exists());
+    std::fs::remove_file(dir.join("manifest-lock.overrides.yaml")).unwrap();
+
+    // Strict with a lockfile that misses a needed package; a malformed lockfile; repo-packages naming
+    // a repository the tree does not enable.
+    std::fs::write(
+        work.join("partial.json"),
+        r#"{"packages": {"busybox": {"evr": "0:1-1"}}}"#,
+    )
+    .unwrap();
+    std::fs::write(work.join("bad.json"), r#"{"packages": {"busybox": {"evra": "1-1"}}}"#).unwrap();
+    let partial = work.join("partial.json");
+    let bad = work.join("bad.json");
+    for (args, extra, needle) in [
+        (
+            vec!["--ex-lockfile", partial.to_str().unwrap(), "--ex-lockfile-strict"],
+            "",
+            "no package provides",
+        ),
+        (
+            vec!["--ex-lockfile", bad.to_str().unwrap()],
+            "",
+            "bad.json: package `busybox` has a malformed evra `1-1`",
+        ),
+        (
+            vec![],
+            "repo-packages:\n  - repo: nosuch\n    packages: [x]\n",
+            "repository `nosuch` is not enabled",
+        ),
+        (vec!["--ex-lockfile-strict"], "", "--ex-lockfile-strict: no lockfile"),
+    ] {
+        write_tree(extra);
+        let mut a = vec!["compose", "--tree", t, "--arch", "x86_64"];
+        a.extend(args);
+        let out = fedostree(good_state, &a);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+/// `ostree-layers` and `ostree-override-layers` as coreos-assembler uses them: `overlay.d/NAME` beside
+/// the treefile becomes the commit `overlay/NAME`, checked out over the packages before the
+/// scriptlets; a ref already in the repository works too. A layer file that differs from a package's
+/// is an error unless the layer overrides.
+fn ostree_layers(good_state: &Path) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-layers");
+    let _ = std::fs::remove_dir_all(&work);
+    let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/dev");
+    std::fs::create_dir_all(work.join("overlay.d/10-extra/usr/bin")).unwrap();
+    std::fs::create_dir_all(work.join("overlay.d/20-motd/etc")).unwrap();
+    for f in ["common.yaml", "fedostree-dev.repo"] {
+        std::fs::copy(trees.join(f), work.join(f)).unwrap();
+    }
+    std::fs::write(
+        work.join("overlay.d/10-extra/usr/bin/fedostree-layered"),
+        "#!/bin/sh\necho layered\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        work.join("overlay.d/10-extra/usr/bin/fedostree-layered"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(work.join("overlay.d/20-motd/etc/motd"), "from a layer\n").unwrap();
+    let src = work.join("src");
+    std::fs::create_dir_all(src.join("usr/share/fedostree-src")).unwrap();
+    std::fs::write(src.join("usr/share/fedostree-src/file"), "committed before\n").unwrap();
+    let repo = good_state.join("repo");
+    ostree(
+        &repo,
+        &[
+            "commit",
+            "--branch=test/layer-src",
+            "--owner-uid=0",
+            "--owner-gid=0",
+            &format!("--tree=dir={}", src.display()),
+        ],
+    );
+    let tree = work.join("layered.yaml");
+    let t = tree.to_str().unwrap();
+    let write_tree = |extra: &str| {
+        std::fs::write(
+            &tree,
+            format!("include: common.yaml\nref: test/layered\npackages: [fedostree-motd]\n{extra}"),
+        )
+        .unwrap();
+    };
+    let compose = || fedostree(good_state, &["compose", "--tree", t, "--arch", "x86_64"]);
+    let r = "test/layered";
+
+    write_tree("ostree-layers: [overlay/10-extra, test/layer-src]\nostree-override-layers: [overlay/20-motd]\n");
+    ok(&compose());
+    assert_eq!(
+        ostree(&repo, &["cat", r, "/usr/bin/fedostree-layered"]),
+        "#!/bin/sh\necho layered\n"
+    );
+    assert!(
+        ostree(&repo, &["ls", r, "/usr/bin/fedostree-layered"]).starts_with("-00555 0 0"),
+        "overlay executables are committed read-only, as coreos-assembler does"
+    );
+    assert_eq!(
+        ostree(&repo, &["cat", r, "/usr/share/fedostree-src/file"]),
+        "committed before\n"
+    );
+    assert_eq!(
+        ostree(&repo, &["cat", r, "/usr/etc/motd"]),
+        "from a layer\n",
+        "the override layer won"
+    );
+    let first = ostree(&repo, &["rev-parse", r]);
+    // Same overlays: same overlay commits, so nothing to compose.
+    let out = compose();
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no changes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A changed overlay file is a new input.
+    std::fs::write(
+        work.join("overlay.d/10-extra/usr/bin/fedostree-layered"),
+        "#!/bin/sh\necho changed\n",
+    )
+    .unwrap();
+    ok(&compose());
+    assert_ne!(ostree(&repo, &["rev-parse", r]), first);
+    let second = ostree(&repo, &["rev-parse", r]);
+
+    // Not overriding: the motd differs from fedostree-motd's, so the compose fails naming the layer.
+    for (extra, needle) in [
+        (
+            "ostree-layers: [overlay/20-motd]\n",
+            "ostree-layers: `overlay/20-motd`: /etc/motd differs from what the packages put there",
+        ),
+        (
+            "ostree-layers: [overlay/nosuch]\n",
+            "ostree-layers: ref `overlay/nosuch` is not in",
+        ),
+        (
+            "ostree-override-layers: [no/such/ref]\n",
+            "ostree-override-layers: ref `no/such/ref` is not in",
+        ),
+    ] {
+        write_tree(extra);
+        let out = compose();
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        assert_eq!(ostree(&repo, &["rev-parse", r]), second);
+    }
+
+    // `container: true`: no kernel and no busybox; it composes, and is refused by `image` by name.
+    let base = work.join("container.yaml");
+    std::fs::write(
+        &base,
+        "ref: test/container\nrepos: [fedostree-dev]\npackages: [fedostree-motd]\ncontainer: true\nrecommends: false\n",
+    )
+    .unwrap();
+    let cj = work.join("container.json");
+    let b = base.to_str().unwrap();
+    ok(&fedostree(
+        good_state,
+        &[
+            "compose",
+            "--tree",
+            b,
+            "--arch",
+            "x86_64",
+            "--write-compose-json",
+            cj.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(json(&cj)["bootable"], false);
+    let files = ostree(&repo, &["ls", "-R", "test/container", "/usr"]);
+    assert!(files.contains("/usr/etc/motd") && !files.contains("vmlinuz"), "{files}");
+    assert!(
+        ostree(&repo, &["ls", "test/container", "/tmp"]).starts_with("d01777"),
+        "tmp-is-dir is implied"
+    );
+    let out = fedostree(good_state, &["image", "--tree", b, "--arch", "x86_64"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the tree is not bootable (`container: true`)"));
+    // Without it, the same tree is refused for want of a kernel.
+    std::fs::write(
+        &base,
+        "ref: test/container2\nrepos: [fedostree-dev]\npackages: [fedostree-motd]\nrecommends: false\n",
+    )
+    .unwrap();
+    let out = fedostree(good_state, &["compose", "--tree", b, "--arch", "x86_64"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no kernel in the tree"));
+}
+
+/// Packages with `/opt` and `/usr/local` content compose as rpm-ostree composes them: `/opt/NAME`
+/// lives in `/usr/lib/opt/NAME`, linked from `/opt` by tmpfiles at boot; with `opt-usrlocal: var` (the
+/// default) `/usr/local` links to `/var/usrlocal`, whose directories tmpfiles makes (a file there is
+/// dropped, named); with `root` both are plain directories.
+fn opt_and_usr_local(good_state: &Path) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-opt");
+    let _ = std::fs::remove_dir_all(&work);
+    let repo_dir = work.join("repo");
+    pkg::Pkg::new("optapp", "1.0", "noarch")
+        .dir("/opt/optapp")
+        .dir("/opt/optapp/bin")
+        .file("/opt/optapp/bin/run", "#!/bin/sh\necho run\n", 0o755)
+        .dir("/usr/local/share/optapp")
+        .file("/usr/local/bin/optapp-tool", "tool\n", 0o755)
+        .write(&repo_dir);
+    pkg::createrepo(&repo_dir);
+    let tree = work.join("opt.yaml");
+    std::fs::write(
+        work.join("r.repo"),
+        format!("[r]\nbaseurl=file://{}\n", repo_dir.display()),
+    )
+    .unwrap();
+    let t = tree.to_str().unwrap();
+    let repo = good_state.join("repo");
+    for (mode, r) in [("var", "test/opt-var"), ("root", "test/opt-root")] {
+        std::fs::write(
+            &tree,
+            format!("ref: {r}\nrepos: [r]\npackages: [optapp]\ncontainer: true\nopt-usrlocal: {mode}\n"),
+        )
+        .unwrap();
+        let out = fedostree(good_state, &["compose", "--tree", t, "--arch", "x86_64"]);
+        ok(&out);
+        assert_eq!(
+            ostree(&repo, &["cat", r, "/usr/lib/opt/optapp/bin/run"]),
+            "#!/bin/sh\necho run\n"
+        );
+        let conf = ostree(&repo, &["cat", r, "/usr/lib/tmpfiles.d/fedostree-opt-usrlocal.conf"]);
+        assert!(
+            conf.contains("L /opt/optapp - - - - ../../usr/lib/opt/optapp"),
+            "{conf}"
+        );
+        let ls = |p: &str| ostree(&repo, &["ls", "-d", r, p]);
+        if mode == "var" {
+            assert!(ls("/opt").contains("/opt -> var/opt"), "{}", ls("/opt"));
+            assert!(
+                ls("/usr/local").contains("/usr/local -> ../var/usrlocal"),
+                "{}",
+                ls("/usr/local")
+            );
+            assert!(
+                conf.contains("d /var/usrlocal 0755 0 0 - -") && conf.contains("d /var/usrlocal/share/optapp 0755"),
+                "{conf}"
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("dropping /var/usrlocal/bin/optapp-tool"), "{err}");
+        } else {
+            assert!(ls("/opt").starts_with("d00755"), "{}", ls("/opt"));
+            assert_eq!(ostree(&repo, &["cat", r, "/usr/local/bin/optapp-tool"]), "tool\n");
+            assert!(!conf.contains("usrlocal"), "{conf}");
+        }
+    }
+    std::fs::write(
+        &tree,
+        "ref: test/opt-so\nrepos: [r]\npackages: [optapp]\ncontainer: true\nopt-usrlocal: stateoverlay\n",
+    )
+    .unwrap();
+    let out = fedostree(good_state, &["compose", "--tree", t, "--arch", "x86_64"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ostree-state-overlay@"));
 }
 
 /// The dev repository, copied so a test can change it, with its key.

@@ -188,13 +188,17 @@ pub fn prepare(
     let opts = ComposeOptions {
         tree: tree.into(),
         arch: arch.into(),
-        dry_run: false,
-        force: false,
+        ..ComposeOptions::default()
     };
     fedostree_devrepo::ensure_for_tree(state, sources, tree, arch)?;
     let composed = compose_tree::compose(state, sources, &opts)?;
     timings.compose_s = t.elapsed().as_secs_f64();
     let commit = composed.commit.clone().context("compose produced no commit")?;
+    if !composed.bootable {
+        fedostree_util::bail_input!(
+            "{tree}: the tree is not bootable (`container: true`): it composes ({commit}) but has no kernel to boot"
+        );
+    }
     let harness_arch = harness_arch(arch)?;
     let t = Instant::now();
     let spec = ImageSpec {

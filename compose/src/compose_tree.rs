@@ -17,12 +17,18 @@ use sha2::{Digest, Sha256};
 /// Bumped whenever compose output changes for the same inputs, so old commits are not reused.
 pub const COMPOSE_VERSION: &str = "fedostree-compose-2";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ComposeOptions {
     pub tree: String,
     pub arch: String,
     pub dry_run: bool,
     pub force: bool,
+    /// `--ex-lockfile`: read after the lockfiles beside the treefile (later ones win).
+    pub lockfiles: Vec<std::path::PathBuf>,
+    /// `--ex-lockfile-strict`: only locked packages may be installed.
+    pub lockfile_strict: bool,
+    /// `--ex-write-lockfile-to`: the solved set as a lockfile.
+    pub write_lockfile_to: Option<std::path::PathBuf>,
 }
 
 /// The compose JSON (`--write-compose-json`) and the return value of [`compose`].
@@ -41,6 +47,8 @@ pub struct ComposeResult {
     pub packages: usize,
     #[serde(rename = "package-list")]
     pub package_list: Vec<String>,
+    /// False for a `container: true` tree: it has no kernel to boot.
+    pub bootable: bool,
 }
 
 /// Compose `opts.tree` (a name under `sources.trees` or a path) for `opts.arch` into `$STATE/repo`.
@@ -50,7 +58,26 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     for w in &tf.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
-    let repos = tf.load_repos(&state.devrepo_root()).map_err(InputError::wrap)?;
+    let mut lockfiles = crate::lockfile::beside_treefile(tf.dir(), &opts.arch);
+    lockfiles.extend(opts.lockfiles.iter().cloned());
+    let lock = match lockfiles.is_empty() {
+        true => None,
+        false => {
+            let lock = crate::lockfile::Lockfile::read(&lockfiles, opts.lockfile_strict)?;
+            let names: Vec<String> = lockfiles.iter().map(|f| f.display().to_string()).collect();
+            eprintln!("Loaded lockfiles:\n  {}", names.join("\n  "));
+            Some(lock)
+        }
+    };
+    if opts.lockfile_strict && lock.is_none() {
+        fedostree_util::bail_input!(
+            "--ex-lockfile-strict: no lockfile (--ex-lockfile, or manifest-lock.{}.json beside the treefile)",
+            opts.arch
+        );
+    }
+    let repos = tf
+        .load_repos_with(&state.devrepo_root(), lock.is_some())
+        .map_err(InputError::wrap)?;
     // One compose per state directory at a time: they share the repo, the caches and the dev repo.
     let _lock = fedostree_util::lock::FileLock::acquire_announced(&state.root().join("compose.lock"), "compose")?;
     // Scratch dirs of composes and dev repo builds that were killed (SIGKILL, power cut) go now.
@@ -59,8 +86,21 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         .iter()
         .map(|r| (r.gpgcheck || r.repo_gpgcheck).then(|| RepoKeys::load(r)).transpose())
         .collect::<Result<Vec<_>>>()?;
-    let solved = solve(state, &tf, &repos, &keys)?;
-    let inputhash = input_hash(&tf, &solved);
+    let solved = solve(state, &tf, &repos, &keys, lock.as_ref())?;
+    if let Some(path) = &opts.write_lockfile_to {
+        let ids: Vec<(String, Option<String>)> = repos.iter().map(|r| (r.id.clone(), None)).collect();
+        crate::lockfile::write(path, &solved, &ids)?;
+        eprintln!("wrote lockfile {}", path.display());
+    }
+    // Overlay commits are written into the repository: not for a dry run, whose hash leaves them out.
+    let layers = match opts.dry_run {
+        true => Vec::new(),
+        false => {
+            commit::open_or_create_repo(&state.repo())?;
+            crate::layers::resolve(&state.repo(), tf.dir(), &tf.ostree_layers, &tf.ostree_override_layers)?
+        }
+    };
+    let inputhash = input_hash(&tf, &solved, &layers);
     let mut result = ComposeResult {
         tree: tf.name.clone(),
         arch: opts.arch.clone(),
@@ -72,6 +112,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         version: None,
         packages: solved.len(),
         package_list: solved.iter().map(SolvedPackage::nevra).collect(),
+        bootable: !tf.container,
     };
     if opts.dry_run {
         return Ok(result);
@@ -110,11 +151,12 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         &root,
         state,
         &tf,
-        &Packages {
+        &Inputs {
             solved: &solved,
             rpms: &rpms,
             repos: &repos,
             keys: &keys,
+            layers: &layers,
         },
         previous.as_ref(),
         &cache,
@@ -143,7 +185,8 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
             extra: &metadata,
         },
     )?;
-    progress.finish(&format!("{} → {csum} (kernel {kver})", tf.ref_));
+    let kernel = kver.map_or_else(|| "not bootable".to_owned(), |k| format!("kernel {k}"));
+    progress.finish(&format!("{} → {csum} ({kernel})", tf.ref_));
     // The ref has moved: a cache that cannot be tidied costs the next compose time, not this one.
     if let Err(e) = cache.after_commit(&unpacked, &shared_inodes) {
         eprintln!("fedostree: warning: checking the unpacked package cache: {e:#}");
@@ -155,32 +198,35 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     Ok(result)
 }
 
-/// The solved packages with their downloaded RPMs, repositories and the repositories' keys.
-struct Packages<'a> {
+/// What goes into the tree: the solved packages with their downloaded RPMs, repositories and the
+/// repositories' keys, and the ostree layers.
+struct Inputs<'a> {
     solved: &'a [SolvedPackage],
     rpms: &'a [std::path::PathBuf],
     repos: &'a [repo::RepoConfig],
     keys: &'a [Option<RepoKeys>],
+    layers: &'a [crate::layers::Layer],
 }
 
 /// Merge every package into `root` (unpacked, with signatures checked where the repository asks,
 /// or taken from the unpack cache), apply ownership, and turn the result into an OSTree tree;
-/// returns the kernel version and the cache entries used.
+/// returns the kernel version (None for a `container: true` tree) and the cache entries used.
 fn assemble(
     root: &std::path::Path,
     state: &StateDir,
     tf: &Treefile,
-    pkgs: &Packages,
+    inputs: &Inputs,
     previous: Option<&crate::accounts::Previous>,
     cache: &crate::unpack_cache::UnpackCache,
     version: Option<&str>,
-) -> Result<(String, Vec<crate::unpack_cache::CachedPackage>)> {
-    let Packages {
+) -> Result<(Option<String>, Vec<crate::unpack_cache::CachedPackage>)> {
+    let Inputs {
         solved,
         rpms,
         repos,
         keys,
-    } = *pkgs;
+        layers,
+    } = *inputs;
     fs_err::create_dir(root)?;
     let progress = Progress::new("import", rpms.len() as u64, false);
     let mut used = Vec::with_capacity(rpms.len());
@@ -232,6 +278,7 @@ fn assemble(
         used.len() - unpacked
     ));
     let imported: Vec<import::ImportedPackage> = contents.iter().map(|c| c.package.clone()).collect();
+    crate::layers::check_out(&state.repo(), root, layers)?;
     let t = std::time::Instant::now();
     let n = crate::scriptlets::run_all(root, &imported)?;
     if n > 0 {
@@ -279,6 +326,8 @@ fn assemble(
         initramfs_args: &tf.initramfs_args,
         tmp_is_dir: tf.tmp_is_dir,
         boot_location: tf.boot_location,
+        bootable: !tf.container,
+        opt_usrlocal: tf.opt_usrlocal,
     };
     let kver = postprocess::postprocess(root, &imported, &layout, &state.initramfs_cache())?;
     eprintln!("postprocess (initramfs included): {:.1}s", t.elapsed().as_secs_f64());
@@ -332,11 +381,14 @@ fn records(solved: &[SolvedPackage]) -> Vec<PkgRecord> {
         .collect()
 }
 
+/// Depsolve the treefile's packages (and `repo-packages`, each only from its repository) in its
+/// repositories, under the lockfiles if any.
 fn solve(
     state: &StateDir,
     tf: &Treefile,
     repos: &[repo::RepoConfig],
     keys: &[Option<RepoKeys>],
+    lock: Option<&crate::lockfile::Lockfile>,
 ) -> Result<Vec<SolvedPackage>> {
     let progress = Progress::new("depsolve", 1, false);
     let mut solver = Solver::new(&tf.arch);
@@ -344,13 +396,44 @@ fn solve(
         let md = repo::fetch_metadata(r, k.as_ref(), &state.repodata_cache())?;
         solver.add_repo(&r.id, &md.primary, md.filelists.as_deref())?;
     }
+    let repo_index = |id: &str| repos.iter().position(|r| r.id == id);
+    let mut install = tf.packages.clone();
+    let mut pinned: std::collections::BTreeMap<String, usize> = Default::default();
+    for rp in &tf.repo_packages {
+        let Some(i) = repo_index(&rp.repo).filter(|_| tf.repos.contains(&rp.repo) || lock.is_some()) else {
+            fedostree_util::bail_input!(
+                "{}: `repo-packages`: repository `{}` is not enabled (list it under `repos`)",
+                tf.path.display(),
+                rp.repo
+            );
+        };
+        for name in rp.packages.iter().flat_map(|p| p.split_whitespace()) {
+            install.push(name.to_owned());
+            pinned.insert(name.to_owned(), i);
+        }
+    }
+    let lockfile_repos: std::collections::BTreeSet<usize> = tf
+        .lockfile_repos
+        .iter()
+        .filter(|r| !tf.repos.contains(r))
+        .filter_map(|r| repo_index(r))
+        .collect();
     let req = Request {
-        install: tf.packages.clone(),
+        install,
         exclude: tf.exclude_packages.clone(),
         recommends: tf.recommends,
     };
-    let solved = solver
-        .solve(&req)
+    let mut found = std::collections::BTreeSet::new();
+    let solved = {
+        let mut locked = lock.map(|l| l.keep(&lockfile_repos, &mut found));
+        solver.solve_filtered(&req, |c| {
+            pinned.get(&c.name).is_none_or(|&r| r == c.repo) && locked.as_mut().is_none_or(|keep| keep(c))
+        })
+    };
+    if let Some(l) = lock {
+        l.warn_missing(&found);
+    }
+    let solved = solved
         .map_err(InputError::wrap)
         .with_context(|| format!("{}: {} ({})", tf.path.display(), tf.name, tf.arch))?;
     progress.finish(&format!("{} packages for {}", solved.len(), tf.arch));
@@ -359,7 +442,7 @@ fn solve(
 
 /// Everything that determines the commit's content: the merged treefile, each package's checksum,
 /// and this compose implementation (including the initramfs init it embeds).
-fn input_hash(tf: &Treefile, solved: &[SolvedPackage]) -> String {
+fn input_hash(tf: &Treefile, solved: &[SolvedPackage], layers: &[crate::layers::Layer]) -> String {
     let mut h = Sha256::new();
     h.update(COMPOSE_VERSION.as_bytes());
     // The initramfs is generated by compose, so its recipe is an input too.
@@ -372,6 +455,9 @@ fn input_hash(tf: &Treefile, solved: &[SolvedPackage]) -> String {
     }
     for p in solved {
         h.update(format!("\n{} {}:{}", p.nevra(), p.checksum_type, p.checksum).as_bytes());
+    }
+    for l in layers {
+        h.update(format!("\nostree-layer {} {} {}", l.reference, l.commit, l.overrides).as_bytes());
     }
     hex::encode(h.finalize())
 }

@@ -80,6 +80,16 @@ fn file_mode(perms: u32, opts: ImportOptions) -> u32 {
     }
 }
 
+/// rpm-ostree's translation of payload paths: `/opt` content lives in `/usr/lib/opt`, which the
+/// tree links `/opt/NAME` to at boot (see `postprocess`).
+fn translate_for_ostree(rel: PathBuf) -> PathBuf {
+    match rel.strip_prefix("opt") {
+        Ok(rest) if rest.as_os_str().is_empty() => PathBuf::from("usr/lib/opt"),
+        Ok(rest) => Path::new("usr/lib/opt").join(rest),
+        Err(_) => rel,
+    }
+}
+
 /// A payload path checked to stay beneath the root: relative, only normal components.
 fn safe_relative(raw: &str) -> Option<PathBuf> {
     let rel = raw.strip_prefix('/').unwrap_or(raw);
@@ -210,6 +220,7 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
             continue;
         }
         let rel = safe_relative(&raw)
+            .map(translate_for_ostree)
             .ok_or_else(|| InputError::new(format!("{}: refusing payload path: it escapes the tree root", at(&raw))))?;
         let perms = meta.permissions() as u32;
         let file_perms = file_mode(perms, opts);
@@ -499,6 +510,17 @@ fn detach(path: &Path, meta: &std::fs::Metadata, copies: &mut HashMap<(u64, u64)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opt_content_moves_under_usr_lib() {
+        assert_eq!(translate_for_ostree("opt".into()), PathBuf::from("usr/lib/opt"));
+        assert_eq!(
+            translate_for_ostree("opt/app/bin/x".into()),
+            PathBuf::from("usr/lib/opt/app/bin/x")
+        );
+        assert_eq!(translate_for_ostree("optional/x".into()), PathBuf::from("optional/x"));
+        assert_eq!(translate_for_ostree("usr/opt".into()), PathBuf::from("usr/opt"));
+    }
 
     #[test]
     fn safe_relative_refuses_escapes() {

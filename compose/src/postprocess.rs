@@ -14,6 +14,8 @@ use std::path::Path;
 pub const PKGLIST_PATH: &str = "usr/lib/fedostree/pkglist";
 /// The tmpfiles.d snippet that recreates the packages' `/var` content at boot.
 pub const VAR_TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/fedostree-var.conf";
+/// The tmpfiles.d snippet for `/opt` and `/usr/local` (rpm-ostree's `opt-usrlocal`).
+pub const OPT_USRLOCAL_TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/fedostree-opt-usrlocal.conf";
 
 /// The treefile's `remove-files`, before the postprocess scripts run (as in rpm-ostree).
 pub fn remove_files(root: &Path, remove_files: &[String]) -> Result<()> {
@@ -36,10 +38,18 @@ pub struct Layout<'a> {
     /// link to `sysroot/tmp`.
     pub tmp_is_dir: bool,
     pub boot_location: crate::treefile::BootLocation,
+    /// False for `container: true`: no kernel is looked for and no initramfs made.
+    pub bootable: bool,
+    pub opt_usrlocal: crate::treefile::OptUsrLocal,
 }
 
-/// Run every other step in order on the tree at `root`; returns the kernel version found.
-pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], layout: &Layout, initramfs_cache: &Path) -> Result<String> {
+/// Run every other step in order on the tree at `root`; returns the kernel version of a bootable tree.
+pub fn postprocess(
+    root: &Path,
+    pkgs: &[ImportedPackage],
+    layout: &Layout,
+    initramfs_cache: &Path,
+) -> Result<Option<String>> {
     // Every later step writes below these: none may be a package-planted symlink.
     for d in [
         "usr",
@@ -53,15 +63,22 @@ pub fn postprocess(root: &Path, pkgs: &[ImportedPackage], layout: &Layout, initr
     }
     usr_merge(root)?;
     // dracut reads /etc (its configuration): before /etc moves.
-    let kver = find_kernel(root)?;
-    crate::initramfs::generate(root, &kver, layout.initramfs_args, initramfs_cache)
-        .context("generating the initramfs")?;
-    if layout.boot_location == crate::treefile::BootLocation::New {
-        link_ostree_boot(root, &kver)?;
-    }
+    let kver = match layout.bootable {
+        false => None,
+        true => {
+            let kver = find_kernel(root)?;
+            crate::initramfs::generate(root, &kver, layout.initramfs_args, initramfs_cache)
+                .context("generating the initramfs")?;
+            if layout.boot_location == crate::treefile::BootLocation::New {
+                link_ostree_boot(root, &kver)?;
+            }
+            Some(kver)
+        }
+    };
     move_etc(root)?;
     var_to_tmpfiles(root)?;
-    toplevel_layout(root, layout.tmp_is_dir)?;
+    opt_and_usr_local(root, layout.opt_usrlocal)?;
+    toplevel_layout(root, layout.tmp_is_dir, layout.opt_usrlocal)?;
     write_pkglist(root, pkgs)?;
     fs_err::create_dir_all(root.join("boot"))?;
     Ok(kver)
@@ -94,6 +111,8 @@ fn move_etc(root: &Path) -> Result<()> {
         return Ok(());
     }
     let usr_etc = beneath(root, "usr/etc")?;
+    // A tree of a few packages (`container: true`) may have no /usr yet.
+    fs_err::create_dir_all(root.join("usr"))?;
     if !usr_etc.exists() {
         return fs_err::rename(&etc, &usr_etc).context("moving /etc to /usr/etc");
     }
@@ -124,28 +143,7 @@ fn var_to_tmpfiles(root: &Path) -> Result<()> {
     let var = root.join("var");
     let mut lines = Vec::new();
     if var.exists() {
-        walk(&var, &mut |p, m| {
-            let rel = Path::new("/var").join(p.strip_prefix(&var).unwrap());
-            if m.file_type().is_symlink() {
-                let target = fs_err::read_link(p)?;
-                let arg = linesafe::tmpfiles_argument(&target, &rel)?;
-                lines.push(format!("L {} - - - - {arg}", linesafe::tmpfiles_path(&rel)));
-            } else if m.is_dir() {
-                lines.push(format!(
-                    "d {} {:04o} {} {} - -",
-                    linesafe::tmpfiles_path(&rel),
-                    m.permissions().mode() & 0o7777,
-                    m.uid(),
-                    m.gid()
-                ));
-            } else {
-                tracing::warn!(
-                    "dropping /var file {} (only directories and symlinks can live in /var)",
-                    rel.display()
-                );
-            }
-            Ok(())
-        })?;
+        lines = to_tmpfiles(&var, Path::new("/var"))?;
         fs_err::remove_dir_all(&var)?;
     }
     fs_err::create_dir(&var)?;
@@ -156,6 +154,76 @@ fn var_to_tmpfiles(root: &Path) -> Result<()> {
         crate::safepath::replace_file(&conf, lines.join("\n") + "\n")?;
     }
     Ok(())
+}
+
+/// tmpfiles.d lines that recreate the directories and symlinks under `dir` at `at` on the booted
+/// system; regular files are dropped with a warning naming them.
+fn to_tmpfiles(dir: &Path, at: &Path) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    walk(dir, &mut |p, m| {
+        let rel = at.join(p.strip_prefix(dir).unwrap());
+        if m.file_type().is_symlink() {
+            let target = fs_err::read_link(p)?;
+            let arg = linesafe::tmpfiles_argument(&target, &rel)?;
+            lines.push(format!("L {} - - - - {arg}", linesafe::tmpfiles_path(&rel)));
+        } else if m.is_dir() {
+            lines.push(format!(
+                "d {} {:04o} {} {} - -",
+                linesafe::tmpfiles_path(&rel),
+                m.permissions().mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            ));
+        } else {
+            tracing::warn!(
+                "dropping {} (only directories and symlinks can live in {})",
+                rel.display(),
+                at.display()
+            );
+        }
+        Ok(())
+    })?;
+    Ok(lines)
+}
+
+/// rpm-ostree's `/opt` and `/usr/local`. Packages' `/opt/NAME` content was imported into
+/// `/usr/lib/opt/NAME`: tmpfiles links `/opt/NAME` to it at boot. With `opt-usrlocal: var` (the
+/// default) `/usr/local` becomes a link to `../var/usrlocal`, whose directories and links tmpfiles
+/// makes at boot (files there are dropped, named); with `root` both stay plain directories.
+fn opt_and_usr_local(root: &Path, mode: crate::treefile::OptUsrLocal) -> Result<()> {
+    let mut lines = Vec::new();
+    let usr_local = parent_beneath(root, "usr/local")?;
+    if mode == crate::treefile::OptUsrLocal::Var {
+        lines.push("d /var/usrlocal 0755 0 0 - -".to_owned());
+        match fs_err::symlink_metadata(&usr_local) {
+            Ok(m) if m.is_dir() => {
+                lines.extend(to_tmpfiles(&usr_local, Path::new("/var/usrlocal"))?);
+                fs_err::remove_dir_all(&usr_local)?;
+            }
+            Ok(_) => fs_err::remove_file(&usr_local)?,
+            Err(_) => {}
+        }
+        symlink("../var/usrlocal", &usr_local)?;
+    } else if usr_local.symlink_metadata().is_err() {
+        fs_err::create_dir(&usr_local)?;
+    }
+    let opt = beneath(root, "usr/lib/opt")?;
+    if opt.is_dir() {
+        let mut names: Vec<_> = fs_err::read_dir(&opt)?.collect::<Result<_, _>>()?;
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let name = Path::new("/opt").join(e.file_name());
+            let target = Path::new("../../usr/lib/opt").join(e.file_name());
+            let arg = linesafe::tmpfiles_argument(&target, &name)?;
+            lines.push(format!("L {} - - - - {arg}", linesafe::tmpfiles_path(&name)));
+        }
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let conf = beneath(root, OPT_USRLOCAL_TMPFILES_PATH)?;
+    fs_err::create_dir_all(conf.parent().unwrap())?;
+    crate::safepath::replace_file(&conf, lines.join("\n") + "\n")
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> Result<()>) -> Result<()> {
@@ -194,7 +262,7 @@ fn link_ostree_boot(root: &Path, kver: &str) -> Result<()> {
 
 /// The toplevel an OSTree deployment expects: API mount points, `/sysroot`, `/tmp`, and the links
 /// that put mutable state under `/var`.
-fn toplevel_layout(root: &Path, tmp_is_dir: bool) -> Result<()> {
+fn toplevel_layout(root: &Path, tmp_is_dir: bool, opt_usrlocal: crate::treefile::OptUsrLocal) -> Result<()> {
     for d in ["dev", "proc", "sys", "run", "sysroot", "boot", "usr/lib/fedostree"] {
         fs_err::create_dir_all(beneath(root, d)?)?;
     }
@@ -217,7 +285,16 @@ fn toplevel_layout(root: &Path, tmp_is_dir: bool) -> Result<()> {
     } else {
         symlink("sysroot/tmp", &tmp)?;
     }
-    for (link, target) in [
+    let opt_is_dir = opt_usrlocal == crate::treefile::OptUsrLocal::Root;
+    if opt_is_dir {
+        let opt = parent_beneath(root, "opt")?;
+        match fs_err::symlink_metadata(&opt) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => fedostree_util::bail_input!("/opt is not a directory (opt-usrlocal: root)"),
+            Err(_) => fs_err::create_dir(&opt)?,
+        }
+    }
+    let links = [
         ("ostree", "sysroot/ostree"),
         ("home", "var/home"),
         ("root", "var/roothome"),
@@ -225,7 +302,8 @@ fn toplevel_layout(root: &Path, tmp_is_dir: bool) -> Result<()> {
         ("opt", "var/opt"),
         ("srv", "var/srv"),
         ("media", "run/media"),
-    ] {
+    ];
+    for (link, target) in links.into_iter().filter(|(l, _)| !(opt_is_dir && *l == "opt")) {
         let p = root.join(link);
         match fs_err::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => fs_err::remove_file(&p)?,
@@ -271,7 +349,7 @@ fn find_kernel(root: &Path) -> Result<String> {
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => fedostree_util::bail_input!("no kernel in the tree: no /usr/lib/modules/*/vmlinuz (add a kernel package)"),
+        0 => fedostree_util::bail_input!("no kernel in the tree: no /usr/lib/modules/*/vmlinuz (add a kernel package, or set `container: true` for a tree that is not booted)"),
         _ => fedostree_util::bail_input!("more than one kernel in the tree: {}", found.join(", ")),
     }
 }
@@ -293,6 +371,8 @@ mod tests {
                 initramfs_args: &[],
                 tmp_is_dir: true,
                 boot_location: crate::treefile::BootLocation::Modules,
+                bootable: true,
+                opt_usrlocal: crate::treefile::OptUsrLocal::Var,
             };
             let err = postprocess(&root, &[], &layout, &d.path().join("cache"))
                 .unwrap_err()

@@ -23,17 +23,11 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "selinux",
     "selinux-label-version",
     "repovars",
-    "lockfile-repos",
-    "repo-packages",
     "modules",
     "install-langs",
-    "container",
-    "opt-usrlocal",
     "sysroot-readonly",
     "etc-transient",
     "root-transient",
-    "ostree-layers",
-    "ostree-override-layers",
     "rpmdb-normalize",
     "basearch",
     "exclude-packages-list",
@@ -154,6 +148,27 @@ impl PasswdIds {
             PasswdIds::Pair(uid, gid) => (uid, gid),
         }
     }
+}
+
+/// One `repo-packages` entry: these packages are installed, and only from that repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoPackages {
+    pub repo: String,
+    pub packages: Vec<String>,
+}
+
+/// `opt-usrlocal`: `/opt` and `/usr/local` as links into `/var` (machine-local state, the default)
+/// or plain directories (`root`). rpm-ostree's `state-overlay` needs ostree's state-overlay units,
+/// which ostree 2022.7 lacks: refused with that reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptUsrLocal {
+    #[default]
+    Var,
+    Root,
+    #[serde(alias = "stateoverlay")]
+    StateOverlay,
 }
 
 /// `rpmdb`: the database is written in the format the tree's own rpm reads (`target`) or in the
@@ -280,6 +295,12 @@ struct RawTreefile {
     preserve_passwd: Option<bool>,
     check_passwd: Option<AccountCheck<PasswdIds>>,
     check_groups: Option<AccountCheck<u32>>,
+    lockfile_repos: Option<Vec<String>>,
+    repo_packages: Option<Vec<RepoPackages>>,
+    ostree_layers: Option<Vec<String>>,
+    ostree_override_layers: Option<Vec<String>>,
+    container: Option<bool>,
+    opt_usrlocal: Option<OptUsrLocal>,
 }
 
 impl RawTreefile {
@@ -360,6 +381,12 @@ impl RawTreefile {
             preserve_passwd: self.preserve_passwd.or(base.preserve_passwd),
             check_passwd: self.check_passwd.or(base.check_passwd),
             check_groups: self.check_groups.or(base.check_groups),
+            lockfile_repos: list(base.lockfile_repos, self.lockfile_repos),
+            repo_packages: list(base.repo_packages, self.repo_packages),
+            ostree_layers: list(base.ostree_layers, self.ostree_layers),
+            ostree_override_layers: list(base.ostree_override_layers, self.ostree_override_layers),
+            container: self.container.or(base.container),
+            opt_usrlocal: self.opt_usrlocal.or(base.opt_usrlocal),
         }
     }
 }
@@ -430,6 +457,20 @@ pub struct Treefile {
     pub preserve_passwd: bool,
     pub check_passwd: AccountCheck<PasswdIds>,
     pub check_groups: AccountCheck<u32>,
+    /// Repositories enabled only when lockfiles are in use, offering only locked packages.
+    pub lockfile_repos: Vec<String>,
+    pub repo_packages: Vec<RepoPackages>,
+    /// Refs checked out on top of the packages before the scriptlets; a file that differs from a
+    /// package's is an error. `overlay/NAME` is committed from `overlay.d/NAME` beside the treefile
+    /// first, as coreos-assembler does.
+    pub ostree_layers: Vec<String>,
+    /// Like `ostree-layers`, but their files replace the packages' (and earlier layers').
+    pub ostree_override_layers: Vec<String>,
+    /// `container: true`: no kernel, initramfs or /boot handling (a container base or a layer
+    /// source); implies `boot-location: modules`, `tmp-is-dir: true`, no passwd preservation or
+    /// checks, as in rpm-ostree. Such a tree composes but does not boot.
+    pub container: bool,
+    pub opt_usrlocal: OptUsrLocal,
 }
 
 impl Treefile {
@@ -525,6 +566,23 @@ impl Treefile {
                 path: path.to_owned(),
                 msg: format!("`remove-from-packages`: {msg}"),
             })?;
+        let container = raw.container.unwrap_or(false);
+        if container {
+            raw.boot_location = Some(BootLocation::Modules);
+            raw.tmp_is_dir = Some(true);
+            raw.preserve_passwd = Some(false);
+            raw.check_passwd = Some(AccountCheck::None);
+            raw.check_groups = Some(AccountCheck::None);
+        }
+        let opt_usrlocal = raw.opt_usrlocal.unwrap_or_default();
+        if opt_usrlocal == OptUsrLocal::StateOverlay {
+            return Err(TreefileError::Invalid {
+                path: path.to_owned(),
+                msg: "`opt-usrlocal: state-overlay` needs ostree's ostree-state-overlay@ units (ostree 2023.3); \
+                      this ostree (2022.7) has none: use `var` or `root`"
+                    .into(),
+            });
+        }
         let check_passwd = raw.check_passwd.take().unwrap_or_default();
         let check_groups = raw.check_groups.take().unwrap_or_default();
         for (key, file) in [
@@ -539,6 +597,19 @@ impl Treefile {
                     });
                 }
                 external_digests.push(format!("{key} {}", digest(file)?));
+            }
+        }
+        let repo_packages = raw.repo_packages.take().unwrap_or_default();
+        for rp in &repo_packages {
+            let names = split_names(rp.packages.clone());
+            if names.is_empty() {
+                return Err(TreefileError::Invalid {
+                    path: path.to_owned(),
+                    msg: format!(
+                        "`repo-packages`: the entry for repository `{}` names no package",
+                        rp.repo
+                    ),
+                });
             }
         }
         let preserve_passwd = raw.preserve_passwd.unwrap_or(true);
@@ -603,19 +674,38 @@ impl Treefile {
             preserve_passwd,
             check_passwd,
             check_groups,
+            lockfile_repos: raw.lockfile_repos.unwrap_or_default(),
+            repo_packages,
+            ostree_layers: raw.ostree_layers.unwrap_or_default(),
+            ostree_override_layers: raw.ostree_override_layers.unwrap_or_default(),
+            container,
+            opt_usrlocal,
         })
     }
 
     /// The repositories the treefile names, from the `*.repo` files beside it, with dnf's variables
     /// (`$basearch`, `$releasever`) and fedostree's `$devrepo` (`devrepo`) expanded.
     pub fn load_repos(&self, devrepo: &Path) -> anyhow::Result<Vec<crate::repo::RepoConfig>> {
+        self.load_repos_with(devrepo, false)
+    }
+
+    /// [`Treefile::load_repos`], with the `lockfile-repos` after `repos` when lockfiles are in use.
+    pub fn load_repos_with(
+        &self,
+        devrepo: &Path,
+        lockfile_repos: bool,
+    ) -> anyhow::Result<Vec<crate::repo::RepoConfig>> {
         let releasever = self.releasever.as_ref().map(|r| r.to_string());
         let vars = crate::repo::RepoVars {
             basearch: &self.arch,
             releasever: releasever.as_deref(),
             devrepo,
         };
-        crate::repo::load_repos(self.dir(), &self.repos, &vars)
+        let mut ids = self.repos.clone();
+        if lockfile_repos {
+            ids.extend(self.lockfile_repos.iter().filter(|r| !self.repos.contains(r)).cloned());
+        }
+        crate::repo::load_repos(self.dir(), &ids, &vars)
     }
 
     /// The directory holding the top-level treefile and its `*.repo` files.
@@ -943,6 +1033,12 @@ fn check_keys(map: &serde_yaml_ng::Mapping, text: &str, path: &Path) -> Result<(
                 | "preserve-passwd"
                 | "check-passwd"
                 | "check-groups"
+                | "lockfile-repos"
+                | "repo-packages"
+                | "ostree-layers"
+                | "ostree-override-layers"
+                | "container"
+                | "opt-usrlocal"
         ) || key.strip_prefix("packages-").is_some_and(|a| BASEARCHES.contains(&a));
         if !known {
             return Err(TreefileError::UnknownKey {
@@ -1062,10 +1158,10 @@ mod tests {
     #[test]
     fn rpm_ostree_key_not_supported_yet() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nostree-layers: [a]\n");
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nrepovars: {a: b}\n");
         let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
         assert!(
-            e.contains("t.yaml:3: treefile key `ostree-layers` (rpm-ostree) is not supported yet"),
+            e.contains("t.yaml:3: treefile key `repovars` (rpm-ostree) is not supported yet"),
             "{e}"
         );
     }
@@ -1276,8 +1372,8 @@ mod tests {
         assert!(e.contains("entry 1: an inline treefile cannot use `include`"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {pacakges: [y]}\n");
         assert!(e.contains("unknown treefile key `pacakges`"), "{e}");
-        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {ostree-layers: []}\n");
-        assert!(e.contains("`ostree-layers` (rpm-ostree) is not supported yet"), "{e}");
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {repovars: {}}\n");
+        assert!(e.contains("`repovars` (rpm-ostree) is not supported yet"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {add-files: []}\n");
         assert!(e.contains("entry 1: an inline treefile cannot use `add-files`"), "{e}");
         let e = load(

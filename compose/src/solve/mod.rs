@@ -62,6 +62,19 @@ pub struct Request {
     pub recommends: bool,
 }
 
+/// A package of the pool, as a filter given to [`Solver::solve_filtered`] sees it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub name: String,
+    /// `[epoch:]version-release`, as libsolv spells it.
+    pub evr: String,
+    pub arch: String,
+    /// Index of its repository, in [`Solver::add_repo`] order.
+    pub repo: usize,
+    /// `type:hex` of the RPM in the repodata (rpm-ostree's digest form, e.g. `sha256:…`).
+    pub digest: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SolveError {
     #[error("no package provides `{0}` in the enabled repositories")]
@@ -160,11 +173,21 @@ impl Solver {
 
     /// Solve a fresh install of `req` and return the chosen packages sorted by name.
     pub fn solve(&mut self, req: &Request) -> Result<Vec<SolvedPackage>, SolveError> {
+        self.solve_filtered(req, |_| true)
+    }
+
+    /// [`Solver::solve`] on the packages `keep` accepts (and `req.exclude` does not name): the others
+    /// leave the pool first, as dnf's excludes do (lockfiles, `repo-packages`).
+    pub fn solve_filtered(
+        &mut self,
+        req: &Request,
+        mut keep: impl FnMut(&Candidate) -> bool,
+    ) -> Result<Vec<SolvedPackage>, SolveError> {
         // SAFETY: our pool; queues are initialised before use and freed on every path; the solver and
         // transaction are checked non-null and freed before returning; step ids index the pool.
         unsafe {
             let pool = self.pool;
-            self.apply_excludes(&req.exclude);
+            self.apply_excludes(|c| !req.exclude.contains(&c.name) && keep(c));
             ffi::pool_addfileprovides(pool);
             ffi::pool_createwhatprovides(pool);
 
@@ -227,19 +250,26 @@ impl Solver {
         }
     }
 
-    /// dnf's excludes: excluded packages vanish from the pool, so a requirement only they could
-    /// satisfy reads "nothing provides X needed by Y", naming both sides.
+    /// dnf's excludes: packages `keep` refuses vanish from the pool, so a requirement only they
+    /// could satisfy reads "nothing provides X needed by Y", naming both sides.
     ///
     /// SAFETY: solvable ids 2..nsolvables index the pool's solvables array.
-    unsafe fn apply_excludes(&mut self, exclude: &[String]) {
+    unsafe fn apply_excludes(&mut self, mut keep: impl FnMut(&Candidate) -> bool) {
         let pool = self.pool;
         for p in (2..(*pool).nsolvables).rev() {
             let s = (*pool).solvables.add(p as usize);
             if (*s).repo.is_null() {
                 continue;
             }
-            let name = str_of(ffi::pool_id2str(pool, (*s).name));
-            if exclude.contains(&name) {
+            let d = self.describe(p);
+            let candidate = Candidate {
+                evr: d.evr(),
+                name: d.name,
+                arch: d.arch,
+                repo: d.repo,
+                digest: format!("{}:{}", d.checksum_type, d.checksum),
+            };
+            if !keep(&candidate) {
                 ffi::repo_free_solvable((*s).repo, p, 0);
             }
         }
