@@ -209,6 +209,7 @@ fn compose_both_arches_noop_bump_and_diff() {
     lockfiles_and_repo_packages(&state);
     ostree_layers(&state);
     opt_and_usr_local(&state);
+    mirrors_fail_over_and_downloads_resume(&state);
 }
 
 /// rpm-ostree's treefile features on real RPMs: variables, `releasever`, conditional includes (a
@@ -406,7 +407,10 @@ rpmdb: host
             text.replace("files/added.conf", "files/missing.conf"),
             "files/missing.conf is not a file",
         ),
-        (text.replace("rpmdb: host", "rpmdb: rocksdb"), "rpmdb"),
+        (
+            text.replace("rpmdb: host", "rpmdb: rocksdb"),
+            "unknown variant `rocksdb`",
+        ),
         (
             text.replace("boot-location: new", "boot-location: new\nboot_location: modules"),
             "set twice",
@@ -423,7 +427,8 @@ rpmdb: host
         assert_eq!(ostree(&repo, &["rev-parse", r]), before);
     }
 
-    // check-passwd/check-groups files beside the treefile: matching ones compose.
+    // check-passwd/check-groups files beside the treefile: matching ones compose; the same inputs
+    // again are a no-op, and a changed file (still matching) is a new input.
     std::fs::write(work.join("files/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(work.join("files/group"), "root:x:0:\n").unwrap();
     std::fs::write(
@@ -431,13 +436,22 @@ rpmdb: host
         format!("{text}check-passwd: {{type: file, filename: files/passwd}}\ncheck-groups: {{type: file, filename: files/group}}\n"),
     )
     .unwrap();
-    ok(&fedostree(
-        good_state,
-        &["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"],
-    ));
+    let compose = || {
+        fedostree(
+            good_state,
+            &["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"],
+        )
+    };
+    ok(&compose());
+    let with_files = ostree(&repo, &["rev-parse", r]);
+    let out = compose();
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no changes"));
+    std::fs::write(work.join("files/passwd"), "root:x:0:0:the root:/root:/bin/sh\n").unwrap();
+    ok(&compose());
     assert_ne!(
         ostree(&repo, &["rev-parse", r]),
-        before,
+        with_files,
         "the check files are compose inputs"
     );
 }
@@ -821,6 +835,207 @@ fn opt_and_usr_local(good_state: &Path) {
     let out = fedostree(good_state, &["compose", "--tree", t, "--arch", "x86_64"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ostree-state-overlay@"));
+}
+
+/// A small HTTP/1.1 file server for mirror tests: serves `dir`, honours `Range: bytes=N-`, records
+/// every request line with its range, and (when `cut_rpms`) hangs up halfway through every RPM.
+struct Mirror {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Mirror {
+    fn start(dir: PathBuf, cut_rpms: bool) -> Mirror {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (dir, log) = (dir.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let mut from = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(r) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                            from = r.trim().trim_end_matches('-').parse().unwrap_or(0);
+                        }
+                    }
+                    log.lock().unwrap().push(format!("{path} from {from}"));
+                    let file = dir.join(path.trim_start_matches('/').split('?').next().unwrap());
+                    let Ok(body) = std::fs::read(&file) else {
+                        let _ =
+                            conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        return;
+                    };
+                    let from = from.min(body.len());
+                    let status = if from > 0 { "206 Partial Content" } else { "200 OK" };
+                    let rest = &body[from..];
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        rest.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes());
+                    let send = if cut_rpms && path.ends_with(".rpm") {
+                        &rest[..rest.len() / 2]
+                    } else {
+                        rest
+                    };
+                    let _ = conn.write_all(send);
+                });
+            }
+        });
+        Mirror { port, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// dnf's repository forms over real HTTP: several `baseurl`s tried in order (a dead one, then one
+/// that hangs up halfway through every RPM, then a good one that the unfinished downloads resume
+/// from with range requests), a `mirrorlist`, and a `metalink` whose digests `repomd.xml` must match.
+fn mirrors_fail_over_and_downloads_resume(good_state: &Path) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-mirrors");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let repo = copy_devrepo(good_state, &work.join("repo"));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (cutting, good) = (Mirror::start(repo.clone(), true), Mirror::start(repo.clone(), false));
+    let key = format!(
+        "gpgkey=file://{}\n",
+        good_state.join("devrepo/RPM-GPG-KEY-fedostree-dev").display()
+    );
+    let pkgs = "kernel, busybox, fedostree-base";
+
+    let t = tree_with_repo(
+        &work,
+        "failover",
+        &format!(
+            "baseurl=http://127.0.0.1:{dead}/\n  {}/\n  {}\ngpgcheck=1\nrepo_gpgcheck=1\n{key}",
+            cutting.url(),
+            good.url()
+        ),
+        pkgs,
+    );
+    let (out, has_refs) = compose_fresh(&work, &t);
+    assert!(
+        out.status.success() && has_refs,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cut = cutting.requests();
+    let resumed: Vec<String> = good
+        .requests()
+        .into_iter()
+        .filter(|r| r.ends_with(".rpm") || r.contains(".rpm "))
+        .collect();
+    assert!(
+        cut.iter().any(|r| r.starts_with("/repodata/repomd.xml")),
+        "metadata came from the second mirror: {cut:?}"
+    );
+    assert!(
+        !resumed.is_empty() && resumed.iter().all(|r| !r.ends_with(" from 0")),
+        "every RPM resumed where the cut mirror stopped: {resumed:?}"
+    );
+
+    // mirrorlist: the mirrors it lists, in order.
+    std::fs::write(
+        repo.join("mirrorlist.txt"),
+        format!("# mirrors\nhttp://127.0.0.1:{dead}/\n{}\n", good.url()),
+    )
+    .unwrap();
+    let t = tree_with_repo(
+        &work,
+        "mirrorlist",
+        &format!("mirrorlist={}/mirrorlist.txt\ngpgcheck=1\n{key}", good.url()),
+        pkgs,
+    );
+    let (out, has_refs) = compose_fresh(&work, &t);
+    assert!(
+        out.status.success() && has_refs,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // metalink: repomd.xml must have one of its digests; a mirror serving another is passed over.
+    let repomd = std::fs::read(repo.join("repodata/repomd.xml")).unwrap();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&repomd));
+    let metalink = |sha: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<metalink version="3.0" xmlns="http://www.metalinker.org/"><files><file name="repomd.xml">
+<verification><hash type="sha256">{sha}</hash></verification><resources>
+<url protocol="http" type="http" preference="100">{}/repodata/repomd.xml</url>
+</resources></file></files></metalink>"#,
+            good.url()
+        )
+    };
+    std::fs::write(repo.join("metalink.xml"), metalink(&digest)).unwrap();
+    let t = tree_with_repo(
+        &work,
+        "metalink",
+        &format!(
+            "metalink={}/metalink.xml?repo=x&arch=$basearch\ngpgcheck=1\n{key}",
+            good.url()
+        ),
+        pkgs,
+    );
+    let (out, has_refs) = compose_fresh(&work, &t);
+    assert!(
+        out.status.success() && has_refs,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(repo.join("metalink.xml"), metalink(&"0".repeat(64))).unwrap();
+    let (out, has_refs) = compose_fresh(&work, &t);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a mirror problem, not the input's: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match the digests of the metalink"));
+    assert!(!has_refs);
+
+    // Every mirror dead: exit 2 naming them; with skip_if_unavailable the repository is left out
+    // (and the compose then lacks the packages: an input error naming one).
+    let t = tree_with_repo(&work, "dead", &format!("baseurl=http://127.0.0.1:{dead}/\n"), pkgs);
+    let (out, _) = compose_fresh(&work, &t);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no mirror served its metadata"));
+    let t = tree_with_repo(
+        &work,
+        "skipped",
+        &format!("baseurl=http://127.0.0.1:{dead}/\nskip_if_unavailable=1\n"),
+        pkgs,
+    );
+    let (out, _) = compose_fresh(&work, &t);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipped (skip_if_unavailable)") && err.contains("no package provides `kernel`"),
+        "{err}"
+    );
 }
 
 /// The dev repository, copied so a test can change it, with its key.

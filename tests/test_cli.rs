@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 
 mod common;
 use common::{fedostree, state_dir};
+#[path = "../compose/tests/common/mod.rs"]
+mod pkg;
 
 fn main() {
     let vms = [IMAGE_BACKEND, &[Prereq::Qemu("x86_64"), Prereq::Qemu("aarch64")]].concat();
@@ -249,6 +251,7 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
         }
     }
     accounts_are_never_dropped_silently(&state);
+    file_owners_come_from_the_tree(&state);
 }
 
 /// rpm-ostree's rule for /etc/group across composes, through the binary: base/minimal's packages under
@@ -311,6 +314,86 @@ fn accounts_are_never_dropped_silently(state: &Path) {
     );
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_ne!(rev(state), before);
+}
+
+/// Real RPMs (built here) on top of base/minimal: a package whose files are owned by a user and group
+/// that its own sysusers.d file declares composes, with the ids sysusers gave them; a file owned by a
+/// user nobody declares is refused, naming package, path and user.
+fn file_owners_come_from_the_tree(state: &Path) {
+    use rpm::FileOptions;
+    let dir = state.join("owners-tree");
+    let _ = std::fs::remove_dir_all(&dir);
+    let repo_dir = dir.join("extra");
+    pkg::Pkg::new("fedostree-svc", "1.0", "noarch")
+        .file(
+            "/usr/lib/sysusers.d/fedostree-svc.conf",
+            "u fedostree-svc - \"svc\" /var/lib/svc\n",
+            0o644,
+        )
+        .file_with(
+            FileOptions::new("/usr/share/fedostree-svc/state")
+                .user("fedostree-svc")
+                .group("fedostree-svc")
+                .mode(rpm::FileMode::regular(0o640)),
+            "owned\n",
+        )
+        .write(&repo_dir);
+    pkg::Pkg::new("fedostree-orphan", "1.0", "noarch")
+        .file_with(
+            FileOptions::new("/usr/share/fedostree-orphan/f")
+                .user("nobody-declares")
+                .mode(rpm::FileMode::regular(0o644)),
+            "x\n",
+        )
+        .write(&repo_dir);
+    pkg::createrepo(&repo_dir);
+    let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/base");
+    for repo in ["fedostree-debian.repo", "fedostree-dev.repo"] {
+        std::os::unix::fs::symlink(trees.join(repo), dir.join(repo)).unwrap();
+    }
+    std::fs::write(
+        dir.join("extra.repo"),
+        format!("[extra]\nbaseurl=file://{}\n", repo_dir.display()),
+    )
+    .unwrap();
+    let treefile = |pkgs: &str| {
+        let p = dir.join("owners.yaml");
+        let include = trees.join("minimal.yaml");
+        std::fs::write(
+            &p,
+            format!(
+                "include: {}\nref: test/owners\nrepos: [extra]\npackages: [{pkgs}]\n",
+                include.display()
+            ),
+        )
+        .unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let out = fedostree(
+        state,
+        &["compose", "--tree", &treefile("fedostree-svc"), "--arch", "x86_64"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let repo = state.join("repo");
+    let passwd = String::from_utf8(ostree(&repo, &["cat", "test/owners", "/usr/etc/passwd"]).stdout).unwrap();
+    let uid = passwd
+        .lines()
+        .find_map(|l| l.strip_prefix("fedostree-svc:x:"))
+        .and_then(|r| r.split(':').next())
+        .expect("sysusers created fedostree-svc")
+        .to_owned();
+    let ls = String::from_utf8(ostree(&repo, &["ls", "test/owners", "/usr/share/fedostree-svc/state"]).stdout).unwrap();
+    assert!(ls.starts_with(&format!("-00640 {uid} ")), "{ls} (uid {uid})");
+    let out = fedostree(
+        state,
+        &["compose", "--tree", &treefile("fedostree-orphan"), "--arch", "x86_64"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fedostree-orphan-1.0-1.noarch: /usr/share/fedostree-orphan/f: unknown user `nobody-declares`"),
+        "{err}"
+    );
 }
 
 fn bad_arguments_are_input_errors() {

@@ -137,7 +137,7 @@ pub fn create(root: &Path, previous: Option<&Previous>, policy: &Policy) -> Resu
     let (users, groups) = declared(root)?;
     if policy.preserve_passwd {
         let seeds = match (policy.check_passwd, policy.check_groups) {
-            (AccountCheck::File { filename: p }, AccountCheck::File { filename: g }) => {
+            (AccountCheck::File { path: p, .. }, AccountCheck::File { path: g, .. }) => {
                 Some((read_check_file(p)?, read_check_file(g)?))
             }
             _ => previous.map(|prev| (prev.passwd.clone(), prev.group.clone())),
@@ -172,13 +172,13 @@ pub fn check(root: &Path, previous: Option<&Previous>, policy: &Policy) -> Resul
     let ref_users: Option<BTreeMap<String, (u32, u32)>> = match policy.check_passwd {
         AccountCheck::None => None,
         AccountCheck::Previous => previous.map(|p| passwd_ids(&p.passwd)),
-        AccountCheck::File { filename } => Some(passwd_ids(&read_check_file(filename)?)),
+        AccountCheck::File { path, .. } => Some(passwd_ids(&read_check_file(path)?)),
         AccountCheck::Data { entries } => Some(entries.iter().map(|(n, i)| (n.clone(), i.ids())).collect()),
     };
     let ref_groups: Option<BTreeMap<String, u32>> = match policy.check_groups {
         AccountCheck::None => None,
         AccountCheck::Previous => previous.map(|p| ids(&p.group)),
-        AccountCheck::File { filename } => Some(ids(&read_check_file(filename)?)),
+        AccountCheck::File { path, .. } => Some(ids(&read_check_file(path)?)),
         AccountCheck::Data { entries } => Some(entries.clone()),
     };
     let now_users = passwd_ids(&passwd);
@@ -337,7 +337,10 @@ mod tests {
 
         let f = t.path().join("ref-group");
         std::fs::write(&f, "bin:x:2:\n").unwrap();
-        let file = AccountCheck::File { filename: f };
+        let file = AccountCheck::File {
+            filename: "ref-group".into(),
+            path: f,
+        };
         let e = check(t.path(), None, &policy(&ok, &file, &[])).unwrap_err().to_string();
         assert!(e.contains("group `bin` would change gid 2 → 1"), "{e}");
     }

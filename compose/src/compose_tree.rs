@@ -75,9 +75,23 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
             opts.arch
         );
     }
-    let repos = tf
-        .load_repos_with(&state.devrepo_root(), lock.is_some())
+    let mut repos = tf
+        .load_repos_with(
+            &state.devrepo_root(),
+            match lock.is_some() {
+                true => treefile::LockfileRepos::Enabled,
+                false => treefile::LockfileRepos::Disabled,
+            },
+        )
         .map_err(InputError::wrap)?;
+    for r in &mut repos {
+        if let Err(e) = repo::resolve_mirrors(r) {
+            if !r.skip_if_unavailable {
+                return Err(e);
+            }
+            tracing::warn!("repository `{}` skipped (skip_if_unavailable): {e:#}", r.id);
+        }
+    }
     // One compose per state directory at a time: they share the repo, the caches and the dev repo.
     let _lock = fedostree_util::lock::FileLock::acquire_announced(&state.root().join("compose.lock"), "compose")?;
     // Scratch dirs of composes and dev repo builds that were killed (SIGKILL, power cut) go now.
@@ -393,8 +407,16 @@ fn solve(
     let progress = Progress::new("depsolve", 1, false);
     let mut solver = Solver::new(&tf.arch);
     for (r, k) in repos.iter().zip(keys) {
-        let md = repo::fetch_metadata(r, k.as_ref(), &state.repodata_cache())?;
-        solver.add_repo(&r.id, &md.primary, md.filelists.as_deref())?;
+        let md = match repo::fetch_metadata(r, k.as_ref(), &state.repodata_cache()) {
+            Ok(md) => md,
+            Err(e) if r.skip_if_unavailable && !fedostree_util::is_input_error(&e) => {
+                tracing::warn!("repository `{}` skipped (skip_if_unavailable): {e:#}", r.id);
+                solver.skip_repo();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        solver.add_repo_prioritized(&r.id, &md.primary, md.filelists.as_deref(), r.priority, r.cost)?;
     }
     let repo_index = |id: &str| repos.iter().position(|r| r.id == id);
     let mut install = tf.packages.clone();
@@ -425,9 +447,11 @@ fn solve(
     };
     let mut found = std::collections::BTreeSet::new();
     let solved = {
-        let mut locked = lock.map(|l| l.keep(&lockfile_repos, &mut found));
+        let mut locked = lock.map(|l| l.pool_filter(&lockfile_repos, &mut found));
         solver.solve_filtered(&req, |c| {
-            pinned.get(&c.name).is_none_or(|&r| r == c.repo) && locked.as_mut().is_none_or(|keep| keep(c))
+            repos[c.repo].offers(&c.name)
+                && pinned.get(&c.name).is_none_or(|&r| r == c.repo)
+                && locked.as_mut().is_none_or(|keep| keep(c))
         })
     };
     if let Some(l) = lock {

@@ -122,6 +122,7 @@ mod tests {
             gpgkeys: keys,
             source: "t.repo".into(),
             unexpanded: None,
+            ..RepoConfig::default()
         }
     }
 

@@ -64,6 +64,11 @@ pub fn resolve(repo: &Path, treefile_dir: &Path, layers: &[String], overrides: &
                     .arg(format!("--timestamp={OVERLAY_TIMESTAMP}"))
                     .run()
                     .map_err(|e| InputError::new(format!("{key}: committing {}: {e:#}", dir.display())))?;
+            } else {
+                tracing::warn!(
+                    "{key}: no {} beside the treefile: `{reference}` is taken from the repository as an earlier compose left it",
+                    dir.display()
+                );
             }
         }
         let parsed = ostree(repo).args(["rev-parse", reference]).output()?;

@@ -150,7 +150,7 @@ impl Lockfile {
 
     /// The pool filter of a compose: `lockfile_repos` are indices of repositories that only offer
     /// locked packages. Records which locked names found their package in `found`.
-    pub fn keep<'a>(
+    pub fn pool_filter<'a>(
         &'a self,
         lockfile_repos: &'a BTreeSet<usize>,
         found: &'a mut BTreeSet<String>,
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(lock.allows(&digest), Some(false));
 
         let (lockrepos, mut found) = (BTreeSet::from([1]), BTreeSet::new());
-        let mut keep = lock.keep(&lockrepos, &mut found);
+        let mut keep = lock.pool_filter(&lockrepos, &mut found);
         assert!(
             keep(&cand("c", "1-1", "x86_64", 0)),
             "relaxed: unlocked names stay free"
@@ -297,7 +297,7 @@ mod tests {
         assert_eq!(found, BTreeSet::from(["a".to_string()]));
         let strict = Lockfile::read(&files, true).unwrap();
         let mut found = BTreeSet::new();
-        assert!(!strict.keep(&BTreeSet::new(), &mut found)(&cand(
+        assert!(!strict.pool_filter(&BTreeSet::new(), &mut found)(&cand(
             "c", "1-1", "x86_64", 0
         )));
     }

@@ -194,6 +194,8 @@ fn opt_and_usr_local(root: &Path, mode: crate::treefile::OptUsrLocal) -> Result<
     let mut lines = Vec::new();
     let usr_local = parent_beneath(root, "usr/local")?;
     if mode == crate::treefile::OptUsrLocal::Var {
+        // rpm-ostree's integration tmpfiles: the targets of the /opt and /usr/local links.
+        lines.push("d /var/opt 0755 0 0 - -".to_owned());
         lines.push("d /var/usrlocal 0755 0 0 - -".to_owned());
         match fs_err::symlink_metadata(&usr_local) {
             Ok(m) if m.is_dir() => {
@@ -290,6 +292,11 @@ fn toplevel_layout(root: &Path, tmp_is_dir: bool, opt_usrlocal: crate::treefile:
         let opt = parent_beneath(root, "opt")?;
         match fs_err::symlink_metadata(&opt) {
             Ok(m) if m.is_dir() => {}
+            // The sandbox's link to /usr/lib/opt (see `sandbox`).
+            Ok(m) if m.file_type().is_symlink() => {
+                fs_err::remove_file(&opt)?;
+                fs_err::create_dir(&opt)?;
+            }
             Ok(_) => fedostree_util::bail_input!("/opt is not a directory (opt-usrlocal: root)"),
             Err(_) => fs_err::create_dir(&opt)?,
         }

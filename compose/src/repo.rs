@@ -9,13 +9,32 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// Read buffer of downloads and digests.
+pub const DIGEST_BUF: usize = 1 << 20;
+
 /// One `[id]` section of a `.repo` file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RepoConfig {
     pub id: String,
     pub name: String,
+    /// The first `baseurl` (or the mirrorlist/metalink URL when there is none): names the cache.
     /// With variables expanded, without a trailing slash.
     pub baseurl: String,
+    /// Every `baseurl` (dnf takes several, on one line or continuation lines), then the mirrors
+    /// `mirrorlist`/`metalink` list once [`resolve_mirrors`] ran: tried in this order.
+    pub baseurls: Vec<String>,
+    pub mirrorlist: Option<String>,
+    pub metalink: Option<String>,
+    /// Digests `repomd.xml` must match (`type`, hex), from the metalink.
+    pub repomd_hashes: Vec<(String, String)>,
+    /// dnf's `exclude`/`excludepkgs` and `includepkgs`: name globs.
+    pub exclude: Vec<String>,
+    pub includepkgs: Vec<String>,
+    /// dnf's `priority` (lower wins, default 99) and `cost` (lower preferred, default 1000).
+    pub priority: i32,
+    pub cost: i32,
+    /// An unreachable repository is a warning, not an error.
+    pub skip_if_unavailable: bool,
     /// Verify every RPM's header signature against `gpgkeys` (dnf's `gpgcheck`).
     pub gpgcheck: bool,
     /// Verify `repomd.xml` against `repomd.xml.asc` (dnf's `repo_gpgcheck`).
@@ -28,6 +47,124 @@ pub struct RepoConfig {
     /// uses this repository, as dnf only expands the repositories it loads.
     #[serde(skip)]
     pub unexpanded: Option<String>,
+}
+
+impl RepoConfig {
+    /// The base URLs to try, in order.
+    pub fn mirrors(&self) -> &[String] {
+        &self.baseurls
+    }
+
+    /// Whether dnf's `exclude`/`includepkgs` let this repository offer package `name`.
+    pub fn offers(&self, name: &str) -> bool {
+        !self.exclude.iter().any(|g| glob_match(g, name))
+            && (self.includepkgs.is_empty() || self.includepkgs.iter().any(|g| glob_match(g, name)))
+    }
+}
+
+/// fnmatch-style globs as dnf matches package names: `*`, `?` and `[...]` classes.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    fn rec(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| rec(&p[1..], &n[i..])),
+            Some('?') => !n.is_empty() && rec(&p[1..], &n[1..]),
+            Some('[') => match p.iter().position(|&c| c == ']') {
+                Some(end) if end > 1 && !n.is_empty() => {
+                    let (class, negate) = match p[1] {
+                        '!' | '^' => (&p[2..end], true),
+                        _ => (&p[1..end], false),
+                    };
+                    let mut hit = false;
+                    let mut i = 0;
+                    while i < class.len() {
+                        if i + 2 < class.len() && class[i + 1] == '-' {
+                            hit |= class[i] <= n[0] && n[0] <= class[i + 2];
+                            i += 3;
+                        } else {
+                            hit |= class[i] == n[0];
+                            i += 1;
+                        }
+                    }
+                    hit != negate && rec(&p[end + 1..], &n[1..])
+                }
+                _ => n.first() == Some(&'[') && rec(&p[1..], &n[1..]),
+            },
+            Some(c) => n.first() == Some(c) && rec(&p[1..], &n[1..]),
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    rec(&p, &n)
+}
+
+/// Fill in the mirrors of a repository that names a `mirrorlist` (a list of base URLs, one per line)
+/// or a `metalink` (XML listing `repomd.xml` URLs by preference, with the digests it must have),
+/// after its own `baseurl`s.
+pub fn resolve_mirrors(repo: &mut RepoConfig) -> Result<()> {
+    if let Some(url) = repo.mirrorlist.clone() {
+        let text = String::from_utf8(read_url(&url).with_context(|| format!("repository `{}`: mirrorlist", repo.id))?)
+            .map_err(|_| anyhow!("{url}: mirrorlist is not UTF-8"))?;
+        let found: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.trim_end_matches('/').to_owned())
+            .collect();
+        if found.is_empty() {
+            bail!("repository `{}`: mirrorlist {url} lists no mirror", repo.id);
+        }
+        repo.baseurls.extend(found);
+    }
+    if let Some(url) = repo.metalink.clone() {
+        let xml = read_url(&url).with_context(|| format!("repository `{}`: metalink", repo.id))?;
+        let xml = std::str::from_utf8(&xml).map_err(|_| anyhow!("{url}: metalink is not UTF-8"))?;
+        let metalink = parse_metalink(xml, &url)?;
+        repo.baseurls.extend(metalink.mirrors);
+        repo.repomd_hashes = metalink.hashes;
+    }
+    Ok(())
+}
+
+/// What a metalink says of `repomd.xml`.
+struct Metalink {
+    /// Base URLs, most preferred first.
+    mirrors: Vec<String>,
+    /// (`sha256` or `sha512`, hex).
+    hashes: Vec<(String, String)>,
+}
+
+fn parse_metalink(xml: &str, url: &str) -> Result<Metalink> {
+    let doc = roxmltree::Document::parse(xml).with_context(|| format!("{url}: invalid metalink"))?;
+    let file = doc
+        .descendants()
+        .find(|n| n.has_tag_name("file") && n.attribute("name") == Some("repomd.xml"))
+        .ok_or_else(|| anyhow!("{url}: the metalink has no repomd.xml"))?;
+    let hashes: Vec<(String, String)> = file
+        .descendants()
+        .filter(|n| n.has_tag_name("hash"))
+        .filter_map(|h| Some((h.attribute("type")?.to_owned(), h.text()?.trim().to_ascii_lowercase())))
+        .filter(|(t, _)| t == "sha256" || t == "sha512")
+        .collect();
+    let mut urls: Vec<(i64, String)> = file
+        .descendants()
+        .filter(|n| n.has_tag_name("url"))
+        .filter_map(|u| {
+            let text = u.text()?.trim();
+            let base = text.strip_suffix("/repodata/repomd.xml")?;
+            let pref = u.attribute("preference").and_then(|p| p.parse().ok()).unwrap_or(0);
+            Some((pref, base.trim_end_matches('/').to_owned()))
+        })
+        .filter(|(_, b)| b.starts_with("http://") || b.starts_with("https://") || b.starts_with("file://"))
+        .collect();
+    // Most preferred first; the metalink's order among equals.
+    urls.sort_by_key(|(pref, _)| std::cmp::Reverse(*pref));
+    if urls.is_empty() {
+        bail!("{url}: the metalink lists no usable repomd.xml URL");
+    }
+    Ok(Metalink {
+        mirrors: urls.into_iter().map(|(_, b)| b).collect(),
+        hashes,
+    })
 }
 
 /// Variables expanded in `baseurl` (dnf's `$basearch` and `$releasever`, plus fedostree's `$devrepo`).
@@ -81,8 +218,9 @@ pub fn load_repos(dir: &Path, wanted: &[String], vars: &RepoVars) -> Result<Vec<
 fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
     let text = fs_err::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out: Vec<RepoConfig> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
+    let mut last_key: Option<String> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
         let at = || format!("{}:{}", path.display(), i + 1);
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
@@ -91,18 +229,25 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
             out.push(RepoConfig {
                 id: id.trim().into(),
                 name: id.trim().into(),
-                baseurl: String::new(),
-                gpgcheck: false,
-                repo_gpgcheck: false,
-                gpgkeys: Vec::new(),
                 source: path.into(),
-                unexpanded: None,
+                priority: 99,
+                cost: 1000,
+                ..RepoConfig::default()
             });
+            last_key = None;
             continue;
         }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| anyhow!("{}: expected `key=value`", at()))?;
+        // An indented line continues the previous key's value (dnf's ini files: several baseurls).
+        let continued = raw.starts_with([' ', '\t']) && last_key.is_some() && !line.contains('=');
+        let (k, v) = match continued {
+            true => (last_key.clone().unwrap_or_default(), line),
+            false => line
+                .split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v))
+                .ok_or_else(|| anyhow!("{}: expected `key=value`", at()))?,
+        };
+        last_key = Some(k.clone());
+        let k = k.as_str();
         let cur = out
             .last_mut()
             .ok_or_else(|| anyhow!("{}: key outside of a [repository] section", at()))?;
@@ -115,26 +260,42 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
                     "releasever" => "the treefile sets no `releasever`".to_owned(),
                     _ => "known: $basearch, $releasever (from the treefile), $devrepo".to_owned(),
                 };
-                unknown_var.get_or_insert(format!(
-                    "{}: `{}` uses ${name}, which has no value ({why})",
-                    at(),
-                    k.trim()
-                ));
+                unknown_var.get_or_insert(format!("{}: `{}` uses ${name}, which has no value ({why})", at(), k));
             }
             if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
-                bail!(
-                    "{}: `{}` URL `{url}` must be file://, http:// or https://",
-                    at(),
-                    k.trim()
-                );
+                bail!("{}: `{k}` URL `{url}` must be file://, http:// or https://", at());
             }
             Ok(url)
         };
         match k.trim() {
             "name" => cur.name = v.into(),
             "baseurl" => {
-                let url = expand(v.split_whitespace().next().unwrap_or_default())?;
-                cur.baseurl = url.trim_end_matches('/').into();
+                for url in list(v) {
+                    let url = expand(url)?;
+                    cur.baseurls.push(url.trim_end_matches('/').into());
+                }
+            }
+            "mirrorlist" => cur.mirrorlist = Some(expand(v)?),
+            "metalink" => cur.metalink = Some(expand(v)?),
+            "exclude" | "excludepkgs" => cur.exclude.extend(list(v).map(str::to_owned)),
+            "includepkgs" => cur.includepkgs.extend(list(v).map(str::to_owned)),
+            "priority" | "cost" => {
+                let n: i32 = v.parse().map_err(|_| anyhow!("{}: {k}=`{v}` is not a number", at()))?;
+                *(if k == "priority" {
+                    &mut cur.priority
+                } else {
+                    &mut cur.cost
+                }) = n;
+            }
+            "skip_if_unavailable" => {
+                cur.skip_if_unavailable =
+                    parse_bool(v).ok_or_else(|| anyhow!("{}: skip_if_unavailable=`{v}` is not a boolean", at()))?
+            }
+            "module_hotfixes" => {
+                tracing::info!(
+                    "{}: module_hotfixes ignored: fedostree composes no modular content",
+                    at()
+                )
             }
             "gpgcheck" => {
                 cur.gpgcheck = parse_bool(v).ok_or_else(|| anyhow!("{}: gpgcheck=`{v}` is not a boolean", at()))?
@@ -145,27 +306,27 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
             }
             // dnf: several keys separated by whitespace or commas.
             "gpgkey" => {
-                for url in v
-                    .split(|c: char| c.is_whitespace() || c == ',')
-                    .filter(|u| !u.is_empty())
-                {
+                for url in list(v) {
                     cur.gpgkeys.push(expand(url)?);
                 }
             }
-            "enabled" | "metadata_expire" | "skip_if_unavailable" => {}
-            "metalink" | "mirrorlist" => {
-                bail!("{}: `{}` is not supported yet, use baseurl", at(), k.trim())
-            }
+            "enabled" | "metadata_expire" => {}
             other => bail!("{}: unknown repository option `{other}`", at()),
         }
         if let Some(problem) = unknown_var {
             cur.unexpanded.get_or_insert(problem);
         }
     }
-    for r in &out {
-        if r.baseurl.is_empty() {
-            bail!("{}: repository `{}` has no baseurl", path.display(), r.id);
-        }
+    for r in &mut out {
+        r.baseurl = match (r.baseurls.first(), &r.mirrorlist, &r.metalink) {
+            (Some(b), _, _) => b.clone(),
+            (None, Some(m), _) | (None, None, Some(m)) => m.clone(),
+            (None, None, None) => bail!(
+                "{}: repository `{}` has no baseurl, mirrorlist or metalink",
+                path.display(),
+                r.id
+            ),
+        };
         if (r.gpgcheck || r.repo_gpgcheck) && r.gpgkeys.is_empty() {
             bail!(
                 "{}: repository `{}` sets gpgcheck or repo_gpgcheck but names no gpgkey",
@@ -175,6 +336,12 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
         }
     }
     Ok(out)
+}
+
+/// A value holding several items, separated by whitespace or commas as dnf reads them.
+fn list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|u| !u.is_empty())
 }
 
 /// dnf's variable expansion: `$name` and `${name}`, where a name is letters, digits and `_` (so
@@ -269,7 +436,7 @@ pub fn hex_digest_reader(kind: &str, mut src: impl Read, mut copy: Option<&mut d
         "sha512" => Hasher::Sha512(Sha512::new()),
         other => bail!("unsupported checksum type `{other}` in repodata"),
     };
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; DIGEST_BUF];
     let mut total = 0u64;
     loop {
         let n = src.read(&mut buf)?;
@@ -327,10 +494,46 @@ fn parse_repomd(xml: &str, url: &str) -> Result<BTreeMap<String, RepomdEntry>> {
 }
 
 /// Fetch (or reuse from `cache_root`) the metadata of `repo`, verifying each file's checksum, and
-/// `repomd.xml` itself against `keys` when the repository sets `repo_gpgcheck`.
+/// `repomd.xml` itself against `keys` when the repository sets `repo_gpgcheck` and against the
+/// metalink's digests when it has one. Mirrors are tried in order: one that fails, or serves a
+/// `repomd.xml` the metalink does not vouch for, gives way to the next.
 pub fn fetch_metadata(repo: &RepoConfig, keys: Option<&RepoKeys>, cache_root: &Path) -> Result<RepoMetadata> {
-    let url = format!("{}/repodata/repomd.xml", repo.baseurl);
+    let mut failures = Vec::new();
+    for base in repo.mirrors() {
+        match fetch_metadata_from(repo, base, keys, cache_root) {
+            Ok(md) => return Ok(md),
+            // A signature that does not verify is the input's fault, not the mirror's.
+            Err(e) if fedostree_util::is_input_error(&e) => return Err(e),
+            Err(e) => failures.push(format!("{base}: {e:#}")),
+        }
+    }
+    if failures.is_empty() {
+        bail!("repository `{}`: no mirror to fetch from", repo.id);
+    }
+    Err(anyhow!(
+        "repository `{}`: no mirror served its metadata:\n  {}",
+        repo.id,
+        failures.join("\n  ")
+    ))
+}
+
+fn fetch_metadata_from(
+    repo: &RepoConfig,
+    base: &str,
+    keys: Option<&RepoKeys>,
+    cache_root: &Path,
+) -> Result<RepoMetadata> {
+    let url = format!("{base}/repodata/repomd.xml");
     let repomd = read_url(&url).with_context(|| format!("repository `{}`", repo.id))?;
+    if !repo.repomd_hashes.is_empty() {
+        let vouched = repo
+            .repomd_hashes
+            .iter()
+            .any(|(kind, hex)| hex_digest(kind, &repomd).is_ok_and(|got| got == *hex));
+        if !vouched {
+            bail!("{url} does not match the digests of the metalink (a stale or tampered mirror)");
+        }
+    }
     if repo.repo_gpgcheck {
         let keys = keys.context("repo_gpgcheck without loaded keys")?;
         let asc = read_url(&format!("{url}.asc"))
@@ -361,12 +564,11 @@ pub fn fetch_metadata(repo: &RepoConfig, keys: Option<&RepoKeys>, cache_root: &P
             }
         }
         if !local.exists() {
-            let data = read_url(&format!("{}/{}", repo.baseurl, e.href))?;
+            let data = read_url(&format!("{base}/{}", e.href))?;
             let got = hex_digest(&e.kind, &data)?;
             if got != e.checksum {
                 fedostree_util::bail_input!(
-                    "{}/{}: {} checksum mismatch: repomd.xml says {}, file has {got}",
-                    repo.baseurl,
+                    "{base}/{}: {} checksum mismatch: repomd.xml says {}, file has {got}",
                     e.href,
                     e.kind,
                     e.checksum
@@ -431,6 +633,63 @@ mod tests {
         // Only a repository the tree uses needs its variables: another tree in the directory composes.
         std::fs::write(d.path().join("dev.repo"), "[dev]\nbaseurl=file://$devrepo/$basearch\n").unwrap();
         assert!(load_repos(d.path(), &["dev".into()], &vars).is_ok());
+    }
+
+    #[test]
+    fn several_baseurls_and_dnf_options() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("m.repo"),
+            "[m]\nbaseurl=http://a.example/r/$basearch/\n  http://b.example/r/$basearch, file:///c\nexclude=kernel* debug?nfo\nincludepkgs=kernel-core,bash,[a-c]x\npriority=10\ncost=500\nskip_if_unavailable=1\nmodule_hotfixes=1\n\n[ml]\nmetalink=https://mirrors.example/metalink?repo=fedora-$releasever&arch=$basearch\n",
+        )
+        .unwrap();
+        let vars = RepoVars {
+            basearch: "x86_64",
+            releasever: Some("41"),
+            devrepo: Path::new("/d"),
+        };
+        let r = load_repos(d.path(), &["m".into(), "ml".into()], &vars).unwrap();
+        assert_eq!(
+            r[0].mirrors(),
+            ["http://a.example/r/x86_64", "http://b.example/r/x86_64", "file:///c"]
+        );
+        assert_eq!(r[0].baseurl, "http://a.example/r/x86_64");
+        assert_eq!((r[0].priority, r[0].cost, r[0].skip_if_unavailable), (10, 500, true));
+        assert!(!r[0].offers("kernel-core"), "exclude wins over includepkgs");
+        assert!(!r[0].offers("debuginfo") && r[0].offers("bash") && r[0].offers("bx") && !r[0].offers("dx"));
+        assert!(!r[0].offers("zsh"), "includepkgs limits what the repository offers");
+        assert_eq!(
+            r[1].metalink.as_deref(),
+            Some("https://mirrors.example/metalink?repo=fedora-41&arch=x86_64")
+        );
+        assert!(r[1].mirrors().is_empty() && r[1].offers("zsh"));
+        std::fs::write(d.path().join("n.repo"), "[n]\nname=no url\n").unwrap();
+        let e = load_repos(d.path(), &["n".into()], &vars).unwrap_err().to_string();
+        assert!(e.contains("has no baseurl, mirrorlist or metalink"), "{e}");
+    }
+
+    #[test]
+    fn metalinks_give_mirrors_by_preference_and_digests() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<metalink version="3.0" xmlns="http://www.metalinker.org/" type="dynamic">
+ <files>
+  <file name="repomd.xml">
+   <verification>
+    <hash type="md5">00</hash>
+    <hash type="sha256">ABCDEF</hash>
+   </verification>
+   <resources maxconnections="1">
+    <url protocol="https" type="https" location="US" preference="90">https://b.example/os/repodata/repomd.xml</url>
+    <url protocol="rsync" type="rsync" preference="100">rsync://r.example/os/repodata/repomd.xml</url>
+    <url protocol="https" type="https" location="DE" preference="100">https://a.example/os/repodata/repomd.xml</url>
+   </resources>
+  </file>
+ </files>
+</metalink>"#;
+        let m = parse_metalink(xml, "m").unwrap();
+        assert_eq!(m.mirrors, ["https://a.example/os", "https://b.example/os"]);
+        assert_eq!(m.hashes, [("sha256".to_owned(), "abcdef".to_owned())]);
+        assert!(parse_metalink("<metalink/>", "m").is_err());
     }
 
     #[test]

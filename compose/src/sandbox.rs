@@ -50,6 +50,11 @@ pub fn run(root: &Path, usr: Usr, argv: &[&str], files: &[(&Path, &str)]) -> Res
     ])
     // systemctl and friends: act on the files, never try to talk to a running manager.
     .args(["--setenv", "SYSTEMD_OFFLINE", "1"]);
+    // Packages' /opt content lives in /usr/lib/opt: scripts see it at /opt, as rpm-ostree's do (the
+    // link lands in the tree; postprocess turns /opt into what `opt-usrlocal` asks for).
+    if root.join("usr/lib/opt").is_dir() && root.join("opt").symlink_metadata().is_err() {
+        c.args(["--symlink", "usr/lib/opt", "/opt"]);
+    }
     for (host, inside) in files {
         c.arg("--ro-bind").arg(host).arg(inside);
     }

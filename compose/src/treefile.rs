@@ -94,8 +94,6 @@ const NOT_INLINE: &[&str] = &[
     "variables",
     "postprocess-script",
     "add-files",
-    "check-passwd",
-    "check-groups",
 ];
 
 /// `boot-location`: where the kernel and initramfs live in the tree. rpm-ostree's default `new` also
@@ -106,6 +104,8 @@ pub enum BootLocation {
     #[default]
     New,
     Modules,
+    /// Accepted by the parser so that it is refused by name.
+    KernelInstall,
 }
 
 /// `check-passwd` / `check-groups`: what the tree's accounts are checked against before commit
@@ -118,7 +118,12 @@ pub enum AccountCheck<E> {
     #[default]
     Previous,
     File {
+        /// As written (relative to the treefile naming it): serialized, so the compose hash does not
+        /// depend on where the checkout is.
         filename: PathBuf,
+        /// Resolved while the treefile is read.
+        #[serde(skip)]
+        path: PathBuf,
     },
     Data {
         entries: BTreeMap<String, E>,
@@ -127,8 +132,8 @@ pub enum AccountCheck<E> {
 
 impl<E> AccountCheck<E> {
     fn resolve_file(&mut self, dir: &Path) {
-        if let AccountCheck::File { filename } = self {
-            *filename = dir.join(&*filename);
+        if let AccountCheck::File { filename, path } = self {
+            *path = dir.join(&*filename);
         }
     }
 }
@@ -138,16 +143,25 @@ impl<E> AccountCheck<E> {
 #[serde(untagged)]
 pub enum PasswdIds {
     Same(u32),
+    /// `[uid]`, as rpm-ostree also accepts.
+    One((u32,)),
     Pair(u32, u32),
 }
 
 impl PasswdIds {
     pub fn ids(self) -> (u32, u32) {
         match self {
-            PasswdIds::Same(id) => (id, id),
+            PasswdIds::Same(id) | PasswdIds::One((id,)) => (id, id),
             PasswdIds::Pair(uid, gid) => (uid, gid),
         }
     }
+}
+
+/// Whether `lockfile-repos` are enabled: only when lockfiles are in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockfileRepos {
+    Enabled,
+    Disabled,
 }
 
 /// One `repo-packages` entry: these packages are installed, and only from that repository.
@@ -201,16 +215,17 @@ impl RpmdbBackend {
 pub struct AddFile {
     /// Resolved against the declaring treefile's directory while it is read.
     pub source: PathBuf,
-    /// As written, for `--print-only` and the compose hash (the content digest is hashed too).
-    pub written: String,
+    /// The source as written, for `--print-only` and the compose hash (its content digest is hashed
+    /// too).
+    pub source_as_written: String,
     pub dest: String,
 }
 
 impl From<(String, String)> for AddFile {
-    fn from((written, dest): (String, String)) -> AddFile {
+    fn from((source_as_written, dest): (String, String)) -> AddFile {
         AddFile {
-            source: PathBuf::from(&written),
-            written,
+            source: PathBuf::from(&source_as_written),
+            source_as_written,
             dest,
         }
     }
@@ -218,7 +233,7 @@ impl From<(String, String)> for AddFile {
 
 impl Serialize for AddFile {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.written, &self.dest).serialize(s)
+        (&self.source_as_written, &self.dest).serialize(s)
     }
 }
 
@@ -304,6 +319,58 @@ struct RawTreefile {
 }
 
 impl RawTreefile {
+    /// What rpm-ostree does to each file as it is read, before merging: older spellings move to the
+    /// kebab-case keys (both forms is an error) and `container: true` sets what it implies (so an
+    /// includer's explicit value still wins). Errors name the key.
+    fn normalize(&mut self) -> Result<(), (&'static str, String)> {
+        let twice = |name: &'static str| {
+            (
+                name,
+                format!(
+                    "set twice, also as `{}` (rpm-ostree refuses both forms too)",
+                    name.replace('-', "_")
+                ),
+            )
+        };
+        for (new, legacy, name) in [
+            (
+                &mut self.default_target,
+                self.default_target_legacy.take(),
+                "default-target",
+            ),
+            (
+                &mut self.automatic_version_prefix,
+                self.automatic_version_prefix_legacy.take(),
+                "automatic-version-prefix",
+            ),
+        ] {
+            match (new.is_some(), legacy) {
+                (true, Some(_)) => return Err(twice(name)),
+                (false, Some(l)) => *new = Some(l),
+                _ => {}
+            }
+        }
+        match (self.boot_location, self.boot_location_legacy.take()) {
+            (Some(_), Some(_)) => return Err(twice("boot-location")),
+            (None, Some(l)) => self.boot_location = Some(l),
+            _ => {}
+        }
+        if self.boot_location == Some(BootLocation::KernelInstall) {
+            return Err((
+                "boot-location",
+                "`kernel-install` (rpm-ostree's container flow) is not supported by fedostree: use `modules`".into(),
+            ));
+        }
+        if self.container == Some(true) {
+            self.boot_location = Some(BootLocation::Modules);
+            self.tmp_is_dir = Some(true);
+            self.preserve_passwd = Some(false);
+            self.check_passwd = Some(AccountCheck::None);
+            self.check_groups = Some(AccountCheck::None);
+        }
+        Ok(())
+    }
+
     fn packages_for(&mut self, arch: &str) -> Option<Vec<String>> {
         match arch {
             "x86_64" => self.packages_x86_64.take(),
@@ -558,7 +625,7 @@ impl Treefile {
                     msg: format!("`add-files`: {} is not a file", f.source.display()),
                 });
             }
-            external_digests.push(format!("add-files {:?} {}", f.written, digest(&f.source)?));
+            external_digests.push(format!("add-files {:?} {}", f.source_as_written, digest(&f.source)?));
         }
         let remove_from_packages = raw.remove_from_packages.take().unwrap_or_default();
         let files_remove_regex =
@@ -567,13 +634,6 @@ impl Treefile {
                 msg: format!("`remove-from-packages`: {msg}"),
             })?;
         let container = raw.container.unwrap_or(false);
-        if container {
-            raw.boot_location = Some(BootLocation::Modules);
-            raw.tmp_is_dir = Some(true);
-            raw.preserve_passwd = Some(false);
-            raw.check_passwd = Some(AccountCheck::None);
-            raw.check_groups = Some(AccountCheck::None);
-        }
         let opt_usrlocal = raw.opt_usrlocal.unwrap_or_default();
         if opt_usrlocal == OptUsrLocal::StateOverlay {
             return Err(TreefileError::Invalid {
@@ -586,8 +646,8 @@ impl Treefile {
         let check_passwd = raw.check_passwd.take().unwrap_or_default();
         let check_groups = raw.check_groups.take().unwrap_or_default();
         for (key, file) in [
-            ("check-passwd", check_file(&check_passwd)),
-            ("check-groups", check_file(&check_groups)),
+            ("check-passwd", check_file(Some(&check_passwd))),
+            ("check-groups", check_file(Some(&check_groups))),
         ] {
             if let Some(file) = file {
                 if !file.is_file() {
@@ -613,7 +673,7 @@ impl Treefile {
             }
         }
         let preserve_passwd = raw.preserve_passwd.unwrap_or(true);
-        if preserve_passwd && check_file(&check_passwd).is_some() != check_file(&check_groups).is_some() {
+        if preserve_passwd && check_file(Some(&check_passwd)).is_some() != check_file(Some(&check_groups)).is_some() {
             return Err(TreefileError::Invalid {
                 path: path.to_owned(),
                 msg: "`check-passwd` and `check-groups` must both be of type file or neither: accounts are \
@@ -686,14 +746,14 @@ impl Treefile {
     /// The repositories the treefile names, from the `*.repo` files beside it, with dnf's variables
     /// (`$basearch`, `$releasever`) and fedostree's `$devrepo` (`devrepo`) expanded.
     pub fn load_repos(&self, devrepo: &Path) -> anyhow::Result<Vec<crate::repo::RepoConfig>> {
-        self.load_repos_with(devrepo, false)
+        self.load_repos_with(devrepo, LockfileRepos::Disabled)
     }
 
     /// [`Treefile::load_repos`], with the `lockfile-repos` after `repos` when lockfiles are in use.
     pub fn load_repos_with(
         &self,
         devrepo: &Path,
-        lockfile_repos: bool,
+        lockfile_repos: LockfileRepos,
     ) -> anyhow::Result<Vec<crate::repo::RepoConfig>> {
         let releasever = self.releasever.as_ref().map(|r| r.to_string());
         let vars = crate::repo::RepoVars {
@@ -702,7 +762,7 @@ impl Treefile {
             devrepo,
         };
         let mut ids = self.repos.clone();
-        if lockfile_repos {
+        if lockfile_repos == LockfileRepos::Enabled {
             ids.extend(self.lockfile_repos.iter().filter(|r| !self.repos.contains(r)).cloned());
         }
         crate::repo::load_repos(self.dir(), &ids, &vars)
@@ -760,9 +820,10 @@ fn line_of_key(text: &str, key: &str) -> usize {
         .unwrap_or(1)
 }
 
-fn check_file<E>(check: &AccountCheck<E>) -> Option<&Path> {
+/// The resolved file of a `check-passwd`/`check-groups` of type file.
+pub fn check_file<E>(check: Option<&AccountCheck<E>>) -> Option<&Path> {
     match check {
-        AccountCheck::File { filename } => Some(filename),
+        Some(AccountCheck::File { path, .. }) => Some(path),
         _ => None,
     }
 }
@@ -874,15 +935,8 @@ impl Walk<'_> {
                     ),
                 ));
             }
-            f.source = path.parent().unwrap_or(Path::new(".")).join(&f.written);
+            f.source = path.parent().unwrap_or(Path::new(".")).join(&f.source_as_written);
         }
-        if raw.boot_location.is_some() && raw.boot_location_legacy.is_some() {
-            return Err(invalid(
-                "boot-location",
-                "set twice, also as `boot_location` (rpm-ostree refuses both forms too)".into(),
-            ));
-        }
-        raw.boot_location = raw.boot_location.or(raw.boot_location_legacy.take());
         let dir = path.parent().unwrap_or(Path::new("."));
         if let Some(c) = &mut raw.check_passwd {
             c.resolve_file(dir);
@@ -890,32 +944,7 @@ impl Walk<'_> {
         if let Some(c) = &mut raw.check_groups {
             c.resolve_file(dir);
         }
-        for (new, legacy, name) in [
-            (
-                &mut raw.default_target,
-                raw.default_target_legacy.take(),
-                "default-target",
-            ),
-            (
-                &mut raw.automatic_version_prefix,
-                raw.automatic_version_prefix_legacy.take(),
-                "automatic-version-prefix",
-            ),
-        ] {
-            match (new.is_some(), legacy) {
-                (true, Some(_)) => {
-                    return Err(invalid(
-                        name,
-                        format!(
-                            "set twice, also as `{}` (rpm-ostree refuses both forms too)",
-                            name.replace('-', "_")
-                        ),
-                    ))
-                }
-                (false, Some(l)) => *new = Some(l),
-                _ => {}
-            }
-        }
+        raw.normalize().map_err(|(key, msg)| invalid(key, msg))?;
         let mut own = raw.variables.take().unwrap_or_default();
         if let Some(name) = own.keys().find(|k| treefile_vars::RESERVED.contains(&k.as_str())) {
             return Err(invalid(
@@ -953,8 +982,18 @@ impl Walk<'_> {
                     check_keys(&m, &text, path)?;
                     // Through text: serde_yaml's errors from text name the key at fault.
                     let inline_text = serde_yaml_ng::to_string(&m).unwrap_or_default();
-                    let inline: RawTreefile = serde_yaml_ng::from_str(&inline_text)
+                    let mut inline: RawTreefile = serde_yaml_ng::from_str(&inline_text)
                         .map_err(|e| entry_error(format!("inline treefile: {e}")))?;
+                    if check_file(inline.check_passwd.as_ref()).is_some()
+                        || check_file(inline.check_groups.as_ref()).is_some()
+                    {
+                        return Err(entry_error(
+                            "an inline treefile cannot name a check-passwd/check-groups file".into(),
+                        ));
+                    }
+                    inline
+                        .normalize()
+                        .map_err(|(key, msg)| entry_error(format!("`{key}`: {msg}")))?;
                     raw = raw.merge_over(inline);
                 }
                 files => {

@@ -200,7 +200,7 @@ mod tests {
         std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o750)).unwrap();
         let f = |dest: &str| AddFile {
             source: src.clone(),
-            written: "tool".into(),
+            source_as_written: "tool".into(),
             dest: dest.into(),
         };
         add_files(&root, &[f("/bin/tool"), f("/usr/lib/new/dir/tool")]).unwrap();

@@ -47,11 +47,13 @@ fn solver_for(dir: &Path, arch: &str) -> Solver {
         id: "t".into(),
         name: "t".into(),
         baseurl: format!("file://{}", dir.display()),
+        baseurls: vec![format!("file://{}", dir.display())],
         gpgcheck: false,
         repo_gpgcheck: false,
         gpgkeys: vec![],
         source: dir.into(),
         unexpanded: None,
+        ..RepoConfig::default()
     };
     let md = fetch_metadata(&cfg, None, &dir.join("cache")).unwrap();
     let mut s = Solver::new(arch);
@@ -159,11 +161,13 @@ fn corrupt_cached_metadata_is_fetched_again() {
         id: "t".into(),
         name: "t".into(),
         baseurl: format!("file://{}", d.path().display()),
+        baseurls: vec![format!("file://{}", d.path().display())],
         gpgcheck: false,
         repo_gpgcheck: false,
         gpgkeys: vec![],
         source: d.path().into(),
         unexpanded: None,
+        ..RepoConfig::default()
     };
     let cache = d.path().join("cache");
     let md = fetch_metadata(&cfg, None, &cache).unwrap();

@@ -28,6 +28,9 @@ pub struct SolvedPackage {
     pub location: String,
     pub checksum_type: String,
     pub checksum: String,
+    /// Download size from the repodata (bytes; 0 when the repodata does not say).
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl SolvedPackage {
@@ -128,6 +131,24 @@ impl Solver {
 
     /// Load one rpm-md repository: primary first, then filelists extending the same solvables.
     pub fn add_repo(&mut self, name: &str, primary: &Path, filelists: Option<&Path>) -> Result<()> {
+        self.add_repo_prioritized(name, primary, filelists, 99, 1000)
+    }
+
+    /// A repository that could not be loaded (`skip_if_unavailable`): the next one keeps its index.
+    pub fn skip_repo(&mut self) {
+        self.repos += 1;
+    }
+
+    /// [`Solver::add_repo`] with dnf's `priority` (lower wins: a name offered by a repository of a
+    /// better priority hides the others' packages of that name) and `cost` (lower preferred).
+    pub fn add_repo_prioritized(
+        &mut self,
+        name: &str,
+        primary: &Path,
+        filelists: Option<&Path>,
+        priority: i32,
+        cost: i32,
+    ) -> Result<()> {
         let n = cstr(name)?;
         // SAFETY: our pool; `repo` is checked non-null before it is written; the pool owns it after.
         unsafe {
@@ -136,6 +157,9 @@ impl Solver {
                 return Err(SolveError::Null("repository").into());
             }
             (*repo).appdata = self.repos as *mut std::ffi::c_void;
+            // libdnf's mapping: libsolv prefers higher numbers.
+            (*repo).priority = -priority;
+            (*repo).subpriority = -cost;
             self.repos += 1;
             self.load_xml(repo, primary, 0)?;
             if let Some(f) = filelists {
@@ -318,6 +342,7 @@ impl Solver {
             location,
             checksum_type: str_of(ffi::solv_chksum_type2str(ctype)),
             checksum,
+            size: ffi::solvable_lookup_num(s, ffi::solv_knownid_SOLVABLE_DOWNLOADSIZE as ffi::Id, 0),
         }
     }
 }
