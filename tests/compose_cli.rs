@@ -938,12 +938,7 @@ fn mirrors_fail_over_and_downloads_resume(good_state: &Path) {
         ),
         pkgs,
     );
-    let (out, has_refs) = compose_fresh(&work, &t);
-    assert!(
-        out.status.success() && has_refs,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    composes_fresh(&work, &t);
     let cut = cutting.requests();
     let resumed: Vec<String> = good
         .requests()
@@ -971,12 +966,7 @@ fn mirrors_fail_over_and_downloads_resume(good_state: &Path) {
         &format!("mirrorlist={}/mirrorlist.txt\ngpgcheck=1\n{key}", good.url()),
         pkgs,
     );
-    let (out, has_refs) = compose_fresh(&work, &t);
-    assert!(
-        out.status.success() && has_refs,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    composes_fresh(&work, &t);
 
     // metalink: repomd.xml must have one of its digests; a mirror serving another is passed over.
     let repomd = std::fs::read(repo.join("repodata/repomd.xml")).unwrap();
@@ -1001,12 +991,7 @@ fn mirrors_fail_over_and_downloads_resume(good_state: &Path) {
         ),
         pkgs,
     );
-    let (out, has_refs) = compose_fresh(&work, &t);
-    assert!(
-        out.status.success() && has_refs,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    composes_fresh(&work, &t);
     std::fs::write(repo.join("metalink.xml"), metalink(&"0".repeat(64))).unwrap();
     let (out, has_refs) = compose_fresh(&work, &t);
     assert_eq!(
@@ -1075,6 +1060,16 @@ fn compose_fresh(work: &Path, tree: &Path) -> (Output, bool) {
     (out, has_refs)
 }
 
+/// [`compose_fresh`] that must succeed and write its ref.
+fn composes_fresh(work: &Path, tree: &Path) {
+    let (out, has_refs) = compose_fresh(work, tree);
+    assert!(
+        out.status.success() && has_refs,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn refused(out: &Output, has_refs: bool, needles: &[&str]) {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1110,12 +1105,7 @@ fn signatures(good_state: &Path) {
         &format!("{base}gpgcheck=1\nrepo_gpgcheck=1\ngpgkey={rsa_key}, {dev_key}\n"),
         pkgs,
     );
-    let (out, has_refs) = compose_fresh(&work, &t);
-    assert!(
-        out.status.success() && has_refs,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    composes_fresh(&work, &t);
 
     // Signed, but not by a key the repository trusts.
     let t = tree_with_repo(

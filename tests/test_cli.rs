@@ -361,8 +361,9 @@ fn file_owners_come_from_the_tree(state: &Path) {
         let include = trees.join("minimal.yaml");
         std::fs::write(
             &p,
+            // Not booted (no dracut run: this is about accounts), but the tree's own systemd-sysusers runs.
             format!(
-                "include: {}\nref: test/owners\nrepos: [extra]\npackages: [{pkgs}]\n",
+                "include: {}\nref: test/owners\nrepos: [extra]\npackages: [{pkgs}]\ncontainer: true\n",
                 include.display()
             ),
         )
