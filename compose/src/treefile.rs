@@ -543,6 +543,10 @@ pub struct Treefile {
 impl Treefile {
     /// Load `path` and everything it includes, resolved for `arch`.
     pub fn load(path: &Path, name: &str, arch: &str) -> Result<Treefile, TreefileError> {
+        let invalid = |msg: String| TreefileError::Invalid {
+            path: path.to_owned(),
+            msg,
+        };
         let mut walk = Walk {
             arch,
             chain: Vec::new(),
@@ -554,45 +558,34 @@ impl Treefile {
         let mut packages = raw.packages.take().unwrap_or_default();
         packages.extend(raw.packages_for(arch).unwrap_or_default());
         let packages = split_names(packages);
-        let ref_ = raw.ref_.take().ok_or_else(|| TreefileError::Invalid {
-            path: path.to_owned(),
-            msg: "missing mandatory key `ref`".into(),
-        })?;
+        let ref_ = raw
+            .ref_
+            .take()
+            .ok_or_else(|| invalid("missing mandatory key `ref`".into()))?;
         let ref_ = treefile_vars::substitute(&ref_, &vars);
         if ref_.contains("${") {
-            return Err(TreefileError::Invalid {
-                path: path.to_owned(),
-                msg: format!("`ref` `{ref_}` names a variable that is not defined"),
-            });
+            return Err(invalid(format!("`ref` `{ref_}` names a variable that is not defined")));
         }
         if ref_.is_empty() || ref_.contains(['\0', ' ', '\n']) {
-            return Err(TreefileError::Invalid {
-                path: path.to_owned(),
-                msg: format!("invalid ref `{ref_}`"),
-            });
+            return Err(invalid(format!("invalid ref `{ref_}`")));
         }
         let remove_files = raw.remove_files.unwrap_or_default();
         for f in &remove_files {
             if f.starts_with('/') || f.split('/').any(|c| c == "..") {
-                return Err(TreefileError::Invalid {
-                    path: path.to_owned(),
-                    msg: format!("remove-files entry `{f}` must be relative to / and must not contain `..`"),
-                });
+                return Err(invalid(format!(
+                    "remove-files entry `{f}` must be relative to / and must not contain `..`"
+                )));
             }
         }
         if packages.is_empty() {
-            return Err(TreefileError::Invalid {
-                path: path.to_owned(),
-                msg: format!("no packages for {arch}"),
-            });
+            return Err(invalid(format!("no packages for {arch}")));
         }
         let exclude_packages = split_names(raw.exclude_packages.unwrap_or_default());
         for (key, names) in [("packages", &packages), ("exclude-packages", &exclude_packages)] {
             if let Some(bad) = names.iter().find(|n| n.chars().any(char::is_control)) {
-                return Err(TreefileError::Invalid {
-                    path: path.to_owned(),
-                    msg: format!("`{key}`: package name {bad:?} contains a control character"),
-                });
+                return Err(invalid(format!(
+                    "`{key}`: package name {bad:?} contains a control character"
+                )));
             }
         }
         raw.automatic_version_prefix = raw
@@ -620,28 +613,21 @@ impl Treefile {
         let add_files = raw.add_files.take().unwrap_or_default();
         for f in &add_files {
             if !f.source.is_file() {
-                return Err(TreefileError::Invalid {
-                    path: path.to_owned(),
-                    msg: format!("`add-files`: {} is not a file", f.source.display()),
-                });
+                return Err(invalid(format!("`add-files`: {} is not a file", f.source.display())));
             }
             external_digests.push(format!("add-files {:?} {}", f.source_as_written, digest(&f.source)?));
         }
         let remove_from_packages = raw.remove_from_packages.take().unwrap_or_default();
-        let files_remove_regex =
-            compile_remove_from_packages(&remove_from_packages).map_err(|msg| TreefileError::Invalid {
-                path: path.to_owned(),
-                msg: format!("`remove-from-packages`: {msg}"),
-            })?;
+        let files_remove_regex = compile_remove_from_packages(&remove_from_packages)
+            .map_err(|msg| invalid(format!("`remove-from-packages`: {msg}")))?;
         let container = raw.container.unwrap_or(false);
         let opt_usrlocal = raw.opt_usrlocal.unwrap_or_default();
         if opt_usrlocal == OptUsrLocal::StateOverlay {
-            return Err(TreefileError::Invalid {
-                path: path.to_owned(),
-                msg: "`opt-usrlocal: state-overlay` needs ostree's ostree-state-overlay@ units (ostree 2023.3); \
+            return Err(invalid(
+                "`opt-usrlocal: state-overlay` needs ostree's ostree-state-overlay@ units (ostree 2023.3); \
                       this ostree (2022.7) has none: use `var` or `root`"
                     .into(),
-            });
+            ));
         }
         let check_passwd = raw.check_passwd.take().unwrap_or_default();
         let check_groups = raw.check_groups.take().unwrap_or_default();
@@ -651,10 +637,7 @@ impl Treefile {
         ] {
             if let Some(file) = file {
                 if !file.is_file() {
-                    return Err(TreefileError::Invalid {
-                        path: path.to_owned(),
-                        msg: format!("`{key}`: {} is not a file", file.display()),
-                    });
+                    return Err(invalid(format!("`{key}`: {} is not a file", file.display())));
                 }
                 external_digests.push(format!("{key} {}", digest(file)?));
             }
@@ -663,23 +646,19 @@ impl Treefile {
         for rp in &repo_packages {
             let names = split_names(rp.packages.clone());
             if names.is_empty() {
-                return Err(TreefileError::Invalid {
-                    path: path.to_owned(),
-                    msg: format!(
-                        "`repo-packages`: the entry for repository `{}` names no package",
-                        rp.repo
-                    ),
-                });
+                return Err(invalid(format!(
+                    "`repo-packages`: the entry for repository `{}` names no package",
+                    rp.repo
+                )));
             }
         }
         let preserve_passwd = raw.preserve_passwd.unwrap_or(true);
         if preserve_passwd && check_file(Some(&check_passwd)).is_some() != check_file(Some(&check_groups)).is_some() {
-            return Err(TreefileError::Invalid {
-                path: path.to_owned(),
-                msg: "`check-passwd` and `check-groups` must both be of type file or neither: accounts are \
+            return Err(invalid(
+                "`check-passwd` and `check-groups` must both be of type file or neither: accounts are \
                       preserved from the files or from the previous commit, not one from each (as rpm-ostree)"
                     .into(),
-            });
+            ));
         }
         let mutate_os_release = raw
             .mutate_os_release
@@ -691,10 +670,8 @@ impl Treefile {
             warnings.push("boot-location: new is deprecated, use boot-location: modules (as rpm-ostree warns)".into());
         }
         if let Some(prefix) = &raw.automatic_version_prefix {
-            crate::compose_tree::check_version_prefix(prefix).map_err(|msg| TreefileError::Invalid {
-                path: path.to_owned(),
-                msg: format!("`automatic-version-prefix`: {msg}"),
-            })?;
+            crate::compose_tree::check_version_prefix(prefix)
+                .map_err(|msg| invalid(format!("`automatic-version-prefix`: {msg}")))?;
         }
         Ok(Treefile {
             path: path.to_owned(),

@@ -356,7 +356,9 @@ impl Drop for Solver {
 
 /// Compare two EVR strings with rpm's rules, without a repository.
 pub fn evrcmp(a: &str, b: &str) -> std::cmp::Ordering {
-    Solver::new("noarch").evrcmp(a, b)
+    // One pool per thread: lockfiles compare every candidate of a locked name.
+    thread_local!(static POOL: Solver = Solver::new("noarch"));
+    POOL.with(|p| p.evrcmp(a, b))
 }
 
 #[cfg(test)]
