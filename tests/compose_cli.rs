@@ -209,6 +209,8 @@ fn compose_both_arches_noop_bump_and_diff() {
     lockfiles_and_repo_packages(&state);
     ostree_layers(&state);
     opt_and_usr_local(&state);
+    payload_attributes(&state);
+    scriptlets_and_file_triggers(&state);
     mirrors_fail_over_and_downloads_resume(&state);
 }
 
@@ -835,6 +837,267 @@ fn opt_and_usr_local(good_state: &Path) {
     let out = fedostree(good_state, &["compose", "--tree", t, "--arch", "x86_64"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ostree-state-overlay@"));
+}
+
+/// Every attribute a payload carries reaches the commit: each entry of the RPM header's file list is
+/// looked up in the committed tree (type, permission bits with setuid/setgid, owner, size, content
+/// digest, symlink target, hardlink sets as one object, capabilities as `security.capability`), and
+/// what the header marks %ghost, or %doc under `documentation: false`, is absent.
+fn payload_attributes(good_state: &Path) {
+    use rpm::{FileFlags, FileMode, FileOptions};
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-attributes");
+    let _ = std::fs::remove_dir_all(&work);
+    let repo_dir = work.join("repo");
+    let member = |path: &str| FileOptions::new(path).mode(FileMode::regular(0o755)).hardlink("pair");
+    let rpm_path = pkg::Pkg::new("attrs", "1.0", "noarch")
+        .file_with(
+            FileOptions::new("/usr/bin/attrs-ping")
+                .mode(FileMode::regular(0o755))
+                .caps("cap_net_raw=ep")
+                .unwrap(),
+            "#!/bin/sh\necho ping\n",
+        )
+        .file_with(
+            FileOptions::new("/usr/bin/attrs-admin")
+                .mode(FileMode::regular(0o750))
+                .caps("cap_net_admin,cap_sys_time+p")
+                .unwrap(),
+            "admin\n",
+        )
+        .file("/usr/bin/attrs-suid", "suid\n", 0o4755)
+        .file("/usr/bin/attrs-sgid", "sgid\n", 0o2711)
+        .file_with(member("/usr/libexec/attrs/one"), "the same bytes\n")
+        .file_with(member("/usr/libexec/attrs/two"), "the same bytes\n")
+        .dir("/usr/share/attrs")
+        .file("/usr/share/attrs/empty", "", 0o644)
+        .file("/usr/share/attrs/with space", "spaced\n", 0o644)
+        .file("/usr/share/attrs/ünïcødé-名前", "utf-8\n", 0o600)
+        .symlink("/usr/bin/attrs-link", "attrs-ping")
+        .file_with(
+            FileOptions::new("/etc/attrs.conf")
+                .config()
+                .noreplace()
+                .mode(FileMode::regular(0o640)),
+            "setting=1\n",
+        )
+        .file_with(FileOptions::new("/usr/share/doc/attrs/README").doc(), "docs\n")
+        .ghost("/var/log/attrs.log")
+        .write(&repo_dir);
+    pkg::createrepo(&repo_dir);
+    let tree = work.join("attrs.yaml");
+    std::fs::write(
+        work.join("r.repo"),
+        format!("[r]\nbaseurl=file://{}\n", repo_dir.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        &tree,
+        "ref: test/attrs\nrepos: [r]\npackages: [attrs]\ncontainer: true\ndocumentation: false\n",
+    )
+    .unwrap();
+    ok(&fedostree(
+        good_state,
+        &["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"],
+    ));
+    let repo = good_state.join("repo");
+
+    // `ostree ls -R -C -X`: "MODE UID GID SIZE CHECKSUM { XATTRS } PATH[ -> TARGET]".
+    let listing = ostree(&repo, &["ls", "-R", "-C", "-X", "test/attrs"]);
+    let mut committed = std::collections::HashMap::new();
+    for line in listing.lines() {
+        let (head, rest) = line.split_once(" { ").unwrap();
+        let (xattrs, name) = rest.split_once(" } ").unwrap();
+        let f: Vec<&str> = head.split_whitespace().collect();
+        let (path, target) = match name.split_once(" -> ") {
+            Some((p, t)) => (p.to_owned(), Some(t.to_owned())),
+            None => (name.to_owned(), None),
+        };
+        committed.insert(
+            path,
+            (
+                f[0].to_owned(),
+                f[1].to_owned(),
+                f[2].to_owned(),
+                f[3].to_owned(),
+                f[4].to_owned(),
+                xattrs.to_owned(),
+                target,
+            ),
+        );
+    }
+    let package = rpm::Package::open(&rpm_path).unwrap();
+    let md = &package.metadata;
+    let inodes = md
+        .header
+        .get_entry_data_as_u32_array(rpm::IndexTag::RPMTAG_FILEINODES)
+        .unwrap();
+    let mut sets: std::collections::HashMap<u32, Vec<String>> = Default::default();
+    let entries = md.get_file_entries().unwrap();
+    assert_eq!(entries.len(), 14, "the test package's file list");
+    for (i, e) in entries.iter().enumerate() {
+        let raw = e.path().to_string_lossy().into_owned();
+        let path = match raw.strip_prefix("/etc/") {
+            Some(rest) => format!("/usr/etc/{rest}"),
+            None => raw.clone(),
+        };
+        let got = committed.get(&path);
+        if e.flags().contains(FileFlags::GHOST) || e.flags().contains(FileFlags::DOC) {
+            assert!(got.is_none(), "{raw}: %ghost or %doc, yet committed: {got:?}");
+            continue;
+        }
+        let (mode, uid, gid, size, csum, xattrs, target) =
+            got.unwrap_or_else(|| panic!("{raw}: in the header, not in the commit:\n{listing}"));
+        let kind = match e.file_type() {
+            rpm::FileType::Regular => '-',
+            rpm::FileType::Dir => 'd',
+            rpm::FileType::SymbolicLink => 'l',
+            other => panic!("{raw}: {other:?}"),
+        };
+        let perms = if kind == 'l' { 0o777 } else { e.permissions() & 0o7777 };
+        assert_eq!(mode, &format!("{kind}{perms:05o}"), "{raw}: type and mode");
+        assert_eq!(
+            (uid.as_str(), gid.as_str()),
+            ("0", "0"),
+            "{raw}: owned by {}:{}",
+            e.user(),
+            e.group()
+        );
+        assert_eq!(target.as_deref(), e.linkto(), "{raw}: symlink target");
+        match e.caps() {
+            Some(c) if !c.is_empty() => assert!(xattrs.contains("security.capability"), "{raw}: {c} lost: {xattrs}"),
+            _ => assert_eq!(xattrs, "@a(ayay) []", "{raw}: attributes it does not carry"),
+        }
+        if kind == '-' {
+            assert_eq!(size, &e.size().to_string(), "{raw}: size");
+            let content = Command::new("ostree")
+                .arg(format!("--repo={}", repo.display()))
+                .args(["cat", "test/attrs", &path])
+                .output()
+                .unwrap()
+                .stdout;
+            use sha2::Digest;
+            assert_eq!(
+                hex::encode(sha2::Sha256::digest(&content)),
+                e.digest().unwrap().as_hex(),
+                "{raw}: content"
+            );
+            sets.entry(inodes[i]).or_default().push(csum.clone());
+        }
+    }
+    let pair = sets.values().find(|s| s.len() == 2).expect("the hardlink pair");
+    assert_eq!(pair[0], pair[1], "hardlinked files are one object");
+
+    // The attribute is the kernel's: checked out (as root, attributes are written), getcap reads back
+    // what the header says.
+    if fedostree_util::prereq::Prereq::Root.missing().is_none() {
+        let out = work.join("checkout");
+        ostree(&repo, &["checkout", "test/attrs", out.to_str().unwrap()]);
+        for (file, caps) in [
+            ("attrs-ping", "cap_net_raw=ep"),
+            ("attrs-admin", "cap_net_admin,cap_sys_time=p"),
+        ] {
+            let got = Command::new("getcap")
+                .arg(out.join("usr/bin").join(file))
+                .output()
+                .unwrap();
+            let got = String::from_utf8_lossy(&got.stdout);
+            assert!(got.trim_end().ends_with(caps), "getcap {file}: {got}");
+        }
+    }
+}
+
+/// Scriptlets from real headers: `%transfiletriggerin` gets the files beneath its path from every
+/// package on stdin (a trigger matching nothing does not run); a Lua scriptlet and a scriptlet that
+/// outlives the timeout are refused by name, with nothing committed.
+fn scriptlets_and_file_triggers(good_state: &Path) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-scriptlets");
+    let _ = std::fs::remove_dir_all(&work);
+    let repo_dir = work.join("repo");
+    pkg::Pkg::new("trig-host", "1.0", "noarch")
+        .file("/usr/share/trig-host/README", "host\n", 0o644)
+        .post("echo post ran > /etc/trig-post", "/bin/sh")
+        .trans_file_trigger_in("/usr/lib/trig.d", "cat > /etc/trig-seen")
+        .trans_file_trigger_in("/usr/lib/trig-none.d", "touch /etc/trig-must-not-run")
+        .write(&repo_dir);
+    pkg::Pkg::new("trig-plugin-a", "1.0", "noarch")
+        .file("/usr/lib/trig.d/a.conf", "a\n", 0o644)
+        .write(&repo_dir);
+    pkg::Pkg::new("trig-plugin-b", "1.0", "noarch")
+        .file("/usr/lib/trig.d/sub/b.conf", "b\n", 0o644)
+        .write(&repo_dir);
+    // The rpm crate makes a scriptlet require its interpreter, `<lua>` included (rpmbuild requires
+    // rpmlib(BuiltinLuaScripts) instead): bin-link provides it so that the Lua package solves.
+    pkg::Pkg::new("bin-link", "1.0", "noarch")
+        .provides(rpm::Dependency::any("<lua>"))
+        .symlink("/bin", "usr/bin")
+        .dir("/etc")
+        .write(&repo_dir);
+    pkg::Pkg::new("lua-post", "1.0", "noarch")
+        .file("/usr/share/lua-post", "x\n", 0o644)
+        .post("print('hello')", "<lua>")
+        .write(&repo_dir);
+    pkg::Pkg::new("slow-post", "1.0", "noarch")
+        .file("/usr/share/slow-post", "x\n", 0o644)
+        .post("echo waiting; sleep 60", "/bin/sh")
+        .write(&repo_dir);
+    pkg::createrepo(&repo_dir);
+    let write_tree = |name: &str, packages: &str| {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The dev repository's busybox is the trees' /bin/sh (through bin-link's /bin).
+        std::fs::write(
+            dir.join("r.repo"),
+            format!(
+                "[r]\nbaseurl=file://{}\n[dev]\nbaseurl=file://{}/devrepo/x86_64\n",
+                repo_dir.display(),
+                good_state.display()
+            ),
+        )
+        .unwrap();
+        let tree = dir.join("tree.yaml");
+        std::fs::write(
+            &tree,
+            format!("ref: test/{name}\nrepos: [r, dev]\ncontainer: true\npackages: [busybox, bin-link, {packages}]\n"),
+        )
+        .unwrap();
+        tree
+    };
+    let tree = write_tree("triggers", "trig-host, trig-plugin-a, trig-plugin-b");
+    let state = work.join("state-triggers");
+    let out = fedostree(
+        &state,
+        &["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"],
+    );
+    ok(&out);
+    let repo = state.join("repo");
+    assert_eq!(
+        ostree(&repo, &["cat", "test/triggers", "/usr/etc/trig-post"]),
+        "post ran\n"
+    );
+    assert_eq!(
+        ostree(&repo, &["cat", "test/triggers", "/usr/etc/trig-seen"]),
+        "/usr/lib/trig.d/a.conf\n/usr/lib/trig.d/sub/b.conf\n"
+    );
+    let listing = ostree(&repo, &["ls", "test/triggers", "/usr/etc"]);
+    assert!(!listing.contains("trig-must-not-run"), "{listing}");
+
+    let (out, has_refs) = compose_fresh(&work, &write_tree("lua", "lua-post"));
+    refused(&out, has_refs, &["lua-post-1.0-1.noarch: %post is a Lua scriptlet"]);
+
+    let tree = write_tree("slow", "slow-post");
+    let state = work.join("state-slow");
+    let out = Command::new(env!("CARGO_BIN_EXE_fedostree"))
+        .env("FEDOSTREE_STATE_DIR", &state)
+        .env("FEDOSTREE_SANDBOX_TIMEOUT", "3")
+        .args(["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"])
+        .output()
+        .unwrap();
+    let has_refs = state.join("repo/refs/heads/test").exists();
+    refused(
+        &out,
+        has_refs,
+        &["slow-post-1.0-1.noarch: %post scriptlet timed out after 3 s", "waiting"],
+    );
 }
 
 /// A small HTTP/1.1 file server for mirror tests: serves `dir`, honours `Range: bytes=N-`, records

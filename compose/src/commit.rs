@@ -74,6 +74,8 @@ pub struct CommitRequest<'a> {
     pub arch: &'a str,
     pub packages: &'a [PkgRecord],
     pub extra: &'a BTreeMap<String, serde_json::Value>,
+    /// Extended attributes of files, by committed path (see [`crate::write_tree::Xattrs`]).
+    pub xattrs: &'a crate::write_tree::Xattrs,
 }
 
 fn json_to_variant(v: &serde_json::Value) -> glib::Variant {
@@ -135,7 +137,7 @@ pub fn commit_tree(
     build_repo.prepare_transaction(cancellable)?;
     let built = (|| -> Result<(String, crate::write_tree::InodeChecksums)> {
         let written = crate::progress::timed("commit: checksummed the tree into the build repo", || {
-            crate::write_tree::write_tree(build_repo, root).context("writing the tree into the build repo")
+            crate::write_tree::write_tree(build_repo, root, req.xattrs).context("writing the tree into the build repo")
         })?;
         let root_file = written
             .root

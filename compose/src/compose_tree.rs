@@ -197,6 +197,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
             arch: &opts.arch,
             packages: &records(&solved),
             extra: &metadata,
+            xattrs: &crate::filecaps::commit_xattrs(unpacked.iter().map(|c| &c.unpacked.package)),
         },
     )?;
     let kernel = kver.map_or_else(|| "not bootable".to_owned(), |k| format!("kernel {k}"));

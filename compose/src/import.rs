@@ -29,6 +29,10 @@ pub struct ImportedPackage {
     pub owners: Vec<(PathBuf, String, String)>,
     /// `%pre`, `%post` and `%posttrans`, run by [`crate::scriptlets`] once every payload is in.
     pub scriptlets: Vec<crate::scriptlets::Scriptlet>,
+    /// Regular files with capabilities (`%caps`): the `security.capability` value the commit gives
+    /// them (see [`crate::filecaps`]), by path as imported.
+    #[serde(default)]
+    pub caps: Vec<(PathBuf, Vec<u8>)>,
 }
 
 /// One payload entry as [`merge`] replays it; paths are relative and already checked.
@@ -198,6 +202,7 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
     let dest_dir =
         Dir::open_ambient_dir(dest, ambient_authority()).with_context(|| format!("opening {}", dest.display()))?;
     let mut owners = Vec::new();
+    let mut caps = Vec::new();
     let mut sample_path = None;
     let mut entries = Vec::new();
     // Hardlink members collected per identity: (path, content if this member carries it, mode).
@@ -242,6 +247,12 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
             }
             FileType::Regular => {
                 note_sample(&mut sample_path, &rel);
+                if let Some(text) = meta.caps().filter(|t| !t.trim().is_empty()) {
+                    let value = crate::filecaps::xattr_for(text).map_err(|e| {
+                        InputError::new(format!("{}: invalid file capabilities `{text}`: {e}", at(&raw)))
+                    })?;
+                    caps.push((rel.clone(), value));
+                }
                 let id = identity.get(&meta.path()).copied();
                 if let Some(id) = id.filter(|id| group_size.get(id).copied().unwrap_or(0) > 1) {
                     // Written once the whole set is known (below).
@@ -291,6 +302,7 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
             sample_path,
             owners,
             scriptlets,
+            caps,
         },
         entries,
         what,

@@ -11,6 +11,7 @@ pub mod commit;
 pub mod compose_tree;
 pub mod dbdiff;
 pub mod fetch;
+pub mod filecaps;
 pub mod gpg;
 pub mod import;
 pub mod initramfs;

@@ -446,6 +446,7 @@ mod tests {
             sample_path: sample.map(Into::into),
             owners: vec![],
             scriptlets: vec![],
+            caps: vec![],
         };
         write_pkglist(
             d.path(),

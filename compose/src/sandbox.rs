@@ -4,8 +4,21 @@
 //! qemu-user (binfmt_misc with the F flag, registered by ci/setup).
 
 use anyhow::{Context, Result};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one sandboxed program may run (`FEDOSTREE_SANDBOX_TIMEOUT`, seconds). dracut for an
+/// aarch64 tree under qemu-user is the slowest legitimate one, at a few minutes.
+pub fn default_timeout() -> Duration {
+    let secs = std::env::var("FEDOSTREE_SANDBOX_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(900);
+    Duration::from_secs(secs)
+}
 
 /// How much of the tree a sandboxed program may change.
 #[derive(Clone, Copy, PartialEq)]
@@ -20,11 +33,26 @@ pub struct Outcome {
     pub success: bool,
     pub code: Option<i32>,
     pub output: String,
+    /// Killed at the timeout (then `success` is false).
+    pub timed_out: Option<Duration>,
 }
 
 /// Run `argv` in the tree at `root`; `files` are host files bound read-only at sandbox paths
-/// (below /run, which is private to the sandbox).
+/// (below /run, which is private to the sandbox). Stdin is empty; the timeout is the default.
 pub fn run(root: &Path, usr: Usr, argv: &[&str], files: &[(&Path, &str)]) -> Result<Outcome> {
+    run_with(root, usr, argv, files, None, default_timeout())
+}
+
+/// [`run`] with `stdin` (a file read from its current position) and a timeout, after which the
+/// sandbox is killed (bubblewrap's `--die-with-parent` takes its whole PID namespace with it).
+pub fn run_with(
+    root: &Path,
+    usr: Usr,
+    argv: &[&str],
+    files: &[(&Path, &str)],
+    stdin: Option<std::fs::File>,
+    timeout: Duration,
+) -> Result<Outcome> {
     let mut c = Command::new("bwrap");
     c.arg("--bind").arg(root).arg("/");
     if usr == Usr::ReadOnly {
@@ -60,16 +88,41 @@ pub fn run(root: &Path, usr: Usr, argv: &[&str], files: &[(&Path, &str)]) -> Res
     }
     c.arg("--")
         .args(argv)
-        .stdin(Stdio::null())
+        .stdin(stdin.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let o = c.output().context("running bwrap (install bubblewrap: ci/setup)")?;
-    let mut output = String::from_utf8_lossy(&o.stdout).into_owned();
-    output.push_str(&String::from_utf8_lossy(&o.stderr));
+    let mut child = c.spawn().context("running bwrap (install bubblewrap: ci/setup)")?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + timeout;
+    let mut nap = Duration::from_millis(1);
+    let (status, timed_out) = loop {
+        if let Some(st) = child.try_wait()? {
+            break (st, None);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break (child.wait()?, Some(timeout));
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(50));
+    };
+    let mut output = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+    output.push_str(&String::from_utf8_lossy(&err.join().unwrap_or_default()));
     Ok(Outcome {
-        success: o.status.success(),
-        code: o.status.code(),
+        success: status.success() && timed_out.is_none(),
+        code: status.code(),
         output,
+        timed_out,
     })
 }
 
@@ -80,7 +133,18 @@ pub fn run_ok(root: &Path, usr: Usr, argv: &[&str], what: &str) -> Result<String
 
 /// [`run_ok`] with host files bound in, as [`run`] takes them.
 pub fn run_ok_with(root: &Path, usr: Usr, argv: &[&str], files: &[(&Path, &str)], what: &str) -> Result<String> {
-    let o = run(root, usr, argv, files)?;
+    checked(run(root, usr, argv, files)?, what)
+}
+
+/// An outcome as a result: failure and timeout are errors naming `what`, with the output's tail.
+pub fn checked(o: Outcome, what: &str) -> Result<String> {
+    if let Some(t) = o.timed_out {
+        fedostree_util::bail_input!(
+            "{what} timed out after {} s (FEDOSTREE_SANDBOX_TIMEOUT):\n{}",
+            t.as_secs_f64(),
+            tail(&o.output)
+        );
+    }
     if !o.success {
         fedostree_util::bail_input!("{what} failed (exit {:?}):\n{}", o.code, tail(&o.output));
     }
@@ -95,13 +159,6 @@ pub fn tail(s: &str) -> String {
 
 /// Does the tree ship this program (relative to the root)?
 pub fn has(root: &Path, rel: &str) -> bool {
-    // `/bin/sh` is `/usr/bin/sh` in a merged-/usr tree whose /bin is a symlink.
-    let merged = ["bin/", "sbin/", "lib/", "lib64/"]
-        .iter()
-        .any(|t| rel.starts_with(t))
-        .then(|| format!("usr/{rel}"));
-    [Some(rel.to_string()), merged]
-        .into_iter()
-        .flatten()
-        .any(|r| crate::safepath::parent_beneath(root, &r).is_ok_and(|p| p.symlink_metadata().is_ok()))
+    // As the sandboxed program will find it: `/bin/sh` through a merged-/usr tree's /bin link.
+    crate::safepath::resolve_in_tree(root, rel).is_some()
 }

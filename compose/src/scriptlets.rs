@@ -1,9 +1,15 @@
 //! RPM scriptlets at compose time: every package's `%pre`, then every `%post`, then every
-//! `%posttrans`, each in install order, each with its own interpreter, in the sandbox with the tree
-//! as `/` and — once the packages are installed — `/usr` read-only, as on an rpm-ostree system.
-//! A failing scriptlet fails the compose, naming the package, the scriptlet and its output.
+//! `%posttrans`, then every `%transfiletriggerin`, each in install order, each with its own
+//! interpreter, in the sandbox with the tree as `/` and — once the packages are installed — `/usr`
+//! read-only, as on an rpm-ostree system, with a timeout. A failing scriptlet fails the compose,
+//! naming the package, the scriptlet and its output; what a scriptlet prints is in the compose log.
 //! (rpm runs `%pre` before a package's own payload; here all payloads are in first, as in
-//! rpm-ostree, which unpacks everything before running scripts.)
+//! rpm-ostree, which unpacks everything before running scripts.) Lua scriptlets (`-p <lua>`) are
+//! refused by name: there is no Lua interpreter outside librpm.
+//!
+//! `%transfiletriggerin` as rpm-ostree runs it: every file (not directory) in the tree beneath the
+//! trigger's paths, one per line on the script's stdin; a trigger matching nothing does not run,
+//! and paths outside `/usr` (or in `/usr/local`) never match.
 
 use crate::import::ImportedPackage;
 use crate::sandbox::{self, Usr};
@@ -15,6 +21,7 @@ pub enum Phase {
     Pre,
     Post,
     PostTrans,
+    TransFileTriggerIn,
 }
 
 impl Phase {
@@ -23,6 +30,7 @@ impl Phase {
             Phase::Pre => "%pre",
             Phase::Post => "%post",
             Phase::PostTrans => "%posttrans",
+            Phase::TransFileTriggerIn => "%transfiletriggerin",
         }
     }
 }
@@ -33,7 +41,18 @@ pub struct Scriptlet {
     /// Interpreter and its arguments (`/bin/sh` when the header names none).
     pub program: Vec<String>,
     pub body: String,
+    /// `%transfiletriggerin`: the paths whose files fire it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    /// The body asks rpm to expand macros (`-e`) or query formats (`-q`) first: refused by name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_expansion: bool,
 }
+
+/// rpm's `RPMSCRIPT_FLAG_EXPAND` and `RPMSCRIPT_FLAG_QFORMAT`.
+const SCRIPT_FLAGS_EXPANDED: u32 = 0b11;
+/// rpm's `RPMSENSE_TRIGGERIN`.
+const SENSE_TRIGGERIN: u32 = 1 << 16;
 
 /// The scriptlets an RPM header carries.
 pub fn read(md: &rpm::PackageMetadata) -> Vec<Scriptlet> {
@@ -53,27 +72,123 @@ pub fn read(md: &rpm::PackageMetadata) -> Vec<Scriptlet> {
                 phase,
                 program,
                 body: s.script,
+                patterns: Vec::new(),
+                needs_expansion: s.flags.is_some_and(|f| f.bits() & SCRIPT_FLAGS_EXPANDED != 0),
             });
         }
     }
+    out.extend(trans_file_triggers_in(&md.header));
     out
+}
+
+/// The `%transfiletriggerin` scripts of a header. rpm stores one entry per (script, path) pair in
+/// the NAME/FLAGS/INDEX arrays; INDEX points into the SCRIPTS/SCRIPTPROG/SCRIPTFLAGS arrays.
+fn trans_file_triggers_in(h: &rpm::Header<rpm::IndexTag>) -> Vec<Scriptlet> {
+    use rpm::IndexTag::*;
+    let strings = |t| h.get_entry_data_as_string_array(t).unwrap_or_default();
+    let numbers = |t| h.get_entry_data_as_u32_array(t).unwrap_or_default();
+    let (scripts, progs, names) = (
+        strings(RPMTAG_TRANSFILETRIGGERSCRIPTS),
+        strings(RPMTAG_TRANSFILETRIGGERSCRIPTPROG),
+        strings(RPMTAG_TRANSFILETRIGGERNAME),
+    );
+    let (index, senses, script_flags) = (
+        numbers(RPMTAG_TRANSFILETRIGGERINDEX),
+        numbers(RPMTAG_TRANSFILETRIGGERFLAGS),
+        numbers(RPMTAG_TRANSFILETRIGGERSCRIPTFLAGS),
+    );
+    let mut out = Vec::new();
+    for (i, body) in scripts.iter().enumerate() {
+        let patterns: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| index.get(*j) == Some(&(i as u32)))
+            .filter(|(j, _)| senses.get(*j).is_some_and(|s| s & SENSE_TRIGGERIN != 0))
+            .map(|(_, n)| n.to_string())
+            .collect();
+        if patterns.is_empty() {
+            continue;
+        }
+        let program = progs.get(i).filter(|p| !p.is_empty()).unwrap_or(&"/bin/sh");
+        out.push(Scriptlet {
+            phase: Phase::TransFileTriggerIn,
+            program: vec![program.to_string()],
+            body: body.to_string(),
+            patterns,
+            needs_expansion: script_flags.get(i).is_some_and(|f| f & SCRIPT_FLAGS_EXPANDED != 0),
+        });
+    }
+    out
+}
+
+/// Files beneath a trigger's paths, as rpm-ostree lists them: `/usr` only, not `/usr/local`; every
+/// entry that is not a directory, depth first, in directory order sorted by name.
+fn trigger_matches(root: &Path, patterns: &[String]) -> Result<Vec<String>> {
+    fn walk(dir: &Path, shown: &str, out: &mut Vec<String>) -> Result<()> {
+        let mut names: Vec<_> = fs_err::read_dir(dir)?.collect::<std::io::Result<_>>()?;
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let child = format!("{shown}/{name}");
+            if e.file_type()?.is_dir() {
+                walk(&e.path(), &child, out)?;
+            } else {
+                out.push(child);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in patterns {
+        let rel = p.trim_start_matches('/').trim_end_matches('/');
+        if !rel.starts_with("usr/") || rel.starts_with("usr/local") {
+            continue;
+        }
+        // Symlinks on the way are followed as the tree itself would (`/usr/lib64` may be one).
+        let Some(full) = crate::safepath::resolve_in_tree(root, rel) else {
+            continue;
+        };
+        if full.is_dir() {
+            walk(&full, &format!("/{rel}"), &mut out)?;
+        } else {
+            out.push(format!("/{rel}"));
+        }
+    }
+    Ok(out)
 }
 
 /// Run every scriptlet of `pkgs` (in install order) against the tree at `root`.
 pub fn run_all(root: &Path, pkgs: &[ImportedPackage]) -> Result<usize> {
     let mut n = 0;
-    for phase in [Phase::Pre, Phase::Post, Phase::PostTrans] {
+    let timeout = sandbox::default_timeout();
+    for phase in [Phase::Pre, Phase::Post, Phase::PostTrans, Phase::TransFileTriggerIn] {
         for p in pkgs {
             for s in p.scriptlets.iter().filter(|s| s.phase == phase) {
-                run_one(root, p, s)?;
-                n += 1;
+                if run_one(root, p, s, timeout)? {
+                    n += 1;
+                }
             }
         }
     }
     Ok(n)
 }
 
-fn run_one(root: &Path, p: &ImportedPackage, s: &Scriptlet) -> Result<()> {
+/// Run one scriptlet; false when it had nothing to do (a file trigger that matched no file).
+fn run_one(root: &Path, p: &ImportedPackage, s: &Scriptlet, timeout: std::time::Duration) -> Result<bool> {
+    if s.program[0] == "<lua>" {
+        fedostree_util::bail_input!(
+            "{}: {} is a Lua scriptlet (-p <lua>), which fedostree cannot run",
+            p.nevra,
+            s.phase.name()
+        );
+    }
+    if s.needs_expansion {
+        fedostree_util::bail_input!(
+            "{}: {} asks rpm to expand macros or query formats in its body, which fedostree cannot do",
+            p.nevra,
+            s.phase.name()
+        );
+    }
     let interp = s.program[0].trim_start_matches('/');
     if !sandbox::has(root, interp) {
         fedostree_util::bail_input!(
@@ -83,30 +198,44 @@ fn run_one(root: &Path, p: &ImportedPackage, s: &Scriptlet) -> Result<()> {
             s.program[0]
         );
     }
-    if s.program[0] == "<lua>" {
-        fedostree_util::bail_input!(
-            "{}: {} is a Lua scriptlet, which fedostree cannot run",
-            p.nevra,
-            s.phase.name()
-        );
-    }
+    let stdin = if s.phase == Phase::TransFileTriggerIn {
+        let files = trigger_matches(root, &s.patterns)?;
+        if files.is_empty() {
+            return Ok(false);
+        }
+        let mut list = tempfile::tempfile()?;
+        use std::io::{Seek, Write};
+        list.write_all((files.join("\n") + "\n").as_bytes())?;
+        list.rewind()?;
+        Some(list)
+    } else {
+        None
+    };
     let usr = if s.phase == Phase::Pre {
         Usr::Writable
     } else {
         Usr::ReadOnly
     };
     let mut argv: Vec<&str> = s.program.iter().map(String::as_str).collect();
-    // As rpm does: the script as a file argument, then the install count ("1": a fresh install).
+    // As rpm does: the script as a file argument, then the install count (below).
     let file = tempfile::NamedTempFile::new()?;
     fs_err::write(file.path(), &s.body)?;
     const INSIDE: &str = "/run/fedostree-scriptlet";
     if !s.body.is_empty() {
         argv.push(INSIDE);
     }
-    argv.push("1");
+    // As rpm does: the install count ("1": a fresh install); a file trigger gets none, as in
+    // rpm-ostree.
+    if s.phase != Phase::TransFileTriggerIn {
+        argv.push("1");
+    }
     let what = format!("{}: {} scriptlet", p.nevra, s.phase.name());
-    sandbox::run_ok_with(root, usr, &argv, &[(file.path(), INSIDE)], &what)?;
-    Ok(())
+    let outcome = sandbox::run_with(root, usr, &argv, &[(file.path(), INSIDE)], stdin, timeout)?;
+    let output = sandbox::checked(outcome, &what)?;
+    for line in output.lines() {
+        eprintln!("{what}: {line}");
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -140,8 +269,11 @@ mod tests {
                     phase: *phase,
                     program: vec!["/bin/sh".into()],
                     body: body.to_string(),
+                    patterns: vec![],
+                    needs_expansion: false,
                 })
                 .collect(),
+            caps: vec![],
         }
     }
 
@@ -196,5 +328,68 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("needs the interpreter /usr/bin/python3"), "{e}");
+    }
+
+    #[test]
+    fn lua_and_macro_expanding_scriptlets_are_refused_by_name() {
+        let t = tree();
+        let mut p = pkg(&[(Phase::Post, "print('hello')")]);
+        p.scriptlets[0].program = vec!["<lua>".into()];
+        let e = run_all(t.path(), &[p]).unwrap_err().to_string();
+        assert!(e.contains("p-1-1.noarch: %post is a Lua scriptlet"), "{e}");
+        let mut p = pkg(&[(Phase::PostTrans, "echo %{_libdir}")]);
+        p.scriptlets[0].needs_expansion = true;
+        let e = run_all(t.path(), &[p]).unwrap_err().to_string();
+        assert!(e.contains("p-1-1.noarch: %posttrans asks rpm to expand macros"), "{e}");
+    }
+
+    #[test]
+    fn a_scriptlet_that_hangs_is_killed_at_the_timeout() {
+        let t = tree();
+        let p = pkg(&[(Phase::Post, "echo started; sleep 30")]);
+        let started = std::time::Instant::now();
+        let e = run_one(t.path(), &p, &p.scriptlets[0], std::time::Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "not killed");
+        assert!(e.contains("p-1-1.noarch: %post scriptlet timed out after 1 s"), "{e}");
+        assert!(e.contains("started"), "{e}");
+    }
+
+    #[test]
+    fn file_triggers_get_the_matching_files_on_stdin_and_skip_when_none_match() {
+        let t = tree();
+        let r = t.path();
+        for f in [
+            "usr/lib/plug.d/a.conf",
+            "usr/lib/plug.d/sub/b.conf",
+            "usr/local/lib/plug.d/c.conf",
+        ] {
+            std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            std::fs::write(r.join(f), "x").unwrap();
+        }
+        std::os::unix::fs::symlink("lib", r.join("usr/lib64")).unwrap();
+        let trigger = |patterns: &[&str], body: &str| Scriptlet {
+            phase: Phase::TransFileTriggerIn,
+            program: vec!["/bin/sh".into()],
+            body: body.into(),
+            patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            needs_expansion: false,
+        };
+        let mut p = pkg(&[]);
+        p.scriptlets = vec![
+            trigger(
+                &["/usr/lib64/plug.d/", "/usr/local/lib/plug.d"],
+                "cat > /etc/seen; echo \"$#\" > /etc/args",
+            ),
+            trigger(&["/usr/lib/none.d", "/etc"], "touch /etc/must-not-run"),
+        ];
+        assert_eq!(run_all(r, &[p]).unwrap(), 1);
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/seen")).unwrap(),
+            "/usr/lib64/plug.d/a.conf\n/usr/lib64/plug.d/sub/b.conf\n"
+        );
+        assert_eq!(std::fs::read_to_string(r.join("etc/args")).unwrap(), "0\n");
+        assert!(!r.join("etc/must-not-run").exists());
     }
 }

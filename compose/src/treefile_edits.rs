@@ -170,6 +170,7 @@ mod tests {
                 sample_path: Some("/usr/share/p/a".into()),
                 owners: vec![("usr/share/p/a".into(), "u".into(), "g".into())],
                 scriptlets: vec![],
+                caps: vec![],
             },
             entries: vec![
                 Entry::Dir {

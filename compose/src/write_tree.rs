@@ -10,7 +10,9 @@
 //! The checksum of a content object is SHA-256 over the file header (the GVariant
 //! `(uuuusa(ayay))`: uid, gid, mode, rdev, symlink target, xattrs; integers big-endian), preceded by
 //! its size as a big-endian u32 and four zero bytes, then the file's bytes (none for a symlink).
-//! Extended attributes are not committed (the commit modifier's SKIP_XATTRS, as before).
+//! Extended attributes come from the caller's map, not from the filesystem the tree was assembled on
+//! (whose own attributes, like the host's, are not the tree's): today the `security.capability`
+//! of files packages give capabilities (see [`crate::filecaps`]).
 
 use anyhow::{bail, Context, Result};
 use ostree::gio;
@@ -43,7 +45,12 @@ enum Entry {
 struct RegularFile {
     path: PathBuf,
     meta: std::fs::Metadata,
+    /// The `a(ayay)` list, sorted by name; empty for most files.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
+
+/// Extended attributes by path relative to the root, as committed: `(name, value)` pairs.
+pub type Xattrs = HashMap<PathBuf, Vec<(String, Vec<u8>)>>;
 
 /// Content checksums by `(dev, ino)`.
 pub type InodeChecksums = HashMap<(u64, u64), String>;
@@ -58,9 +65,9 @@ pub struct WrittenTree {
 }
 
 /// Write `root` into `repo` (inside the caller's transaction).
-pub fn write_tree(repo: &ostree::Repo, root: &Path) -> Result<WrittenTree> {
+pub fn write_tree(repo: &ostree::Repo, root: &Path, xattrs: &Xattrs) -> Result<WrittenTree> {
     let mut files = Vec::new();
-    let top = walk(root, &mut files)?;
+    let top = walk(root, Path::new(""), xattrs, &mut files)?;
     let sums = checksum_files(&files)?;
     let mtree = ostree::MutableTree::new();
     add_dir(repo, &mtree, &top, &files, &sums)?;
@@ -76,18 +83,23 @@ pub fn write_tree(repo: &ostree::Repo, root: &Path) -> Result<WrittenTree> {
     })
 }
 
-fn walk(path: &Path, files: &mut Vec<RegularFile>) -> Result<Dir> {
+fn walk(path: &Path, rel: &Path, xattrs: &Xattrs, files: &mut Vec<RegularFile>) -> Result<Dir> {
     let meta = fs_err::symlink_metadata(path)?;
     let mut entries = BTreeMap::new();
     for e in fs_err::read_dir(path)? {
         let e = e?;
         let child = e.path();
+        let child_rel = rel.join(e.file_name());
         let m = fs_err::symlink_metadata(&child)?;
         let ft = m.file_type();
         let entry = if ft.is_dir() {
-            Entry::Dir(walk(&child, files)?)
+            Entry::Dir(walk(&child, &child_rel, xattrs, files)?)
         } else if ft.is_file() {
-            files.push(RegularFile { path: child, meta: m });
+            files.push(RegularFile {
+                path: child,
+                meta: m,
+                xattrs: xattr_list(xattrs.get(&child_rel)),
+            });
             Entry::File(files.len() - 1)
         } else if ft.is_symlink() {
             Entry::Symlink {
@@ -105,14 +117,36 @@ fn walk(path: &Path, files: &mut Vec<RegularFile>) -> Result<Dir> {
     Ok(Dir { meta, entries })
 }
 
-/// The file header a content checksum starts with.
-fn file_header(uid: u32, gid: u32, mode: u32, symlink_target: &str) -> glib::Variant {
-    let no_xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    (uid.to_be(), gid.to_be(), mode.to_be(), 0u32, symlink_target, no_xattrs).to_variant()
+/// libostree's `a(ayay)` form: each name a NUL-terminated bytestring, sorted by name.
+fn xattr_list(pairs: Option<&Vec<(String, Vec<u8>)>>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut list: Vec<(Vec<u8>, Vec<u8>)> = pairs
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| {
+            let mut n = name.as_bytes().to_vec();
+            n.push(0);
+            (n, value.clone())
+        })
+        .collect();
+    list.sort();
+    list
 }
 
-fn header_hasher(uid: u32, gid: u32, mode: u32, symlink_target: &str) -> Sha256 {
-    let header = file_header(uid, gid, mode, symlink_target);
+/// The file header a content checksum starts with.
+fn file_header(uid: u32, gid: u32, mode: u32, symlink_target: &str, xattrs: &[(Vec<u8>, Vec<u8>)]) -> glib::Variant {
+    (
+        uid.to_be(),
+        gid.to_be(),
+        mode.to_be(),
+        0u32,
+        symlink_target,
+        xattrs.to_vec(),
+    )
+        .to_variant()
+}
+
+fn header_hasher(uid: u32, gid: u32, mode: u32, symlink_target: &str, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Sha256 {
+    let header = file_header(uid, gid, mode, symlink_target, xattrs);
     let mut h = Sha256::new();
     h.update((header.size() as u32).to_be_bytes());
     h.update([0u8; 4]);
@@ -121,25 +155,32 @@ fn header_hasher(uid: u32, gid: u32, mode: u32, symlink_target: &str) -> Sha256 
 }
 
 fn symlink_checksum(meta: &std::fs::Metadata, target: &str) -> String {
-    hex::encode(header_hasher(meta.uid(), meta.gid(), meta.mode(), target).finalize())
+    hex::encode(header_hasher(meta.uid(), meta.gid(), meta.mode(), target, &[]).finalize())
 }
 
 fn file_checksum(f: &RegularFile, buf: &mut [u8]) -> Result<String> {
     let m = &f.meta;
     let src = fs_err::File::open(&f.path)?;
-    content_checksum(src, m.uid(), m.gid(), m.mode(), m.len(), buf).with_context(|| f.path.display().to_string())
+    checksum_with_xattrs(src, m.uid(), m.gid(), m.mode(), &f.xattrs, m.len(), buf)
+        .with_context(|| f.path.display().to_string())
 }
 
-/// The content checksum of a regular file with this owner, mode and size, whose bytes `src` reads.
-pub fn content_checksum(
+/// The content checksum of a regular file with this owner, mode and size, and no extended
+/// attributes, whose bytes `src` reads.
+pub fn content_checksum(src: impl Read, uid: u32, gid: u32, mode: u32, size: u64, buf: &mut [u8]) -> Result<String> {
+    checksum_with_xattrs(src, uid, gid, mode, &[], size, buf)
+}
+
+fn checksum_with_xattrs(
     mut src: impl Read,
     uid: u32,
     gid: u32,
     mode: u32,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
     size: u64,
     buf: &mut [u8],
 ) -> Result<String> {
-    let mut h = header_hasher(uid, gid, mode, "");
+    let mut h = header_hasher(uid, gid, mode, "", xattrs);
     let mut total = 0u64;
     loop {
         let n = src.read(buf)?;
@@ -242,7 +283,8 @@ fn add_dir(
 /// refuses a mismatch.
 fn write_file(repo: &ostree::Repo, f: &RegularFile, sum: &str) -> Result<()> {
     let m = &f.meta;
-    let writer = repo.write_regfile(Some(sum), m.uid(), m.gid(), m.mode(), m.len(), None)?;
+    let xattrs = (!f.xattrs.is_empty()).then(|| f.xattrs.to_variant());
+    let writer = repo.write_regfile(Some(sum), m.uid(), m.gid(), m.mode(), m.len(), xattrs.as_ref())?;
     let mut src = fs_err::File::open(&f.path)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -272,13 +314,20 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// The attribute the test sets on disk for libostree to read, and hands `write_tree` in its map.
+    const TEST_XATTR: (&str, &[u8]) = ("user.fedostree-test", b"\x01\x00value");
+
     fn commit_with(repo: &ostree::Repo, root: &Path, ours: bool) -> String {
         repo.prepare_transaction(gio::Cancellable::NONE).unwrap();
         let file = if ours {
-            write_tree(repo, root).unwrap().root
+            let xattrs = Xattrs::from([(
+                PathBuf::from("usr/bin/tool"),
+                vec![(TEST_XATTR.0.to_owned(), TEST_XATTR.1.to_vec())],
+            )]);
+            write_tree(repo, root, &xattrs).unwrap().root
         } else {
             let mtree = ostree::MutableTree::new();
-            let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::SKIP_XATTRS, None);
+            let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::NONE, None);
             repo.write_directory_to_mtree(
                 &gio::File::for_path(root),
                 &mtree,
@@ -301,6 +350,7 @@ mod tests {
         fs_err::create_dir_all(root.join("empty")).unwrap();
         fs_err::write(root.join("usr/bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
         fs_err::set_permissions(root.join("usr/bin/tool"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+        set_xattr(&root.join("usr/bin/tool"));
         fs_err::write(root.join("usr/empty-file"), b"").unwrap();
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         fs_err::write(root.join("usr/big"), &big).unwrap();
@@ -326,11 +376,23 @@ mod tests {
         assert_eq!(commit_with(&ours_repo, &root, true), theirs);
         assert_eq!(commit_with(&ours_repo, &root, true), theirs);
         fs_err::write(root.join("usr/bin/tool"), b"changed").unwrap();
+        set_xattr(&root.join("usr/bin/tool"));
         assert_ne!(commit_with(&ours_repo, &root, true), theirs);
         assert_eq!(
             commit_with(&ours_repo, &root, true),
             commit_with(&theirs_repo, &root, false)
         );
+    }
+
+    /// On disk, for libostree's commit to read (every other file has none: tmp is not labelled).
+    fn set_xattr(path: &Path) {
+        let st = std::process::Command::new("setfattr")
+            .args(["-n", TEST_XATTR.0, "-v"])
+            .arg(format!("0x{}", hex::encode(TEST_XATTR.1)))
+            .arg(path)
+            .status()
+            .expect("setfattr (package attr) runs");
+        assert!(st.success(), "setfattr on {}", path.display());
     }
 
     #[test]
@@ -347,7 +409,7 @@ mod tests {
         let repo = ostree::Repo::new_for_path(tmp.path().join("repo"));
         repo.create(ostree::RepoMode::BareUser, gio::Cancellable::NONE).unwrap();
         repo.prepare_transaction(gio::Cancellable::NONE).unwrap();
-        let e = write_tree(&repo, &root).err().unwrap();
+        let e = write_tree(&repo, &root, &Xattrs::new()).err().unwrap();
         assert!(format!("{e:#}").contains("run/fifo"), "{e:#}");
         repo.abort_transaction(gio::Cancellable::NONE).unwrap();
     }

@@ -94,7 +94,7 @@ fn a_package_is_unpacked_once_and_merged_as_hardlinks() {
     repo.create(ostree::RepoMode::BareUser, ostree::gio::Cancellable::NONE)
         .unwrap();
     repo.prepare_transaction(ostree::gio::Cancellable::NONE).unwrap();
-    let written = fedostree_compose::write_tree::write_tree(&repo, &root).unwrap();
+    let written = fedostree_compose::write_tree::write_tree(&repo, &root, &Default::default()).unwrap();
     repo.commit_transaction(ostree::gio::Cancellable::NONE).unwrap();
     assert!(!written.shared_inodes.is_empty());
     cache.mark_in_use(std::slice::from_ref(&again)).unwrap();

@@ -88,10 +88,14 @@ pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<S
         let hit: Option<BTreeMap<_, _>> = debarches
             .iter()
             .map(|a| {
-                old.arches
-                    .get(*a)
-                    .filter(|d| d.kernel.path.exists() && d.busybox.path.exists())
-                    .map(|d| (a.to_string(), d.clone()))
+                // The memo may have been written through another state dir's link to a shared
+                // cache: each file is looked up in this state's cache, by its place inside it.
+                let mut d = old.arches.get(*a)?.clone();
+                for deb in [&mut d.kernel, &mut d.busybox] {
+                    let (dir, file) = (deb.path.parent()?.file_name()?, deb.path.file_name()?);
+                    deb.path = state.deb_cache().join(dir).join(file);
+                }
+                (d.kernel.path.exists() && d.busybox.path.exists()).then(|| (a.to_string(), d))
             })
             .collect();
         if let Some(hit) = hit {

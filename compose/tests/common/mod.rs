@@ -54,6 +54,22 @@ impl Pkg {
         self.b.with_file_contents(content.as_bytes().to_vec(), opts).unwrap();
         self
     }
+    /// A `%post` run by `prog` (`/bin/sh`, or `<lua>` for a Lua scriptlet).
+    pub fn post(mut self, body: &str, prog: &str) -> Self {
+        self.b.post_install_script(rpm::Scriptlet::new(body).prog(vec![prog]));
+        self
+    }
+    /// A `%transfiletriggerin` on `path`, run by /bin/sh.
+    pub fn trans_file_trigger_in(mut self, path: &str, body: &str) -> Self {
+        self.b
+            .trans_file_trigger_in(path, None, rpm::Scriptlet::new(body).prog(vec!["/bin/sh"]));
+        self
+    }
+    /// A `%ghost` file: in the header's file list, not in the payload.
+    pub fn ghost(mut self, path: &str) -> Self {
+        self.b.with_ghost(FileOptions::ghost(path)).unwrap();
+        self
+    }
     pub fn dir(mut self, path: &str) -> Self {
         self.b.with_dir_entry(FileOptions::dir(path)).unwrap();
         self
