@@ -252,6 +252,7 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
     }
     accounts_are_never_dropped_silently(&state);
     file_owners_come_from_the_tree(&state);
+    rpm_ostree_style_set_composes_on_both_arches(&state);
 }
 
 /// rpm-ostree's rule for /etc/group across composes, through the binary: base/minimal's packages under
@@ -395,6 +396,138 @@ fn file_owners_come_from_the_tree(state: &Path) {
         err.contains("fedostree-orphan-1.0-1.noarch: /usr/share/fedostree-orphan/f: unknown user `nobody-declares`"),
         "{err}"
     );
+}
+
+/// `tests/fixtures/rpm-ostree-style`, a treefile set shaped like fedora-coreos-config's (variables,
+/// conditional includes, per-arch files, an overlay.d layer, a lockfile override, repositories beside
+/// it, one found through a `DNF_VAR_` variable), composed for both architectures on base/minimal's
+/// real packages plus packages built here: /opt content, an owner declared by the package's own
+/// sysusers.d, a %post and a %transfiletriggerin that sees the layer's file and another package's.
+fn rpm_ostree_style_set_composes_on_both_arches(state: &Path) {
+    use rpm::FileOptions;
+    let extra = state.join("style-extra");
+    let _ = std::fs::remove_dir_all(&extra);
+    for version in ["1.0", "2.0"] {
+        pkg::Pkg::new("style-app", version, "noarch")
+            .file(
+                "/opt/style-app/bin/run",
+                &format!("#!/bin/sh\necho style-app {version}\n"),
+                0o755,
+            )
+            .write(&extra);
+    }
+    pkg::Pkg::new("style-svc", "1.0", "noarch")
+        .file(
+            "/usr/lib/sysusers.d/style-svc.conf",
+            "u style-svc - \"style\" /var/lib/style\n",
+            0o644,
+        )
+        .file_with(
+            FileOptions::new("/usr/share/style-svc/state")
+                .user("style-svc")
+                .group("style-svc")
+                .mode(rpm::FileMode::regular(0o640)),
+            "owned\n",
+        )
+        .write(&extra);
+    pkg::Pkg::new("style-trigger-host", "1.0", "noarch")
+        .file("/usr/share/style-trigger-host/README", "host\n", 0o644)
+        .post("uname -m > /etc/style-post-arch", "/bin/sh")
+        .trans_file_trigger_in("/usr/lib/style.d", "cat > /etc/style-trigger-seen")
+        .write(&extra);
+    pkg::Pkg::new("style-plugin", "1.0", "noarch")
+        .file("/usr/lib/style.d/plugin.conf", "plugin=package\n", 0o644)
+        .write(&extra);
+    // The older Fedora way: the account made by a %pre calling the tree's own groupadd and useradd.
+    pkg::Pkg::new("style-legacy", "1.0", "noarch")
+        .pre(
+            "getent group style-legacy >/dev/null || groupadd -r style-legacy\n\
+             getent passwd style-legacy >/dev/null || useradd -r -g style-legacy -d /var/lib/legacy -s /usr/sbin/nologin style-legacy\n",
+            "/bin/sh",
+        )
+        .file_with(
+            FileOptions::new("/usr/share/style-legacy/data")
+                .user("style-legacy")
+                .group("style-legacy")
+                .mode(rpm::FileMode::regular(0o600)),
+            "legacy\n",
+        )
+        .write(&extra);
+    pkg::createrepo(&extra);
+
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rpm-ostree-style/manifest.yaml");
+    let manifest = manifest.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fedostree"))
+            .env("FEDOSTREE_STATE_DIR", state)
+            .env("DNF_VAR_style_extra_repo", &extra)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "fedostree {args:?}:\n{err}");
+        (String::from_utf8(out.stdout).unwrap(), err)
+    };
+    let (printed, _) = run(&["compose", "--tree", manifest, "--arch", "all", "--print-only"]);
+    let printed: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(printed[1]["ref"], "test/aarch64/rpm-ostree-style/testing");
+    assert_eq!(printed[0]["add-commit-metadata"]["fedostree.style.arch-file"], "x86_64");
+
+    let (_, err) = run(&["compose", "--tree", manifest, "--arch", "all"]);
+    let repo = state.join("repo");
+    let text = |r: &str, path: &str| {
+        let o = ostree(&repo, &["cat", r, path]);
+        assert!(
+            o.status.success(),
+            "{r} {path}: {}\n{err}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    for (arch, uname) in [("x86_64", "x86_64"), ("aarch64", "aarch64")] {
+        let r = format!("test/{arch}/rpm-ostree-style/testing");
+        let meta = |key: &str| {
+            let o = ostree(&repo, &["show", &format!("--print-metadata-key={key}"), &r]);
+            String::from_utf8(o.stdout).unwrap().trim().to_owned()
+        };
+        assert_eq!(meta("fedostree.style.arch-file"), format!("'{arch}'"));
+        assert_eq!(meta("fedostree.style.stream"), "'testing'");
+        // The lockfile override holds style-app at 1.0 although 2.0 is in the repository.
+        assert_eq!(
+            text(&r, "/usr/lib/opt/style-app/bin/run"),
+            "#!/bin/sh\necho style-app 1.0\n"
+        );
+        let tmpfiles = text(&r, "/usr/lib/tmpfiles.d/fedostree-opt-usrlocal.conf");
+        assert!(tmpfiles.contains("L /opt/style-app "), "{tmpfiles}");
+        assert_eq!(text(&r, "/usr/share/style/from-overlay"), "from the overlay.d layer\n");
+        // The %post ran in the tree's own shell (an aarch64 one through qemu-user).
+        assert_eq!(text(&r, "/usr/etc/style-post-arch").trim(), uname);
+        assert_eq!(
+            text(&r, "/usr/etc/style-trigger-seen"),
+            "/usr/lib/style.d/overlay.conf\n/usr/lib/style.d/plugin.conf\n"
+        );
+        let passwd = text(&r, "/usr/etc/passwd");
+        let uid = passwd
+            .lines()
+            .find_map(|l| l.strip_prefix("style-svc:x:"))
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_else(|| panic!("sysusers created style-svc on {arch}:\n{passwd}"))
+            .to_owned();
+        let ls = String::from_utf8(ostree(&repo, &["ls", &r, "/usr/share/style-svc/state"]).stdout).unwrap();
+        assert!(ls.starts_with(&format!("-00640 {uid} ")), "{arch}: {ls} (uid {uid})");
+        // useradd writes `!` as the password where the tree has no /etc/shadow.
+        let legacy = passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find_map(|f| (f[0] == "style-legacy").then(|| f[2]))
+            .unwrap_or_else(|| panic!("%pre's useradd made style-legacy on {arch}:\n{passwd}"))
+            .to_owned();
+        let ls = String::from_utf8(ostree(&repo, &["ls", &r, "/usr/share/style-legacy/data"]).stdout).unwrap();
+        assert!(
+            ls.starts_with(&format!("-00600 {legacy} ")),
+            "{arch}: {ls} (uid {legacy})"
+        );
+    }
 }
 
 fn bad_arguments_are_input_errors() {

@@ -173,6 +173,8 @@ pub struct RepoVars<'a> {
     /// The treefile's `releasever`; a URL naming `$releasever` without one is an error.
     pub releasever: Option<&'a str>,
     pub devrepo: &'a Path,
+    /// Any other variable: the treefile's `repovars` over dnf's `DNF_VAR_*` environment.
+    pub extra: &'a BTreeMap<String, String>,
 }
 
 /// Read every `*.repo` file in `dir` and return the repositories named in `wanted`, in that order.
@@ -258,7 +260,9 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
             if let Some(name) = unknown {
                 let why = match name.as_str() {
                     "releasever" => "the treefile sets no `releasever`".to_owned(),
-                    _ => "known: $basearch, $releasever (from the treefile), $devrepo".to_owned(),
+                    _ => "known: $basearch, $releasever (from the treefile), $devrepo, the treefile's \
+                          `repovars`, and DNF_VAR_* from the environment"
+                        .to_owned(),
                 };
                 unknown_var.get_or_insert(format!("{}: `{}` uses ${name}, which has no value ({why})", at(), k));
             }
@@ -352,7 +356,7 @@ fn expand_vars(s: &str, vars: &RepoVars) -> (String, Option<String>) {
         "basearch" => Some(vars.basearch),
         "releasever" => vars.releasever,
         "devrepo" => Some(&*devrepo),
-        _ => None,
+        other => vars.extra.get(other).map(String::as_str),
     };
     let mut out = String::with_capacity(s.len());
     let mut unknown = None;
@@ -601,6 +605,7 @@ mod tests {
             basearch: "aarch64",
             releasever: None,
             devrepo: Path::new("/s/devrepo"),
+            extra: &BTreeMap::new(),
         };
         let r = load_repos(d.path(), &["web".into(), "dev".into()], &vars).unwrap();
         assert_eq!(r[1].baseurl, "file:///s/devrepo/aarch64");
@@ -610,6 +615,36 @@ mod tests {
         std::fs::write(d.path().join("b.repo"), "[bad]\nbaseurl=ftp://x\n").unwrap();
         let e = load_repos(d.path(), &["dev".into()], &vars).unwrap_err().to_string();
         assert!(e.contains("b.repo:2") && e.contains("ftp://x"), "{e}");
+    }
+
+    #[test]
+    fn repovars_expand_like_dnfs_own() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("m.repo"),
+            "[m]\nbaseurl=file://${mirror_root}/$stream/$basearch\n",
+        )
+        .unwrap();
+        let extra = BTreeMap::from([
+            ("mirror_root".to_owned(), "/srv/m".to_owned()),
+            ("stream".to_owned(), "testing".to_owned()),
+        ]);
+        let vars = RepoVars {
+            basearch: "aarch64",
+            releasever: None,
+            devrepo: Path::new("/d"),
+            extra: &extra,
+        };
+        let r = load_repos(d.path(), &["m".into()], &vars).unwrap();
+        assert_eq!(r[0].baseurls, ["file:///srv/m/testing/aarch64"]);
+        let none = BTreeMap::new();
+        let e = load_repos(d.path(), &["m".into()], &RepoVars { extra: &none, ..vars })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("uses $mirror_root, which has no value") && e.contains("repovars"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -624,6 +659,7 @@ mod tests {
             basearch: "x86_64",
             releasever: Some("41"),
             devrepo: Path::new("/s/devrepo"),
+            extra: &BTreeMap::new(),
         };
         let r = load_repos(d.path(), &["fedora".into()], &vars).unwrap();
         assert_eq!(r[0].baseurl, "https://mirror.example/fedora/41/Everything/x86_64/os");
@@ -647,6 +683,7 @@ mod tests {
             basearch: "x86_64",
             releasever: Some("41"),
             devrepo: Path::new("/d"),
+            extra: &BTreeMap::new(),
         };
         let r = load_repos(d.path(), &["m".into(), "ml".into()], &vars).unwrap();
         assert_eq!(
@@ -698,6 +735,7 @@ mod tests {
             basearch: "aarch64",
             releasever: Some("41"),
             devrepo: Path::new("/d"),
+            extra: &BTreeMap::new(),
         };
         let x = |s: &str| expand_vars(s, &vars);
         assert_eq!(

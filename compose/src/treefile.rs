@@ -22,7 +22,6 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "gpg_key",
     "selinux",
     "selinux-label-version",
-    "repovars",
     "modules",
     "install-langs",
     "sysroot-readonly",
@@ -316,6 +315,7 @@ struct RawTreefile {
     ostree_override_layers: Option<Vec<String>>,
     container: Option<bool>,
     opt_usrlocal: Option<OptUsrLocal>,
+    repovars: Option<BTreeMap<String, String>>,
 }
 
 impl RawTreefile {
@@ -396,13 +396,18 @@ impl RawTreefile {
                 (b, t) => t.or(b),
             }
         }
-        let metadata = match (base.add_commit_metadata, self.add_commit_metadata) {
-            (Some(mut b), Some(t)) => {
-                b.extend(t);
-                Some(b)
+        /// Maps merge key by key, the includer's entries winning.
+        fn merged<V>(b: Option<BTreeMap<String, V>>, t: Option<BTreeMap<String, V>>) -> Option<BTreeMap<String, V>> {
+            match (b, t) {
+                (Some(mut b), Some(t)) => {
+                    b.extend(t);
+                    Some(b)
+                }
+                (b, t) => t.or(b),
             }
-            (b, t) => t.or(b),
-        };
+        }
+        let metadata = merged(base.add_commit_metadata, self.add_commit_metadata);
+        let repovars = merged(base.repovars, self.repovars);
         RawTreefile {
             include: None,
             ref_: self.ref_.or(base.ref_),
@@ -454,6 +459,7 @@ impl RawTreefile {
             ostree_override_layers: list(base.ostree_override_layers, self.ostree_override_layers),
             container: self.container.or(base.container),
             opt_usrlocal: self.opt_usrlocal.or(base.opt_usrlocal),
+            repovars,
         }
     }
 }
@@ -533,6 +539,8 @@ pub struct Treefile {
     pub ostree_layers: Vec<String>,
     /// Like `ostree-layers`, but their files replace the packages' (and earlier layers').
     pub ostree_override_layers: Vec<String>,
+    /// Variables for `.repo` files (rpm-ostree's `repovars`), over dnf's `DNF_VAR_*` environment.
+    pub repovars: BTreeMap<String, String>,
     /// `container: true`: no kernel, initramfs or /boot handling (a container base or a layer
     /// source); implies `boot-location: modules`, `tmp-is-dir: true`, no passwd preservation or
     /// checks, as in rpm-ostree. Such a tree composes but does not boot.
@@ -621,6 +629,24 @@ impl Treefile {
         let files_remove_regex = compile_remove_from_packages(&remove_from_packages)
             .map_err(|msg| invalid(format!("`remove-from-packages`: {msg}")))?;
         let container = raw.container.unwrap_or(false);
+        let repovars = raw.repovars.take().unwrap_or_default();
+        for name in repovars.keys() {
+            if name == "releasever" || name == "basearch" {
+                return Err(invalid(format!(
+                    "`repovars`: `{name}` cannot be set here (rpm-ostree refuses it too): {}",
+                    if name == "releasever" {
+                        "use the `releasever` key"
+                    } else {
+                        "it is the compose architecture"
+                    }
+                )));
+            }
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid(format!(
+                    "`repovars`: `{name}` is not a variable name (letters, digits, _)"
+                )));
+            }
+        }
         let opt_usrlocal = raw.opt_usrlocal.unwrap_or_default();
         if opt_usrlocal == OptUsrLocal::StateOverlay {
             return Err(invalid(
@@ -717,6 +743,7 @@ impl Treefile {
             ostree_override_layers: raw.ostree_override_layers.unwrap_or_default(),
             container,
             opt_usrlocal,
+            repovars,
         })
     }
 
@@ -733,10 +760,16 @@ impl Treefile {
         lockfile_repos: LockfileRepos,
     ) -> anyhow::Result<Vec<crate::repo::RepoConfig>> {
         let releasever = self.releasever.as_ref().map(|r| r.to_string());
+        // dnf's variables from the environment (`DNF_VAR_name`), then the treefile's `repovars`.
+        let mut extra: BTreeMap<String, String> = std::env::vars()
+            .filter_map(|(k, v)| Some((k.strip_prefix("DNF_VAR_")?.to_owned(), v)))
+            .collect();
+        extra.extend(self.repovars.clone());
         let vars = crate::repo::RepoVars {
             basearch: &self.arch,
             releasever: releasever.as_deref(),
             devrepo,
+            extra: &extra,
         };
         let mut ids = self.repos.clone();
         if lockfile_repos == LockfileRepos::Enabled {
@@ -1050,6 +1083,7 @@ fn check_keys(map: &serde_yaml_ng::Mapping, text: &str, path: &Path) -> Result<(
                 | "check-passwd"
                 | "check-groups"
                 | "lockfile-repos"
+                | "repovars"
                 | "repo-packages"
                 | "ostree-layers"
                 | "ostree-override-layers"
@@ -1174,12 +1208,19 @@ mod tests {
     #[test]
     fn rpm_ostree_key_not_supported_yet() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nrepovars: {a: b}\n");
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nselinux: false\n");
         let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
         assert!(
-            e.contains("t.yaml:3: treefile key `repovars` (rpm-ostree) is not supported yet"),
+            e.contains("t.yaml:3: treefile key `selinux` (rpm-ostree) is not supported yet"),
             "{e}"
         );
+        let p = write(
+            d.path(),
+            "t.yaml",
+            "ref: a\npackages: [x]\nrepovars: {releasever: \"41\"}\n",
+        );
+        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        assert!(e.contains("`repovars`: `releasever` cannot be set here"), "{e}");
     }
 
     #[test]
@@ -1388,8 +1429,8 @@ mod tests {
         assert!(e.contains("entry 1: an inline treefile cannot use `include`"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {pacakges: [y]}\n");
         assert!(e.contains("unknown treefile key `pacakges`"), "{e}");
-        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {repovars: {}}\n");
-        assert!(e.contains("`repovars` (rpm-ostree) is not supported yet"), "{e}");
+        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {selinux: true}\n");
+        assert!(e.contains("`selinux` (rpm-ostree) is not supported yet"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {add-files: []}\n");
         assert!(e.contains("entry 1: an inline treefile cannot use `add-files`"), "{e}");
         let e = load(

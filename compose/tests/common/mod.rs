@@ -59,6 +59,11 @@ impl Pkg {
         self.b.post_install_script(rpm::Scriptlet::new(body).prog(vec![prog]));
         self
     }
+    /// A `%pre` run by `prog`.
+    pub fn pre(mut self, body: &str, prog: &str) -> Self {
+        self.b.pre_install_script(rpm::Scriptlet::new(body).prog(vec![prog]));
+        self
+    }
     /// A `%transfiletriggerin` on `path`, run by /bin/sh.
     pub fn trans_file_trigger_in(mut self, path: &str, body: &str) -> Self {
         self.b
