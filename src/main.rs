@@ -12,6 +12,8 @@ use fedostree_util::{Exit, InputError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod serve;
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ArchArg {
     #[value(name = "x86_64")]
@@ -141,6 +143,20 @@ enum Command {
         /// Whole-VM timeout in seconds.
         #[arg(long, default_value_t = 600)]
         vm_timeout: u64,
+        /// GPG key (id or fingerprint) that signs published commits and the summary (default: the
+        /// project's key, generated once into $STATE/keys).
+        #[arg(long)]
+        gpg_key: Option<String>,
+        /// GnuPG home directory holding --gpg-key's secret key.
+        #[arg(long, requires = "gpg_key")]
+        gpg_homedir: Option<PathBuf>,
+        /// Published commits kept per ref in the public repo; older ones are pruned with their deltas.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        retain: u64,
+        /// No static delta from scratch for a ref's first published commit (xz-compressing a large
+        /// tree takes minutes; deltas between commits are still made).
+        #[arg(long)]
+        no_scratch_delta: bool,
     },
     /// Compose the tree and deploy its commit offline into the cached image, without booting;
     /// prints the image state and update statistics as JSON.
@@ -153,6 +169,13 @@ enum Command {
         /// Image access (default: qsd as root, else guestfs).
         #[arg(long, value_enum)]
         backend: Option<BackendArg>,
+    },
+    /// Serve the public repository ($STATE/public: signed commits, deltas, summary, fedostree.gpg)
+    /// over HTTP.
+    Serve {
+        /// Address to listen on (port 0: any free port, printed on stderr).
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        addr: std::net::SocketAddr,
     },
     /// Package database queries on commits.
     Db {
@@ -218,6 +241,10 @@ fn run(cli: Cli) -> Result<Exit> {
             json,
             no_publish,
             vm_timeout,
+            gpg_key,
+            gpg_homedir,
+            retain,
+            no_scratch_delta,
         } => {
             let opts = fedostree_ci::TestOptions {
                 tree,
@@ -231,10 +258,21 @@ fn run(cli: Cli) -> Result<Exit> {
                 publish: !no_publish,
                 vm_timeout: std::time::Duration::from_secs(vm_timeout),
                 run_id: fedostree_ci::pipeline::new_run_id(),
+                signing: fedostree_ci::signing::SigningSpec {
+                    key_id: gpg_key,
+                    homedir: gpg_homedir,
+                },
+                retain: retain as usize,
+                scratch_delta: !no_scratch_delta,
             };
             cmd_test(&state, &opts, json)
         }
         Command::Image { tree, arch, backend: b } => cmd_image(&state, &sources()?, &tree, arches(arch), backend(b)),
+        Command::Serve { addr } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(serve::serve(state.public(), addr))?;
+            Ok(Exit::Ok)
+        }
         Command::Db {
             command: DbCommand::Diff { json, from, to },
         } => cmd_db_diff(&state, &from, &to, json),

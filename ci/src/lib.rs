@@ -5,5 +5,6 @@
 
 pub mod pipeline;
 pub mod publish;
+pub mod signing;
 
 pub use pipeline::{test_tree, TestOptions, TreeArchRun};

@@ -28,6 +28,12 @@ pub struct TestOptions {
     /// Whole-VM deadline (the guest applies per-test timeouts itself).
     pub vm_timeout: Duration,
     pub run_id: String,
+    /// The key that signs what is published (the project's own unless given).
+    pub signing: crate::signing::SigningSpec,
+    /// Published commits kept per ref in the public repo.
+    pub retain: usize,
+    /// Give a ref's first published commit a static delta from scratch (see `publish`).
+    pub scratch_delta: bool,
 }
 
 /// Seconds spent in each stage of one tree/arch.
@@ -40,6 +46,8 @@ pub struct Timings {
     /// multi-user.target): the boot's share of `qemu_to_results_s`.
     pub qemu_to_tests_s: Option<f64>,
     pub qemu_to_results_s: Option<f64>,
+    /// Signing, static delta, pruning and summary of a passing commit.
+    pub publish_s: Option<f64>,
 }
 
 /// When the guest's results began and ended, counted from QEMU's start.
@@ -95,6 +103,11 @@ pub async fn test_tree(
     opts: &TestOptions,
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<Vec<TreeArchRun>> {
+    // A key that cannot sign fails the run before anything is composed.
+    let key = match opts.publish {
+        true => Some(crate::signing::SigningKey::resolve(state, &opts.signing)?),
+        false => None,
+    };
     // Composes and image updates want the disk and both cores: one arch at a time.
     let mut prepared = Vec::new();
     for arch in &opts.arches {
@@ -139,8 +152,21 @@ pub async fn test_tree(
         timings.qemu_to_tests_s = guest_times.to_tests.map(|d| d.as_secs_f64());
         timings.qemu_to_results_s = guest_times.to_results.map(|d| d.as_secs_f64());
         let published = gate(opts.publish, &suite);
-        if published {
-            crate::publish::publish(&state.repo(), &state.public(), &composed.ref_, &image.commit)?;
+        if let Some(key) = key.as_ref().filter(|_| published) {
+            let t = Instant::now();
+            let publish_opts = crate::publish::PublishOptions {
+                key,
+                retain: opts.retain,
+                scratch_delta: opts.scratch_delta,
+            };
+            crate::publish::publish(
+                &state.repo(),
+                &state.public(),
+                &composed.ref_,
+                &image.commit,
+                &publish_opts,
+            )?;
+            timings.publish_s = Some(t.elapsed().as_secs_f64());
         }
         fs_err::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
         (&shared).suite_done(&suite);
