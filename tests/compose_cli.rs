@@ -1086,12 +1086,11 @@ fn scriptlets_and_file_triggers(good_state: &Path) {
 
     let tree = write_tree("slow", "slow-post");
     let state = work.join("state-slow");
-    let out = Command::new(env!("CARGO_BIN_EXE_fedostree"))
-        .env("FEDOSTREE_STATE_DIR", &state)
-        .env("FEDOSTREE_SANDBOX_TIMEOUT", "3")
-        .args(["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"])
-        .output()
-        .unwrap();
+    let out = common::fedostree_env(
+        &state,
+        &[("FEDOSTREE_SANDBOX_TIMEOUT", "3".as_ref())],
+        &["compose", "--tree", tree.to_str().unwrap(), "--arch", "x86_64"],
+    );
     let has_refs = state.join("repo/refs/heads/test").exists();
     refused(
         &out,

@@ -579,12 +579,7 @@ fn rpm_ostree_style_set_composes_on_both_arches(state: &Path) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rpm-ostree-style/manifest.yaml");
     let manifest = manifest.to_str().unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_fedostree"))
-            .env("FEDOSTREE_STATE_DIR", state)
-            .env("DNF_VAR_style_extra_repo", &extra)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = common::fedostree_env(state, &[("DNF_VAR_style_extra_repo", extra.as_os_str())], args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(0), "fedostree {args:?}:\n{err}");
         (String::from_utf8(out.stdout).unwrap(), err)

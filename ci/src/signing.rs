@@ -136,7 +136,8 @@ fn project_key(state: &StateDir) -> Result<SigningKey> {
                           Name-Email: fedostree@localhost\nExpire-Date: 0\n%commit\n";
             let mut c = gpg(Some(h));
             c.arg("--generate-key"); // parameters on stdin
-            run_with_stdin(c, params).context("generating the public repository's GPG key")?;
+            c.run_with_input(params.as_bytes())
+                .context("generating the public repository's GPG key")?;
             let mut c = gpg(Some(h));
             c.args(["--list-secret-keys", "--with-colons"]);
             let listing = c.run_get_string()?;
@@ -154,22 +155,6 @@ fn project_key(state: &StateDir) -> Result<SigningKey> {
         key_id,
         homedir: Some(home),
     })
-}
-
-fn run_with_stdin(mut c: Command, input: &str) -> Result<()> {
-    use std::io::Write;
-    let mut child = c
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running gpg (install gnupg: ci/setup)")?;
-    child.stdin.take().expect("piped").write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("gpg failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

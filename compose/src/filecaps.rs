@@ -174,11 +174,11 @@ pub fn commit_xattrs<'a>(
     let mut map = crate::write_tree::Xattrs::new();
     for p in packages {
         for (path, value) in &p.caps {
-            let committed = match path.strip_prefix("etc") {
-                Ok(rest) => std::path::Path::new("usr/etc").join(rest),
-                Err(_) => path.clone(),
-            };
-            map.insert(committed, vec![(XATTR.to_owned(), value.clone())]);
+            let committed = crate::treefile_edits::commit_path(path);
+            map.insert(
+                committed.trim_start_matches('/').into(),
+                vec![(XATTR.to_owned(), value.clone())],
+            );
         }
     }
     map

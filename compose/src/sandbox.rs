@@ -92,17 +92,8 @@ pub fn run_with(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().context("running bwrap (install bubblewrap: ci/setup)")?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
     let mut nap = Duration::from_millis(1);
     let (status, timed_out) = loop {
@@ -123,6 +114,17 @@ pub fn run_with(
         code: status.code(),
         output,
         timed_out,
+    })
+}
+
+/// Read a child's pipe to its end on a thread of its own (both pipes at once: neither may fill up).
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
     })
 }
 

@@ -6,8 +6,14 @@ use std::process::{Command, Output};
 
 /// Run `fedostree ARGS` from the checkout with `state` as its state dir; echoes its output.
 pub fn fedostree(state: &Path, args: &[&str]) -> Output {
+    fedostree_env(state, &[], args)
+}
+
+/// [`fedostree`] with extra environment variables.
+pub fn fedostree_env(state: &Path, env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_fedostree"))
         .env("FEDOSTREE_STATE_DIR", state)
+        .envs(env.iter().copied())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
         .output()

@@ -14,6 +14,9 @@ pub trait CommandRunExt {
     fn run_get_string(&mut self) -> Result<String>;
     /// Run and parse stdout as JSON.
     fn run_and_parse_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T>;
+    /// Run with `input` on stdin (written from its own thread, so a large output cannot deadlock it)
+    /// and return stdout.
+    fn run_with_input(&mut self, input: &[u8]) -> Result<Vec<u8>>;
 }
 
 fn describe(cmd: &Command) -> String {
@@ -35,12 +38,32 @@ fn tail(bytes: &[u8]) -> String {
 }
 
 fn output_checked(cmd: &mut Command) -> Result<Output> {
+    output_with(cmd, None)
+}
+
+fn output_with(cmd: &mut Command, input: Option<&[u8]>) -> Result<Output> {
+    use std::io::Write;
     let desc = describe(cmd);
     tracing::debug!(command = %desc, "exec");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("spawning `{desc}`"))?;
+    let spawned = || format!("spawning `{desc}`");
+    let out = match input {
+        None => cmd.stdin(Stdio::null()).output().with_context(spawned)?,
+        Some(input) => {
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(spawned)?;
+            let mut stdin = child.stdin.take().expect("piped");
+            std::thread::scope(|s| {
+                // A program that exits without reading all of it is judged by its exit status.
+                s.spawn(move || stdin.write_all(input));
+                child.wait_with_output()
+            })
+            .with_context(|| format!("running `{desc}`"))?
+        }
+    };
     if !out.status.success() {
         return Err(anyhow!("`{desc}` failed ({}): {}", out.status, tail(&out.stderr)));
     }
@@ -60,6 +83,10 @@ impl CommandRunExt for Command {
     fn run_and_parse_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
         let out = output_checked(self)?;
         serde_json::from_slice(&out.stdout).with_context(|| format!("`{}`: parsing JSON output", describe(self)))
+    }
+
+    fn run_with_input(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        Ok(output_with(self, Some(input))?.stdout)
     }
 }
 

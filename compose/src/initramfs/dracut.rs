@@ -140,20 +140,11 @@ fn image_members(data: &[u8]) -> Result<Vec<String>> {
 }
 
 fn decompress(tool: &str, data: &[u8]) -> Result<Vec<u8>> {
-    use std::io::Write;
-    let mut child = std::process::Command::new(tool)
-        .args(["-dc"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {tool} -dc"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let output = std::thread::scope(|s| {
-        s.spawn(move || stdin.write_all(data));
-        child.wait_with_output()
-    })?;
-    anyhow::ensure!(output.status.success(), "{tool} -dc failed on the initramfs");
-    Ok(output.stdout)
+    use fedostree_util::cmd::CommandRunExt;
+    std::process::Command::new(tool)
+        .arg("-dc")
+        .run_with_input(data)
+        .context("decompressing the initramfs")
 }
 
 /// What dracut is run with and what it can see of the tree, hashed (see the module comment).
