@@ -341,7 +341,7 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
         ("base/minimal", &["fedostree", "fedostree-system"][..], &["x86_64"][..]),
     ] {
         let arch_arg = if arches.len() == 2 { "all" } else { arches[0] };
-        // The dev trees' test covers deltas from scratch; for these trees one takes minutes (xz).
+        // Deltas from scratch are covered by publish's own test; for these trees one takes minutes (xz).
         let out = fedostree(
             &state,
             &["test", "--tree", tree, "--arch", arch_arg, "--no-scratch-delta"],
