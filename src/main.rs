@@ -12,8 +12,6 @@ use fedostree_util::{Exit, InputError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod serve;
-
 #[derive(Clone, Copy, ValueEnum)]
 enum ArchArg {
     #[value(name = "x86_64")]
@@ -36,6 +34,12 @@ fn arches(a: Option<ArchArg>) -> Vec<String> {
 enum AccelArg {
     Kvm,
     Tcg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BootArg {
+    Direct,
+    Firmware,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -157,6 +161,15 @@ enum Command {
         /// tree takes minutes; deltas between commits are still made).
         #[arg(long)]
         no_scratch_delta: bool,
+        /// How the VM boots: QEMU loads the deployment's kernel (direct, fastest), or U-Boot boots
+        /// what the disk's ostree configuration says (firmware, as a real machine does).
+        #[arg(long, value_enum, default_value_t = BootArg::Direct)]
+        boot: BootArg,
+        /// Run a multi-boot scenario instead of the tree's installed-tests: `lifecycle` (on
+        /// base/minimal) upgrades, rolls back and switches trees from inside the VM over HTTP,
+        /// rebooting through firmware, and publishes nothing.
+        #[arg(long)]
+        scenario: Option<String>,
     },
     /// Compose the tree and deploy its commit offline into the cached image, without booting;
     /// prints the image state and update statistics as JSON.
@@ -245,6 +258,8 @@ fn run(cli: Cli) -> Result<Exit> {
             gpg_homedir,
             retain,
             no_scratch_delta,
+            boot,
+            scenario,
         } => {
             let opts = fedostree_ci::TestOptions {
                 tree,
@@ -264,13 +279,18 @@ fn run(cli: Cli) -> Result<Exit> {
                 },
                 retain: retain as usize,
                 scratch_delta: !no_scratch_delta,
+                boot: match boot {
+                    BootArg::Direct => fedostree_harness::qemu::BootPath::DirectKernel,
+                    BootArg::Firmware => fedostree_harness::qemu::BootPath::Firmware,
+                },
+                scenario,
             };
             cmd_test(&state, &opts, json)
         }
         Command::Image { tree, arch, backend: b } => cmd_image(&state, &sources()?, &tree, arches(arch), backend(b)),
         Command::Serve { addr } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(serve::serve(state.public(), addr))?;
+            rt.block_on(fedostree_ci::serve::serve(state.public(), addr))?;
             Ok(Exit::Ok)
         }
         Command::Db {

@@ -3,8 +3,10 @@
 //! [`pipeline`] runs compose → offline image update → boot on a throwaway overlay → installed-tests →
 //! gate; [`publish`] moves the public ref only for a passing commit.
 
+pub mod lifecycle;
 pub mod pipeline;
 pub mod publish;
+pub mod serve;
 pub mod signing;
 
 pub use pipeline::{test_tree, TestOptions, TreeArchRun};

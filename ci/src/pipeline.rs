@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
-use fedostree_harness::qemu::{Accel, Arch, VmConfig};
+use fedostree_harness::qemu::{Accel, Arch, BootPath, FwCfgValue, VmConfig};
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::{suite_from_outcome, SuiteResult};
 use fedostree_images::{Backend, ImageSpec, ImageState};
@@ -34,6 +34,10 @@ pub struct TestOptions {
     pub retain: usize,
     /// Give a ref's first published commit a static delta from scratch (see `publish`).
     pub scratch_delta: bool,
+    /// How single-boot runs boot (a scenario picks its own).
+    pub boot: BootPath,
+    /// A multi-boot scenario instead of the tree's installed-tests (see [`crate::lifecycle`]).
+    pub scenario: Option<String>,
 }
 
 /// Seconds spent in each stage of one tree/arch.
@@ -48,6 +52,10 @@ pub struct Timings {
     pub qemu_to_results_s: Option<f64>,
     /// Signing, static delta, pruning and summary of a passing commit.
     pub publish_s: Option<f64>,
+    /// `direct-kernel` or `firmware`.
+    pub boot_path: String,
+    /// Boots of the one VM run (more than one when the guest rebooted).
+    pub boots: usize,
 }
 
 /// When the guest's results began and ended, counted from QEMU's start.
@@ -55,6 +63,8 @@ pub struct Timings {
 pub struct GuestTimes {
     pub to_tests: Option<Duration>,
     pub to_results: Option<Duration>,
+    pub boots: usize,
+    pub boot_path: BootPath,
 }
 
 /// One tree on one architecture, start to verdict.
@@ -103,6 +113,13 @@ pub async fn test_tree(
     opts: &TestOptions,
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<Vec<TreeArchRun>> {
+    match opts.scenario.as_deref() {
+        None => {}
+        Some(crate::lifecycle::SCENARIO) => return crate::lifecycle::run(state, opts, reporter).await,
+        Some(other) => {
+            fedostree_util::bail_input!("unknown scenario {other:?} (known: {})", crate::lifecycle::SCENARIO)
+        }
+    }
     // A key that cannot sign fails the run before anything is composed.
     let key = match opts.publish {
         true => Some(crate::signing::SigningKey::resolve(state, &opts.signing)?),
@@ -121,10 +138,13 @@ pub async fn test_tree(
         accel: opts.accel,
         timeout: opts.vm_timeout,
         vcpus: fedostree_harness::qemu::vcpus_for(prepared.len()),
+        boot: opts.boot,
+        fw_cfg: Vec::new(),
     };
     let shared = SharedReporter(std::sync::Mutex::new(reporter));
     let boots = prepared.into_iter().map(|(arch, (composed, image, timings))| {
         let shared = &shared;
+        let guest = guest.clone();
         async move {
             let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
             let t = Instant::now();
@@ -151,6 +171,8 @@ pub async fn test_tree(
         timings.boot_s = boot_time.as_secs_f64();
         timings.qemu_to_tests_s = guest_times.to_tests.map(|d| d.as_secs_f64());
         timings.qemu_to_results_s = guest_times.to_results.map(|d| d.as_secs_f64());
+        timings.boot_path = guest_times.boot_path.to_string();
+        timings.boots = guest_times.boots;
         let published = gate(opts.publish, &suite);
         if let Some(key) = key.as_ref().filter(|_| published) {
             let t = Instant::now();
@@ -248,12 +270,15 @@ pub fn prepare(
 }
 
 /// Boot `image` once on a throwaway overlay in `run_dir` and fold the guest's events into a suite.
-/// How a test VM is run: accelerator (None = probe), time limit, vCPUs.
-#[derive(Debug, Clone, Copy)]
+/// How a test VM is run: accelerator (None = probe), time limit, vCPUs, how it boots, what the host
+/// hands the guest through fw_cfg.
+#[derive(Debug, Clone)]
 pub struct GuestSettings {
     pub accel: Option<Accel>,
     pub timeout: Duration,
     pub vcpus: u32,
+    pub boot: BootPath,
+    pub fw_cfg: Vec<(String, FwCfgValue)>,
 }
 
 pub async fn boot_and_test(
@@ -306,6 +331,9 @@ pub async fn boot_and_test(
         run_dir.to_path_buf(),
     );
     cfg.smp = guest.vcpus;
+    cfg.boot = guest.boot;
+    cfg.fw_cfg = guest.fw_cfg;
+    tracing::info!(tree, arch, boot = %cfg.boot, "booting");
     let mut on_event = |e: &fedostree_harness::protocol::GuestEvent| reporter.event(tree, arch, e);
     let outcome = fedostree_harness::run::run_vm(&cfg, guest.timeout, &mut on_event).await;
     // The overlay and the pinned image links are throwaway; the logs stay.
@@ -317,9 +345,14 @@ pub async fn boot_and_test(
     let outcome = outcome?;
     let suite = suite_from_outcome(tree, arch, &image.commit, &outcome);
     fedostree_harness::junit::write_junit(std::slice::from_ref(&suite), &run_dir.join("junit.xml"))?;
+    if outcome.boots.len() > 1 {
+        fedostree_harness::junit::write_junit_per_boot(&suite, &run_dir.join("junit-boots.xml"))?;
+    }
     let times = GuestTimes {
         to_tests: outcome.time_to_tests,
         to_results: outcome.time_to_results,
+        boots: outcome.boots.len(),
+        boot_path: cfg.boot,
     };
     Ok((suite, times))
 }

@@ -30,10 +30,15 @@ pub struct PublishOptions<'a> {
 /// The file clients import to verify the repo (`ostree remote add --set=gpgkeypath=`).
 pub const PUBLIC_KEY_FILE: &str = "fedostree.gpg";
 
-/// `$PUBLIC/../public-history.json`: each ref's published commits, oldest first. libostree's parent
-/// chain cannot say this: a published commit's parent is the previous candidate, which may have failed.
+/// `$PUBLIC/../<name>-history.json` (`$STATE/public-history.json`): each ref's published commits,
+/// oldest first. libostree's parent chain cannot say this: a published commit's parent is the previous
+/// candidate, which may have failed.
 fn history_path(public: &Path) -> std::path::PathBuf {
-    public.with_file_name("public-history.json")
+    let name = public
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    public.with_file_name(format!("{name}-history.json"))
 }
 
 type History = BTreeMap<String, Vec<String>>;

@@ -103,6 +103,19 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         },
     },
     OwnPackage {
+        name: "fedostree-installed-tests-lifecycle",
+        summary: "fedostree's client lifecycle scenario: upgrade, rollback and switch over HTTP across reboots",
+        provides: &[],
+        // python3-gi + the OSTree typelib: the rollback reorders deployments through libostree.
+        requires: &["fedostree-test-runner >= 1.0", "ostree", "gpg", "python3-gi", "gir1.2-ostree-1.0"],
+        recommends: &[],
+        post: None,
+        source: Source::InstalledTests {
+            dir: "tests-suite/installed-tests/lifecycle",
+            suite: "fedostree-lifecycle",
+        },
+    },
+    OwnPackage {
         name: "fedostree-installed-tests-docker",
         summary: "fedostree's installed-tests for server/docker-io: the engine answers and runs a local image",
         provides: &[],

@@ -69,6 +69,45 @@ pub fn junit_report(suites: &[SuiteResult]) -> Report {
     report
 }
 
+/// A run whose guest rebooted, one testsuite per boot (`<tree>::<arch>::boot-N`): each holds the TAP
+/// subtests reported during that boot, so a dashboard shows which boot an assertion belongs to.
+pub fn junit_per_boot(s: &SuiteResult) -> Report {
+    let mut report = Report::new("fedostree-boots");
+    let last = s
+        .cases
+        .iter()
+        .flat_map(|c| &c.subtests)
+        .map(|st| st.boot)
+        .max()
+        .unwrap_or(1);
+    for boot in 1..=last {
+        let name = format!("{}::boot-{boot}", s.id());
+        let mut suite = TestSuite::new(name.clone());
+        suite.add_property(("commit", s.commit.as_str()));
+        for c in &s.cases {
+            for st in c.subtests.iter().filter(|st| st.boot == boot) {
+                let status = match st.status {
+                    SubtestStatus::Pass => TestCaseStatus::success(),
+                    SubtestStatus::Skip | SubtestStatus::Todo => TestCaseStatus::skipped(),
+                    SubtestStatus::Fail => non_success(NonSuccessKind::Failure, "not ok", "tap failure", &c.output),
+                };
+                let case = format!("{}::subtest {} {}", c.name, st.number, st.description);
+                let mut tc = TestCase::new(case.trim_end(), status);
+                tc.set_classname(name.as_str());
+                suite.add_test_case(tc);
+            }
+        }
+        report.add_test_suite(suite);
+    }
+    report
+}
+
+/// Write [`junit_per_boot`] of `suite` to `path`.
+pub fn write_junit_per_boot(suite: &SuiteResult, path: &Path) -> Result<()> {
+    let xml = junit_per_boot(suite).to_string().context("serializing JUnit")?;
+    fs_err::write(path, xml).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Write the JUnit file for `suites` to `path` (parent directories created).
 pub fn write_junit(suites: &[SuiteResult], path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

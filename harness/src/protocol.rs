@@ -39,6 +39,24 @@ pub enum GuestEvent {
         #[serde(default)]
         output: String,
     },
+    /// A test asked for a reboot (`$FEDOSTREE_REBOOT_PREPARE MARK`, then exited): the runner reboots the
+    /// guest and runs the test again with `FEDOSTREE_REBOOT_MARK=MARK` (autopkgtest's reboot marks).
+    Rebooting {
+        test: String,
+        mark: String,
+        #[serde(default)]
+        output: String,
+    },
+    /// The runner resumed after a reboot: boot `number` (the first boot is 1, announced by `run-started`).
+    Booted {
+        number: u32,
+        #[serde(default)]
+        boot_id: String,
+        #[serde(default)]
+        deployment: String,
+        #[serde(default)]
+        commit: String,
+    },
     RunFinished {
         passed: u32,
         failed: u32,

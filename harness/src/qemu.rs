@@ -116,6 +116,54 @@ pub fn vcpus_for(guests: usize) -> u32 {
     (cores / guests.max(1)).clamp(1, 8) as u32
 }
 
+/// How the guest's kernel is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BootPath {
+    /// QEMU loads the host's copy of the default entry's kernel and initramfs (`-kernel`): the fastest
+    /// boot, but the host decides what boots and a guest reboot ends the VM. Single-boot runs.
+    #[default]
+    DirectKernel,
+    /// Real firmware (U-Boot) boots what the disk's ostree configuration names, and a guest reboot
+    /// boots again: a deployment made in the guest is what runs next. Runs that reboot.
+    Firmware,
+}
+
+impl BootPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootPath::DirectKernel => "direct-kernel",
+            BootPath::Firmware => "firmware",
+        }
+    }
+}
+
+impl fmt::Display for BootPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Debian's `u-boot-qemu` build for `arch`, given to QEMU as `-bios`. x86's is the 32-bit qemu-x86
+/// build: the 64-bit one cannot start a Linux kernel ("Note many features are missing"), and both
+/// are made for the i440fx machine (`pc`), which the firmware path therefore uses.
+pub fn firmware_file(arch: Arch) -> PathBuf {
+    PathBuf::from(match arch {
+        Arch::X86_64 => "/usr/lib/u-boot/qemu-x86/u-boot.rom",
+        Arch::Aarch64 => "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
+    })
+}
+
+/// A value the host hands the guest through QEMU's firmware configuration device; the guest reads it
+/// at `/sys/firmware/qemu_fw_cfg/by_name/opt/org.fedostree/<name>/raw` whatever booted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FwCfgValue {
+    Text(String),
+    File(PathBuf),
+}
+
+/// The fw_cfg name prefix of every item the harness passes (QEMU reserves `opt/` for users).
+pub const FW_CFG_PREFIX: &str = "opt/org.fedostree/";
+
 /// The virtio-serial port name the in-guest runner writes its JSON lines to.
 pub const RESULTS_PORT: &str = "org.fedostree.results";
 
@@ -135,6 +183,9 @@ pub struct VmConfig {
     pub memory_mb: u32,
     pub smp: u32,
     pub run_dir: PathBuf,
+    pub boot: BootPath,
+    /// Items for the guest, named below [`FW_CFG_PREFIX`].
+    pub fw_cfg: Vec<(String, FwCfgValue)>,
 }
 
 impl VmConfig {
@@ -158,6 +209,8 @@ impl VmConfig {
             memory_mb: DEFAULT_MEMORY_MB,
             smp: DEFAULT_SMP,
             run_dir,
+            boot: BootPath::DirectKernel,
+            fw_cfg: Vec::new(),
         }
     }
 
@@ -217,6 +270,7 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     match cfg.arch {
+        Arch::X86_64 if cfg.boot == BootPath::Firmware => push(&["-M", "pc"]),
         Arch::X86_64 => push(&["-M", "q35"]),
         Arch::Aarch64 => {
             // cortex-a57 under TCG: `-cpu max` emulates every optional extension and is 4–5× slower.
@@ -229,16 +283,28 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
     }
     push(&["-accel", cfg.accel.as_str()]);
     push(&["-m", &cfg.memory_mb.to_string(), "-smp", &cfg.smp.to_string()]);
-    // No default devices, no display, and a guest reboot ends QEMU (so a panic ends the run).
-    push(&["-nodefaults", "-display", "none", "-no-reboot"]);
-    push(&[
-        "-kernel",
-        &p(&cfg.kernel),
-        "-initrd",
-        &p(&cfg.initrd),
-        "-append",
-        &kernel_cmdline(cfg),
-    ]);
+    push(&["-nodefaults", "-display", "none"]);
+    match cfg.boot {
+        // A guest reboot ends QEMU, so a panic ends the run.
+        BootPath::DirectKernel => push(&[
+            "-no-reboot",
+            "-kernel",
+            &p(&cfg.kernel),
+            "-initrd",
+            &p(&cfg.initrd),
+            "-append",
+            &kernel_cmdline(cfg),
+        ]),
+        // Reboots are part of the run; a panic (panic=-1 reboots at once) is seen on the console.
+        BootPath::Firmware => push(&["-bios", &p(&firmware_file(cfg.arch))]),
+    }
+    for (name, value) in &cfg.fw_cfg {
+        let v = match value {
+            FwCfgValue::Text(t) => format!("string={}", opt(std::path::Path::new(t))),
+            FwCfgValue::File(f) => format!("file={}", opt(f)),
+        };
+        push(&["-fw_cfg", &format!("name={FW_CFG_PREFIX}{name},{v}")]);
+    }
     push(&[
         "-drive",
         &format!("if=none,id=d0,file={},format=qcow2,cache=unsafe", opt(&cfg.disk)),
@@ -309,6 +375,38 @@ mod tests {
         let (bin, args) = qemu_command(&cfg(Arch::Aarch64, Accel::Tcg));
         assert_eq!(bin, "qemu-system-aarch64");
         insta::assert_snapshot!(shell_line(&bin, &args).replace(" -", "\n  -"));
+    }
+
+    /// The firmware path: U-Boot as -bios (x86 on the i440fx machine it is built for), no host kernel, no
+    /// -no-reboot (a guest reboot continues the run), fw_cfg items named under the project's prefix.
+    #[test]
+    fn firmware_boot_uses_u_boot_and_lets_the_guest_reboot() {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let mut c = cfg(arch, Accel::Tcg);
+            c.boot = BootPath::Firmware;
+            c.fw_cfg = vec![
+                ("scenario".into(), FwCfgValue::Text("lifecycle".into())),
+                ("gpg".into(), FwCfgValue::File("/run/vm,x/key.gpg".into())),
+            ];
+            let (_, args) = qemu_command(&c);
+            let bios = args.windows(2).find(|w| w[0] == "-bios").map(|w| w[1].clone());
+            assert_eq!(bios.as_deref(), Some(firmware_file(arch).to_str().unwrap()));
+            for absent in ["-kernel", "-initrd", "-append", "-no-reboot"] {
+                assert!(!args.iter().any(|a| a == absent), "{arch}: {absent} in {args:?}");
+            }
+            if arch == Arch::X86_64 {
+                assert!(args.windows(2).any(|w| w == ["-M", "pc"]), "{args:?}");
+            }
+            let fw: Vec<&String> = args.windows(2).filter(|w| w[0] == "-fw_cfg").map(|w| &w[1]).collect();
+            assert_eq!(
+                fw,
+                [
+                    "name=opt/org.fedostree/scenario,string=lifecycle",
+                    "name=opt/org.fedostree/gpg,file=/run/vm,,x/key.gpg"
+                ]
+            );
+        }
+        assert_eq!(BootPath::default(), BootPath::DirectKernel);
     }
 
     #[test]

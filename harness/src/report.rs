@@ -101,6 +101,19 @@ impl TerminalReporter {
 
 impl Reporter for TerminalReporter {
     fn event(&mut self, tree: &str, arch: &str, e: &GuestEvent) {
+        if let GuestEvent::Booted {
+            number,
+            commit,
+            boot_id,
+            ..
+        } = e
+        {
+            let _ = writeln!(
+                self.out,
+                "{:>8} {tree}::{arch}: boot {number} (boot id {boot_id}, commit {commit})",
+                "REBOOTED"
+            );
+        }
         if let GuestEvent::TestFinished {
             name,
             status,

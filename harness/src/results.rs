@@ -56,6 +56,13 @@ pub struct Subtest {
     pub number: u32,
     pub description: String,
     pub status: SubtestStatus,
+    /// The boot of the run it was reported in (1 unless the guest rebooted).
+    #[serde(default = "first_boot")]
+    pub boot: u32,
+}
+
+fn first_boot() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,6 +118,7 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
         finished,
         mut problems,
         announced,
+        ..
     } = fold;
     mark_unfinished(&mut cases, &finished, outcome);
     push_boot_problems(&mut problems, announced, cases.len(), outcome);
@@ -133,6 +141,8 @@ struct EventFold {
     problems: Vec<String>,
     /// The test count `run-started` announced.
     announced: Option<u32>,
+    /// The boot events arrive in: 1, then each `booted` event's number.
+    boot: u32,
 }
 
 impl EventFold {
@@ -176,11 +186,13 @@ impl EventFold {
                 description,
                 status,
             } => {
+                let boot = self.boot.max(1);
                 let (_, c) = self.case(test);
                 c.subtests.push(Subtest {
                     number: *number,
                     description: description.clone(),
                     status: *status,
+                    boot,
                 });
             }
             GuestEvent::TestFinished {
@@ -194,9 +206,16 @@ impl EventFold {
                 c.status = (*status).into();
                 c.exit_code = *exit_code;
                 c.duration = Duration::from_millis(*duration_ms);
-                c.output = output.clone();
+                // A test that rebooted keeps what each earlier boot's part printed.
+                c.output.push_str(output);
                 self.finished[i] = true;
             }
+            GuestEvent::Rebooting { test, mark, output } => {
+                let (_, c) = self.case(test);
+                c.output
+                    .push_str(&format!("{output}\n--- rebooting (mark {mark:?}) ---\n"));
+            }
+            GuestEvent::Booted { number, .. } => self.boot = *number,
             GuestEvent::RunFinished { .. } => {}
         }
     }

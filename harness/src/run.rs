@@ -42,6 +42,22 @@ pub struct VmOutcome {
     pub time_to_tests: Option<Duration>,
     /// QEMU spawn → `run-finished` read.
     pub time_to_results: Option<Duration>,
+    /// Every boot of this VM in order: the first at QEMU start, then one per guest-initiated reset
+    /// (firmware path: a reboot continues the run).
+    pub boots: Vec<BootSection>,
+}
+
+/// Where one boot starts in the run's single console log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootSection {
+    /// 1-based.
+    pub number: u32,
+    /// Byte offset into console.log where this boot's output begins.
+    pub console_offset: u64,
+    /// QEMU spawn → this boot's start, in milliseconds.
+    pub started_ms: u64,
+    /// What QEMU said ended the previous boot (QMP `RESET` reason), empty for the first.
+    pub after: String,
 }
 
 /// Reads what was appended to a file since the last call. A missing file reads as empty (QEMU creates its
@@ -94,6 +110,21 @@ struct Watch<'a> {
 }
 
 impl Watch<'_> {
+    /// A reset: the console from here on is the next boot's. Read what the last boot wrote first, so the
+    /// offset falls after it.
+    fn new_boot(&mut self, ev: &QmpEvent) {
+        let _ = self.poll(false);
+        let reason = ev.data["reason"].as_str().unwrap_or("reset").to_owned();
+        let number = self.outcome.boots.len() as u32 + 1;
+        tracing::info!(number, %reason, "guest reset: boot {number} begins");
+        self.outcome.boots.push(BootSection {
+            number,
+            console_offset: self.console.pos,
+            started_ms: self.started.elapsed().as_millis() as u64,
+            after: reason,
+        });
+    }
+
     /// Read both files and stream new events. `last` also takes an unterminated final line.
     fn poll(&mut self, last: bool) -> Result<()> {
         let bytes = self.results.read_new()?;
@@ -168,13 +199,40 @@ async fn run_once(
         console: FileTail::new(cfg.console_log()),
         parser: EventParser::new(),
         scan: ConsoleScan::default(),
-        outcome: VmOutcome::default(),
+        outcome: VmOutcome {
+            boots: vec![BootSection {
+                number: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
         started,
         on_event,
     };
     let ending = watch_until_end(&mut vm, &mut qmp_events, &mut w, deadline).await?;
     end_vm(cfg, &mut vm, &mut w, ending, timeout).await?;
-    finish_outcome(w, ending)
+    let done = finish_outcome(w, ending)?;
+    write_boot_sections(cfg, &done.0.boots)?;
+    Ok(done)
+}
+
+/// `boots.json` (every boot's start in console.log) and, when the guest rebooted, each boot's part of
+/// the console as `console.boot-N.log`: one log for the run, sections to read one boot at a time.
+fn write_boot_sections(cfg: &VmConfig, boots: &[BootSection]) -> Result<()> {
+    fs_err::write(cfg.run_dir.join("boots.json"), serde_json::to_vec_pretty(boots)?)?;
+    if boots.len() < 2 {
+        return Ok(());
+    }
+    let console = fs_err::read(cfg.console_log()).unwrap_or_default();
+    for (i, b) in boots.iter().enumerate() {
+        let start = (b.console_offset as usize).min(console.len());
+        let end = boots
+            .get(i + 1)
+            .map_or(console.len(), |n| (n.console_offset as usize).min(console.len()));
+        let name = format!("console.boot-{}.log", b.number);
+        fs_err::write(cfg.run_dir.join(name), &console[start..end.max(start)])?;
+    }
+    Ok(())
 }
 
 /// Owns the watch loop: polls the files, QMP events and run state until something ends the run.
@@ -199,6 +257,9 @@ async fn watch_until_end(
         let mut stop_event = false;
         while let Some(ev) = qmp_events.as_mut().and_then(|rx| rx.try_recv().ok()) {
             stop_event |= matches!(ev.event.as_str(), "STOP" | "GUEST_PANICKED");
+            if ev.event == "RESET" {
+                w.new_boot(&ev);
+            }
         }
         let now = Instant::now();
         if stop_event || now >= next_status {
@@ -292,4 +353,44 @@ fn qemu_log_reason(cfg: &VmConfig) -> Option<String> {
     let log = fs_err::read_to_string(cfg.qemu_log()).ok()?;
     let line = log.lines().find(|l| l.contains("error") || l.contains("Error"))?;
     Some(format!(": {}", line.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::{Accel, Arch};
+
+    /// Each boot's part of the one console log, cut where QMP said the guest reset.
+    #[test]
+    fn boot_sections_split_the_console_where_the_guest_reset() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = VmConfig::new(
+            Arch::X86_64,
+            Accel::Tcg,
+            "/k".into(),
+            "/i".into(),
+            "",
+            "/d".into(),
+            d.path().into(),
+        );
+        fs_err::write(cfg.console_log(), "U-Boot one\nlinux one\nU-Boot two\nlinux two\n").unwrap();
+        let boot = |number, console_offset, after: &str| BootSection {
+            number,
+            console_offset,
+            started_ms: 0,
+            after: after.into(),
+        };
+        write_boot_sections(&cfg, &[boot(1, 0, "")]).unwrap();
+        assert!(
+            !d.path().join("console.boot-1.log").exists(),
+            "one boot: the console log is the section"
+        );
+        write_boot_sections(&cfg, &[boot(1, 0, ""), boot(2, 21, "guest-reset")]).unwrap();
+        let read = |n: u32| fs_err::read_to_string(d.path().join(format!("console.boot-{n}.log"))).unwrap();
+        assert_eq!(read(1), "U-Boot one\nlinux one\n");
+        assert_eq!(read(2), "U-Boot two\nlinux two\n");
+        let json: Vec<BootSection> =
+            serde_json::from_slice(&fs_err::read(d.path().join("boots.json")).unwrap()).unwrap();
+        assert_eq!(json[1].after, "guest-reset");
+    }
 }

@@ -83,6 +83,15 @@ impl Vm {
                 _ => {}
             }
         }
+        if cfg.boot == crate::qemu::BootPath::Firmware {
+            let fw = crate::qemu::firmware_file(cfg.arch);
+            if !fw.is_file() {
+                bail!(
+                    "{} is missing: booting through firmware needs Debian's u-boot-qemu (ci/setup installs it)",
+                    fw.display()
+                );
+            }
+        }
         let (binary, args) = qemu_command(cfg);
         let line = shell_line(&binary, &args);
         tracing::debug!(command = %line, "starting QEMU");

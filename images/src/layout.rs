@@ -24,7 +24,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Bump when the image layout changes: every cached image is then rebuilt from scratch.
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: ostree's uboot bootloader backend and /boot/boot.scr, for firmware boots.
+pub const LAYOUT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct ImagePaths {

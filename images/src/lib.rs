@@ -8,6 +8,7 @@
 //! atomically. `fedostree_util::cleanup` tears every held resource down on SIGINT/SIGTERM. [`create_overlay`] makes
 //! the throwaway overlay each boot runs on.
 
+pub mod firmware;
 pub mod guard;
 pub mod guestfs;
 pub mod layout;

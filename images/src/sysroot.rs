@@ -20,15 +20,12 @@ fn repo_arg(sr: &GuardedSysroot) -> String {
     format!("--repo={}", sr.path().join("ostree/repo").display())
 }
 
-/// `ostree admin init-fs`, `os-init`, `sysroot.bootloader none`, and the image id marker in the stateroot.
-pub fn init(sr: &GuardedSysroot, osname: &str, image_id: &str) -> Result<()> {
+/// `ostree admin init-fs`, `os-init`, the bootloader configuration firmware boots from
+/// ([`crate::firmware`]), and the image id marker in the stateroot.
+pub fn init(sr: &GuardedSysroot, osname: &str, arch: &str, image_id: &str) -> Result<()> {
     admin(sr, "init-fs").arg(sr.path()).run()?;
     admin(sr, "os-init").arg(osname).run()?;
-    Command::new("ostree")
-        .arg("config")
-        .arg(repo_arg(sr))
-        .args(["set", "sysroot.bootloader", "none"])
-        .run()?;
+    crate::firmware::configure(sr, arch)?;
     let marker = sr.path().join("ostree/deploy").join(osname).join("var/lib/fedostree");
     fs_err::create_dir_all(&marker)?;
     fs_err::write(marker.join("image-id"), format!("{image_id}\n"))?;

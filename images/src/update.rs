@@ -280,7 +280,7 @@ fn update_sysroot(
 ) -> Result<BootArtifacts> {
     if plan.created {
         let t = Instant::now();
-        sysroot::init(sr, &spec.osname, &plan.image_id)?;
+        sysroot::init(sr, &spec.osname, &spec.arch, &plan.image_id)?;
         stats.create_s += secs(t);
     }
     if plan.deploy_needed {

@@ -220,7 +220,15 @@ fn qsd_create_update_prune_noop() {
         let id = std::fs::read_to_string(m.join("ostree/deploy/fedostree/var/lib/fedostree/image-id")).unwrap();
         assert_eq!(id.trim(), s1.image_id);
         let cfg = std::fs::read_to_string(m.join("ostree/repo/config")).unwrap();
-        assert!(cfg.contains("bootloader=none"), "{cfg}");
+        assert!(cfg.contains("bootloader=uboot"), "{cfg}");
+        // What U-Boot's boot.scr reads: the default entry, as ostree's uboot backend wrote it.
+        let uenv = std::fs::read_to_string(m.join("boot/loader/uEnv.txt")).unwrap();
+        assert!(
+            uenv.contains(&format!("kernel_image=/boot{}", entries[0].linux)),
+            "{uenv}"
+        );
+        assert!(uenv.contains(&format!("bootargs={}", entries[0].options)), "{uenv}");
+        assert!(m.join("boot/boot.scr").is_file());
     });
 
     // v2: same kernel, new content

@@ -17,6 +17,15 @@
 #   FEDOSTREE_WORKDIR      scratch for test output         (/run/fedostree-tests)
 #   FEDOSTREE_NO_POWEROFF  1 = exit instead of poweroff -f
 #   FEDOSTREE_PATH         PATH (a dir of busybox applet links, to test with the guest's tools)
+#   FEDOSTREE_FW_CFG       host-provided items              (/sys/firmware/qemu_fw_cfg/by_name/opt/org.fedostree)
+#   FEDOSTREE_RUNNER_STATE what survives a reboot           (/var/lib/fedostree/installed-tests-runner)
+# Scenarios: the host may name one (fw_cfg item `scenario`); then only tests whose [Test] group says
+# X-Fedostree-Scenario=<that name> run, and without one only tests that name none. The fw_cfg item
+# `env` (KEY=VALUE lines) is exported to every test.
+# Reboots (autopkgtest's reboot marks): a test calls "$FEDOSTREE_REBOOT_PREPARE" MARK and exits; the
+# runner then reboots the guest and, on the next boot, runs that test again with
+# FEDOSTREE_REBOOT_MARK=MARK before the tests still waiting. Such a test declares
+# X-Fedostree-Reboots=true and runs alone, after the others.
 export PATH="${FEDOSTREE_PATH:-/usr/bin:/usr/sbin:/bin:/sbin}"
 PORT_NAME=org.fedostree.results
 TESTS_ROOT=${FEDOSTREE_TESTS_ROOT:-/usr/share/installed-tests}
@@ -24,6 +33,8 @@ CONSOLE=${FEDOSTREE_CONSOLE:-/dev/console}
 CMDLINE=${FEDOSTREE_CMDLINE:-/proc/cmdline}
 SYSROOT=${FEDOSTREE_SYSROOT:-/sysroot}
 WORK=${FEDOSTREE_WORKDIR:-/run/fedostree-tests}
+FW_CFG=${FEDOSTREE_FW_CFG:-/sys/firmware/qemu_fw_cfg/by_name/opt/org.fedostree}
+RSTATE=${FEDOSTREE_RUNNER_STATE:-/var/lib/fedostree/installed-tests-runner}
 PORTS_SYSFS=${FEDOSTREE_VIRTIO_PORTS:-/sys/class/virtio-ports}
 DEV=${FEDOSTREE_DEV:-/dev}
 DEFAULT_TIMEOUT=300
@@ -34,6 +45,15 @@ set -f
 
 TAB=$(printf '\t')
 CR=$(printf '\r')
+
+# `installed-tests-runner --reboot-prepare MARK`: what a test calls (as $FEDOSTREE_REBOOT_PREPARE) to
+# be run again with MARK after a reboot. The runner reads the request once the test has exited.
+if [ "${1-}" = --reboot-prepare ]; then
+	[ -n "${2-}" ] || { echo "usage: $0 --reboot-prepare MARK" >&2; exit 2; }
+	[ -n "${FEDOSTREE_REBOOT_REQUEST-}" ] || { echo "$0: not inside an installed test" >&2; exit 2; }
+	printf '%s\n' "$2" >"$FEDOSTREE_REBOOT_REQUEST"
+	exit 0
+fi
 
 # stdin → JSON string body (no quotes): escape \ " tab CR, join lines with \n, drop other controls.
 json_escape() {
@@ -108,11 +128,12 @@ kf_all() {
 	'"$KF_PARSE" "$1"
 }
 
-# split_by_type LIST SESSION EXCLUSIVE: the .test files named in LIST (one per line, order kept) into
-# SESSION and EXCLUSIVE (Type=session-exclusive), in one awk for every file. A file that cannot be
-# read goes to SESSION, where running it reports why.
+# split_by_type LIST SESSION EXCLUSIVE SCENARIO: the .test files named in LIST (one per line, order
+# kept) that belong to SCENARIO (X-Fedostree-Scenario; empty = tests that name none) into SESSION and
+# EXCLUSIVE (Type=session-exclusive, or X-Fedostree-Reboots=true), in one awk for every file. A file
+# that cannot be read goes to SESSION, where running it reports why.
 split_by_type() {
-	awk -v list="$1" -v session="$2" -v exclusive="$3" '
+	awk -v list="$1" -v session="$2" -v exclusive="$3" -v scenario="$4" '
 		BEGIN {
 			while ((getline f < list) > 0) {
 				if (f == "") continue
@@ -120,10 +141,18 @@ split_by_type() {
 				if ((getline line < f) >= 0) { close(f); ARGV[ARGC++] = f }
 			}
 		}
-		function pair(k, v) { if (k == "Type") { type[FILENAME] = v; stop = 1 } }
+		function pair(k, v) {
+			if (k == "Type") type[FILENAME] = v
+			else if (k == "X-Fedostree-Scenario") scen[FILENAME] = v
+			else if (k == "X-Fedostree-Reboots" && v == "true") reboots[FILENAME] = 1
+		}
 		END {
 			printf "" > session; printf "" > exclusive
-			for (i = 1; i <= n; i++) print order[i] > (type[order[i]] == "session-exclusive" ? exclusive : session)
+			for (i = 1; i <= n; i++) {
+				f = order[i]
+				if (scen[f] != scenario) continue
+				print f > (type[f] == "session-exclusive" || reboots[f] ? exclusive : session)
+			}
 		}
 	'"$KF_PARSE" </dev/null
 }
@@ -156,12 +185,12 @@ tap_events() {
 	tap_parse "$1" |
 		tr -d '\000-\010\013\014\016-\037' |
 		sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e "s/$TAB/\\\\t/g" -e "s/$CR/\\\\r/g" |
-		JNAME=$jname awk -v events="$2" '
+		JNAME=$jname awk -v events="$2" -v base="${3:-0}" '
 			$1 == "plan" { plan = $2; next }
 			$1 == "bail" { bail = 1; next }
 			{
 				desc = $0; sub(/^[^ ]+ [^ ]+ ?/, "", desc)
-				printf "{\"event\":\"subtest\",\"test\":\"%s\",\"number\":%d,\"description\":\"%s\",\"status\":\"%s\"}\n", ENVIRON["JNAME"], $1, desc, $2 > events
+				printf "{\"event\":\"subtest\",\"test\":\"%s\",\"number\":%d,\"description\":\"%s\",\"status\":\"%s\"}\n", ENVIRON["JNAME"], $1 + base, desc, $2 > events
 				ran++; if ($2 == "fail") bad++
 			}
 			END { close(events); print ran + 0, bad + 0, (plan == "" ? "-" : plan), bail + 0 }'
@@ -181,7 +210,7 @@ test_jname() {
 run_test() {
 	file=$1 dir=$2
 	jname=$(test_jname "$file")
-	exec_line='' type='' tenv='' tap='' limit=''
+	exec_line='' type='' tenv='' tap='' limit='' may_reboot=''
 	kf_all "$file" >"$dir/keys"
 	while IFS= read -r kv; do
 		case "$kv" in
@@ -190,14 +219,23 @@ run_test() {
 		TestEnvironment=*) tenv=${kv#TestEnvironment=} ;;
 		Output=*) tap=${kv#Output=} ;;
 		X-Fedostree-Timeout=*) limit=${kv#X-Fedostree-Timeout=} ;;
+		X-Fedostree-Reboots=true) may_reboot=1 ;;
 		esac
 	done <"$dir/keys"
+	mark='' tap_base=0
+	if [ "$file" = "$resume_test" ]; then
+		mark=$resume_mark tap_base=$resume_tap_base
+		resume_test=''
+	fi
 	is_uint "$limit" && [ "$limit" -gt 0 ] || limit=$global_timeout
 	out=$dir/output
 	: >"$out"
 	start=$(now_ms)
 	rc=
-	if [ -z "$exec_line" ]; then
+	if [ ! -f "$file" ]; then
+		echo "fedostree-runner: $file is gone: the tree booted now does not have it" >"$out"
+		rc=1
+	elif [ -z "$exec_line" ]; then
 		echo "fedostree-runner: $file has no Exec= in [Test]" >"$out"
 		rc=1
 	else
@@ -220,6 +258,8 @@ run_test() {
 				# shellcheck disable=SC2163 # exporting NAME=VALUE is the point
 				case "$kv" in [A-Za-z_]*=*) export "$kv" ;; esac
 			done
+			export FEDOSTREE_REBOOT_MARK="$mark" FEDOSTREE_REBOOT_REQUEST="$dir/reboot" \
+				FEDOSTREE_REBOOT_PREPARE="$SELF --reboot-prepare" FEDOSTREE_BOOT_NUMBER="$boot_number"
 			exec setsid timeout -k 5 "$limit" sh -c "$exec_line"
 		) </dev/null >"$out" 2>&1 3>&- 4>&- 6>&- &
 		pid=$!
@@ -242,13 +282,21 @@ run_test() {
 		status=pass
 	fi
 
+	if [ -s "$dir/reboot" ] && [ "$status" = pass ] && [ -z "$may_reboot" ]; then
+		status=fail
+		echo "fedostree-runner: the test asked for a reboot without declaring X-Fedostree-Reboots=true" >>"$out"
+	elif [ -s "$dir/reboot" ] && [ "$status" = pass ]; then
+		status=reboot
+	fi
+
 	if [ "$tap" = TAP ]; then
 		: >"$dir/events"
 		# shellcheck disable=SC2046 # four words, split on purpose
-		set -- $(tap_events "$out" "$dir/events")
+		set -- $(tap_events "$out" "$dir/events" "$tap_base")
 		ran=$1 bad=$2 plan=$3 bail=$4
 		cat "$dir/events" >>"$dir/report"
-		if [ "$status" = pass ]; then
+		echo $((tap_base + ran)) >"$dir/tap-ran"
+		if [ "$status" = pass ] || [ "$status" = reboot ]; then
 			if [ "$bad" -gt 0 ]; then
 				status=fail
 				echo "fedostree-runner: $bad TAP subtest(s) not ok" >>"$out"
@@ -263,6 +311,13 @@ run_test() {
 	fi
 
 	jout=$(utf8_tail "$out" "$OUTPUT_TAIL" | json_escape)
+	if [ "$status" = reboot ]; then
+		jmark=$(head -n 1 "$dir/reboot" | json_escape)
+		printf '%s\n' "{\"event\":\"rebooting\",\"test\":\"$jname\",\"mark\":\"$jmark\",\"output\":\"$jout\"}" >>"$dir/report"
+		head -n 1 "$dir/reboot" >"$dir/mark"
+		echo reboot >"$dir/status"
+		return
+	fi
 	printf '%s\n' "{\"event\":\"test-finished\",\"name\":\"$jname\",\"status\":\"$status\",\"exit_code\":$rc,\"duration_ms\":$dur,\"output\":\"$jout\"}" >>"$dir/report"
 	echo "$status" >"$dir/status"
 }
@@ -276,6 +331,10 @@ finish_test() {
 	fi
 	emit_file "$1/report"
 	case $(cat "$1/status" 2>/dev/null) in
+	reboot)
+		reboot_test=$(cat "$1/file") reboot_mark=$(cat "$1/mark")
+		reboot_tap=$(cat "$1/tap-ran" 2>/dev/null || echo 0)
+		;;
 	pass) passed=$((passed + 1)) ;;
 	skip) skipped=$((skipped + 1)) ;;
 	timeout) timed_out=$((timed_out + 1)) ;;
@@ -295,10 +354,16 @@ run_list() {
 		while [ "$(njobs $running)" -ge "$max" ]; do
 			reap_one
 		done
+		if [ -n "$reboot_test" ]; then
+			# A test asked for a reboot: what has not started waits for the next boot.
+			{ printf '%s\n' "$t"; cat <&5; } >>"$WORK/later"
+			break
+		fi
 		n=$((n + 1))
 		d=$WORK/t$n
 		mkdir -p "$d"
 		: >"$d/report"
+		printf '%s\n' "$t" >"$d/file"
 		test_jname "$t" >"$d/jname"
 		emit "{\"event\":\"test-started\",\"name\":\"$(cat "$d/jname")\"}"
 		# The outer subshell reports the test done even if the one running it dies; one short line is
@@ -364,6 +429,8 @@ exec 6<>"$WORK/done.fifo"
 
 global_timeout=$(karg fedostree.test_timeout)
 is_uint "$global_timeout" && [ "$global_timeout" -gt 0 ] || global_timeout=$DEFAULT_TIMEOUT
+# How tests call back for a reboot: this very script (absolute, whatever PATH a test sets).
+SELF=$(readlink -f "$0")
 
 deployment='' commit=
 if ostree=$(karg ostree); then
@@ -372,13 +439,20 @@ if ostree=$(karg ostree); then
 	commit=${d##*/}
 	commit=${commit%.*}
 fi
-
-find "$TESTS_ROOT" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/all"
-split_by_type "$WORK/all" "$WORK/session" "$WORK/exclusive"
-
-ntests=$(wc -l <"$WORK/all")
 jdep=$(printf '%s' "$deployment" | json_escape)
-emit "{\"event\":\"run-started\",\"tests\":$((ntests)),\"arch\":\"$(uname -m)\",\"kernel\":\"$(uname -r)\",\"deployment\":\"$jdep\",\"commit\":\"$commit\"}"
+
+# What the host passes through QEMU's fw_cfg (a module on real trees' kernels).
+[ -n "${FEDOSTREE_FW_CFG-}" ] || [ -d "$FW_CFG" ] || modprobe qemu_fw_cfg 2>/dev/null
+fw_item() { cat "$FW_CFG/$1/raw" 2>/dev/null; }
+scenario=$(fw_item scenario)
+export FEDOSTREE_SCENARIO="$scenario" FEDOSTREE_FW_CFG="$FW_CFG"
+if fw_item env >"$WORK/env" 2>/dev/null; then
+	while IFS= read -r kv; do
+		# shellcheck disable=SC2163 # exporting NAME=VALUE is the point
+		case "$kv" in [A-Za-z_]*=*) export "$kv" ;; esac
+	done <"$WORK/env"
+fi
+
 parallel=$(karg fedostree.test_parallel)
 is_uint "$parallel" || parallel=0
 if [ "$parallel" -eq 0 ]; then
@@ -387,9 +461,49 @@ if [ "$parallel" -eq 0 ]; then
 	parallel=$((2 * cpus))
 fi
 n=0
-# Session tests first, side by side; then each session-exclusive one alone. fd 5 holds the list.
-run_list "$WORK/session" "$parallel"
-run_list "$WORK/exclusive" 1
+resume_test='' resume_mark='' resume_tap_base=0 reboot_test='' boot_number=1
+: >"$WORK/later"
+if [ -s "$RSTATE/resume" ]; then
+	# Boot 2 or later of this run: the test that asked for the reboot first, then what was waiting.
+	boot_number=$(($(cat "$RSTATE/boot") + 1))
+	read -r passed failed skipped timed_out <"$RSTATE/counts"
+	resume_test=$(head -n 1 "$RSTATE/resume")
+	resume_mark=$(cat "$RSTATE/mark")
+	resume_tap_base=$(cat "$RSTATE/tap-base")
+	cp "$RSTATE/resume" "$WORK/resume"
+	bid=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
+	emit "{\"event\":\"booted\",\"number\":$boot_number,\"boot_id\":\"$bid\",\"deployment\":\"$jdep\",\"commit\":\"$commit\"}"
+	run_list "$WORK/resume" 1
+else
+	find "$TESTS_ROOT" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/all"
+	split_by_type "$WORK/all" "$WORK/session" "$WORK/exclusive" "$scenario"
+	ntests=$(cat "$WORK/session" "$WORK/exclusive" | wc -l)
+	emit "{\"event\":\"run-started\",\"tests\":$((ntests)),\"arch\":\"$(uname -m)\",\"kernel\":\"$(uname -r)\",\"deployment\":\"$jdep\",\"commit\":\"$commit\"}"
+	# Session tests first, side by side; then each session-exclusive one alone. fd 5 holds the list.
+	run_list "$WORK/session" "$parallel"
+	if [ -z "$reboot_test" ]; then run_list "$WORK/exclusive" 1; else cat "$WORK/exclusive" >>"$WORK/later"; fi
+fi
+
+if [ -n "$reboot_test" ]; then
+	# Everything the next boot needs, written before the reboot is asked for.
+	mkdir -p "$RSTATE"
+	{ printf '%s\n' "$reboot_test"; cat "$WORK/later"; } >"$RSTATE/resume.new"
+	printf '%s\n' "$reboot_mark" >"$RSTATE/mark"
+	echo "$reboot_tap" >"$RSTATE/tap-base"
+	echo "$passed $failed $skipped $timed_out" >"$RSTATE/counts"
+	echo "$boot_number" >"$RSTATE/boot"
+	mv "$RSTATE/resume.new" "$RSTATE/resume"
+	sync
+	log "rebooting for $reboot_test (mark $reboot_mark)"
+	exec 3>&-
+	# Host tests of this script: the next boot is the next invocation.
+	[ "$FEDOSTREE_NO_POWEROFF" = 1 ] && exit 0
+	# systemd's clean reboot finalizes a staged deployment; busybox trees have no systemd.
+	if [ -d /run/systemd/system ]; then systemctl reboot; else reboot; fi
+	# The reboot stops this service; never report the run finished from here.
+	while :; do sleep 60; done
+fi
+rm -rf "$RSTATE"
 emit "{\"event\":\"run-finished\",\"passed\":$passed,\"failed\":$failed,\"skipped\":$skipped,\"timed_out\":$timed_out}"
 exec 3>&-
 sync

@@ -17,6 +17,8 @@ if [ -z "$bb" ]; then
 	bb=$tmp/bbroot/bin/busybox
 fi
 mkdir -p "$tmp/bin"
+# Never the host's own state dir or firmware config: every run below gets these.
+export FEDOSTREE_RUNNER_STATE=$tmp/rstate FEDOSTREE_FW_CFG=$tmp/fwcfg
 for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s "$bb" "$tmp/bin/$a"; done
 
 # --- fixtures ---
@@ -201,6 +203,49 @@ for shell in dash busybox; do
 	check "$shell: run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
 		"[1,1,0,1]"
 done
+# --- a scenario named by the host (fw_cfg), and a test that reboots twice (autopkgtest's marks): each
+# invocation below is one boot of the same run, the state dir is what /var keeps across reboots ---
+T4=$tmp/tests4
+mkdir -p "$T4/s" "$tmp/fwcfg/scenario" "$tmp/fwcfg/env"
+printf lifecycle >"$tmp/fwcfg/scenario/raw"
+printf 'FEDOSTREE_SERVER=http://10.0.2.2:8123\nNOT A VAR\n' >"$tmp/fwcfg/env/raw"
+printf '%s\n' '[Test]' 'Exec=true' >"$T4/s/not-in-scenario.test"
+printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'Exec=sh -c "test \"$FEDOSTREE_SERVER\" = http://10.0.2.2:8123"' \
+	>"$T4/s/a-first.test"
+printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'Exec=sh -c "$FEDOSTREE_REBOOT_PREPARE x"' >"$T4/s/b-undeclared.test"
+mkscript reboots.sh <<'EOF'
+echo "ok 1 - boot $FEDOSTREE_BOOT_NUMBER, mark [$FEDOSTREE_REBOOT_MARK]"
+case $FEDOSTREE_REBOOT_MARK in
+'') $FEDOSTREE_REBOOT_PREPARE one ;;
+one) $FEDOSTREE_REBOOT_PREPARE two ;;
+esac
+EOF
+printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'X-Fedostree-Reboots=true' 'Output=TAP' "Exec=$tmp/reboots.sh" \
+	>"$T4/s/c-reboots.test"
+printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'Type=session-exclusive' 'Exec=true' >"$T4/s/d-after.test"
+: >"$results"
+for boot in 1 2 3; do
+	FEDOSTREE_TESTS_ROOT=$T4 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+		FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work4-$boot \
+		FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+done
+check "scenario: every line is JSON" all_json
+check "scenario: only its tests run; the rebooting one alone, and a test after it waits across the reboots" \
+	eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ')" "s/a-first s/b-undeclared s/c-reboots s/c-reboots s/c-reboots s/d-after "
+check "scenario: run-started counts the scenario's tests" eq "$(q 'select(.event == "run-started") | .tests')" 4
+check "scenario: fw_cfg env reaches the tests" eq "$(q -r 'select(.event == "test-finished" and .name == "s/a-first") | .status')" pass
+check "scenario: an undeclared reboot request fails the test" \
+	eq "$(q -r 'select(.event == "test-finished" and .name == "s/b-undeclared") | .status')" fail
+check "reboots: two rebooting events with their marks" eq "$(q -r 'select(.event == "rebooting") | .mark' | tr '\n' ' ')" "one two "
+check "reboots: booted events for boots 2 and 3" eq "$(q -r 'select(.event == "booted") | .number' | tr '\n' ' ')" "2 3 "
+check "reboots: the test saw each boot's mark, subtests numbered across boots" \
+	eq "$(q -c 'select(.event == "subtest") | [.number, .description]' | tr '\n' ' ')" \
+	'[1,"boot 1, mark []"] [2,"boot 2, mark [one]"] [3,"boot 3, mark [two]"] '
+check "reboots: finished once, then the waiting test, then run-finished with the totals of every boot" \
+	eq "$(q -c 'select(.event == "test-finished" or .event == "run-finished") | [.event, .name, .status, .passed]' | tail -n 3 | tr '\n' ' ')" \
+	'["test-finished","s/c-reboots","pass",null] ["test-finished","s/d-after","pass",null] ["run-finished",null,null,3] '
+check "reboots: the state is gone once the run finished" test ! -e "$tmp/rstate"
+
 if [ "$fails" -gt 0 ]; then
 	echo "test-runner-host: $fails check(s) failed; results:" >&2
 	cat "$results" >&2
