@@ -420,10 +420,15 @@ fn cmd_test(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> R
         } else {
             "NOT published"
         };
+        let boots = match r.timings.boots {
+            0 | 1 => String::new(),
+            n => format!(", {n} boots"),
+        };
         eprintln!(
-            "{} {}: {verdict}; artifacts in {}",
+            "{} {}: {verdict} ({} boot{boots}); artifacts in {}",
             r.ref_,
             &r.commit[..12],
+            r.timings.boot_path,
             r.run_dir.display()
         );
         if let Some(e) = &r.suite.infra_error {

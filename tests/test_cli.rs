@@ -140,10 +140,13 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     }
     assert!(public.join("summary").exists());
     assert!(err.lines().any(|l| l.starts_with("run directory: ")), "{err}");
-    // A client pulls the published commit over HTTP (object by object: there is no delta to it).
+    // A client pulls each arch's published commit over HTTP (object by object: there is no delta to it).
     let client = PublicClient::start(&state);
-    let first = String::from_utf8(ostree(&public, &["rev-parse", "fedostree/dev/x86_64/minimal"]).stdout).unwrap();
-    client.pull("fedostree/dev/x86_64/minimal", first.trim(), false);
+    for arch in ["x86_64", "aarch64"] {
+        let reff = format!("fedostree/dev/{arch}/minimal");
+        let first = String::from_utf8(ostree(&public, &["rev-parse", &reff]).stdout).unwrap();
+        client.pull(&reff, first.trim(), false);
+    }
 
     // A boot never changes the cached image: run again (nothing to update) and compare bytes.
     let disk = state.join("images/dev/minimal/x86_64/disk.qcow2");
@@ -173,15 +176,16 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
         .collect();
     assert_eq!(finished, want);
 
-    // One package changes: the image is updated in place (incrementally) and the new commit is booted.
+    // One package changes: the image is updated in place (incrementally) and the new commit is booted,
+    // on both arches (each published with a delta from the previous one).
     assert!(fedostree(
         &state,
-        &["devrepo", "--arch", "x86_64", "--bump", "fedostree-installed-tests"]
+        &["devrepo", "--arch", "all", "--bump", "fedostree-installed-tests"]
     )
     .status
     .success());
-    let out = fedostree(&state, &["test", "--tree", "dev/minimal", "--arch", "x86_64"]);
-    assert_eq!(out.status.code(), Some(0));
+    let out = fedostree(&state, &["test", "--tree", "dev/minimal", "--arch", "all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // /var in the guest still holds what the image's first deployment left in the stateroot.
     let err = String::from_utf8_lossy(&out.stderr);
     let run_dir = err.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
@@ -197,8 +201,12 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
         String::from_utf8(ostree(&public, &["rev-parse", "fedostree/dev/x86_64/minimal"]).stdout).unwrap(),
         tip
     );
-    // The client that pulled the first commit gets this one through the delta between them.
-    client.pull("fedostree/dev/x86_64/minimal", tip.trim(), true);
+    // The client that pulled the first commits gets these through the deltas between them.
+    for arch in ["x86_64", "aarch64"] {
+        let reff = format!("fedostree/dev/{arch}/minimal");
+        let tip = String::from_utf8(ostree(&state.join("repo"), &["rev-parse", &reff]).stdout).unwrap();
+        client.pull(&reff, tip.trim(), true);
+    }
     client.range_requests_are_honoured();
 
     // dev/broken: its failing test makes the run exit 1 and nothing is published.

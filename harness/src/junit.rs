@@ -2,7 +2,7 @@
 //! and per TAP subtest. For CI dashboards only — the gate reads `SuiteResult`, never this XML.
 
 use crate::protocol::SubtestStatus;
-use crate::results::{Status, SuiteResult};
+use crate::results::{Status, Subtest, SuiteResult, TestCaseResult};
 use anyhow::{Context, Result};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use std::path::Path;
@@ -17,6 +17,19 @@ fn non_success(kind: NonSuccessKind, message: &str, ty: &str, description: &str)
         st.set_description(description);
     }
     st
+}
+
+/// A TAP subtest of `c` as its own testcase (`<test>::subtest N description`) of `class`.
+fn subtest_case(c: &TestCaseResult, st: &Subtest, class: &str) -> TestCase {
+    let status = match st.status {
+        SubtestStatus::Pass => TestCaseStatus::success(),
+        SubtestStatus::Skip | SubtestStatus::Todo => TestCaseStatus::skipped(),
+        SubtestStatus::Fail => non_success(NonSuccessKind::Failure, "not ok", "tap failure", &c.output),
+    };
+    let name = format!("{}::subtest {} {}", c.name, st.number, st.description);
+    let mut tc = TestCase::new(name.trim_end(), status);
+    tc.set_classname(class);
+    tc
 }
 
 /// The report as a value (for `write_junit` and tests).
@@ -47,15 +60,7 @@ pub fn junit_report(suites: &[SuiteResult]) -> Report {
             }
             suite.add_test_case(tc);
             for st in &c.subtests {
-                let status = match st.status {
-                    SubtestStatus::Pass => TestCaseStatus::success(),
-                    SubtestStatus::Skip | SubtestStatus::Todo => TestCaseStatus::skipped(),
-                    SubtestStatus::Fail => non_success(NonSuccessKind::Failure, "not ok", "tap failure", &c.output),
-                };
-                let name = format!("{}::subtest {} {}", c.name, st.number, st.description);
-                let mut tc = TestCase::new(name.trim_end(), status);
-                tc.set_classname(class.as_str());
-                suite.add_test_case(tc);
+                suite.add_test_case(subtest_case(c, st, &class));
             }
         }
         if let Some(err) = &s.infra_error {
@@ -86,15 +91,7 @@ pub fn junit_per_boot(s: &SuiteResult) -> Report {
         suite.add_property(("commit", s.commit.as_str()));
         for c in &s.cases {
             for st in c.subtests.iter().filter(|st| st.boot == boot) {
-                let status = match st.status {
-                    SubtestStatus::Pass => TestCaseStatus::success(),
-                    SubtestStatus::Skip | SubtestStatus::Todo => TestCaseStatus::skipped(),
-                    SubtestStatus::Fail => non_success(NonSuccessKind::Failure, "not ok", "tap failure", &c.output),
-                };
-                let case = format!("{}::subtest {} {}", c.name, st.number, st.description);
-                let mut tc = TestCase::new(case.trim_end(), status);
-                tc.set_classname(name.as_str());
-                suite.add_test_case(tc);
+                suite.add_test_case(subtest_case(c, st, &name));
             }
         }
         report.add_test_suite(suite);
@@ -193,6 +190,35 @@ mod tests {
         assert!(infra
             .descendants()
             .any(|n| n.has_tag_name("system-err") && n.text().unwrap_or_default().contains("reboot: Power down")));
+    }
+
+    /// A run that rebooted: one suite per boot, each with the subtests reported during that boot.
+    #[test]
+    fn per_boot_junit_puts_each_subtest_in_its_boot() {
+        let mut s = suites().remove(0);
+        let tap = s.cases.iter_mut().find(|c| !c.subtests.is_empty()).unwrap();
+        tap.subtests[1].boot = 2;
+        let xml = junit_per_boot(&s).to_string().unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let ts: Vec<_> = doc
+            .root_element()
+            .children()
+            .filter(|n| n.has_tag_name("testsuite"))
+            .collect();
+        let summary: Vec<(String, usize)> = ts
+            .iter()
+            .map(|t| {
+                let n = t.children().filter(|n| n.has_tag_name("testcase")).count();
+                (t.attribute("name").unwrap().to_owned(), n)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("dev/minimal::x86_64::boot-1".to_owned(), 1),
+                ("dev/minimal::x86_64::boot-2".to_owned(), 1)
+            ]
+        );
     }
 
     #[test]

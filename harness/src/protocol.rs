@@ -18,6 +18,9 @@ pub enum GuestEvent {
         deployment: String,
         #[serde(default)]
         commit: String,
+        /// `/proc/sys/kernel/random/boot_id`: a later `booted` event must carry another one.
+        #[serde(default)]
+        boot_id: String,
     },
     TestStarted {
         name: String,

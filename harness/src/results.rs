@@ -118,10 +118,19 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
         finished,
         mut problems,
         announced,
+        boot_ids,
         ..
     } = fold;
     mark_unfinished(&mut cases, &finished, outcome);
     push_boot_problems(&mut problems, announced, cases.len(), outcome);
+    // Every boot QEMU saw (a reset) is one the guest's runner reported, and no more.
+    if outcome.finished && !outcome.boots.is_empty() && outcome.boots.len() != boot_ids.len() {
+        problems.push(format!(
+            "the guest reported {} boot(s) but QEMU saw {}",
+            boot_ids.len(),
+            outcome.boots.len()
+        ));
+    }
     SuiteResult {
         tree: tree.to_owned(),
         arch: arch.to_owned(),
@@ -143,6 +152,8 @@ struct EventFold {
     announced: Option<u32>,
     /// The boot events arrive in: 1, then each `booted` event's number.
     boot: u32,
+    /// The boot id of each boot the guest reported (`run-started`, then each `booted`).
+    boot_ids: Vec<String>,
 }
 
 impl EventFold {
@@ -168,9 +179,13 @@ impl EventFold {
     fn apply(&mut self, commit: &str, ev: &GuestEvent) {
         match ev {
             GuestEvent::RunStarted {
-                commit: booted, tests, ..
+                commit: booted,
+                tests,
+                boot_id,
+                ..
             } => {
                 self.announced = Some(*tests);
+                self.boot_ids.push(boot_id.clone());
                 // A boot proves something about `commit` only if the guest says it booted exactly that.
                 if booted != commit {
                     self.problems
@@ -215,7 +230,15 @@ impl EventFold {
                 c.output
                     .push_str(&format!("{output}\n--- rebooting (mark {mark:?}) ---\n"));
             }
-            GuestEvent::Booted { number, .. } => self.boot = *number,
+            GuestEvent::Booted { number, boot_id, .. } => {
+                self.boot = *number;
+                // A reboot that did not happen (a runner resuming in the same boot) must not pass as one.
+                if !boot_id.is_empty() && self.boot_ids.contains(boot_id) {
+                    self.problems
+                        .push(format!("boot {number} has the boot id of an earlier boot ({boot_id})"));
+                }
+                self.boot_ids.push(boot_id.clone());
+            }
             GuestEvent::RunFinished { .. } => {}
         }
     }
@@ -279,6 +302,46 @@ pub(crate) mod tests {
             wall: Duration::from_millis(3200),
             ..Default::default()
         }
+    }
+
+    /// A run across reboots: subtests carry their boot; a `booted` event repeating an earlier boot id, or
+    /// a boot count that differs from the resets QEMU saw, fails the run.
+    #[test]
+    fn reboots_are_real_and_counted() {
+        let events = r#"{"event":"run-started","tests":1,"commit":"c","boot_id":"one"}
+{"event":"test-started","name":"s/r"}
+{"event":"subtest","test":"s/r","number":1,"description":"before","status":"pass"}
+{"event":"rebooting","test":"s/r","mark":"m","output":"part one"}
+{"event":"booted","number":2,"boot_id":"two","commit":"c"}
+{"event":"test-started","name":"s/r"}
+{"event":"subtest","test":"s/r","number":2,"description":"after","status":"pass"}
+{"event":"test-finished","name":"s/r","status":"pass","exit_code":0,"duration_ms":5,"output":"part two"}
+{"event":"run-finished","passed":1,"failed":0,"skipped":0}
+"#;
+        let boot = |n| crate::run::BootSection {
+            number: n,
+            ..Default::default()
+        };
+        let mut o = outcome(events);
+        o.boots = vec![boot(1), boot(2)];
+        let s = suite_from_outcome("base/minimal", "x86_64", "c", &o);
+        assert_eq!(s.infra_error, None);
+        assert_eq!(s.cases.len(), 1);
+        let boots: Vec<u32> = s.cases[0].subtests.iter().map(|t| t.boot).collect();
+        assert_eq!(boots, [1, 2]);
+        assert!(s.cases[0].output.contains("part one") && s.cases[0].output.ends_with("part two"));
+
+        let same_id = suite_from_outcome("b", "x86_64", "c", &outcome(&events.replace("\"two\"", "\"one\"")));
+        assert!(same_id
+            .infra_error
+            .unwrap()
+            .contains("boot 2 has the boot id of an earlier boot"));
+        o.boots.push(boot(3));
+        let miscounted = suite_from_outcome("b", "x86_64", "c", &o);
+        assert!(miscounted
+            .infra_error
+            .unwrap()
+            .contains("reported 2 boot(s) but QEMU saw 3"));
     }
 
     #[test]

@@ -478,7 +478,8 @@ else
 	find "$TESTS_ROOT" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/all"
 	split_by_type "$WORK/all" "$WORK/session" "$WORK/exclusive" "$scenario"
 	ntests=$(cat "$WORK/session" "$WORK/exclusive" | wc -l)
-	emit "{\"event\":\"run-started\",\"tests\":$((ntests)),\"arch\":\"$(uname -m)\",\"kernel\":\"$(uname -r)\",\"deployment\":\"$jdep\",\"commit\":\"$commit\"}"
+	bid=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
+	emit "{\"event\":\"run-started\",\"tests\":$((ntests)),\"arch\":\"$(uname -m)\",\"kernel\":\"$(uname -r)\",\"deployment\":\"$jdep\",\"commit\":\"$commit\",\"boot_id\":\"$bid\"}"
 	# Session tests first, side by side; then each session-exclusive one alone. fd 5 holds the list.
 	run_list "$WORK/session" "$parallel"
 	if [ -z "$reboot_test" ]; then run_list "$WORK/exclusive" 1; else cat "$WORK/exclusive" >>"$WORK/later"; fi
