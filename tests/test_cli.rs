@@ -409,6 +409,7 @@ fn lifecycle_scenario_passes_on_x86_64(state: &Path) {
     let want: BTreeMap<String, String> = [
         "base/minimal::x86_64::fedostree-lifecycle/lifecycle",
         "base/minimal::x86_64::host/upgrade-fetched-static-delta",
+        "base/minimal::x86_64::host/five-boots",
     ]
     .iter()
     .map(|id| (id.to_string(), "PASS".to_string()))

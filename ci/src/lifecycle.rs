@@ -10,6 +10,11 @@
 //! guest's `fedostree-lifecycle/lifecycle` test walks upgrade → reboot → rollback → reboot → switch →
 //! reboot → switch back → reboot, asserting from inside each boot. The host adds what only it can see:
 //! the upgrade fetched the static delta, not loose objects.
+//!
+//! N+1 is a real update: `fedostree-release` gets a new release in the state's dev repository and the
+//! tree is composed again, so its candidate ref moves to N+1 as after any compose (candidates are moved
+//! before they are tested); the cached image stays at N until the next `fedostree test` of the tree,
+//! which tests and publishes N+1 as usual.
 
 use crate::pipeline::{self, GuestSettings, TestOptions, TreeArchRun};
 use crate::publish::{publish, PublishOptions};
@@ -17,9 +22,10 @@ use crate::serve::ScenarioServer;
 use crate::signing::{SigningKey, SigningSpec};
 use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
+use fedostree_harness::protocol::{GuestEvent, TestStatus};
 use fedostree_harness::qemu::{BootPath, FwCfgValue};
 use fedostree_harness::report::Reporter;
-use fedostree_harness::results::{Status, TestCaseResult};
+use fedostree_harness::results::{Status, SuiteResult, TestCaseResult};
 use fedostree_util::state::{Sources, StateDir};
 use ostree::gio;
 use std::path::Path;
@@ -116,7 +122,12 @@ async fn run_arch(
         ],
     };
     let t = Instant::now();
-    let booted = pipeline::boot_and_test(&composed.tree, arch, &image, &dir, guest, reporter).await;
+    let mut watch = RebootWatch {
+        inner: reporter,
+        first_reboot: None,
+    };
+    let booted = pipeline::boot_and_test(&composed.tree, arch, &image, &dir, guest, &mut watch).await;
+    let first_reboot = watch.first_reboot;
     timings.boot_s = t.elapsed().as_secs_f64();
     let log = server.log.lines();
     drop(server);
@@ -130,31 +141,30 @@ async fn run_arch(
     timings.qemu_to_results_s = times.to_results.map(|d| d.as_secs_f64());
     timings.boot_path = times.boot_path.to_string();
     timings.boots = times.boots;
-    // What only the server saw, up to the second boot (the upgrade is boot 1's last act).
-    let boots: Vec<fedostree_harness::run::BootSection> =
-        serde_json::from_slice(&fs_err::read(dir.join("boots.json"))?).unwrap_or_default();
-    let upgrade_end = boots.get(1).map(|b| t + Duration::from_millis(b.started_ms));
+    // What only the server saw until the guest asked for its first reboot (the upgrade is boot 1's
+    // last act); without that reboot there is no upgrade to judge.
     let upgrade_log: Vec<&str> = log
         .iter()
-        .filter(|(at, _)| upgrade_end.is_none_or(|end| *at < end))
+        .filter(|(at, _)| first_reboot.is_some_and(|end| *at < end))
         .map(|(_, l)| l.as_str())
         .collect();
-    let host_case = delta_case(&upgrade_log, &fx);
-    reporter.event(
-        &composed.tree,
-        arch,
-        &fedostree_harness::protocol::GuestEvent::TestFinished {
-            name: host_case.name.clone(),
-            status: match host_case.status {
-                Status::Pass => fedostree_harness::protocol::TestStatus::Pass,
-                _ => fedostree_harness::protocol::TestStatus::Fail,
+    for host_case in [delta_case(&upgrade_log, &fx), all_parts_case(&suite, times.boots)] {
+        reporter.event(
+            &composed.tree,
+            arch,
+            &GuestEvent::TestFinished {
+                name: host_case.name.clone(),
+                status: match host_case.status {
+                    Status::Pass => TestStatus::Pass,
+                    _ => TestStatus::Fail,
+                },
+                exit_code: None,
+                duration_ms: 0,
+                output: host_case.output.clone(),
             },
-            exit_code: None,
-            duration_ms: 0,
-            output: host_case.output.clone(),
-        },
-    );
-    suite.cases.push(host_case);
+        );
+        suite.cases.push(host_case);
+    }
     fedostree_harness::junit::write_junit(std::slice::from_ref(&suite), &dir.join("junit.xml"))?;
     fs_err::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
     reporter.suite_done(&suite);
@@ -169,29 +179,76 @@ async fn run_arch(
     })
 }
 
-/// The host's assertion: the upgrade (N → N+1) fetched the static delta's superblock and parts with
-/// success, and no loose content object, after the server came back.
+/// Forwards every event and notes when the guest first asked for a reboot.
+struct RebootWatch<'a> {
+    inner: &'a mut (dyn Reporter + Send),
+    first_reboot: Option<Instant>,
+}
+
+impl Reporter for RebootWatch<'_> {
+    fn event(&mut self, tree: &str, arch: &str, e: &GuestEvent) {
+        if matches!(e, GuestEvent::Rebooting { .. }) {
+            self.first_reboot.get_or_insert_with(Instant::now);
+        }
+        self.inner.event(tree, arch, e);
+    }
+    fn suite_done(&mut self, s: &SuiteResult) {
+        self.inner.suite_done(s);
+    }
+}
+
+/// The requested path of an access-log line (`PEER "GET /path[ range]" …`).
+fn requested(line: &str) -> Option<&str> {
+    line.split('"').nth(1)?.split(' ').nth(1)
+}
+
+/// The host's assertion: the upgrade (N → N+1) fetched the static delta's superblock, the server died
+/// halfway through a delta part, the client fetched that part again once the server was back, and no
+/// loose content object was fetched.
 fn delta_case(upgrade_log: &[&str], fx: &Fixture) -> TestCaseResult {
-    let ok = |l: &&&str| l.contains(" 200 ") || l.contains(" 206 ");
+    let ok = |l: &str| l.contains("\" 200 ") || l.contains("\" 206 ");
     let superblock = upgrade_log
         .iter()
-        .filter(|l| l.contains("/repo/deltas/") && l.contains("/superblock"))
-        .any(|l| ok(&l));
-    let died = upgrade_log.iter().any(|l| l.contains("DIES halfway"));
+        .any(|l| ok(l) && requested(l).is_some_and(|p| p.starts_with("/repo/deltas/") && p.ends_with("/superblock")));
+    let died = upgrade_log
+        .iter()
+        .find(|l| l.contains("DIES halfway"))
+        .and_then(|l| requested(l));
+    let refetched = died.is_some_and(|part| upgrade_log.iter().any(|l| ok(l) && requested(l) == Some(part)));
     let loose: Vec<&&str> = upgrade_log.iter().filter(|l| l.contains(".filez")).collect();
-    let pass = superblock && died && loose.is_empty();
+    let pass = superblock && refetched && loose.is_empty();
     TestCaseResult {
         name: "host/upgrade-fetched-static-delta".into(),
         status: if pass { Status::Pass } else { Status::Fail },
         duration: Duration::ZERO,
         output: format!(
-            "upgrade {} → {}: delta superblock fetched: {superblock}; the server died mid-delta once: {died}; \
-             loose content objects fetched: {}{}",
+            "upgrade {} → {}: delta superblock fetched: {superblock}; the server died halfway through {}; \
+             that part fetched again: {refetched}; loose content objects fetched: {}{}",
             fx.n,
             fx.n1,
+            died.unwrap_or("nothing"),
             loose.len(),
             loose.first().map(|l| format!(" (first: {l})")).unwrap_or_default()
         ),
+        exit_code: None,
+        subtests: vec![],
+    }
+}
+
+/// The guest's lifecycle test ran its five parts: five boots, and assertions reported in the last.
+fn all_parts_case(suite: &SuiteResult, boots: usize) -> TestCaseResult {
+    const PARTS: u32 = 5;
+    let last = suite
+        .cases
+        .iter()
+        .find(|c| c.name == "fedostree-lifecycle/lifecycle")
+        .and_then(|c| c.subtests.iter().map(|st| st.boot).max());
+    let pass = boots == PARTS as usize && last == Some(PARTS);
+    TestCaseResult {
+        name: "host/five-boots".into(),
+        status: if pass { Status::Pass } else { Status::Fail },
+        duration: Duration::ZERO,
+        output: format!("QEMU saw {boots} boot(s); the lifecycle test reported up to boot {last:?}; want {PARTS}"),
         exit_code: None,
         subtests: vec![],
     }
@@ -304,25 +361,38 @@ mod tests {
     }
 
     #[test]
-    fn the_delta_case_needs_the_superblock_the_death_and_no_loose_objects() {
+    fn the_delta_case_needs_the_superblock_the_death_a_refetch_and_no_loose_objects() {
         let good = [
-            "1.2.3.4 \"GET /repo/deltas/ab/cd/DIES\" DIES halfway through the response",
             "1.2.3.4 \"GET /repo/deltas/ab/cd-ef/superblock\" 200 1234 1.0ms",
+            "1.2.3.4 \"GET /repo/deltas/ab/cd-ef/0\" DIES halfway through the response",
             "1.2.3.4 \"GET /repo/deltas/ab/cd-ef/0\" 200 99999 1.0ms",
         ];
-        assert_eq!(delta_case(&good, &fx()).status, Status::Pass);
+        let c = delta_case(&good, &fx());
+        assert_eq!(c.status, Status::Pass, "{}", c.output);
+        assert!(
+            c.output.contains("halfway through /repo/deltas/ab/cd-ef/0"),
+            "{}",
+            c.output
+        );
         let loose = [
             good[0],
             good[1],
+            good[2],
             "1.2.3.4 \"GET /repo/objects/ab/cdef.filez\" 200 12 1.0ms",
         ];
         let c = delta_case(&loose, &fx());
         assert_eq!(c.status, Status::Fail);
         assert!(c.output.contains("loose content objects fetched: 1"), "{}", c.output);
         assert_eq!(
-            delta_case(&good[1..], &fx()).status,
+            delta_case(&[good[0], good[2]], &fx()).status,
             Status::Fail,
             "the server never died"
         );
+        assert_eq!(
+            delta_case(&good[..2], &fx()).status,
+            Status::Fail,
+            "the part never came whole"
+        );
+        assert_eq!(delta_case(&[], &fx()).status, Status::Fail, "no reboot, no upgrade");
     }
 }

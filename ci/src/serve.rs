@@ -57,8 +57,9 @@ impl AccessLog {
     }
 }
 
-/// Dies once, at the first request whose path starts with `prefix`: that response stops halfway
-/// and the listener closes, for `down` (connections are not kept alive, so nothing else gets through).
+/// Dies once, at the first request below `prefix` that is not a static delta's superblock (libostree
+/// fetches that whole first; a delta part is what a client resumes): that response stops halfway and the
+/// listener closes, for `down` (connections are not kept alive, so nothing else gets through).
 #[derive(Clone)]
 struct Trap {
     prefix: String,
@@ -94,7 +95,10 @@ async fn access_log(
         .map(|r| format!(" {r}"))
         .unwrap_or_default();
     let started = Instant::now();
-    if let Some(t) = trap.filter(|t| uri.path().starts_with(&t.prefix)) {
+    let path = uri.path();
+    let trapped =
+        |t: &Trap| path.starts_with(&t.prefix) && !path.ends_with("/superblock") && !path.split('/').any(|c| c == "..");
+    if let Some(t) = trap.filter(trapped) {
         if !t.sprung.swap(true, std::sync::atomic::Ordering::SeqCst) {
             log.push(format!(
                 "{peer} \"{method} {uri}{range}\" DIES halfway through the response"

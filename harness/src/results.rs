@@ -256,7 +256,8 @@ fn mark_unfinished(cases: &mut [TestCaseResult], finished: &[bool], outcome: &Vm
     for (c, done) in cases.iter_mut().zip(finished) {
         if !done {
             c.status = Status::Error;
-            c.output = format!("test started but never finished: {why}");
+            // Keep what earlier boots' parts of a rebooting test printed.
+            c.output.push_str(&format!("test started but never finished: {why}"));
         }
     }
 }

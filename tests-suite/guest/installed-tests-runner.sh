@@ -128,17 +128,18 @@ kf_all() {
 	'"$KF_PARSE" "$1"
 }
 
-# split_by_type LIST SESSION EXCLUSIVE SCENARIO: the .test files named in LIST (one per line, order
-# kept) that belong to SCENARIO (X-Fedostree-Scenario; empty = tests that name none) into SESSION and
-# EXCLUSIVE (Type=session-exclusive, or X-Fedostree-Reboots=true), in one awk for every file. A file
-# that cannot be read goes to SESSION, where running it reports why.
+# split_by_type LIST SESSION EXCLUSIVE REBOOTING SCENARIO: the .test files named in LIST (one per line,
+# order kept) that belong to SCENARIO (X-Fedostree-Scenario; empty = tests that name none) into SESSION,
+# EXCLUSIVE (Type=session-exclusive) and REBOOTING (X-Fedostree-Reboots=true: last, so no other test runs
+# on what a reboot brings up), in one awk for every file. A file that cannot be read goes to SESSION
+# whatever the scenario, where running it reports why.
 split_by_type() {
-	awk -v list="$1" -v session="$2" -v exclusive="$3" -v scenario="$4" '
+	awk -v list="$1" -v session="$2" -v exclusive="$3" -v rebooting="$4" -v scenario="$5" '
 		BEGIN {
 			while ((getline f < list) > 0) {
 				if (f == "") continue
 				order[++n] = f
-				if ((getline line < f) >= 0) { close(f); ARGV[ARGC++] = f }
+				if ((getline line < f) >= 0) { close(f); ARGV[ARGC++] = f; readable[f] = 1 }
 			}
 		}
 		function pair(k, v) {
@@ -147,11 +148,12 @@ split_by_type() {
 			else if (k == "X-Fedostree-Reboots" && v == "true") reboots[FILENAME] = 1
 		}
 		END {
-			printf "" > session; printf "" > exclusive
+			printf "" > session; printf "" > exclusive; printf "" > rebooting
 			for (i = 1; i <= n; i++) {
 				f = order[i]
+				if (!(f in readable)) { print f > session; continue }
 				if (scen[f] != scenario) continue
-				print f > (type[f] == "session-exclusive" || reboots[f] ? exclusive : session)
+				print f > (reboots[f] ? rebooting : type[f] == "session-exclusive" ? exclusive : session)
 			}
 		}
 	'"$KF_PARSE" </dev/null
@@ -259,7 +261,7 @@ run_test() {
 				case "$kv" in [A-Za-z_]*=*) export "$kv" ;; esac
 			done
 			export FEDOSTREE_REBOOT_MARK="$mark" FEDOSTREE_REBOOT_REQUEST="$dir/reboot" \
-				FEDOSTREE_REBOOT_PREPARE="$SELF --reboot-prepare" FEDOSTREE_BOOT_NUMBER="$boot_number"
+				FEDOSTREE_REBOOT_PREPARE="$WORK/reboot-prepare" FEDOSTREE_BOOT_NUMBER="$boot_number"
 			exec setsid timeout -k 5 "$limit" sh -c "$exec_line"
 		) </dev/null >"$out" 2>&1 3>&- 4>&- 6>&- &
 		pid=$!
@@ -429,8 +431,11 @@ exec 6<>"$WORK/done.fifo"
 
 global_timeout=$(karg fedostree.test_timeout)
 is_uint "$global_timeout" && [ "$global_timeout" -gt 0 ] || global_timeout=$DEFAULT_TIMEOUT
-# How tests call back for a reboot: this very script (absolute, whatever PATH a test sets).
+# How tests call back for a reboot: one program path ("$FEDOSTREE_REBOOT_PREPARE" MARK), running this
+# very script (absolute, whatever PATH or IFS a test sets).
 SELF=$(readlink -f "$0")
+printf '#!/bin/sh\nexec /bin/sh %s --reboot-prepare "$@"\n' "'$SELF'" >"$WORK/reboot-prepare"
+chmod +x "$WORK/reboot-prepare"
 
 deployment='' commit=
 if ostree=$(karg ostree); then
@@ -463,6 +468,21 @@ fi
 n=0
 resume_test='' resume_mark='' resume_tap_base=0 reboot_test='' boot_number=1
 : >"$WORK/later"
+# The state a reboot left, checked before use: what a broken state file would do to the arithmetic
+# below is end this shell without a word.
+resume_state_ok() {
+	[ -s "$RSTATE/resume" ] || return 1
+	{ read -r b <"$RSTATE/boot" && read -r tb <"$RSTATE/tap-base" && read -r p f sk to <"$RSTATE/counts"; } 2>/dev/null || return 1
+	for v in "$b" "$tb" "$p" "$f" "$sk" "$to"; do is_uint "$v" || return 1; done
+}
+if [ -e "$RSTATE" ] && ! resume_state_ok; then
+	log "the state left by a reboot ($RSTATE) is incomplete: the run cannot resume"
+	emit "{\"event\":\"run-finished\",\"passed\":0,\"failed\":1,\"skipped\":0,\"timed_out\":0}"
+	rm -rf "$RSTATE"
+	[ "$FEDOSTREE_NO_POWEROFF" = 1 ] && exit 1
+	poweroff -f
+	exit 1
+fi
 if [ -s "$RSTATE/resume" ]; then
 	# Boot 2 or later of this run: the test that asked for the reboot first, then what was waiting.
 	boot_number=$(($(cat "$RSTATE/boot") + 1))
@@ -476,32 +496,40 @@ if [ -s "$RSTATE/resume" ]; then
 	run_list "$WORK/resume" 1
 else
 	find "$TESTS_ROOT" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/all"
-	split_by_type "$WORK/all" "$WORK/session" "$WORK/exclusive" "$scenario"
-	ntests=$(cat "$WORK/session" "$WORK/exclusive" | wc -l)
+	split_by_type "$WORK/all" "$WORK/session" "$WORK/exclusive" "$WORK/rebooting" "$scenario"
+	ntests=$(cat "$WORK/session" "$WORK/exclusive" "$WORK/rebooting" | wc -l)
 	bid=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
 	emit "{\"event\":\"run-started\",\"tests\":$((ntests)),\"arch\":\"$(uname -m)\",\"kernel\":\"$(uname -r)\",\"deployment\":\"$jdep\",\"commit\":\"$commit\",\"boot_id\":\"$bid\"}"
-	# Session tests first, side by side; then each session-exclusive one alone. fd 5 holds the list.
+	# Session tests first, side by side; then each session-exclusive one alone; then the ones that may
+	# reboot, alone. fd 5 holds the list.
 	run_list "$WORK/session" "$parallel"
 	if [ -z "$reboot_test" ]; then run_list "$WORK/exclusive" 1; else cat "$WORK/exclusive" >>"$WORK/later"; fi
+	if [ -z "$reboot_test" ]; then run_list "$WORK/rebooting" 1; else cat "$WORK/rebooting" >>"$WORK/later"; fi
 fi
 
 if [ -n "$reboot_test" ]; then
-	# Everything the next boot needs, written before the reboot is asked for.
-	mkdir -p "$RSTATE"
-	{ printf '%s\n' "$reboot_test"; cat "$WORK/later"; } >"$RSTATE/resume.new"
-	printf '%s\n' "$reboot_mark" >"$RSTATE/mark"
-	echo "$reboot_tap" >"$RSTATE/tap-base"
-	echo "$passed $failed $skipped $timed_out" >"$RSTATE/counts"
-	echo "$boot_number" >"$RSTATE/boot"
-	mv "$RSTATE/resume.new" "$RSTATE/resume"
+	# Everything the next boot needs, written aside and swapped in whole before the reboot is asked for.
+	rm -rf "$RSTATE.new"
+	mkdir -p "$RSTATE.new"
+	{ printf '%s\n' "$reboot_test"; cat "$WORK/later"; } >"$RSTATE.new/resume"
+	printf '%s\n' "$reboot_mark" >"$RSTATE.new/mark"
+	echo "$reboot_tap" >"$RSTATE.new/tap-base"
+	echo "$passed $failed $skipped $timed_out" >"$RSTATE.new/counts"
+	echo "$boot_number" >"$RSTATE.new/boot"
+	rm -rf "$RSTATE"
+	mv "$RSTATE.new" "$RSTATE"
 	sync
 	log "rebooting for $reboot_test (mark $reboot_mark)"
 	exec 3>&-
 	# Host tests of this script: the next boot is the next invocation.
 	[ "$FEDOSTREE_NO_POWEROFF" = 1 ] && exit 0
-	# systemd's clean reboot finalizes a staged deployment; busybox trees have no systemd.
-	if [ -d /run/systemd/system ]; then systemctl reboot; else reboot; fi
-	# The reboot stops this service; never report the run finished from here.
+	# systemd's clean reboot finalizes a staged deployment. Busybox trees have no systemd, and there this
+	# script is PID 1: a plain `reboot` would only signal itself.
+	if [ -d /run/systemd/system ]; then systemctl reboot || reboot -f; else reboot -f; fi
+	# The reboot stops this service; never report the run finished from here. If nothing happens in
+	# five minutes, say so: the host's timeout then ends the VM.
+	sleep 300
+	log "asked for a reboot five minutes ago and the guest is still up"
 	while :; do sleep 60; done
 fi
 rm -rf "$RSTATE"

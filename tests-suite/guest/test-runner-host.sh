@@ -204,7 +204,8 @@ for shell in dash busybox; do
 		"[1,1,0,1]"
 done
 # --- a scenario named by the host (fw_cfg), and a test that reboots twice (autopkgtest's marks): each
-# invocation below is one boot of the same run, the state dir is what /var keeps across reboots ---
+# invocation below is one boot of the same run, the state dir is what /var keeps across reboots; under
+# dash (base/minimal's /bin/sh, the trees that reboot) and busybox ---
 T4=$tmp/tests4
 mkdir -p "$T4/s" "$tmp/fwcfg/scenario" "$tmp/fwcfg/env"
 printf lifecycle >"$tmp/fwcfg/scenario/raw"
@@ -212,39 +213,60 @@ printf 'FEDOSTREE_SERVER=http://10.0.2.2:8123\nNOT A VAR\n' >"$tmp/fwcfg/env/raw
 printf '%s\n' '[Test]' 'Exec=true' >"$T4/s/not-in-scenario.test"
 printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'Exec=sh -c "test \"$FEDOSTREE_SERVER\" = http://10.0.2.2:8123"' \
 	>"$T4/s/a-first.test"
-printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'Exec=sh -c "$FEDOSTREE_REBOOT_PREPARE x"' >"$T4/s/b-undeclared.test"
+printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'Exec=sh -c "\"$FEDOSTREE_REBOOT_PREPARE\" x"' >"$T4/s/b-undeclared.test"
 mkscript reboots.sh <<'EOF'
 echo "ok 1 - boot $FEDOSTREE_BOOT_NUMBER, mark [$FEDOSTREE_REBOOT_MARK]"
+IFS=:  # a test's own IFS cannot break the call
 case $FEDOSTREE_REBOOT_MARK in
-'') $FEDOSTREE_REBOOT_PREPARE one ;;
-one) $FEDOSTREE_REBOOT_PREPARE two ;;
+'') "$FEDOSTREE_REBOOT_PREPARE" one ;;
+one) "$FEDOSTREE_REBOOT_PREPARE" two ;;
 esac
 EOF
 printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'X-Fedostree-Reboots=true' 'Output=TAP' "Exec=$tmp/reboots.sh" \
 	>"$T4/s/c-reboots.test"
-printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'Type=session-exclusive' 'Exec=true' >"$T4/s/d-after.test"
-: >"$results"
-for boot in 1 2 3; do
-	FEDOSTREE_TESTS_ROOT=$T4 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
-		FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work4-$boot \
-		FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'Type=session-exclusive' 'Exec=true' >"$T4/s/d-exclusive.test"
+printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'X-Fedostree-Reboots=true' 'Exec=true' >"$T4/s/e-may-reboot.test"
+for shell in dash busybox; do
+	case $shell in
+	dash) sh_cmd=$(command -v dash) tools=/usr/bin:/bin ;;
+	busybox) sh_cmd=$tmp/bin/sh tools=$tmp/bin ;;
+	esac
+	: >"$results"
+	for boot in 1 2 3; do
+		FEDOSTREE_TESTS_ROOT=$T4 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+			FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work4-$shell-$boot \
+			FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tools "$sh_cmd" "$runner" </dev/null
+	done
+	check "$shell scenario: every line is JSON" all_json
+	check "$shell scenario: only its tests run; those that may reboot last, one waiting across the reboots" \
+		eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ')" \
+		"s/a-first s/b-undeclared s/d-exclusive s/c-reboots s/c-reboots s/c-reboots s/e-may-reboot "
+	check "$shell scenario: run-started counts the scenario's tests" eq "$(q 'select(.event == "run-started") | .tests')" 5
+	check "$shell scenario: fw_cfg env reaches the tests" \
+		eq "$(q -r 'select(.event == "test-finished" and .name == "s/a-first") | .status')" pass
+	check "$shell scenario: an undeclared reboot request fails the test" \
+		eq "$(q -r 'select(.event == "test-finished" and .name == "s/b-undeclared") | .status')" fail
+	check "$shell reboots: two rebooting events with their marks" \
+		eq "$(q -r 'select(.event == "rebooting") | .mark' | tr '\n' ' ')" "one two "
+	check "$shell reboots: booted events for boots 2 and 3" eq "$(q -r 'select(.event == "booted") | .number' | tr '\n' ' ')" "2 3 "
+	check "$shell reboots: the test saw each boot's mark, subtests numbered across boots" \
+		eq "$(q -c 'select(.event == "subtest") | [.number, .description]' | tr '\n' ' ')" \
+		'[1,"boot 1, mark []"] [2,"boot 2, mark [one]"] [3,"boot 3, mark [two]"] '
+	check "$shell reboots: finished once, then the waiting test, then run-finished with every boot's totals" \
+		eq "$(q -c 'select(.event == "test-finished" or .event == "run-finished") | [.event, .name, .status, .passed]' | tail -n 3 | tr '\n' ' ')" \
+		'["test-finished","s/c-reboots","pass",null] ["test-finished","s/e-may-reboot","pass",null] ["run-finished",null,null,4] '
+	check "$shell reboots: the state is gone once the run finished" test ! -e "$tmp/rstate"
 done
-check "scenario: every line is JSON" all_json
-check "scenario: only its tests run; the rebooting one alone, and a test after it waits across the reboots" \
-	eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ')" "s/a-first s/b-undeclared s/c-reboots s/c-reboots s/c-reboots s/d-after "
-check "scenario: run-started counts the scenario's tests" eq "$(q 'select(.event == "run-started") | .tests')" 4
-check "scenario: fw_cfg env reaches the tests" eq "$(q -r 'select(.event == "test-finished" and .name == "s/a-first") | .status')" pass
-check "scenario: an undeclared reboot request fails the test" \
-	eq "$(q -r 'select(.event == "test-finished" and .name == "s/b-undeclared") | .status')" fail
-check "reboots: two rebooting events with their marks" eq "$(q -r 'select(.event == "rebooting") | .mark' | tr '\n' ' ')" "one two "
-check "reboots: booted events for boots 2 and 3" eq "$(q -r 'select(.event == "booted") | .number' | tr '\n' ' ')" "2 3 "
-check "reboots: the test saw each boot's mark, subtests numbered across boots" \
-	eq "$(q -c 'select(.event == "subtest") | [.number, .description]' | tr '\n' ' ')" \
-	'[1,"boot 1, mark []"] [2,"boot 2, mark [one]"] [3,"boot 3, mark [two]"] '
-check "reboots: finished once, then the waiting test, then run-finished with the totals of every boot" \
-	eq "$(q -c 'select(.event == "test-finished" or .event == "run-finished") | [.event, .name, .status, .passed]' | tail -n 3 | tr '\n' ' ')" \
-	'["test-finished","s/c-reboots","pass",null] ["test-finished","s/d-after","pass",null] ["run-finished",null,null,3] '
-check "reboots: the state is gone once the run finished" test ! -e "$tmp/rstate"
+# A broken state file ends the run with a failure instead of a shell that dies mid-arithmetic.
+mkdir -p "$tmp/rstate"
+echo "$T4/s/c-reboots.test" >"$tmp/rstate/resume"
+echo garbage >"$tmp/rstate/boot"
+: >"$results"
+FEDOSTREE_TESTS_ROOT=$T4 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+	FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work5 \
+	FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null || true
+check "a broken reboot state fails the run" eq "$(q -c 'select(.event == "run-finished") | .failed')" 1
+check "a broken reboot state is removed" test ! -e "$tmp/rstate"
 
 if [ "$fails" -gt 0 ]; then
 	echo "test-runner-host: $fails check(s) failed; results:" >&2
