@@ -82,16 +82,19 @@ pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
 }
 
 /// [`replace_file`] with the new content written by `write`. The new file gets a fresh random name
-/// (created exclusively, so a planted symlink is never followed).
+/// (created exclusively, so a planted symlink is never followed). A file that did not exist gets 0644,
+/// not the 0600 of a temporary file: `/etc/passwd` written first by the accounts seed was unreadable
+/// to every user but root (the lifecycle scenario's delta check found it changing mode between composes).
 pub fn replace_file_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let parent = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(".fedostree-").tempfile_in(parent)?;
     write(tmp.as_file_mut())?;
-    if let Ok(old) = fs_err::symlink_metadata(path) {
-        if old.is_file() {
-            tmp.as_file().set_permissions(old.permissions())?;
-        }
-    }
+    let mode = match fs_err::symlink_metadata(path) {
+        Ok(old) if old.is_file() => old.permissions(),
+        _ => std::fs::Permissions::from_mode(0o644),
+    };
+    tmp.as_file().set_permissions(mode)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
@@ -99,6 +102,20 @@ pub fn replace_file_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode_and_a_new_one_is_0644() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let new = d.path().join("passwd");
+        replace_file(&new, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        assert_eq!(mode(&new), 0o644);
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o640)).unwrap();
+        replace_file(&new, "root:x:0:0::/root:/bin/bash\n").unwrap();
+        assert_eq!(mode(&new), 0o640);
+        assert_eq!(std::fs::read_to_string(&new).unwrap(), "root:x:0:0::/root:/bin/bash\n");
+    }
 
     #[test]
     fn symlinked_components_are_refused() {

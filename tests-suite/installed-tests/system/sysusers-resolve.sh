@@ -11,4 +11,9 @@ done
 for u in $(systemd-sysusers --cat-config | awk '$1 == "u" {print $2}'); do
 	getent passwd "$u" >/dev/null || { echo "sysusers.d user $u is missing"; status=1; }
 done
+# Readable by every user (NSS runs in their processes), as shadow-utils leaves them.
+for f in /etc/passwd /etc/group; do
+	mode=$(stat -c %a "$f")
+	[ "$mode" = 644 ] || { echo "$f has mode $mode, not 644"; status=1; }
+done
 exit $status
