@@ -110,6 +110,8 @@ pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResul
             timeout: std::time::Duration::from_secs(600),
             // nextest boots other arches and trees beside this one.
             vcpus: fedostree_harness::qemu::DEFAULT_SMP,
+            boot: fedostree_harness::qemu::BootPath::DirectKernel,
+            fw_cfg: Vec::new(),
         },
         &mut Quiet,
     ))?;
