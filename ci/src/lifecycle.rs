@@ -148,7 +148,11 @@ async fn run_arch(
         .filter(|(at, _)| first_reboot.is_some_and(|end| *at < end))
         .map(|(_, l)| l.as_str())
         .collect();
-    for host_case in [delta_case(&upgrade_log, &fx), all_parts_case(&suite, times.boots)] {
+    let fallback = delta_fallbacks(&public.join("repo"))?;
+    for host_case in [
+        delta_case(&upgrade_log, &fx, &fallback),
+        all_parts_case(&suite, times.boots),
+    ] {
         reporter.event(
             &composed.tree,
             arch,
@@ -202,10 +206,44 @@ fn requested(line: &str) -> Option<&str> {
     line.split('"').nth(1)?.split(' ').nth(1)
 }
 
+/// A static delta's superblock (ostree's `OSTREE_STATIC_DELTA_SUPERBLOCK_FORMAT`).
+const SUPERBLOCK_TYPE: &str = "(a{sv}tayay(a(ayay))aa(uayttay)a(yaytt))";
+
+/// The content objects the public repo's static deltas leave to be fetched loose ("fallback" objects:
+/// ostree does not put large objects it cannot diff into delta parts), as `/repo/objects/xx/….filez`.
+/// The superblock is `(a{sv}tayay(a(ayay))aa(uayttay)a(yaytt))`; the last array is the fallbacks
+/// `(object type, checksum, compressed size, uncompressed size)`.
+fn delta_fallbacks(repo: &Path) -> Result<Vec<String>> {
+    use ostree::glib;
+    let mut out = Vec::new();
+    let mut stack = vec![repo.join("deltas")];
+    while let Some(dir) = stack.pop() {
+        for e in fs_err::read_dir(&dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "superblock") {
+                let ty = glib::VariantTy::new(SUPERBLOCK_TYPE)?;
+                let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from_owned(fs_err::read(&p)?), ty);
+                for fb in v.child_value(6).iter() {
+                    let kind: u8 = fb.child_value(0).get().context("fallback object type")?;
+                    let csum: Vec<u8> = fb.child_value(1).get().context("fallback checksum")?;
+                    let hex: String = csum.iter().map(|b| format!("{b:02x}")).collect();
+                    // OSTREE_OBJECT_TYPE_FILE = 1
+                    if kind == 1 && hex.len() == 64 {
+                        out.push(format!("/repo/objects/{}/{}.filez", &hex[..2], &hex[2..]));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The host's assertion: the upgrade (N → N+1) fetched the static delta's superblock, the server died
 /// halfway through a delta part, the client fetched that part again once the server was back, and no
-/// loose content object was fetched.
-fn delta_case(upgrade_log: &[&str], fx: &Fixture) -> TestCaseResult {
+/// loose content object was fetched but the delta's fallback objects.
+fn delta_case(upgrade_log: &[&str], fx: &Fixture, fallback: &[String]) -> TestCaseResult {
     let ok = |l: &str| l.contains("\" 200 ") || l.contains("\" 206 ");
     let superblock = upgrade_log
         .iter()
@@ -215,7 +253,10 @@ fn delta_case(upgrade_log: &[&str], fx: &Fixture) -> TestCaseResult {
         .find(|l| l.contains("DIES halfway"))
         .and_then(|l| requested(l));
     let refetched = died.is_some_and(|part| upgrade_log.iter().any(|l| ok(l) && requested(l) == Some(part)));
-    let loose: Vec<&&str> = upgrade_log.iter().filter(|l| l.contains(".filez")).collect();
+    let loose: Vec<&&str> = upgrade_log
+        .iter()
+        .filter(|l| requested(l).is_some_and(|p| p.ends_with(".filez") && !fallback.iter().any(|f| f == p)))
+        .collect();
     let pass = superblock && refetched && loose.is_empty();
     TestCaseResult {
         name: "host/upgrade-fetched-static-delta".into(),
@@ -223,10 +264,12 @@ fn delta_case(upgrade_log: &[&str], fx: &Fixture) -> TestCaseResult {
         duration: Duration::ZERO,
         output: format!(
             "upgrade {} → {}: delta superblock fetched: {superblock}; the server died halfway through {}; \
-             that part fetched again: {refetched}; loose content objects fetched: {}{}",
+             that part fetched again: {refetched}; loose content objects fetched beyond the delta's {} \
+             fallback object(s): {}{}",
             fx.n,
             fx.n1,
             died.unwrap_or("nothing"),
+            fallback.len(),
             loose.len(),
             loose.first().map(|l| format!(" (first: {l})")).unwrap_or_default()
         ),
@@ -360,6 +403,61 @@ mod tests {
         }
     }
 
+    /// A delta between two commits of a changed file: the superblock parses as ostree's format (its
+    /// metadata names the endianness) and lists no fallback object (the file went into a part).
+    #[test]
+    fn fallback_objects_are_read_from_the_superblock() {
+        use fedostree_util::cmd::CommandRunExt;
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("repo");
+        let ostree = |args: &[&str]| {
+            std::process::Command::new("ostree")
+                .arg(format!("--repo={}", repo.display()))
+                .args(args)
+                .run_get_string()
+                .unwrap()
+        };
+        ostree(&["init", "--mode=archive"]);
+        let tree = d.path().join("tree");
+        fs_err::create_dir_all(&tree).unwrap();
+        let mut commits = Vec::new();
+        for text in ["one\n", "two\n"] {
+            fs_err::write(tree.join("file"), text.repeat(1000)).unwrap();
+            let dir = format!("--tree=dir={}", tree.display());
+            commits.push(ostree(&["commit", "-b", "t", &dir]).trim().to_owned());
+        }
+        ostree(&["static-delta", "generate", "--from", &commits[0], "--to", &commits[1]]);
+        assert_eq!(delta_fallbacks(&repo).unwrap(), Vec::<String>::new());
+        assert!(
+            superblocks_parse(&repo),
+            "the superblock's metadata has ostree.endianness"
+        );
+    }
+
+    fn superblocks_parse(repo: &Path) -> bool {
+        use ostree::glib;
+        let sb = walkdir(&repo.join("deltas"))
+            .into_iter()
+            .find(|p| p.ends_with("superblock"))
+            .unwrap();
+        let ty = glib::VariantTy::new(SUPERBLOCK_TYPE).unwrap();
+        let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from_owned(fs_err::read(sb).unwrap()), ty);
+        glib::VariantDict::new(Some(&v.child_value(0))).contains("ostree.endianness")
+    }
+
+    fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in fs_err::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walkdir(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     #[test]
     fn the_delta_case_needs_the_superblock_the_death_a_refetch_and_no_loose_objects() {
         let good = [
@@ -367,7 +465,7 @@ mod tests {
             "1.2.3.4 \"GET /repo/deltas/ab/cd-ef/0\" DIES halfway through the response",
             "1.2.3.4 \"GET /repo/deltas/ab/cd-ef/0\" 200 99999 1.0ms",
         ];
-        let c = delta_case(&good, &fx());
+        let c = delta_case(&good, &fx(), &[]);
         assert_eq!(c.status, Status::Pass, "{}", c.output);
         assert!(
             c.output.contains("halfway through /repo/deltas/ab/cd-ef/0"),
@@ -380,19 +478,29 @@ mod tests {
             good[2],
             "1.2.3.4 \"GET /repo/objects/ab/cdef.filez\" 200 12 1.0ms",
         ];
-        let c = delta_case(&loose, &fx());
+        let c = delta_case(&loose, &fx(), &[]);
         assert_eq!(c.status, Status::Fail);
-        assert!(c.output.contains("loose content objects fetched: 1"), "{}", c.output);
+        assert!(c.output.contains("fallback object(s): 1"), "{}", c.output);
+        let fallback = ["/repo/objects/ab/cdef.filez".to_owned()];
         assert_eq!(
-            delta_case(&[good[0], good[2]], &fx()).status,
+            delta_case(&loose, &fx(), &fallback).status,
+            Status::Pass,
+            "a fallback object is the delta's"
+        );
+        assert_eq!(
+            delta_case(&[good[0], good[2]], &fx(), &[]).status,
             Status::Fail,
             "the server never died"
         );
         assert_eq!(
-            delta_case(&good[..2], &fx()).status,
+            delta_case(&good[..2], &fx(), &[]).status,
             Status::Fail,
             "the part never came whole"
         );
-        assert_eq!(delta_case(&[], &fx()).status, Status::Fail, "no reboot, no upgrade");
+        assert_eq!(
+            delta_case(&[], &fx(), &[]).status,
+            Status::Fail,
+            "no reboot, no upgrade"
+        );
     }
 }
