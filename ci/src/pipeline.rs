@@ -333,6 +333,12 @@ pub async fn boot_and_test(
     cfg.smp = guest.vcpus;
     cfg.boot = guest.boot;
     cfg.fw_cfg = guest.fw_cfg;
+    // What the tests compare against, on either boot path (the firmware path boots the deployment's own
+    // kernel arguments, so the ones above never reach the guest).
+    cfg.fw_cfg
+        .push(("commit".into(), FwCfgValue::Text(image.commit.clone())));
+    cfg.fw_cfg
+        .push(("image_id".into(), FwCfgValue::Text(image.image_id.clone())));
     tracing::info!(tree, arch, boot = %cfg.boot, "booting");
     let mut on_event = |e: &fedostree_harness::protocol::GuestEvent| reporter.event(tree, arch, e);
     let outcome = fedostree_harness::run::run_vm(&cfg, guest.timeout, &mut on_event).await;

@@ -1,9 +1,9 @@
 #!/bin/sh
 # booted-commit: the deployment the kernel booted is the commit the host meant to test
-# (kernel arg fedostree.commit=CSUM), so a stale image can never pass as the new tree.
+# (kernel arg fedostree.commit=CSUM, or fw_cfg item `commit`), so a stale image can never pass as the new tree.
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
-expected=$(karg fedostree.commit) || { echo "no fedostree.commit= kernel argument: the host must pass it"; exit 1; }
+expected=$(host_value commit) || { echo "no fedostree.commit= kernel argument or fw_cfg commit: the host must pass it"; exit 1; }
 d=$(deployment_dir) || exit 1
 # Deployments are named CSUM.SERIAL.
 booted=${d##*/}

@@ -16,6 +16,15 @@ karg() {
 	return 1
 }
 
+# host_value NAME: what the host says about this run: the kernel argument fedostree.NAME= (direct kernel
+# boot), else the fw_cfg item NAME the runner exposes in $FEDOSTREE_FW_CFG (any boot path, firmware
+# included, where the kernel arguments are the deployment's own); status 1 when neither is there.
+host_value() {
+	karg "fedostree.$1" && return 0
+	[ -n "${FEDOSTREE_FW_CFG-}" ] && [ -r "$FEDOSTREE_FW_CFG/$1/raw" ] && cat "$FEDOSTREE_FW_CFG/$1/raw" && return 0
+	return 1
+}
+
 # The booted deployment directory under $SYSROOT, resolved from ostree= as ostree-prepare-root does.
 deployment_dir() {
 	o=$(karg ostree) || { echo "no ostree= kernel argument" >&2; return 1; }

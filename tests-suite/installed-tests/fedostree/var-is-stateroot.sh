@@ -10,7 +10,7 @@ case "$root" in
 esac
 marker=/var/lib/fedostree/image-id
 [ -e "$marker" ] || { echo "$marker missing: /var is not the stateroot the image builder prepared"; exit 1; }
-if want=$(karg fedostree.image_id); then
+if want=$(host_value image_id); then
 	have=$(cat "$marker")
 	[ "$have" = "$want" ] || { echo "$marker is $have, expected $want"; exit 1; }
 	echo "$marker matches fedostree.image_id=$want"
@@ -21,7 +21,7 @@ fi
 # log in the stateroot; the booted commit must be its last line, and earlier updates' lines must still be there.
 log=/var/lib/fedostree/deployments
 [ -s "$log" ] || { echo "$log missing: /var does not carry the image's history"; exit 1; }
-if want=$(karg fedostree.commit); then
+if want=$(host_value commit); then
 	last=$(tail -n 1 "$log")
 	[ "$last" = "$want" ] || { echo "last deployment in $log is $last, expected the booted $want"; exit 1; }
 fi
