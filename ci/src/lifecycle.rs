@@ -21,7 +21,6 @@ use crate::publish::{publish, PublishOptions};
 use crate::serve::ScenarioServer;
 use crate::signing::{SigningKey, SigningSpec};
 use anyhow::{Context, Result};
-use fedostree_compose::compose_tree::{self, ComposeOptions};
 use fedostree_harness::protocol::{GuestEvent, TestStatus};
 use fedostree_harness::qemu::{BootPath, FwCfgValue};
 use fedostree_harness::report::Reporter;
@@ -137,10 +136,7 @@ async fn run_arch(
         .collect();
     fs_err::write(dir.join("access.log"), text.join("\n") + "\n")?;
     let (mut suite, times) = booted?;
-    timings.qemu_to_tests_s = times.to_tests.map(|d| d.as_secs_f64());
-    timings.qemu_to_results_s = times.to_results.map(|d| d.as_secs_f64());
-    timings.boot_path = times.boot_path.to_string();
-    timings.boots = times.boots;
+    timings.record_guest(&times);
     // What only the server saw until the guest asked for its first reboot (the upgrade is boot 1's
     // last act); without that reboot there is no upgrade to judge.
     let upgrade_log: Vec<&str> = log
@@ -209,12 +205,10 @@ fn requested(line: &str) -> Option<&str> {
 /// A static delta's superblock (ostree's `OSTREE_STATIC_DELTA_SUPERBLOCK_FORMAT`).
 const SUPERBLOCK_TYPE: &str = "(a{sv}tayay(a(ayay))aa(uayttay)a(yaytt))";
 
-/// The content objects the public repo's static deltas leave to be fetched loose ("fallback" objects:
-/// ostree does not put large objects it cannot diff into delta parts), as `/repo/objects/xx/….filez`.
-/// The superblock is `(a{sv}tayay(a(ayay))aa(uayttay)a(yaytt))`; the last array is the fallbacks
-/// `(object type, checksum, compressed size, uncompressed size)`.
-fn delta_fallbacks(repo: &Path) -> Result<Vec<String>> {
+/// Every static delta superblock of `repo`, parsed.
+fn superblocks(repo: &Path) -> Result<Vec<ostree::glib::Variant>> {
     use ostree::glib;
+    let ty = glib::VariantTy::new(SUPERBLOCK_TYPE)?;
     let mut out = Vec::new();
     let mut stack = vec![repo.join("deltas")];
     while let Some(dir) = stack.pop() {
@@ -223,17 +217,30 @@ fn delta_fallbacks(repo: &Path) -> Result<Vec<String>> {
             if p.is_dir() {
                 stack.push(p);
             } else if p.file_name().is_some_and(|n| n == "superblock") {
-                let ty = glib::VariantTy::new(SUPERBLOCK_TYPE)?;
-                let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from_owned(fs_err::read(&p)?), ty);
-                for fb in v.child_value(6).iter() {
-                    let kind: u8 = fb.child_value(0).get().context("fallback object type")?;
-                    let csum: Vec<u8> = fb.child_value(1).get().context("fallback checksum")?;
-                    let hex: String = csum.iter().map(|b| format!("{b:02x}")).collect();
-                    // OSTREE_OBJECT_TYPE_FILE = 1
-                    if kind == 1 && hex.len() == 64 {
-                        out.push(format!("/repo/objects/{}/{}.filez", &hex[..2], &hex[2..]));
-                    }
-                }
+                out.push(glib::Variant::from_bytes_with_type(
+                    &glib::Bytes::from_owned(fs_err::read(&p)?),
+                    ty,
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The content objects the public repo's static deltas leave to be fetched loose ("fallback" objects:
+/// ostree does not put large objects it cannot diff into delta parts), as `/repo/objects/xx/….filez`.
+/// The last array of a superblock is the fallbacks `(object type, checksum, compressed size,
+/// uncompressed size)`.
+fn delta_fallbacks(repo: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for v in superblocks(repo)? {
+        for fb in v.child_value(6).iter() {
+            let kind: u8 = fb.child_value(0).get().context("fallback object type")?;
+            let csum: Vec<u8> = fb.child_value(1).get().context("fallback checksum")?;
+            let hex: String = csum.iter().map(|b| format!("{b:02x}")).collect();
+            // OSTREE_OBJECT_TYPE_FILE = 1
+            if kind == 1 && hex.len() == 64 {
+                out.push(format!("/repo/objects/{}/{}.filez", &hex[..2], &hex[2..]));
             }
         }
     }
@@ -327,23 +334,24 @@ fn build_fixture(
             source_dir: sources.checkout.clone(),
         },
     )?;
-    let n1 = compose(state, sources, BASE_TREE, arch)?.1;
+    let n1 = pipeline::compose(state, sources, BASE_TREE, arch)?.1;
     anyhow::ensure!(n1 != n, "bumping {BUMPED} did not change {BASE_TREE}'s commit");
     publish(&state.repo(), &good, ref_, &n1, &opts)?;
-    let (switch_ref, switch_commit) = compose(state, sources, SWITCH_TREE, arch)?;
+    let (switch, switch_commit) = pipeline::compose(state, sources, SWITCH_TREE, arch)?;
+    let switch_ref = switch.ref_;
     publish(&state.repo(), &good, &switch_ref, &switch_commit, &opts)?;
 
     // A commit signed by a key the client does not trust, listed in a summary it does trust.
     let other = SigningKey::resolve(&StateDir::new(dir.join("other-signer")), &SigningSpec::default())?;
     let evil = public.join("evil");
     publish(&state.repo(), &evil, ref_, &n1, &PublishOptions { key: &other, ..opts })?;
-    sign_summary_again(&evil, key)?;
+    crate::publish::sign_summary(&fedostree_compose::commit::open_or_create_repo(&evil)?, key)?;
     // An unsigned commit.
     let unsigned = public.join("unsigned");
     let repo = fedostree_compose::commit::open_or_create_repo(&unsigned)?;
     fedostree_compose::commit::pull_objects(&unsigned, &state.repo(), &n1)?;
     repo.set_ref_immediate(None, ref_, Some(&n1), gio::Cancellable::NONE)?;
-    sign_summary_again(&unsigned, key)?;
+    crate::publish::sign_summary(&repo, key)?;
     // A summary changed after it was signed.
     let tampered = public.join("tampered");
     publish(&state.repo(), &tampered, ref_, &n1, &opts)?;
@@ -359,34 +367,6 @@ fn build_fixture(
         switch_ref,
         switch_commit,
     })
-}
-
-/// Compose `tree` for `arch` (its dev repository made first); its ref and commit.
-fn compose(state: &StateDir, sources: &Sources, tree: &str, arch: &str) -> Result<(String, String)> {
-    fedostree_devrepo::ensure_for_tree(state, sources, tree, arch)?;
-    let opts = ComposeOptions {
-        tree: tree.into(),
-        arch: arch.into(),
-        ..ComposeOptions::default()
-    };
-    let r = compose_tree::compose(state, sources, &opts)?;
-    let commit = r
-        .commit
-        .clone()
-        .with_context(|| format!("{tree}: compose produced no commit"))?;
-    Ok((r.ref_, commit))
-}
-
-/// Regenerate `repo`'s summary and sign it with `key` (whatever signed it before).
-fn sign_summary_again(dir: &Path, key: &SigningKey) -> Result<()> {
-    let repo = fedostree_compose::commit::open_or_create_repo(dir)?;
-    let cancel = gio::Cancellable::NONE;
-    repo.regenerate_summary(None, cancel)?;
-    key.with_home(|home| {
-        let home = home.map(|h| h.to_string_lossy().into_owned());
-        Ok(repo.add_gpg_signature_summary(&[&key.key_id], home.as_deref(), cancel)?)
-    })
-    .with_context(|| format!("signing the summary of {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -435,27 +415,11 @@ mod tests {
     }
 
     fn superblocks_parse(repo: &Path) -> bool {
-        use ostree::glib;
-        let sb = walkdir(&repo.join("deltas"))
-            .into_iter()
-            .find(|p| p.ends_with("superblock"))
-            .unwrap();
-        let ty = glib::VariantTy::new(SUPERBLOCK_TYPE).unwrap();
-        let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from_owned(fs_err::read(sb).unwrap()), ty);
-        glib::VariantDict::new(Some(&v.child_value(0))).contains("ostree.endianness")
-    }
-
-    fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        for e in fs_err::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                out.extend(walkdir(&p));
-            } else {
-                out.push(p);
-            }
-        }
-        out
+        let all = superblocks(repo).unwrap();
+        !all.is_empty()
+            && all
+                .iter()
+                .all(|v| ostree::glib::VariantDict::new(Some(&v.child_value(0))).contains("ostree.endianness"))
     }
 
     #[test]

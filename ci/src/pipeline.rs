@@ -58,6 +58,16 @@ pub struct Timings {
     pub boots: usize,
 }
 
+impl Timings {
+    /// The guest's share of a run: when its tests started and ended, how it booted, how many times.
+    pub fn record_guest(&mut self, t: &GuestTimes) {
+        self.qemu_to_tests_s = t.to_tests.map(|d| d.as_secs_f64());
+        self.qemu_to_results_s = t.to_results.map(|d| d.as_secs_f64());
+        self.boot_path = t.boot_path.to_string();
+        self.boots = t.boots;
+    }
+}
+
 /// When the guest's results began and ended, counted from QEMU's start.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GuestTimes {
@@ -169,10 +179,7 @@ pub async fn test_tree(
             (suite, GuestTimes::default())
         });
         timings.boot_s = boot_time.as_secs_f64();
-        timings.qemu_to_tests_s = guest_times.to_tests.map(|d| d.as_secs_f64());
-        timings.qemu_to_results_s = guest_times.to_results.map(|d| d.as_secs_f64());
-        timings.boot_path = guest_times.boot_path.to_string();
-        timings.boots = guest_times.boots;
+        timings.record_guest(&guest_times);
         let published = gate(opts.publish, &suite);
         if let Some(key) = key.as_ref().filter(|_| published) {
             let t = Instant::now();
@@ -224,6 +231,28 @@ fn harness_arch(arch: &str) -> Result<Arch> {
 }
 
 /// Compose and deploy into the cached image (blocking work, serialized per state directory).
+/// Compose `tree` for `arch` with default options, its dev repository made first; the result and the
+/// commit it names.
+pub fn compose(
+    state: &StateDir,
+    sources: &Sources,
+    tree: &str,
+    arch: &str,
+) -> Result<(compose_tree::ComposeResult, String)> {
+    fedostree_devrepo::ensure_for_tree(state, sources, tree, arch)?;
+    let opts = ComposeOptions {
+        tree: tree.into(),
+        arch: arch.into(),
+        ..ComposeOptions::default()
+    };
+    let composed = compose_tree::compose(state, sources, &opts)?;
+    let commit = composed
+        .commit
+        .clone()
+        .with_context(|| format!("{tree}: compose produced no commit"))?;
+    Ok((composed, commit))
+}
+
 pub fn prepare(
     state: &StateDir,
     sources: &Sources,
@@ -233,15 +262,8 @@ pub fn prepare(
 ) -> Result<(compose_tree::ComposeResult, ImageState, Timings)> {
     let mut timings = Timings::default();
     let t = Instant::now();
-    let opts = ComposeOptions {
-        tree: tree.into(),
-        arch: arch.into(),
-        ..ComposeOptions::default()
-    };
-    fedostree_devrepo::ensure_for_tree(state, sources, tree, arch)?;
-    let composed = compose_tree::compose(state, sources, &opts)?;
+    let (composed, commit) = compose(state, sources, tree, arch)?;
     timings.compose_s = t.elapsed().as_secs_f64();
-    let commit = composed.commit.clone().context("compose produced no commit")?;
     if !composed.bootable {
         fedostree_util::bail_input!(
             "{tree}: the tree is not bootable (`container: true`): it composes ({commit}) but has no kernel to boot"

@@ -83,16 +83,22 @@ pub fn publish(source: &Path, public: &Path, ref_: &str, commit: &str, opts: &Pu
     let gone: Vec<String> = kept.drain(..kept.len().saturating_sub(opts.retain.max(1))).collect();
     prune(&repo, public, &gone, &history)?;
     fedostree_compose::safepath::replace_file(&history_path(public), serde_json::to_vec_pretty(&history)?)?;
-    repo.regenerate_summary(None, cancel)
-        .context("regenerating the public summary")?;
-    opts.key
-        .with_home(|home| {
-            let home = home.map(|h| h.to_string_lossy().into_owned());
-            Ok(repo.add_gpg_signature_summary(&[&opts.key.key_id], home.as_deref(), cancel)?)
-        })
-        .context("signing the public summary")?;
+    sign_summary(&repo, opts.key)?;
     opts.key.export_public(&public.join(PUBLIC_KEY_FILE))?;
     Ok(())
+}
+
+/// Regenerate `repo`'s summary (it drops the old signature and lists the refs and deltas that exist now)
+/// and sign it with `key`.
+pub fn sign_summary(repo: &ostree::Repo, key: &SigningKey) -> Result<()> {
+    let cancel = gio::Cancellable::NONE;
+    repo.regenerate_summary(None, cancel)
+        .context("regenerating the summary")?;
+    key.with_home(|home| {
+        let home = home.map(|h| h.to_string_lossy().into_owned());
+        Ok(repo.add_gpg_signature_summary(&[&key.key_id], home.as_deref(), cancel)?)
+    })
+    .with_context(|| format!("signing the summary with GPG key {}", key.key_id))
 }
 
 /// Sign `commit`, unless it already carries a signature: it was signed when it was first published
