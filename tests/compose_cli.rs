@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{fedostree, state_dir};
+use common::{fedostree, state_dir, TestDir};
 #[path = "../compose/tests/common/mod.rs"]
 mod pkg;
 
@@ -218,9 +218,7 @@ fn compose_both_arches_noop_bump_and_diff() {
 /// file, an inline treefile, and a false one whose file does not exist), inline `postprocess`
 /// scripts; `--print-only` shows the merged result without touching any repository.
 fn treefile_features(good_state: &Path) {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-treefile-features");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = TestDir::fresh("compose-treefile-features");
     let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/dev");
     for f in ["common.yaml", "fedostree-dev.repo"] {
         std::fs::copy(trees.join(f), work.join(f)).unwrap();
@@ -311,8 +309,7 @@ postprocess:
 /// `mutate-os-release`, `tmp-is-dir`, `boot-location`, `readonly-executables`, `container-cmd`, `rpmdb`;
 /// the includer's scalars win over common.yaml's. Bad values are errors naming the key.
 fn treefile_edits(good_state: &Path) {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-treefile-edits");
-    let _ = std::fs::remove_dir_all(&work);
+    let work = TestDir::fresh("compose-treefile-edits");
     std::fs::create_dir_all(work.join("files")).unwrap();
     let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/dev");
     for f in ["common.yaml", "fedostree-dev.repo"] {
@@ -462,9 +459,7 @@ rpmdb: host
 /// `old` is a copy of the dev repository, then fedostree-motd is bumped in the dev repository, so two
 /// releases exist in two repositories.
 fn lockfiles_and_repo_packages(good_state: &Path) {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-lockfiles");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = TestDir::fresh("compose-lockfiles");
     let old = copy_devrepo(good_state, &work.join("old-repo"));
     ok(&fedostree(
         good_state,
@@ -620,8 +615,7 @@ fn lockfiles_and_repo_packages(good_state: &Path) {
 /// scriptlets; a ref already in the repository works too. A layer file that differs from a package's
 /// is an error unless the layer overrides.
 fn ostree_layers(good_state: &Path) {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-layers");
-    let _ = std::fs::remove_dir_all(&work);
+    let work = TestDir::fresh("compose-layers");
     let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/dev");
     std::fs::create_dir_all(work.join("overlay.d/10-extra/usr/bin")).unwrap();
     std::fs::create_dir_all(work.join("overlay.d/20-motd/etc")).unwrap();
@@ -773,8 +767,7 @@ fn ostree_layers(good_state: &Path) {
 /// default) `/usr/local` links to `/var/usrlocal`, whose directories tmpfiles makes (a file there is
 /// dropped, named); with `root` both are plain directories.
 fn opt_and_usr_local(good_state: &Path) {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-opt");
-    let _ = std::fs::remove_dir_all(&work);
+    let work = TestDir::fresh("compose-opt");
     let repo_dir = work.join("repo");
     pkg::Pkg::new("optapp", "1.0", "noarch")
         .dir("/opt/optapp")
@@ -845,8 +838,7 @@ fn opt_and_usr_local(good_state: &Path) {
 /// what the header marks %ghost, or %doc under `documentation: false`, is absent.
 fn payload_attributes(good_state: &Path) {
     use rpm::{FileFlags, FileMode, FileOptions};
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-attributes");
-    let _ = std::fs::remove_dir_all(&work);
+    let work = TestDir::fresh("compose-attributes");
     let repo_dir = work.join("repo");
     let member = |path: &str| FileOptions::new(path).mode(FileMode::regular(0o755)).hardlink("pair");
     let rpm_path = pkg::Pkg::new("attrs", "1.0", "noarch")
@@ -1010,8 +1002,7 @@ fn payload_attributes(good_state: &Path) {
 /// package on stdin (a trigger matching nothing does not run); a Lua scriptlet and a scriptlet that
 /// outlives the timeout are refused by name, with nothing committed.
 fn scriptlets_and_file_triggers(good_state: &Path) {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-scriptlets");
-    let _ = std::fs::remove_dir_all(&work);
+    let work = TestDir::fresh("compose-scriptlets");
     let repo_dir = work.join("repo");
     pkg::Pkg::new("trig-host", "1.0", "noarch")
         .file("/usr/share/trig-host/README", "host\n", 0o644)
@@ -1174,9 +1165,7 @@ impl Mirror {
 /// that hangs up halfway through every RPM, then a good one that the unfinished downloads resume
 /// from with range requests), a `mirrorlist`, and a `metalink` whose digests `repomd.xml` must match.
 fn mirrors_fail_over_and_downloads_resume(good_state: &Path) {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-mirrors");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = TestDir::fresh("compose-mirrors");
     let repo = copy_devrepo(good_state, &work.join("repo"));
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1345,9 +1334,7 @@ fn refused(out: &Output, has_refs: bool, needles: &[&str]) {
 /// can be missing, wrong or tampered with is refused with exit 1, naming package, repository and reason,
 /// and nothing is committed.
 fn signatures(good_state: &Path) {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-signatures");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = TestDir::fresh("compose-signatures");
     let repo = copy_devrepo(good_state, &work.join("repo"));
     let dev_key = format!(
         "file://{}",
@@ -1479,9 +1466,7 @@ fn full_disk_is_the_machine_not_the_input() {
     // The dev repository for x86_64 (its compose is the input that does not fit).
     let out = fedostree(&good, &["devrepo", "--arch", "x86_64"]);
     assert!(out.status.success());
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-full-disk");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = TestDir::fresh("compose-full-disk");
     let dev_key = format!("file://{}", good.join("devrepo/RPM-GPG-KEY-fedostree-dev").display());
     let t = tree_with_repo(
         &work,
@@ -1519,9 +1504,7 @@ fn full_disk_is_the_machine_not_the_input() {
 /// Unsatisfiable trees, checksum mismatches and truncated RPMs fail with exit 1 and commit nothing.
 fn bad_inputs(good_state: &Path) {
     let devrepo = good_state.join("devrepo/x86_64");
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-bad");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = TestDir::fresh("compose-bad");
     let tree = |name: &str, baseurl: &str, extra: &str| -> PathBuf {
         let dir = work.join(name);
         std::fs::create_dir_all(&dir).unwrap();

@@ -38,7 +38,7 @@ pub const SWITCH_TREE: &str = "server/docker-io";
 const BUMPED: &str = "fedostree-release";
 /// How long the server stays dead after dying mid-pull; libostree's own retries give up before.
 const SERVER_DOWN: Duration = Duration::from_secs(20);
-/// Five boots, two pulls and a container under TCG.
+/// Five boots and two pulls under TCG.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2400);
 
 /// The scenario on every arch of `opts`, one after another (each VM takes the cores it can get).

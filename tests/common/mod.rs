@@ -27,14 +27,47 @@ pub fn fedostree_env(state: &Path, env: &[(&str, &std::ffi::OsStr)], args: &[&st
     out
 }
 
+/// A test's own directory under target/tmp, made fresh. Removed when the test passes, kept for
+/// reading when it fails (the drop runs while the test panics) or with `FEDOSTREE_KEEP_TEST_STATE`:
+/// the states of a whole `ci/test` add up to tens of GB, more than a CI machine's disk once had free.
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    pub fn fresh(name: &str) -> TestDir {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TestDir(d)
+    }
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("FEDOSTREE_KEEP_TEST_STATE").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A fresh state dir named `name`; Debian downloads are the slow part and never change, so every
-/// state dir shares one deb cache.
-pub fn state_dir(name: &str) -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let d = tmp.join(name);
-    let _ = std::fs::remove_dir_all(&d);
+/// state dir shares one deb cache (which outlives the test).
+pub fn state_dir(name: &str) -> TestDir {
+    let d = TestDir::fresh(name);
     std::fs::create_dir_all(d.join("cache")).unwrap();
-    let debs = tmp.join("deb-cache");
+    let debs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache");
     std::fs::create_dir_all(&debs).unwrap();
     std::os::unix::fs::symlink(&debs, d.join("cache/debs")).unwrap();
     d
