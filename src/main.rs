@@ -12,6 +12,8 @@ use fedostree_util::{Exit, InputError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod ci_cmd;
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ArchArg {
     #[value(name = "x86_64")]
@@ -34,6 +36,13 @@ fn arches(a: Option<ArchArg>) -> Vec<String> {
 enum AccelArg {
     Kvm,
     Tcg,
+}
+
+fn accel(a: AccelArg) -> Accel {
+    match a {
+        AccelArg::Kvm => Accel::Kvm,
+        AccelArg::Tcg => Accel::Tcg,
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -190,6 +199,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8000")]
         addr: std::net::SocketAddr,
     },
+    /// The CI service: test every tree whose inputs changed, keep the history (SQLite), write the
+    /// status page.
+    Ci {
+        #[command(subcommand)]
+        command: ci_cmd::CiCommand,
+    },
     /// Package database queries on commits.
     Db {
         #[command(subcommand)]
@@ -265,10 +280,7 @@ fn run(cli: Cli) -> Result<Exit> {
                 tree,
                 sources: sources()?,
                 arches: arches(arch),
-                accel: accel.map(|a| match a {
-                    AccelArg::Kvm => Accel::Kvm,
-                    AccelArg::Tcg => Accel::Tcg,
-                }),
+                accel: accel.map(self::accel),
                 backend: backend(b),
                 publish: !no_publish,
                 vm_timeout: std::time::Duration::from_secs(vm_timeout),
@@ -293,6 +305,7 @@ fn run(cli: Cli) -> Result<Exit> {
             rt.block_on(fedostree_ci::serve::serve(state.public(), addr))?;
             Ok(Exit::Ok)
         }
+        Command::Ci { command } => ci_cmd::run(&state, sources, command),
         Command::Db {
             command: DbCommand::Diff { json, from, to },
         } => cmd_db_diff(&state, &from, &to, json),

@@ -182,20 +182,12 @@ pub async fn test_tree(
         timings.record_guest(&guest_times);
         let published = gate(opts.publish, &suite);
         if let Some(key) = key.as_ref().filter(|_| published) {
-            let t = Instant::now();
             let publish_opts = crate::publish::PublishOptions {
                 key,
                 retain: opts.retain,
                 scratch_delta: opts.scratch_delta,
             };
-            crate::publish::publish(
-                &state.repo(),
-                &state.public(),
-                &composed.ref_,
-                &image.commit,
-                &publish_opts,
-            )?;
-            timings.publish_s = Some(t.elapsed().as_secs_f64());
+            timings.publish_s = Some(publish_timed(state, &publish_opts, &composed.ref_, &image.commit)?);
         }
         fs_err::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
         (&shared).suite_done(&suite);
@@ -214,8 +206,15 @@ pub async fn test_tree(
     Ok(runs)
 }
 
+/// Publish a commit that passed from the candidate repo to the public one; the seconds it took.
+pub fn publish_timed(state: &StateDir, opts: &crate::publish::PublishOptions, ref_: &str, commit: &str) -> Result<f64> {
+    let t = Instant::now();
+    crate::publish::publish(&state.repo(), &state.public(), ref_, commit, opts)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 /// One reporter fed by VMs running concurrently: events are forwarded one at a time.
-struct SharedReporter<'a>(std::sync::Mutex<&'a mut (dyn Reporter + Send)>);
+pub(crate) struct SharedReporter<'a>(pub(crate) std::sync::Mutex<&'a mut (dyn Reporter + Send)>);
 
 impl Reporter for &SharedReporter<'_> {
     fn event(&mut self, tree: &str, arch: &str, e: &fedostree_harness::protocol::GuestEvent) {

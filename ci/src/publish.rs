@@ -33,7 +33,7 @@ pub const PUBLIC_KEY_FILE: &str = "fedostree.gpg";
 /// `$PUBLIC/../<name>-history.json` (`$STATE/public-history.json`): each ref's published commits,
 /// oldest first. libostree's parent chain cannot say this: a published commit's parent is the previous
 /// candidate, which may have failed.
-fn history_path(public: &Path) -> std::path::PathBuf {
+pub fn history_path(public: &Path) -> std::path::PathBuf {
     let name = public
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

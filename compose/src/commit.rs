@@ -189,6 +189,15 @@ pub fn resolve(repo: &ostree::Repo, rev: &str) -> Result<Option<String>> {
     Ok(repo.resolve_rev(rev, true)?.map(|s| s.to_string()))
 }
 
+/// A commit's parent, when the commit is in `repo` and has one (a pruned commit ends the chain).
+pub fn parent_of(repo: &ostree::Repo, csum: &str) -> Result<Option<String>> {
+    if !repo.has_object(ostree::ObjectType::Commit, csum, gio::Cancellable::NONE)? {
+        return Ok(None);
+    }
+    let commit = repo.load_variant(ostree::ObjectType::Commit, csum)?;
+    Ok(ostree::commit_get_parent(&commit).map(|p| p.to_string()))
+}
+
 /// A commit's metadata dictionary.
 pub fn commit_metadata(repo: &ostree::Repo, csum: &str) -> Result<glib::VariantDict> {
     let commit = repo.load_variant(ostree::ObjectType::Commit, csum)?;

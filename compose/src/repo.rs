@@ -57,44 +57,13 @@ impl RepoConfig {
 
     /// Whether dnf's `exclude`/`includepkgs` let this repository offer package `name`.
     pub fn offers(&self, name: &str) -> bool {
-        !self.exclude.iter().any(|g| glob_match(g, name))
-            && (self.includepkgs.is_empty() || self.includepkgs.iter().any(|g| glob_match(g, name)))
+        !self.exclude.iter().any(|g| fedostree_util::glob::glob_match(g, name))
+            && (self.includepkgs.is_empty()
+                || self
+                    .includepkgs
+                    .iter()
+                    .any(|g| fedostree_util::glob::glob_match(g, name)))
     }
-}
-
-/// fnmatch-style globs as dnf matches package names: `*`, `?` and `[...]` classes.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    fn rec(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| rec(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && rec(&p[1..], &n[1..]),
-            Some('[') => match p.iter().position(|&c| c == ']') {
-                Some(end) if end > 1 && !n.is_empty() => {
-                    let (class, negate) = match p[1] {
-                        '!' | '^' => (&p[2..end], true),
-                        _ => (&p[1..end], false),
-                    };
-                    let mut hit = false;
-                    let mut i = 0;
-                    while i < class.len() {
-                        if i + 2 < class.len() && class[i + 1] == '-' {
-                            hit |= class[i] <= n[0] && n[0] <= class[i + 2];
-                            i += 3;
-                        } else {
-                            hit |= class[i] == n[0];
-                            i += 1;
-                        }
-                    }
-                    hit != negate && rec(&p[end + 1..], &n[1..])
-                }
-                _ => n.first() == Some(&'[') && rec(&p[1..], &n[1..]),
-            },
-            Some(c) => n.first() == Some(c) && rec(&p[1..], &n[1..]),
-        }
-    }
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    rec(&p, &n)
 }
 
 /// Fill in the mirrors of a repository that names a `mirrorlist` (a list of base URLs, one per line)

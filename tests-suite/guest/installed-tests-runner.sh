@@ -496,6 +496,15 @@ if [ -s "$RSTATE/resume" ]; then
 	run_list "$WORK/resume" 1
 else
 	find "$TESTS_ROOT" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/all"
+	# fw_cfg item `only`: the names (suite/test, one a line) of the tests to run, for a rerun of the ones
+	# that failed; a name that matches nothing runs nothing.
+	if fw_item only >"$WORK/only" 2>/dev/null; then
+		while IFS= read -r f; do
+			name=${f#"$TESTS_ROOT"/}
+			grep -qxF "${name%.test}" "$WORK/only" && printf '%s\n' "$f"
+		done <"$WORK/all" >"$WORK/all.only"
+		mv "$WORK/all.only" "$WORK/all"
+	fi
 	split_by_type "$WORK/all" "$WORK/session" "$WORK/exclusive" "$WORK/rebooting" "$scenario"
 	ntests=$(cat "$WORK/session" "$WORK/exclusive" "$WORK/rebooting" | wc -l)
 	bid=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)

@@ -267,6 +267,18 @@ FEDOSTREE_TESTS_ROOT=$T4 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev 
 	FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null || true
 check "a broken reboot state fails the run" eq "$(q -c 'select(.event == "run-finished") | .failed')" 1
 check "a broken reboot state is removed" test ! -e "$tmp/rstate"
+# fw_cfg `only` (a rerun of failed tests): just the named tests run, nested names included.
+rm -rf "$tmp/fwcfg/scenario" "$tmp/fwcfg/env"
+mkdir -p "$tmp/fwcfg/only"
+printf '%s\n' sample/skip sample/sub/dir/nested sample/no-such-test >"$tmp/fwcfg/only/raw"
+: >"$results"
+FEDOSTREE_TESTS_ROOT=$T FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+	FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work6 \
+	FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+check "only: just the named tests run" \
+	eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ')" "sample/skip sample/sub/dir/nested "
+check "only: run-started counts them" eq "$(q 'select(.event == "run-started") | .tests')" 2
+rm -rf "$tmp/fwcfg/only"
 
 if [ "$fails" -gt 0 ]; then
 	echo "test-runner-host: $fails check(s) failed; results:" >&2

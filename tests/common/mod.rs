@@ -54,6 +54,12 @@ impl AsRef<Path> for TestDir {
     }
 }
 
+impl AsRef<std::ffi::OsStr> for TestDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
 impl Drop for TestDir {
     fn drop(&mut self) {
         if !std::thread::panicking() && std::env::var_os("FEDOSTREE_KEEP_TEST_STATE").is_none() {

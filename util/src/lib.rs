@@ -8,6 +8,7 @@
 pub mod cleanup;
 pub mod cmd;
 pub mod error;
+pub mod glob;
 pub mod lock;
 pub mod prereq;
 pub mod qemu_opt;

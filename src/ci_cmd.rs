@@ -1,0 +1,377 @@
+//! `fedostree ci …`: the CI service's commands (the logic is in fedostree_ci::ci_run, history,
+//! status_page, prune, resultsdb).
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use fedostree_ci::ci_run::{self, CiOptions, FlakyPolicy, Outcome};
+use fedostree_ci::history::History;
+use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::Exit;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum CiCommand {
+    /// One pass: every tree whose inputs changed since it was last tested is composed, booted,
+    /// tested, gated and published; the others are reported up to date. Then the status page.
+    /// Exit 0: every selected tree passes; 1: one fails; 2: infrastructure error.
+    Run(PassArgs),
+    /// `ci run` again and again, every --interval, until SIGINT or SIGTERM (which stop the VMs and
+    /// publish nothing from the interrupted pass).
+    Watch {
+        #[command(flatten)]
+        pass: PassArgs,
+        /// Pause between passes: seconds, or with a unit (90s, 5m, 1h).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        interval: Duration,
+        /// Stop after this many passes (default: never).
+        #[arg(long)]
+        passes: Option<u64>,
+    },
+    /// Results, newest first.
+    History {
+        /// Only this tree.
+        #[arg(long)]
+        tree: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: its trees, their tests and attempts.
+    Show {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The latest verdict of every tree and arch, and the disk the state uses.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep the newest N runs (artifacts, pages, history) and the candidate commits something needs.
+    Prune {
+        #[arg(long, default_value_t = 50)]
+        keep: usize,
+    },
+    /// A run's results as ResultsDB results, one JSON object a line (default: the newest run).
+    Export {
+        #[arg(long)]
+        run: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FlakyArg {
+    Pass,
+    Fail,
+}
+
+#[derive(Args)]
+pub struct PassArgs {
+    /// Tree name glob (e.g. 'dev/*'); every tree under trees/ by default.
+    #[arg(long)]
+    trees: Option<String>,
+    /// Architectures (default: both).
+    #[arg(long, value_enum)]
+    arch: Option<crate::ArchArg>,
+    /// VMs at once (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Reruns of a failed test, each in a fresh VM.
+    #[arg(long, default_value_t = 2)]
+    retries: u32,
+    /// A test that passed only on a rerun: the tree passes (and is published) or fails.
+    #[arg(long, value_enum, default_value_t = FlakyArg::Pass)]
+    flaky: FlakyArg,
+    #[arg(long, value_enum)]
+    accel: Option<crate::AccelArg>,
+    #[arg(long, value_enum)]
+    backend: Option<crate::BackendArg>,
+    /// Whole-VM timeout in seconds.
+    #[arg(long, default_value_t = 600)]
+    vm_timeout: u64,
+    /// Test and record, but publish nothing.
+    #[arg(long)]
+    no_publish: bool,
+    #[arg(long)]
+    gpg_key: Option<String>,
+    #[arg(long, requires = "gpg_key")]
+    gpg_homedir: Option<std::path::PathBuf>,
+    /// Published commits kept per ref.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    retain: u64,
+    #[arg(long)]
+    no_scratch_delta: bool,
+    /// Runs kept after the pass (`ci prune --keep`).
+    #[arg(long, default_value_t = 50)]
+    keep: usize,
+}
+
+/// `90`, `90s`, `5m`, `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a number of seconds, or 90s, 5m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (s, m or h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+impl PassArgs {
+    fn options(&self, sources: Sources) -> CiOptions {
+        let arches = match self.arch {
+            None => ci_run::ARCHES.iter().map(|s| s.to_string()).collect(),
+            a => crate::arches(a),
+        };
+        CiOptions {
+            trees: self.trees.clone(),
+            arches,
+            jobs: self
+                .jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            retries: self.retries,
+            flaky: match self.flaky {
+                FlakyArg::Pass => FlakyPolicy::Pass,
+                FlakyArg::Fail => FlakyPolicy::Fail,
+            },
+            sources,
+            accel: self.accel.map(crate::accel),
+            backend: crate::backend(self.backend),
+            vm_timeout: Duration::from_secs(self.vm_timeout),
+            signing: fedostree_ci::signing::SigningSpec {
+                key_id: self.gpg_key.clone(),
+                homedir: self.gpg_homedir.clone(),
+            },
+            retain: self.retain as usize,
+            scratch_delta: !self.no_scratch_delta,
+            publish: !self.no_publish,
+            run_id: fedostree_ci::pipeline::new_run_id(),
+        }
+    }
+}
+
+pub fn run(state: &StateDir, sources: impl Fn() -> Result<Sources>, cmd: CiCommand) -> Result<Exit> {
+    match cmd {
+        CiCommand::Run(pass) => one_pass(state, &pass.options(sources()?), pass.keep),
+        CiCommand::Watch { pass, interval, passes } => {
+            let mut n = 0;
+            loop {
+                // A fresh run id per pass; a pass's failure is its result, not the end of the watch.
+                match one_pass(state, &pass.options(sources()?), pass.keep) {
+                    Ok(code) => eprintln!("ci watch: pass {} ended with exit {}", n + 1, code as u8),
+                    Err(e) if fedostree_util::is_input_error(&e) => return Err(e),
+                    Err(e) => eprintln!("ci watch: pass {} failed: {e:#}", n + 1),
+                }
+                n += 1;
+                if passes.is_some_and(|p| n >= p) {
+                    return Ok(Exit::Ok);
+                }
+                eprintln!("ci watch: next pass in {}s", interval.as_secs());
+                std::thread::sleep(interval);
+            }
+        }
+        CiCommand::History { tree, limit, json } => {
+            let h = open(state)?;
+            let rows = h.history(tree.as_deref(), limit)?;
+            if json {
+                crate::say(serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                for r in rows {
+                    crate::say(format!(
+                        "{}  {:<18} {:<8} {:<6} {} {}{}",
+                        r.recorded_at,
+                        r.tree,
+                        r.arch,
+                        r.verdict,
+                        &r.commit[..r.commit.len().min(12)],
+                        r.version.as_deref().unwrap_or("-"),
+                        if r.published { " published" } else { "" }
+                    ))?;
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        CiCommand::Show { run, json } => {
+            let h = open(state)?;
+            let Some(r) = h.run(&run)? else {
+                fedostree_util::bail_input!("no run `{run}` in {}", ci_run::history_path(state).display());
+            };
+            let results = h.results_of_run(&run)?;
+            if json {
+                let results: Vec<_> = results
+                    .iter()
+                    .map(|res| {
+                        let tests = h.tests_of(res.id).unwrap_or_default();
+                        serde_json::json!({"result": res, "tests": tests})
+                    })
+                    .collect();
+                let unchanged: Vec<_> = h
+                    .unchanged_of_run(&run)?
+                    .into_iter()
+                    .map(|(tree, arch, commit)| serde_json::json!({"tree": tree, "arch": arch, "commit": commit}))
+                    .collect();
+                crate::say(serde_json::to_string_pretty(
+                    &serde_json::json!({"run": r, "results": results, "up_to_date": unchanged}),
+                )?)?;
+                return Ok(Exit::Ok);
+            }
+            crate::say(format!(
+                "run {} ({}) started {} — {}",
+                r.id, r.selection, r.started_at, r.status
+            ))?;
+            for (tree, arch, commit) in h.unchanged_of_run(&run)? {
+                crate::say(format!(
+                    "{tree} {arch}: up to date at {}",
+                    &commit[..commit.len().min(12)]
+                ))?;
+            }
+            for res in results {
+                crate::say(format!(
+                    "{} {}: {} at {}{}",
+                    res.tree,
+                    res.arch,
+                    res.verdict.to_uppercase(),
+                    &res.commit[..res.commit.len().min(12)],
+                    if res.published { ", published" } else { "" }
+                ))?;
+                if let Some(e) = &res.infra_error {
+                    crate::say(format!("  infrastructure error: {e}"))?;
+                }
+                for t in h.tests_of(res.id)? {
+                    let note = match (&t.denied, t.flaky) {
+                        (Some(why), _) => format!("  (denylisted: {why})"),
+                        (None, true) => "  (flaky)".into(),
+                        _ => String::new(),
+                    };
+                    crate::say(format!(
+                        "  {:<7} {} [attempt {}] {:.1}s{note}",
+                        t.outcome.to_uppercase(),
+                        t.name,
+                        t.attempt,
+                        t.duration_s
+                    ))?;
+                }
+                crate::say(format!("  artifacts: {}", res.artifacts))?;
+            }
+            Ok(Exit::Ok)
+        }
+        CiCommand::Status { json } => {
+            let h = open(state)?;
+            let latest = h.latest()?;
+            let parts = [
+                ("repo", state.repo()),
+                ("public", state.public()),
+                ("runs", state.runs()),
+                ("images", state.images()),
+                ("cache", state.root().join("cache")),
+                ("history", ci_run::history_path(state)),
+            ];
+            let disk: Vec<(&str, u64)> = parts
+                .iter()
+                .map(|(n, p)| (*n, fedostree_ci::prune::disk_use(p)))
+                .collect();
+            if json {
+                let disk: serde_json::Map<String, serde_json::Value> =
+                    disk.iter().map(|(n, b)| (n.to_string(), (*b).into())).collect();
+                crate::say(serde_json::to_string_pretty(
+                    &serde_json::json!({"latest": latest, "disk_bytes": disk}),
+                )?)?;
+                return Ok(Exit::Ok);
+            }
+            for r in &latest {
+                crate::say(format!(
+                    "{:<18} {:<8} {:<6} {} {} ({})",
+                    r.tree,
+                    r.arch,
+                    r.verdict,
+                    &r.commit[..r.commit.len().min(12)],
+                    r.version.as_deref().unwrap_or("-"),
+                    r.recorded_at
+                ))?;
+            }
+            let total: u64 = disk.iter().map(|(_, b)| b).sum();
+            let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+            let each: Vec<String> = disk.iter().map(|(n, b)| format!("{n} {}", mb(*b))).collect();
+            crate::say(format!("disk: {} ({})", mb(total), each.join(", ")))?;
+            Ok(Exit::Ok)
+        }
+        CiCommand::Prune { keep } => {
+            let mut h = open(state)?;
+            let pruned = fedostree_ci::prune::prune(state, &mut h, keep)?;
+            fedostree_ci::status_page::write(&h, &state.public())?;
+            eprintln!(
+                "ci prune: {} runs and {} candidate commits removed",
+                pruned.runs.len(),
+                pruned.commits.len()
+            );
+            Ok(Exit::Ok)
+        }
+        CiCommand::Export { run } => {
+            let h = open(state)?;
+            let run = match run {
+                Some(r) => r,
+                None => match h.runs(1)?.into_iter().next() {
+                    Some(r) => r.id,
+                    None => fedostree_util::bail_input!("the CI history has no runs yet"),
+                },
+            };
+            for line in fedostree_ci::resultsdb::export_run(&h, &run)? {
+                crate::say(line)?;
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+fn open(state: &StateDir) -> Result<History> {
+    History::open(&ci_run::history_path(state))
+}
+
+fn one_pass(state: &StateDir, opts: &CiOptions, keep: usize) -> Result<Exit> {
+    use fedostree_harness::report::TerminalReporter;
+    let mut reporter = TerminalReporter::stderr();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let t = std::time::Instant::now();
+    let summary = rt.block_on(ci_run::run_pass(state, opts, &mut reporter))?;
+    let mut h = open(state)?;
+    fedostree_ci::prune::prune(state, &mut h, keep).context("pruning after the run")?;
+    let page = std::time::Instant::now();
+    fedostree_ci::status_page::write(&h, &state.public()).context("writing the status page")?;
+    let (mut up, mut tested) = (0, 0);
+    for (_, _, o) in &summary.outcomes {
+        match o {
+            Outcome::UpToDate { .. } => up += 1,
+            Outcome::Tested { .. } => tested += 1,
+        }
+    }
+    eprintln!(
+        "ci run {}: {tested} tested, {up} up to date in {:.1}s; status page {} ({:.2}s)",
+        summary.run_id,
+        t.elapsed().as_secs_f64(),
+        fedostree_ci::status_page::status_dir(&state.public())
+            .join("index.html")
+            .display(),
+        page.elapsed().as_secs_f64()
+    );
+    Ok(summary.exit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

@@ -1,0 +1,364 @@
+//! `fedostree ci` end to end through the real binary, on the dev trees and both architectures: the
+//! first pass tests every tree, the second finds everything up to date, a bumped package re-tests only
+//! the tree that contains it; the planted failure and the planted flake land in the database, the CLI,
+//! the ResultsDB export and the status page, which headless Chromium renders.
+
+use fedostree_util::prereq::{run_tests, Prereq, Test, IMAGE_BACKEND};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+use common::{fedostree, state_dir};
+
+fn main() {
+    let needs = [
+        IMAGE_BACKEND,
+        &[
+            Prereq::Qemu("x86_64"),
+            Prereq::Qemu("aarch64"),
+            Prereq::Binary("chromium"),
+        ],
+    ]
+    .concat();
+    run_tests(vec![
+        Test::new(
+            "ci_tests_what_changed_and_remembers_it",
+            &needs,
+            ci_tests_what_changed_and_remembers_it,
+        ),
+        Test::new("ci_input_errors", &[], ci_input_errors),
+    ]);
+}
+
+const PASS: &[&str] = &["ci", "run", "--trees", "dev/*", "--arch", "all", "--no-scratch-delta"];
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The run id from `ci run`'s last line.
+fn run_id(err: &str) -> String {
+    err.lines()
+        .find_map(|l| l.strip_prefix("ci run ").and_then(|r| r.split(':').next()))
+        .unwrap_or_else(|| panic!("no `ci run ID:` line in\n{err}"))
+        .to_string()
+}
+
+fn show(state: &Path, run: &str) -> Value {
+    let out = fedostree(state, &["ci", "show", run, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+/// (tree arch → verdict) of a run's results.
+fn verdicts(show: &Value) -> Vec<String> {
+    show["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["result"]["tree"].as_str().unwrap(),
+                r["result"]["arch"].as_str().unwrap(),
+                r["result"]["verdict"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn up_to_date(show: &Value) -> Vec<String> {
+    show["up_to_date"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| format!("{} {}", u["tree"].as_str().unwrap(), u["arch"].as_str().unwrap()))
+        .collect()
+}
+
+fn ci_tests_what_changed_and_remembers_it() {
+    let state = state_dir("ci-e2e");
+
+    // First pass: every dev tree on both arches is composed, booted and tested.
+    let out = fedostree(&state, PASS);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "dev/broken fails, so the pass does:\n{err}");
+    let first = run_id(&err);
+    let shown = show(&state, &first);
+    assert_eq!(
+        verdicts(&shown),
+        [
+            "dev/broken aarch64 fail",
+            "dev/broken x86_64 fail",
+            "dev/minimal aarch64 pass",
+            "dev/minimal x86_64 pass"
+        ]
+    );
+    for r in shown["results"].as_array().unwrap() {
+        let res = &r["result"];
+        assert_eq!(res["published"], res["verdict"] == "pass", "{res}");
+        let tests = r["tests"].as_array().unwrap();
+        let attempts = |name: &str| -> Vec<(u64, String, bool)> {
+            tests
+                .iter()
+                .filter(|t| t["name"] == name)
+                .map(|t| {
+                    (
+                        t["attempt"].as_u64().unwrap(),
+                        t["outcome"].as_str().unwrap().to_string(),
+                        t["flaky"].as_bool().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        if res["tree"] == "dev/broken" {
+            // The planted failure fails in the first VM and in both reruns; the planted flake fails
+            // first and passes in the first rerun, and is recorded as flaky.
+            let f = |o: &str| (o.to_string(), false);
+            assert_eq!(
+                attempts("fedostree-broken/intentional-failure")
+                    .into_iter()
+                    .map(|(n, o, fl)| (n, (o, fl)))
+                    .collect::<Vec<_>>(),
+                [(1, f("fail")), (2, f("fail")), (3, f("fail"))],
+                "{r}"
+            );
+            assert_eq!(
+                attempts("fedostree-broken/flaky-on-first-attempt"),
+                [(1, "fail".into(), false), (2, "pass".into(), true)],
+                "{r}"
+            );
+            // Reruns go to the failed tests only.
+            assert_eq!(attempts("fedostree/booted-commit").len(), 1, "{r}");
+            let attempt3 = Path::new(res["artifacts"].as_str().unwrap()).join("attempt-3/console.log");
+            assert!(attempt3.exists(), "each rerun keeps its own artifacts");
+        } else {
+            assert!(tests.iter().all(|t| t["attempt"] == 1), "{r}");
+        }
+    }
+    assert!(err.contains("dev/broken x86_64: FAIL at"), "{err}");
+    assert!(err.contains("flaky: fedostree-broken/flaky-on-first-attempt"), "{err}");
+    let refs = String::from_utf8(
+        Command::new("ostree")
+            .arg(format!("--repo={}", state.join("public").display()))
+            .arg("refs")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        refs.contains("fedostree/dev/x86_64/minimal") && !refs.contains("broken"),
+        "{refs}"
+    );
+
+    // The CLI's views of the history.
+    let out = fedostree(&state, &["ci", "history", "--tree", "dev/broken", "--json"]);
+    let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    let out = fedostree(&state, &["ci", "show", &first]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("PASS    fedostree-broken/flaky-on-first-attempt [attempt 2]") && text.contains("(flaky)"),
+        "{text}"
+    );
+    let out = fedostree(&state, &["ci", "export"]);
+    let lines: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let find = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["testcase"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in the export"))
+    };
+    let failure = find("fedostree.dev/broken.x86_64.fedostree-broken/intentional-failure");
+    assert_eq!(failure["outcome"], "FAILED");
+    assert_eq!(failure["data"]["type"], "ostree-commit");
+    assert!(failure["data"]["item"]
+        .as_str()
+        .unwrap()
+        .starts_with("fedostree/dev/x86_64/broken@"));
+    let flake = find("fedostree.dev/broken.aarch64.fedostree-broken/flaky-on-first-attempt");
+    assert_eq!(flake["outcome"], "PASSED");
+    assert!(flake["note"].as_str().unwrap().contains("flaky"), "{flake}");
+    assert_eq!(find("fedostree.dev/minimal.aarch64")["outcome"], "PASSED");
+
+    // Second pass: nothing changed, nothing is booted.
+    let out = fedostree(&state, PASS);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "dev/broken is still failing:\n{err}");
+    let second = run_id(&err);
+    let shown = show(&state, &second);
+    assert!(verdicts(&shown).is_empty(), "{shown}");
+    assert_eq!(up_to_date(&shown).len(), 4, "{shown}");
+    assert!(err.contains("0 tested, 4 up to date"), "{err}");
+    assert!(
+        !state.join("runs").join(&second).join("dev").exists(),
+        "a VM ran in an up-to-date pass"
+    );
+
+    // A package only dev/broken contains changes: only dev/broken is tested again.
+    let bump = fedostree(
+        &state,
+        &["devrepo", "--arch", "all", "--bump", "fedostree-installed-tests-broken"],
+    );
+    assert!(bump.status.success(), "{}", stderr(&bump));
+    let out = fedostree(&state, PASS);
+    let err = stderr(&out);
+    let third = run_id(&err);
+    let shown = show(&state, &third);
+    assert_eq!(
+        verdicts(&shown),
+        ["dev/broken aarch64 fail", "dev/broken x86_64 fail"],
+        "{err}"
+    );
+    assert_eq!(up_to_date(&shown), ["dev/minimal aarch64", "dev/minimal x86_64"]);
+    let diff = &shown["results"][0]["result"]["package_diff"];
+    assert_eq!(
+        diff["upgraded"][0]["name"], "fedostree-installed-tests-broken",
+        "{diff}"
+    );
+    assert!(shown["results"][0]["result"]["parent_commit"].is_string());
+
+    // The status page, rendered by a real browser.
+    let status = state.join("public/status");
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ci-e2e-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let index = browse(&status.join("index.html"), Some(&artifacts.join("status.png")));
+    assert_eq!(index.matches("data-verdict=\"pass\"").count(), 2, "{index}");
+    assert_eq!(index.matches("data-verdict=\"fail\"").count(), 2, "{index}");
+    links_resolve(&index, &status);
+    let run_page_dir = status.join("run").join(&first);
+    let run_page = browse(&run_page_dir.join("index.html"), Some(&artifacts.join("run.png")));
+    assert!(run_page.contains("data-flaky=\"true\""), "{run_page}");
+    assert!(run_page.contains("console.log (attempt 3)"), "{run_page}");
+    links_resolve(&run_page, &run_page_dir);
+    let tree_dir = status.join("tree");
+    let tree_page = browse(&tree_dir.join("dev--broken.html"), None);
+    assert!(
+        tree_page.contains("fedostree-installed-tests-broken"),
+        "the package diff: {tree_page}"
+    );
+    links_resolve(&tree_page, &tree_dir);
+
+    // Pruning keeps the newest run and the runs that hold a tree's latest result (dev/minimal's is in
+    // the first); the second pass, up to date and superseded, goes with its pages.
+    let out = fedostree(&state, &["ci", "prune", "--keep", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!state.join("runs").join(&second).exists());
+    assert!(!status.join("run").join(&second).exists());
+    assert!(state.join("runs").join(&first).exists() && run_page_dir.exists());
+    let out = fedostree(&state, &["ci", "history", "--json"]);
+    let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 6, "the first and third runs' results stay");
+    let out = fedostree(&state, PASS);
+    assert!(stderr(&out).contains("0 tested, 4 up to date"), "pruning re-tests nothing: {}", stderr(&out));
+    let status_out = fedostree(&state, &["ci", "status"]);
+    assert!(stdout(&status_out).contains("disk: "), "{}", stdout(&status_out));
+    // The cached images still boot their commits: a test of the tree after pruning works.
+    let out = fedostree(
+        &state,
+        &["test", "--tree", "dev/minimal", "--arch", "x86_64", "--no-publish"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Headless Chromium's DOM of `page` (and a phone-width screenshot when asked).
+pub fn browse(page: &Path, screenshot: Option<&PathBuf>) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let base = |c: &mut Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    };
+    let url = format!("file://{}", page.display());
+    let mut c = Command::new("chromium");
+    base(&mut c);
+    let out = c.args(["--dump-dom", &url]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(png) = screenshot {
+        let mut c = Command::new("chromium");
+        base(&mut c);
+        let shot = c
+            .arg(format!("--screenshot={}", png.display()))
+            .args(["--window-size=412,915", &url])
+            .output()
+            .unwrap();
+        assert!(
+            shot.status.success() && png.exists(),
+            "{}",
+            String::from_utf8_lossy(&shot.stderr)
+        );
+    }
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every relative link in `dom` names a file that exists (fragments aside).
+pub fn links_resolve(dom: &str, dir: &Path) {
+    let mut n = 0;
+    for part in dom.split("href=\"").skip(1) {
+        let href = &part[..part.find('"').unwrap()];
+        let href = href.split('#').next().unwrap().replace("&amp;", "&");
+        if href.is_empty() || href.contains("://") {
+            continue;
+        }
+        assert!(
+            dir.join(&href).exists(),
+            "{href} (from {}) does not exist",
+            dir.display()
+        );
+        n += 1;
+    }
+    assert!(n > 0, "no links in {}", dir.display());
+}
+
+fn ci_input_errors() {
+    let state = state_dir("ci-args");
+    let out = fedostree(&state, &["ci", "run", "--trees", "no-such/*"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no tree under") && stderr(&out).contains("no-such/*"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fedostree(&state, &["ci", "show", "20990101T000000-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no run `20990101T000000-1`"), "{}", stderr(&out));
+    let out = fedostree(&state, &["ci", "watch", "--interval", "5 minutes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // A denylist that does not parse names the file and the line; nothing is composed.
+    let trees = state.join("trees");
+    std::fs::create_dir_all(trees.join("dev")).unwrap();
+    for f in ["minimal.yaml", "common.yaml", "fedostree-dev.repo"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("trees/dev").join(f),
+            trees.join("dev").join(f),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        trees.join("denylist.yaml"),
+        "- pattern: x\n  reason: r\n  snooze: not-a-date\n",
+    )
+    .unwrap();
+    let out = common::fedostree_env(&state, &[("FEDOSTREE_TREES", trees.as_os_str())], &["ci", "run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("denylist.yaml:3"), "{}", stderr(&out));
+    assert!(!state.join("repo").exists(), "nothing was composed");
+}
