@@ -179,6 +179,13 @@ enum Command {
         /// rebooting through firmware, and publishes nothing.
         #[arg(long)]
         scenario: Option<String>,
+        /// A CI worker: instead of composing, pull the candidate commit from a compose server's
+        /// candidate repository (`fedostree serve --candidates`) at this URL, test it, publish nothing.
+        #[arg(long, value_name = "URL", conflicts_with = "scenario")]
+        from: Option<String>,
+        /// The ref to pull with --from (default: the tree's ref for the arch).
+        #[arg(long = "ref", value_name = "REF", requires = "from")]
+        from_ref: Option<String>,
     },
     /// Compose the tree and deploy its commit offline into the cached image, without booting;
     /// prints the image state and update statistics as JSON.
@@ -198,6 +205,10 @@ enum Command {
         /// Address to listen on (port 0: any free port, printed on stderr).
         #[arg(long, default_value = "127.0.0.1:8000")]
         addr: std::net::SocketAddr,
+        /// Serve the candidate repository ($STATE/repo: every compose, unsigned) for CI workers
+        /// (`fedostree test --from URL`) instead of the public one.
+        #[arg(long)]
+        candidates: bool,
     },
     /// The CI service: test every tree whose inputs changed, keep the history (SQLite), write the
     /// status page.
@@ -275,14 +286,20 @@ fn run(cli: Cli) -> Result<Exit> {
             no_scratch_delta,
             boot,
             scenario,
+            from,
+            from_ref,
         } => {
+            if from_ref.is_some() && arches(arch).len() > 1 {
+                fedostree_util::bail_input!("--ref names one architecture's ref: give one --arch");
+            }
             let opts = fedostree_ci::TestOptions {
                 tree,
                 sources: sources()?,
                 arches: arches(arch),
                 accel: accel.map(self::accel),
                 backend: backend(b),
-                publish: !no_publish,
+                // A worker reports; publishing is the compose server's, which holds the key.
+                publish: !no_publish && from.is_none(),
                 vm_timeout: std::time::Duration::from_secs(vm_timeout),
                 run_id: fedostree_ci::pipeline::new_run_id(),
                 signing: fedostree_ci::signing::SigningSpec {
@@ -296,13 +313,15 @@ fn run(cli: Cli) -> Result<Exit> {
                     BootArg::Firmware => fedostree_harness::qemu::BootPath::Firmware,
                 },
                 scenario,
+                from: from.map(|url| fedostree_ci::pipeline::Candidate { url, ref_: from_ref }),
             };
             cmd_test(&state, &opts, json)
         }
         Command::Image { tree, arch, backend: b } => cmd_image(&state, &sources()?, &tree, arches(arch), backend(b)),
-        Command::Serve { addr } => {
+        Command::Serve { addr, candidates } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(fedostree_ci::serve::serve(state.public(), addr))?;
+            let dir = if candidates { state.repo() } else { state.public() };
+            rt.block_on(fedostree_ci::serve::serve(dir, addr))?;
             Ok(Exit::Ok)
         }
         Command::Ci { command } => ci_cmd::run(&state, sources, command),

@@ -27,6 +27,11 @@ fn main() {
             &needs,
             ci_tests_what_changed_and_remembers_it,
         ),
+        Test::new(
+            "a_worker_tests_a_candidate_pulled_from_the_compose_server",
+            &[IMAGE_BACKEND, &[Prereq::Qemu("x86_64")]].concat(),
+            a_worker_tests_a_candidate_pulled_from_the_compose_server,
+        ),
         Test::new("ci_input_errors", &[], ci_input_errors),
     ]);
 }
@@ -254,9 +259,17 @@ fn ci_tests_what_changed_and_remembers_it() {
     assert!(state.join("runs").join(&first).exists() && run_page_dir.exists());
     let out = fedostree(&state, &["ci", "history", "--json"]);
     let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 6, "the first and third runs' results stay");
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        6,
+        "the first and third runs' results stay"
+    );
     let out = fedostree(&state, PASS);
-    assert!(stderr(&out).contains("0 tested, 4 up to date"), "pruning re-tests nothing: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("0 tested, 4 up to date"),
+        "pruning re-tests nothing: {}",
+        stderr(&out)
+    );
     let status_out = fedostree(&state, &["ci", "status"]);
     assert!(stdout(&status_out).contains("disk: "), "{}", stdout(&status_out));
     // The cached images still boot their commits: a test of the tree after pruning works.
@@ -361,4 +374,92 @@ fn ci_input_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("denylist.yaml:3"), "{}", stderr(&out));
     assert!(!state.join("repo").exists(), "nothing was composed");
+}
+
+/// Beyond one machine: one state dir composes and serves its candidate repository, another (a CI
+/// worker) pulls the candidate over HTTP, deploys it into its own cached image and tests it.
+fn a_worker_tests_a_candidate_pulled_from_the_compose_server() {
+    use std::io::BufRead;
+    let server_state = state_dir("ci-compose-server");
+    let worker = state_dir("ci-worker");
+    let out = fedostree(&server_state, &["compose", "--tree", "dev/minimal", "--arch", "x86_64"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reff = "fedostree/dev/x86_64/minimal";
+    let candidate = String::from_utf8(
+        Command::new("ostree")
+            .arg(format!("--repo={}", server_state.join("repo").display()))
+            .args(["rev-parse", reff])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_fedostree"))
+        .env("FEDOSTREE_STATE_DIR", &*server_state)
+        .args(["serve", "--candidates", "--addr", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    // The server logs every request on stderr: keep reading it.
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let url = first.split_once(" on ").unwrap().1.trim().to_owned();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+
+    let out = fedostree(
+        &worker,
+        &[
+            "test",
+            "--tree",
+            "dev/minimal",
+            "--arch",
+            "x86_64",
+            "--from",
+            &url,
+            "--ref",
+            reff,
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("PASS") && err.contains("passed (not published)"), "{err}");
+    let image: Value =
+        serde_json::from_str(&std::fs::read_to_string(worker.join("images/dev/minimal/x86_64/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        image["commit"].as_str().unwrap(),
+        candidate.trim(),
+        "the worker booted the server's candidate"
+    );
+    assert!(!worker.join("public/summary").exists(), "a worker publishes nothing");
+    assert!(
+        !worker.join("repo/refs/heads").read_dir().unwrap().any(|_| true),
+        "a worker composes nothing"
+    );
+
+    // A ref the server does not have is the input's fault, named.
+    let out = fedostree(
+        &worker,
+        &[
+            "test",
+            "--tree",
+            "dev/minimal",
+            "--arch",
+            "x86_64",
+            "--from",
+            &url,
+            "--ref",
+            "no/such/ref",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pulling no/such/ref from"), "{}", stderr(&out));
 }

@@ -38,6 +38,24 @@ pub struct TestOptions {
     pub boot: BootPath,
     /// A multi-boot scenario instead of the tree's installed-tests (see [`crate::lifecycle`]).
     pub scenario: Option<String>,
+    /// Test a compose server's candidate instead of composing here (a CI worker).
+    pub from: Option<Candidate>,
+}
+
+/// Where a worker's candidate comes from: a compose server's candidate repository and the ref in it
+/// (by default the tree's own ref for the arch).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub url: String,
+    pub ref_: Option<String>,
+}
+
+/// The ref `tree` commits to on `arch`, read from its treefile.
+pub fn tree_ref(sources: &Sources, tree: &str, arch: &str) -> Result<String> {
+    use fedostree_compose::treefile::{self, Treefile};
+    let (path, name) = treefile::locate(tree, &sources.trees).map_err(fedostree_util::InputError::wrap)?;
+    let tf = Treefile::load(&path, &name, arch).map_err(fedostree_util::InputError::wrap)?;
+    Ok(tf.ref_)
 }
 
 /// Seconds spent in each stage of one tree/arch.
@@ -138,10 +156,27 @@ pub async fn test_tree(
     // Composes and image updates want the disk and both cores: one arch at a time.
     let mut prepared = Vec::new();
     for arch in &opts.arches {
-        prepared.push((
-            arch.as_str(),
-            prepare(state, &opts.sources, &opts.tree, arch, opts.backend)?,
-        ));
+        let ready = match &opts.from {
+            None => {
+                let (composed, image, timings) = prepare(state, &opts.sources, &opts.tree, arch, opts.backend)?;
+                (composed.tree, composed.ref_, image, timings)
+            }
+            Some(from) => {
+                let ref_ = match &from.ref_ {
+                    Some(r) => r.clone(),
+                    None => tree_ref(&opts.sources, &opts.tree, arch)?,
+                };
+                let mut timings = Timings::default();
+                let t = Instant::now();
+                let commit = pull_candidate(state, &from.url, &ref_)?;
+                timings.compose_s = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let image = update_image(state, &opts.tree, arch, &commit, opts.backend)?;
+                timings.image_s = t.elapsed().as_secs_f64();
+                (opts.tree.clone(), ref_, image, timings)
+            }
+        };
+        prepared.push((arch.as_str(), ready));
     }
     // A TCG guest keeps one core busy: boot the arches side by side, the cores shared out.
     let guest = GuestSettings {
@@ -152,23 +187,23 @@ pub async fn test_tree(
         fw_cfg: Vec::new(),
     };
     let shared = SharedReporter(std::sync::Mutex::new(reporter));
-    let boots = prepared.into_iter().map(|(arch, (composed, image, timings))| {
+    let boots = prepared.into_iter().map(|(arch, (tree, ref_, image, timings))| {
         let shared = &shared;
         let guest = guest.clone();
         async move {
-            let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
+            let dir = run_dir(state, &opts.run_id, &tree, arch);
             let t = Instant::now();
-            let booted = boot_and_test(&composed.tree, arch, &image, &dir, guest, &mut &*shared).await;
-            (composed, image, timings, dir, t.elapsed(), booted)
+            let booted = boot_and_test(&tree, arch, &image, &dir, guest, &mut &*shared).await;
+            (tree, arch, ref_, image, timings, dir, t.elapsed(), booted)
         }
     });
     let mut runs = Vec::new();
-    for (composed, image, mut timings, dir, boot_time, booted) in futures_util::future::join_all(boots).await {
+    for (tree, arch, ref_, image, mut timings, dir, boot_time, booted) in futures_util::future::join_all(boots).await {
         // A boot that broke is this tree/arch's infrastructure error; the other arch still reports.
         let (suite, guest_times) = booted.unwrap_or_else(|e| {
             let suite = SuiteResult {
-                tree: composed.tree.clone(),
-                arch: composed.arch.clone(),
+                tree: tree.clone(),
+                arch: arch.to_string(),
                 commit: image.commit.clone(),
                 cases: vec![],
                 infra_error: Some(format!("{e:#}")),
@@ -187,12 +222,12 @@ pub async fn test_tree(
                 retain: opts.retain,
                 scratch_delta: opts.scratch_delta,
             };
-            timings.publish_s = Some(publish_timed(state, &publish_opts, &composed.ref_, &image.commit)?);
+            timings.publish_s = Some(publish_timed(state, &publish_opts, &ref_, &image.commit)?);
         }
         fs_err::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
         (&shared).suite_done(&suite);
         runs.push(TreeArchRun {
-            ref_: composed.ref_,
+            ref_,
             commit: image.commit.clone(),
             run_dir: dir,
             suite,
@@ -268,13 +303,20 @@ pub fn prepare(
             "{tree}: the tree is not bootable (`container: true`): it composes ({commit}) but has no kernel to boot"
         );
     }
-    let harness_arch = harness_arch(arch)?;
     let t = Instant::now();
+    let image = update_image(state, &composed.tree, arch, &commit, backend)?;
+    timings.image_s = t.elapsed().as_secs_f64();
+    Ok((composed, image, timings))
+}
+
+/// Deploy `commit` (in the state's repo) into the cached image of `tree` on `arch`.
+pub fn update_image(state: &StateDir, tree: &str, arch: &str, commit: &str, backend: Backend) -> Result<ImageState> {
+    let harness_arch = harness_arch(arch)?;
     let spec = ImageSpec {
-        tree: composed.tree.clone(),
+        tree: tree.into(),
         arch: arch.into(),
         repo: state.repo(),
-        commit: commit.clone(),
+        commit: commit.into(),
         osname: OSNAME.into(),
         kargs: vec![
             "root=LABEL=root".into(),
@@ -284,10 +326,35 @@ pub fn prepare(
             "panic=-1".into(),
         ],
     };
-    let image = fedostree_images::update_image(state, &spec, backend)
-        .with_context(|| format!("updating the {} {arch} image", composed.tree))?;
-    timings.image_s = t.elapsed().as_secs_f64();
-    Ok((composed, image, timings))
+    fedostree_images::update_image(state, &spec, backend).with_context(|| format!("updating the {tree} {arch} image"))
+}
+
+/// The remote a worker pulls candidates through (`fedostree test --from URL`).
+const CANDIDATES_REMOTE: &str = "fedostree-candidates";
+
+/// `fedostree test --from URL`: pull `ref_` from a compose server's candidate repository (`fedostree
+/// serve --candidates`) into this state's repo over HTTP, and name the commit. Candidates are not
+/// signed (only what passes is, when it is published): a worker trusts the server it was pointed at.
+pub fn pull_candidate(state: &StateDir, url: &str, ref_: &str) -> Result<String> {
+    use fedostree_util::cmd::CommandRunExt;
+    fedostree_compose::commit::open_or_create_repo(&state.repo())?;
+    let ostree = || {
+        let mut c = std::process::Command::new("ostree");
+        c.arg(format!("--repo={}", state.repo().display()));
+        c
+    };
+    ostree()
+        .args(["remote", "add", "--force", "--no-gpg-verify", CANDIDATES_REMOTE, url])
+        .run()
+        .with_context(|| format!("adding {url} as the candidates' remote"))?;
+    ostree()
+        .args(["pull", CANDIDATES_REMOTE, ref_])
+        .run()
+        .map_err(|e| fedostree_util::InputError::new(format!("pulling {ref_} from {url}: {e:#}")))?;
+    let commit = ostree()
+        .args(["rev-parse", &format!("{CANDIDATES_REMOTE}:{ref_}")])
+        .run_get_string()?;
+    Ok(commit.trim().to_string())
 }
 
 /// Boot `image` once on a throwaway overlay in `run_dir` and fold the guest's events into a suite.

@@ -109,7 +109,9 @@ fn prune_candidate_repo(repo_path: &Path, needed: &BTreeSet<String>) -> Result<V
     let repo = fedostree_compose::commit::open_or_create_repo(repo_path)?;
     let cancel = ostree::gio::Cancellable::NONE;
     let has = |c: &str| repo.has_object(ostree::ObjectType::Commit, c, cancel);
-    let refs = repo.list_refs(None, cancel).context("listing the candidate repo's refs")?;
+    let refs = repo
+        .list_refs(None, cancel)
+        .context("listing the candidate repo's refs")?;
     let tips: BTreeSet<String> = refs
         .iter()
         .filter(|(r, _)| !r.starts_with(KEEP_REFS))
@@ -117,7 +119,11 @@ fn prune_candidate_repo(repo_path: &Path, needed: &BTreeSet<String>) -> Result<V
         .collect();
     // Walk every chain (from the tips, and from what was kept before) before anything is deleted.
     let mut seen = BTreeSet::new();
-    let starts: BTreeSet<String> = refs.values().map(|c| c.to_string()).chain(needed.iter().cloned()).collect();
+    let starts: BTreeSet<String> = refs
+        .values()
+        .map(|c| c.to_string())
+        .chain(needed.iter().cloned())
+        .collect();
     for start in starts {
         let mut next = Some(start);
         while let Some(c) = next {
@@ -220,10 +226,16 @@ mod tests {
         assert_eq!(ostree(&repo, &["cat", &commits[1], "/file"]), "content 1");
         assert_eq!(ostree(&repo, &["cat", "r", "/file"]), "content 4");
         let objects = ostree(&repo, &["fsck"]);
-        assert!(objects.contains("2 commits completed successfully - no errors"), "{objects}");
+        assert!(
+            objects.contains("2 commits completed successfully - no errors"),
+            "{objects}"
+        );
         assert_eq!(ostree(&repo, &["refs"]), format!("r\n{KEEP_REFS}{}", commits[1]));
         // Once nothing needs it, the kept commit goes too, and its ref with it.
-        assert_eq!(prune_candidate_repo(&repo, &BTreeSet::new()).unwrap(), [commits[1].clone()]);
+        assert_eq!(
+            prune_candidate_repo(&repo, &BTreeSet::new()).unwrap(),
+            [commits[1].clone()]
+        );
         assert_eq!(ostree(&repo, &["refs"]), "r");
         assert!(Command::new("ostree")
             .arg(format!("--repo={}", repo.display()))

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub async fn serve(dir: PathBuf, addr: SocketAddr) -> Result<()> {
     if !dir.is_dir() {
         fedostree_util::bail_input!(
-            "{}: no public repository yet (`fedostree test` publishes into it)",
+            "{}: no repository there yet (`fedostree test` publishes into the public one, `fedostree compose` commits candidates)",
             dir.display()
         );
     }
