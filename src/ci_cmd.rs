@@ -53,6 +53,8 @@ pub enum CiCommand {
         #[arg(long, default_value_t = 50)]
         keep: usize,
     },
+    /// Write the status page again from the history (a finished run's page is written once).
+    Page,
     /// A run's results as ResultsDB results, one JSON object a line (default: the newest run).
     Export {
         #[arg(long)]
@@ -309,6 +311,11 @@ pub fn run(state: &StateDir, sources: impl Fn() -> Result<Sources>, cmd: CiComma
                 pruned.runs.len(),
                 pruned.commits.len()
             );
+            Ok(Exit::Ok)
+        }
+        CiCommand::Page => {
+            let h = open(state)?;
+            fedostree_ci::status_page::write(&h, &state.public())?;
             Ok(Exit::Ok)
         }
         CiCommand::Export { run } => {

@@ -32,6 +32,11 @@ fn main() {
             &[IMAGE_BACKEND, &[Prereq::Qemu("x86_64")]].concat(),
             a_worker_tests_a_candidate_pulled_from_the_compose_server,
         ),
+        Test::new(
+            "the_status_page_of_a_recorded_history_renders_in_chromium",
+            &[Prereq::Binary("chromium")],
+            the_status_page_of_a_recorded_history_renders_in_chromium,
+        ),
         Test::new("ci_input_errors", &[], ci_input_errors),
     ]);
 }
@@ -278,6 +283,108 @@ fn ci_tests_what_changed_and_remembers_it() {
         &["test", "--tree", "dev/minimal", "--arch", "x86_64", "--no-publish"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // `ci watch`: passes until told to stop (here: two), each a fresh run, here both up to date.
+    let out = fedostree(
+        &state,
+        &[
+            "ci",
+            "watch",
+            "--interval",
+            "1",
+            "--passes",
+            "2",
+            "--trees",
+            "dev/minimal",
+            "--arch",
+            "x86_64",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("0 tested, 1 up to date").count(), 2, "{err}");
+
+    signal_mid_run_publishes_nothing_and_the_next_pass_resumes(&state);
+}
+
+/// SIGTERM while a pass's VM runs: the VM is stopped, nothing is published, the run is recorded as
+/// interrupted, and the next pass tests the tree again.
+fn signal_mid_run_publishes_nothing_and_the_next_pass_resumes(state: &Path) {
+    let reff = "fedostree/dev/x86_64/minimal";
+    let public_tip = || {
+        String::from_utf8(
+            Command::new("ostree")
+                .arg(format!("--repo={}", state.join("public").display()))
+                .args(["rev-parse", reff])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
+    let before = public_tip();
+    let bump = fedostree(
+        state,
+        &["devrepo", "--arch", "x86_64", "--bump", "fedostree-installed-tests"],
+    );
+    assert!(bump.status.success());
+    let runs_before: Vec<_> = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let mut pass = Command::new(env!("CARGO_BIN_EXE_fedostree"))
+        .env("FEDOSTREE_STATE_DIR", state)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["ci", "run", "--trees", "dev/minimal", "--arch", "x86_64"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the guest to be running: its console log has the kernel's first lines.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let console = loop {
+        let found = std::fs::read_dir(state.join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !runs_before.contains(p))
+            .map(|p| p.join("dev/minimal/x86_64/console.log"))
+            .find(|c| std::fs::metadata(c).is_ok_and(|m| m.len() > 0));
+        if let Some(c) = found {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pass never booted its VM");
+        assert!(pass.try_wait().unwrap().is_none(), "the pass ended before its VM ran");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let run = console
+        .ancestors()
+        .nth(4)
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pass.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = pass.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    let qemus = Command::new("pgrep")
+        .args(["-f", &console.parent().unwrap().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(qemus.stdout.is_empty(), "a QEMU of the interrupted run is still there");
+    assert_eq!(public_tip(), before, "an interrupted pass published");
+    assert_eq!(show(state, &run)["run"]["status"], "interrupted");
+    let out = fedostree(state, &["ci", "run", "--trees", "dev/minimal", "--arch", "x86_64"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("1 tested, 0 up to date"),
+        "the next pass tests the tree again: {err}"
+    );
+    assert_ne!(public_tip(), before, "and publishes it");
 }
 
 /// Headless Chromium's DOM of `page` (and a phone-width screenshot when asked).
@@ -462,4 +569,116 @@ fn a_worker_tests_a_candidate_pulled_from_the_compose_server() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("pulling no/such/ref from"), "{}", stderr(&out));
+}
+
+/// The page for a recorded history with a pass, a failure, a flaky test and an infrastructure error,
+/// where a test name, a console log and an error message carry markup: headless Chromium shows the
+/// verdicts, every link resolves, and nothing from the history became an element.
+fn the_status_page_of_a_recorded_history_renders_in_chromium() {
+    use fedostree_ci::history::{History, NewResult, TestRow};
+    let dir = common::TestDir::fresh("ci-page");
+    let public = dir.join("public");
+    let mut h = History::open(&dir.join("ci.sqlite")).unwrap();
+    h.begin_run("20261202T000000-1", "* on x86_64,aarch64").unwrap();
+    let evil = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
+    let test = |name: &str, outcome: &str, attempt: u32, flaky: bool| TestRow {
+        name: name.into(),
+        outcome: outcome.into(),
+        duration_s: 1.5,
+        attempt,
+        flaky,
+        denied: None,
+    };
+    let mut result = |tree: &str, arch: &str, verdict: &str, tests: Vec<TestRow>, infra: Option<&str>| {
+        let artifacts = dir.join("runs").join(tree).join(arch);
+        std::fs::create_dir_all(artifacts.join("attempt-2")).unwrap();
+        std::fs::write(artifacts.join("console.log"), format!("[ 0.0] booting {evil}\n")).unwrap();
+        std::fs::write(artifacts.join("attempt-2/console.log"), "second boot\n").unwrap();
+        std::fs::write(artifacts.join("junit.xml"), "<testsuites/>").unwrap();
+        h.record_result(&NewResult {
+            run_id: "20261202T000000-1".into(),
+            tree: tree.into(),
+            arch: arch.into(),
+            ref_: format!("fedostree/{tree}"),
+            commit: "ab".repeat(32),
+            parent_commit: None,
+            version: Some("1.20261202".into()),
+            verdict: verdict.into(),
+            published: verdict == "pass",
+            infra_error: infra.map(Into::into),
+            compose_s: Some(1.0),
+            image_s: Some(2.0),
+            boot_s: Some(3.0),
+            publish_s: None,
+            artifacts: artifacts.display().to_string(),
+            package_diff: Some(serde_json::json!({"added": [format!("pkg-{evil}-1-1.noarch")], "upgraded": []})),
+            tests,
+        })
+        .unwrap();
+    };
+    result(
+        "dev/minimal",
+        "x86_64",
+        "pass",
+        vec![test("s/ok", "pass", 1, false)],
+        None,
+    );
+    result(
+        "dev/broken",
+        "x86_64",
+        "fail",
+        vec![
+            test(&format!("s/{evil}"), "fail", 1, false),
+            test(&format!("s/{evil}"), "fail", 2, false),
+        ],
+        None,
+    );
+    result(
+        "dev/broken",
+        "aarch64",
+        "flaky",
+        vec![test("s/flake", "fail", 1, false), test("s/flake", "pass", 2, true)],
+        None,
+    );
+    result(
+        "dev/minimal",
+        "aarch64",
+        "error",
+        vec![],
+        Some(&format!("no end marker {evil}")),
+    );
+    h.finish_run("20261202T000000-1", "finished").unwrap();
+    fedostree_ci::status_page::write(&h, &public).unwrap();
+
+    let status = public.join("status");
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ci-page-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let index = browse(&status.join("index.html"), Some(&artifacts.join("index.png")));
+    for v in ["pass", "fail", "flaky", "error"] {
+        assert_eq!(
+            index.matches(&format!("data-verdict=\"{v}\"")).count(),
+            1,
+            "{v}: {index}"
+        );
+    }
+    links_resolve(&index, &status);
+    let run_dir = status.join("run/20261202T000000-1");
+    let run = browse(&run_dir.join("index.html"), Some(&artifacts.join("run.png")));
+    links_resolve(&run, &run_dir);
+    assert!(run.contains("data-flaky=\"true\""), "{run}");
+    assert!(run.contains("console.log (attempt 2)"), "{run}");
+    assert!(run.contains("no end marker &lt;script&gt;"), "{run}");
+    let tree = browse(&status.join("tree/dev--broken.html"), None);
+    links_resolve(&tree, &status.join("tree"));
+    for dom in [&index, &run, &tree] {
+        assert!(
+            !dom.contains("<script") && !dom.contains("<img"),
+            "markup from the history became DOM: {dom}"
+        );
+        let title = &dom[dom.find("<title>").unwrap()..dom.find("</title>").unwrap()];
+        assert!(!title.contains("pwned"), "a script ran: {title}");
+    }
+    // The copied console log is served as text, escaped nowhere but never interpreted as a page.
+    let console = std::fs::read_to_string(run_dir.join("dev--broken/x86_64/attempt-1/console.log")).unwrap();
+    assert!(console.contains("booting <script>"));
 }

@@ -55,7 +55,7 @@ td,th{border:1px solid #ccc;padding:0.3em 0.5em;text-align:left;vertical-align:t
 .verdict-pass{background:#d9f2d9}.verdict-flaky{background:#fff1c2}\n\
 .verdict-fail{background:#f8d0d0}.verdict-error{background:#e0d4f5}.verdict-none{background:#eee}\n\
 .outcome-fail,.outcome-timeout,.outcome-error{color:#a00;font-weight:bold}\n\
-code,pre{font-family:ui-monospace,monospace;font-size:0.9em}\n\
+code,pre{font-family:ui-monospace,monospace;font-size:0.9em;overflow-wrap:anywhere}\n\
 pre{white-space:pre-wrap;word-break:break-all;background:#f6f6f6;padding:0.5em}\n\
 small{color:#666}\n";
 
