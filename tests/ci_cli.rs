@@ -246,6 +246,13 @@ fn ci_tests_what_changed_and_remembers_it() {
     let run_page = browse(&run_page_dir.join("index.html"), Some(&artifacts.join("run.png")));
     assert!(run_page.contains("data-flaky=\"true\""), "{run_page}");
     assert!(run_page.contains("console.log (attempt 3)"), "{run_page}");
+    // x86_64's screen when a test failed, as QEMU's screendump wrote it.
+    let png = run_page_dir.join("dev--broken/x86_64/attempt-1/screenshot.png");
+    assert!(
+        std::fs::read(&png).unwrap().starts_with(b"\x89PNG"),
+        "{}",
+        png.display()
+    );
     links_resolve(&run_page, &run_page_dir);
     let tree_dir = status.join("tree");
     let tree_page = browse(&tree_dir.join("dev--broken.html"), None);
@@ -370,11 +377,21 @@ fn signal_mid_run_publishes_nothing_and_the_next_pass_resumes(state: &Path) {
         .success());
     let status = pass.wait().unwrap();
     assert_eq!(status.code(), Some(128 + 15), "{status:?}");
-    let qemus = Command::new("pgrep")
-        .args(["-f", &console.parent().unwrap().display().to_string()])
-        .output()
-        .unwrap();
-    assert!(qemus.stdout.is_empty(), "a QEMU of the interrupted run is still there");
+    // The cleanup stopped the VM before the process exited; allow the kernel a moment to reap it.
+    let run_dir = console.parent().unwrap().display().to_string();
+    let left = (0..30).find_map(|_| {
+        let out = Command::new("pgrep").args(["-a", "-f", &run_dir]).output().unwrap();
+        if out.stdout.is_empty() {
+            return Some(String::new());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        None
+    });
+    assert_eq!(
+        left.as_deref(),
+        Some(""),
+        "a QEMU of the interrupted run is still there"
+    );
     assert_eq!(public_tip(), before, "an interrupted pass published");
     assert_eq!(show(state, &run)["run"]["status"], "interrupted");
     let out = fedostree(state, &["ci", "run", "--trees", "dev/minimal", "--arch", "x86_64"]);

@@ -447,8 +447,9 @@ async fn test_with_retries(
             boot_s: t.elapsed().as_secs_f64(),
         });
         if broke {
-            // An infrastructure error is retried once, whole; a rerun that breaks ends the reruns.
-            if infra_retried || only.is_some() {
+            // An infrastructure error is retried once, whole; a rerun that breaks ends the reruns, and
+            // so does a signal (the VM it stopped looks broken).
+            if infra_retried || only.is_some() || fedostree_util::cleanup::interrupted() {
                 return attempts;
             }
             infra_retried = true;

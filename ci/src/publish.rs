@@ -145,11 +145,37 @@ fn prune(repo: &ostree::Repo, public: &Path, gone: &[String], history: &History)
             }
         }
     }
-    // What the kept commits reach stays (a missing parent ends a chain); everything else goes.
-    repo.prune(ostree::RepoPruneFlags::REFS_ONLY, -1, cancel)
-        .context("pruning the public repo")?;
+    // libostree keeps what the refs reach, and a published commit's parent is the previous candidate,
+    // which may never have been published: a chain ends there, and the retained commits before it
+    // would go. Refs hold them for the prune, and go before the summary is written again.
+    let tips: Vec<String> = repo
+        .list_refs(None, cancel)?
+        .into_values()
+        .map(|c| c.to_string())
+        .collect();
+    let holds: Vec<String> = history
+        .values()
+        .flatten()
+        .filter(|c| !tips.contains(c))
+        .map(|c| format!("{RETAIN_REFS}{c}"))
+        .collect();
+    for r in &holds {
+        let c = &r[RETAIN_REFS.len()..];
+        repo.set_ref_immediate(None, r, Some(c), cancel)?;
+    }
+    let pruned = repo
+        .prune(ostree::RepoPruneFlags::REFS_ONLY, -1, cancel)
+        .context("pruning the public repo");
+    for (r, _) in repo.list_refs(Some(RETAIN_REFS.trim_end_matches('/')), cancel)? {
+        let r = format!("{RETAIN_REFS}{r}");
+        repo.set_ref_immediate(None, &r, None, cancel)?;
+    }
+    pruned?;
     Ok(())
 }
+
+/// Refs that hold retained commits during a prune (see [`prune`]); never in a summary.
+const RETAIN_REFS: &str = "fedostree-retain/";
 
 #[cfg(test)]
 mod tests {
@@ -250,6 +276,32 @@ mod tests {
         let refs = ostree(&public, &["refs"]).unwrap();
         assert_eq!(refs.lines().collect::<Vec<_>>(), ["t/x86_64"], "{refs}");
         assert!(ostree(&public, &["rev-parse", "t/aarch64"]).is_err());
+    }
+
+    /// Commits are published between failed candidates (their parents never reach the public repo):
+    /// the retained ones stay when an older one is pruned, and no ref that held them is left behind.
+    #[test]
+    fn retention_keeps_commits_whose_parent_was_never_published() {
+        let d = tempfile::tempdir().unwrap();
+        let runs: Vec<(&str, String)> = (0..5).map(|i| ("t/x86_64", format!("v{i}"))).collect();
+        let runs: Vec<(&str, &str)> = runs.iter().map(|(r, v)| (*r, v.as_str())).collect();
+        let c = candidates(d.path(), &runs);
+        let (src, public) = (d.path().join("repo"), d.path().join("public"));
+        let key = key(d.path());
+        let opts = PublishOptions {
+            key: &key,
+            retain: 2,
+            scratch_delta: false,
+        };
+        for commit in [&c[0], &c[2], &c[4]] {
+            publish(&src, &public, "t/x86_64", commit, &opts).unwrap();
+        }
+        assert!(ostree(&public, &["show", &c[0]]).is_err(), "beyond the retention");
+        ostree(&public, &["show", &c[2]]).expect("retained, though its parent was never published");
+        ostree(&public, &["fsck", "--quiet"]).unwrap();
+        assert_eq!(ostree(&public, &["refs"]).unwrap().trim(), "t/x86_64");
+        let summary = ostree(&public, &["summary", "--view"]).unwrap();
+        assert!(!summary.contains("fedostree-retain"), "{summary}");
     }
 
     /// A client that trusts only the exported key pulls signed commits through the signed summary;

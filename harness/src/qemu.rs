@@ -220,6 +220,11 @@ impl VmConfig {
     pub fn results_log(&self) -> PathBuf {
         self.run_dir.join("results.jsonl")
     }
+    /// The VM's screen when a test failed or the boot broke (QMP `screendump`; x86_64 only, the one
+    /// machine here with a display).
+    pub fn screenshot(&self) -> PathBuf {
+        self.run_dir.join("screenshot.png")
+    }
     pub fn qmp_socket(&self) -> PathBuf {
         let in_run_dir = self.run_dir.join("qmp.sock");
         // sockaddr_un holds 107 bytes: deep run dirs (CI checkouts, nextest run ids) get a socket in
@@ -284,6 +289,11 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
     push(&["-accel", cfg.accel.as_str()]);
     push(&["-m", &cfg.memory_mb.to_string(), "-smp", &cfg.smp.to_string()]);
     push(&["-nodefaults", "-display", "none"]);
+    // A screen for QMP screendump (what firmware and a VT show); aarch64's virt machine has none, and
+    // its console is the serial log anyway.
+    if cfg.arch == Arch::X86_64 {
+        push(&["-device", "VGA"]);
+    }
     match cfg.boot {
         // A guest reboot ends QEMU, so a panic ends the run.
         BootPath::DirectKernel => push(&[

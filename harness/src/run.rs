@@ -100,6 +100,9 @@ enum Ending {
 }
 
 struct Watch<'a> {
+    /// A test failed: the screen is worth keeping (once).
+    screen_wanted: bool,
+    screen_taken: bool,
     results: FileTail,
     console: FileTail,
     parser: EventParser,
@@ -139,6 +142,10 @@ impl Watch<'_> {
             if matches!(ev, GuestEvent::RunFinished { .. }) && !self.outcome.finished {
                 self.outcome.finished = true;
                 self.outcome.time_to_results = Some(self.started.elapsed());
+            }
+            if let GuestEvent::TestFinished { status, .. } = &ev {
+                use crate::protocol::TestStatus;
+                self.screen_wanted |= matches!(status, TestStatus::Fail | TestStatus::Timeout);
             }
             (self.on_event)(&ev);
             self.outcome.events.push(ev);
@@ -195,6 +202,8 @@ async fn run_once(
     tracing::debug!(qmp_ready = ?vm.qmp_ready(), status = %status["status"], "VM running");
 
     let mut w = Watch {
+        screen_wanted: false,
+        screen_taken: false,
         results: FileTail::new(cfg.results_log()),
         console: FileTail::new(cfg.console_log()),
         parser: EventParser::new(),
@@ -209,7 +218,11 @@ async fn run_once(
         started,
         on_event,
     };
-    let ending = watch_until_end(&mut vm, &mut qmp_events, &mut w, deadline).await?;
+    let ending = watch_until_end(cfg, &mut vm, &mut qmp_events, &mut w, deadline).await?;
+    if matches!(ending, Ending::Badness | Ending::Stopped(_) | Ending::TimedOut) {
+        w.screen_wanted = true;
+        screenshot(cfg, &vm, &mut w).await;
+    }
     end_vm(cfg, &mut vm, &mut w, ending, timeout).await?;
     let done = finish_outcome(w, ending)?;
     write_boot_sections(cfg, &done.0.boots)?;
@@ -235,8 +248,24 @@ fn write_boot_sections(cfg: &VmConfig, boots: &[BootSection]) -> Result<()> {
     Ok(())
 }
 
+/// The screen as PNG, once per run, when it is wanted and the machine has one. Best effort: a VM that
+/// no longer answers QMP just has no screenshot.
+async fn screenshot(cfg: &VmConfig, vm: &Vm, w: &mut Watch<'_>) {
+    if !w.screen_wanted || w.screen_taken || cfg.arch != crate::qemu::Arch::X86_64 {
+        return;
+    }
+    w.screen_taken = true;
+    let Ok(qmp) = vm.qmp() else { return };
+    let args = serde_json::json!({"filename": cfg.screenshot().display().to_string(), "format": "png"});
+    let wait = tokio::time::timeout(Duration::from_secs(5), qmp.execute("screendump", Some(args))).await;
+    if !matches!(wait, Ok(Ok(_))) {
+        tracing::info!(?wait, "no screenshot");
+    }
+}
+
 /// Owns the watch loop: polls the files, QMP events and run state until something ends the run.
 async fn watch_until_end(
+    cfg: &VmConfig,
     vm: &mut Vm,
     qmp_events: &mut Option<UnboundedReceiver<QmpEvent>>,
     w: &mut Watch<'_>,
@@ -254,6 +283,7 @@ async fn watch_until_end(
         if exited {
             break Ending::Exited;
         }
+        screenshot(cfg, vm, w).await;
         let mut stop_event = false;
         while let Some(ev) = qmp_events.as_mut().and_then(|rx| rx.try_recv().ok()) {
             stop_event |= matches!(ev.event.as_str(), "STOP" | "GUEST_PANICKED");

@@ -17,6 +17,15 @@ struct Registry {
     entries: BTreeMap<u64, (String, Teardown)>,
 }
 
+/// Set when SIGINT/SIGTERM arrived: from then on nothing new may start (a VM the cleanup did not see
+/// would outlive it).
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a signal is ending this process.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     next: 0,
     entries: BTreeMap::new(),
@@ -80,6 +89,7 @@ pub fn install_signal_handler() {
             .spawn(move || {
                 if let Some(sig) = signals.forever().next() {
                     let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
                     eprintln!("fedostree: caught {name}, cleaning up");
                     if pending() > 0 {
                         stop_children(Duration::from_secs(5));
