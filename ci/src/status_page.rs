@@ -1,7 +1,7 @@
 //! The status page: static HTML under `$STATE/public/status/`, written after every `ci run` and served
 //! with the public repository. No JavaScript; everything that comes from a package, a test or a console
 //! is escaped. `index.html` is the grid of trees × arches; `tree/<tree>.html` a tree's history with its
-//! package diffs; `run/<id>/index.html` one run's tests, with the artifacts copied beside it.
+//! package diffs; `run/<id>/index.html` one run's tests, with the artifacts linked beside it.
 
 use crate::history::{History, ResultRow, RunRow, TestRow};
 use anyhow::{Context, Result};
@@ -294,7 +294,7 @@ fn write_run(history: &History, run: &RunRow, out: &Path, generated: &str) -> Re
         }
         let tests = history.tests_of(r.id)?;
         body.push_str(&tests_table(&tests));
-        // Artifacts of each attempt, copied beside the page (the run directory is not served).
+        // Artifacts of each attempt, linked beside the page (the run directory is not served).
         let src = PathBuf::from(&r.artifacts);
         let mut attempt_dirs = match r.artifacts.is_empty() {
             true => vec![],
@@ -317,7 +317,12 @@ fn write_run(history: &History, run: &RunRow, out: &Path, generated: &str) -> Re
                 }
                 let to = out.join(&rel).join(name);
                 fs_err::create_dir_all(to.parent().unwrap())?;
-                fs_err::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+                // A finished run's artifacts never change: a hard link costs no space (same state
+                // dir); another filesystem gets a copy.
+                let _ = fs_err::remove_file(&to);
+                if std::fs::hard_link(&from, &to).is_err() {
+                    fs_err::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+                }
                 links.push(format!(
                     "<a class=\"artifact\" href=\"{}/{}\">{}{}</a>",
                     escape(&rel),
