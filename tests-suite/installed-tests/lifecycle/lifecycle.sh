@@ -131,8 +131,8 @@ switched)
 	check "the booted origin is $LIFECYCLE_SWITCH_REF" grep -q "refspec=fedostree:$LIFECYCLE_SWITCH_REF" \
 		"$(readlink -f "/sysroot$(sed -n 's/.*ostree=\([^ ]*\).*/\1/p' /proc/cmdline)").origin"
 	# The tree's own content, cheaply: a container under TCG takes minutes, and the tree's suite runs one.
-	check "the switched tree's rpmdb has docker.io" rpm -q docker.io
-	check "dockerd is on the switched tree" test -x /usr/bin/dockerd
+	check "the switched tree's rpmdb has docker.io" rpm -q --dbpath /usr/share/rpm docker.io
+	check "dockerd is on the switched tree" test -x /usr/sbin/dockerd
 	check "ostree admin switch back to fedostree:$LIFECYCLE_REF" ostree admin switch "fedostree:$LIFECYCLE_REF"
 	check "the default deployment is the base ref's tip, N+1" eq "$(status_default)" "$LIFECYCLE_N1"
 	next back
