@@ -538,20 +538,23 @@ fn a_worker_tests_a_candidate_pulled_from_the_compose_server() {
     }
     let _server = Kill(server);
 
-    let out = fedostree(
-        &worker,
-        &[
-            "test",
-            "--tree",
-            "dev/minimal",
-            "--arch",
-            "x86_64",
-            "--from",
-            &url,
-            "--ref",
-            reff,
-        ],
-    );
+    let test_from = |reff: &str| {
+        fedostree(
+            &worker,
+            &[
+                "test",
+                "--tree",
+                "dev/minimal",
+                "--arch",
+                "x86_64",
+                "--from",
+                &url,
+                "--ref",
+                reff,
+            ],
+        )
+    };
+    let out = test_from(reff);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("PASS") && err.contains("passed (not published)"), "{err}");
@@ -570,20 +573,7 @@ fn a_worker_tests_a_candidate_pulled_from_the_compose_server() {
     );
 
     // A ref the server does not have is the input's fault, named.
-    let out = fedostree(
-        &worker,
-        &[
-            "test",
-            "--tree",
-            "dev/minimal",
-            "--arch",
-            "x86_64",
-            "--from",
-            &url,
-            "--ref",
-            "no/such/ref",
-        ],
-    );
+    let out = test_from("no/such/ref");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("pulling no/such/ref from"), "{}", stderr(&out));
 }

@@ -6,7 +6,7 @@
 use crate::denylist::Denylist;
 use crate::history::{History, NewResult, TestRow};
 use crate::pipeline::{self, GuestSettings, Timings};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use fedostree_harness::qemu::{Accel, BootPath, FwCfgValue};
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::{Status, SuiteResult};
@@ -261,8 +261,8 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
     let mut ready = Vec::new();
     for mut unit in changed {
         let t = Instant::now();
-        let (_, image, _) = pipeline::prepare(state, &opts.sources, &unit.tree, &unit.arch, opts.backend)
-            .with_context(|| format!("{} {}: updating the image", unit.tree, unit.arch))?;
+        // The compose above already made the commit: deploy it, without composing again.
+        let image = pipeline::update_image(state, &unit.tree, &unit.arch, &unit.commit, opts.backend)?;
         unit.timings.image_s = t.elapsed().as_secs_f64();
         ready.push((unit, image));
     }
@@ -279,6 +279,15 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
     .buffer_unordered(jobs);
     let mut done = Vec::new();
     while let Some((mut unit, attempts)) = tested.next().await {
+        // A signal stopped the VMs: what they reported says nothing, and nothing more is published or
+        // recorded (the signal thread ends the process; this only keeps the main thread from racing it).
+        if fedostree_util::cleanup::interrupted() {
+            history.finish_run(&opts.run_id, "interrupted")?;
+            // The signal thread is cleaning up and ends the process with 128+signal: wait for it.
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
         let judged = judge(&unit, &attempts, opts.flaky, denylist);
         let mut published = false;
         if let Some(key) = key.as_ref().filter(|_| judged.publishable) {
