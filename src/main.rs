@@ -183,9 +183,21 @@ enum Command {
         /// candidate repository (`fedostree serve --candidates`) at this URL, test it, publish nothing.
         #[arg(long, value_name = "URL", conflicts_with = "scenario")]
         from: Option<String>,
-        /// The ref to pull with --from (default: the tree's ref for the arch).
-        #[arg(long = "ref", value_name = "REF", requires = "from")]
+        /// With --from: the ref to pull (default: the tree's ref for the arch). With --add-rpm or
+        /// --add-repo: the scratch ref to commit on (default: `<tree ref>-scratch/<first package>`).
+        #[arg(long = "ref", value_name = "REF")]
         from_ref: Option<String>,
+        /// The packager fast path: these RPM files (or directories of them) override the tree's
+        /// packages, same names replaced whatever their version, new names added. The commit goes
+        /// on a scratch ref, is tested in a throwaway copy of the tree's image, and is not published.
+        #[arg(long = "add-rpm", value_name = "PATH", num_args = 1.., conflicts_with_all = ["from", "scenario"])]
+        add_rpm: Vec<PathBuf>,
+        /// Like --add-rpm, with an rpm-md repository (a directory or URL) of the build's packages.
+        #[arg(long = "add-repo", value_name = "DIR|URL", conflicts_with_all = ["from", "scenario"])]
+        add_repo: Vec<String>,
+        /// Publish a passing scratch commit (--add-rpm/--add-repo) to the public repository under REF.
+        #[arg(long, value_name = "REF")]
+        publish_to: Option<String>,
     },
     /// Compose the tree and deploy its commit offline into the cached image, without booting;
     /// prints the image state and update statistics as JSON.
@@ -215,6 +227,44 @@ enum Command {
     Ci {
         #[command(subcommand)]
         command: ci_cmd::CiCommand,
+    },
+    /// Find the first bad commit of a tree's history: binary search between a good and a bad commit,
+    /// each step deployed into a throwaway copy of the cached image and booted. Exit 0: found;
+    /// 2: skipped commits (or broken VMs) leave it open.
+    Bisect {
+        #[arg(long)]
+        tree: String,
+        /// Architecture (default: the host's).
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
+        /// A commit (checksum) or ref known to be good.
+        #[arg(long)]
+        good: String,
+        /// A commit (checksum) or ref known to be bad; the search runs along its parent chain.
+        #[arg(long)]
+        bad: String,
+        /// An installed test (`suite/name`) that decides (repeatable; default: all of them).
+        #[arg(long = "test", value_name = "NAME", conflicts_with = "script")]
+        tests: Vec<String>,
+        /// A program to run in the guest instead: exit 0 good, 125 skip this commit, else bad.
+        #[arg(long, value_name = "FILE")]
+        script: Option<PathBuf>,
+        /// Take the tree's history from this published repository (`fedostree serve`) instead of
+        /// the candidate repository.
+        #[arg(long, value_name = "URL")]
+        repo: Option<String>,
+        /// Accelerator (default: KVM only when a probe VM proves it works).
+        #[arg(long, value_enum)]
+        accel: Option<AccelArg>,
+        /// Image access (default: qsd as root, else guestfs).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+        /// Whole-VM timeout of each step in seconds.
+        #[arg(long, default_value_t = 600)]
+        vm_timeout: u64,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Package database queries on commits.
     Db {
@@ -267,6 +317,7 @@ fn run(cli: Cli) -> Result<Exit> {
                 lockfiles: lockfiles.clone(),
                 lockfile_strict,
                 write_lockfile_to: write_lockfile_to.clone(),
+                overrides: None,
             };
             let sources = sources()?;
             let opts: Vec<_> = arches(arch).into_iter().map(opts).collect();
@@ -288,7 +339,17 @@ fn run(cli: Cli) -> Result<Exit> {
             scenario,
             from,
             from_ref,
+            add_rpm,
+            add_repo,
+            publish_to,
         } => {
+            let scratch = !add_rpm.is_empty() || !add_repo.is_empty();
+            if from_ref.is_some() && from.is_none() && !scratch {
+                fedostree_util::bail_input!("--ref goes with --from, --add-rpm or --add-repo");
+            }
+            if publish_to.is_some() && !scratch {
+                fedostree_util::bail_input!("--publish-to publishes a scratch build: give --add-rpm or --add-repo");
+            }
             if from_ref.is_some() && arches(arch).len() > 1 {
                 fedostree_util::bail_input!("--ref names one architecture's ref: give one --arch");
             }
@@ -298,8 +359,9 @@ fn run(cli: Cli) -> Result<Exit> {
                 arches: arches(arch),
                 accel: accel.map(self::accel),
                 backend: backend(b),
-                // A worker reports; publishing is the compose server's, which holds the key.
-                publish: !no_publish && from.is_none(),
+                // A worker reports; publishing is the compose server's, which holds the key. A scratch
+                // build is published only where --publish-to says.
+                publish: !no_publish && from.is_none() && !scratch,
                 vm_timeout: std::time::Duration::from_secs(vm_timeout),
                 run_id: fedostree_ci::pipeline::new_run_id(),
                 signing: fedostree_ci::signing::SigningSpec {
@@ -313,6 +375,12 @@ fn run(cli: Cli) -> Result<Exit> {
                     BootArg::Firmware => fedostree_harness::qemu::BootPath::Firmware,
                 },
                 scenario,
+                scratch: scratch.then(|| fedostree_ci::scratch::ScratchOptions {
+                    rpms: add_rpm,
+                    repos: add_repo,
+                    ref_: from_ref.clone(),
+                    publish_to: publish_to.filter(|_| !no_publish),
+                }),
                 from: from.map(|url| fedostree_ci::pipeline::Candidate { url, ref_: from_ref }),
             };
             cmd_test(&state, &opts, json)
@@ -325,6 +393,39 @@ fn run(cli: Cli) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Ci { command } => ci_cmd::run(&state, sources, command),
+        Command::Bisect {
+            tree,
+            arch,
+            good,
+            bad,
+            tests,
+            script,
+            repo,
+            accel: a,
+            backend: b,
+            vm_timeout,
+            json,
+        } => {
+            let arch = match arches(arch).as_slice() {
+                [one] => one.clone(),
+                _ => fedostree_util::bail_input!("bisect runs on one architecture: give one --arch"),
+            };
+            let opts = fedostree_ci::bisect::BisectOptions {
+                tree,
+                arch,
+                sources: sources()?,
+                good,
+                bad,
+                tests,
+                script,
+                repo_url: repo,
+                accel: a.map(accel),
+                backend: backend(b),
+                vm_timeout: std::time::Duration::from_secs(vm_timeout),
+                run_id: fedostree_ci::pipeline::new_run_id(),
+            };
+            cmd_bisect(&state, &opts, json)
+        }
         Command::Db {
             command: DbCommand::Diff { json, from, to },
         } => cmd_db_diff(&state, &from, &to, json),
@@ -432,6 +533,24 @@ fn cmd_db_diff(state: &StateDir, from: &str, to: &str, json: bool) -> Result<Exi
         say(d.render().trim_end_matches('\n'))?;
     }
     Ok(Exit::Ok)
+}
+
+fn cmd_bisect(state: &StateDir, opts: &fedostree_ci::bisect::BisectOptions, json: bool) -> Result<Exit> {
+    use fedostree_harness::report::Reporter;
+    // The steps' own test lines would drown the bisection's (they are in each step's artifacts): no
+    // reporter, only the step lines.
+    let mut none: Vec<Box<dyn Reporter + Send>> = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(fedostree_ci::bisect::bisect(state, opts, &mut none))?;
+    if json {
+        say(serde_json::to_string_pretty(&report)?)?;
+    } else {
+        say(report.render().trim_end())?;
+    }
+    Ok(match report.first_bad {
+        Some(_) => Exit::Ok,
+        None => Exit::Infra,
+    })
 }
 
 fn cmd_test(state: &StateDir, opts: &fedostree_ci::TestOptions, json: bool) -> Result<Exit> {

@@ -503,7 +503,6 @@ fn ci_input_errors() {
 /// Beyond one machine: one state dir composes and serves its candidate repository, another (a CI
 /// worker) pulls the candidate over HTTP, deploys it into its own cached image and tests it.
 fn a_worker_tests_a_candidate_pulled_from_the_compose_server() {
-    use std::io::BufRead;
     let server_state = state_dir("ci-compose-server");
     let worker = state_dir("ci-worker");
     let out = fedostree(&server_state, &["compose", "--tree", "dev/minimal", "--arch", "x86_64"]);
@@ -518,25 +517,7 @@ fn a_worker_tests_a_candidate_pulled_from_the_compose_server() {
             .stdout,
     )
     .unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_fedostree"))
-        .env("FEDOSTREE_STATE_DIR", &*server_state)
-        .args(["serve", "--candidates", "--addr", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    // The server logs every request on stderr: keep reading it.
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-    let url = first.split_once(" on ").unwrap().1.trim().to_owned();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(server);
+    let (_server, url) = common::serve(&server_state, &["--candidates"]);
 
     let test_from = |reff: &str| {
         fedostree(

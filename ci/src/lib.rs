@@ -5,6 +5,7 @@
 //! pass over every tree that tests only what changed, with reruns, a [`denylist`], the [`history`]
 //! in SQLite and the [`status_page`].
 
+pub mod bisect;
 pub mod ci_run;
 pub mod denylist;
 pub mod history;
@@ -13,6 +14,7 @@ pub mod pipeline;
 pub mod prune;
 pub mod publish;
 pub mod resultsdb;
+pub mod scratch;
 pub mod serve;
 pub mod signing;
 pub mod status_page;

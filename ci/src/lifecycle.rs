@@ -176,6 +176,7 @@ async fn run_arch(
         published: false,
         image,
         timings,
+        package_diff: None,
     })
 }
 

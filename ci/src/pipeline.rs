@@ -40,6 +40,8 @@ pub struct TestOptions {
     pub scenario: Option<String>,
     /// Test a compose server's candidate instead of composing here (a CI worker).
     pub from: Option<Candidate>,
+    /// A packager's RPMs override the tree's packages, on a scratch ref (`--add-rpm`).
+    pub scratch: Option<crate::scratch::ScratchOptions>,
 }
 
 /// Where a worker's candidate comes from: a compose server's candidate repository and the ref in it
@@ -105,6 +107,22 @@ pub struct TreeArchRun {
     pub published: bool,
     pub image: ImageState,
     pub timings: Timings,
+    /// A scratch run's package changes against the tree's commit (`db diff` rendering).
+    pub package_diff: Option<String>,
+}
+
+/// One tree/arch composed (or pulled) and deployed, ready to boot.
+struct Ready {
+    tree: String,
+    /// The ref the commit is on in the candidate repo.
+    ref_: String,
+    /// The public ref a pass publishes to, if any.
+    publish_as: Option<String>,
+    image: ImageState,
+    timings: Timings,
+    package_diff: Option<String>,
+    /// A scratch run's image copy: removed once the boot is over.
+    throwaway: Option<fedostree_images::throwaway::Throwaway>,
 }
 
 /// The exit code of `fedostree test` from its suites: infrastructure broke anywhere → 2 (nothing can be
@@ -148,20 +166,53 @@ pub async fn test_tree(
             fedostree_util::bail_input!("unknown scenario {other:?} (known: {})", crate::lifecycle::SCENARIO)
         }
     }
+    let publish_to = opts.scratch.as_ref().and_then(|s| s.publish_to.clone());
     // A key that cannot sign fails the run before anything is composed.
-    let key = match opts.publish {
+    let key = match opts.publish || publish_to.is_some() {
         true => Some(crate::signing::SigningKey::resolve(state, &opts.signing)?),
         false => None,
     };
     // Composes and image updates want the disk and both cores: one arch at a time.
     let mut prepared = Vec::new();
     for arch in &opts.arches {
-        let ready = match &opts.from {
-            None => {
+        let ready = match (&opts.from, &opts.scratch) {
+            (None, None) => {
                 let (composed, image, timings) = prepare(state, &opts.sources, &opts.tree, arch, opts.backend)?;
-                (composed.tree, composed.ref_, image, timings)
+                Ready {
+                    tree: composed.tree,
+                    publish_as: opts.publish.then(|| composed.ref_.clone()),
+                    ref_: composed.ref_,
+                    image,
+                    timings,
+                    package_diff: None,
+                    throwaway: None,
+                }
             }
-            Some(from) => {
+            (None, Some(sc)) => {
+                let s = crate::scratch::prepare(state, &opts.sources, &opts.tree, arch, opts.backend, sc)?;
+                let diff = s.diff.render();
+                eprintln!(
+                    "{} {}: {} over the tree's {}:\n{diff}",
+                    s.ref_,
+                    &s.image.commit[..12],
+                    if diff.trim().is_empty() {
+                        "no package changes"
+                    } else {
+                        "package changes"
+                    },
+                    &s.base[..12],
+                );
+                Ready {
+                    tree: s.tree,
+                    ref_: s.ref_,
+                    publish_as: publish_to.clone(),
+                    image: s.image,
+                    timings: s.timings,
+                    package_diff: Some(diff),
+                    throwaway: Some(s.throwaway),
+                }
+            }
+            (Some(from), _) => {
                 let ref_ = match &from.ref_ {
                     Some(r) => r.clone(),
                     None => tree_ref(&opts.sources, &opts.tree, arch)?,
@@ -173,7 +224,15 @@ pub async fn test_tree(
                 let t = Instant::now();
                 let image = update_image(state, &opts.tree, arch, &commit, opts.backend)?;
                 timings.image_s = t.elapsed().as_secs_f64();
-                (opts.tree.clone(), ref_, image, timings)
+                Ready {
+                    tree: opts.tree.clone(),
+                    ref_,
+                    publish_as: None,
+                    image,
+                    timings,
+                    package_diff: None,
+                    throwaway: None,
+                }
             }
         };
         prepared.push((arch.as_str(), ready));
@@ -187,18 +246,28 @@ pub async fn test_tree(
         fw_cfg: Vec::new(),
     };
     let shared = SharedReporter(std::sync::Mutex::new(reporter));
-    let boots = prepared.into_iter().map(|(arch, (tree, ref_, image, timings))| {
+    let boots = prepared.into_iter().map(|(arch, ready)| {
         let shared = &shared;
         let guest = guest.clone();
         async move {
-            let dir = run_dir(state, &opts.run_id, &tree, arch);
+            let dir = run_dir(state, &opts.run_id, &ready.tree, arch);
             let t = Instant::now();
-            let booted = boot_and_test(&tree, arch, &image, &dir, guest, &mut &*shared).await;
-            (tree, arch, ref_, image, timings, dir, t.elapsed(), booted)
+            let booted = boot_and_test(&ready.tree, arch, &ready.image, &dir, guest, &mut &*shared).await;
+            (arch, ready, dir, t.elapsed(), booted)
         }
     });
     let mut runs = Vec::new();
-    for (tree, arch, ref_, image, mut timings, dir, boot_time, booted) in futures_util::future::join_all(boots).await {
+    for (arch, ready, dir, boot_time, booted) in futures_util::future::join_all(boots).await {
+        let Ready {
+            tree,
+            ref_,
+            publish_as,
+            image,
+            mut timings,
+            package_diff,
+            throwaway,
+        } = ready;
+        drop(throwaway);
         // A boot that broke is this tree/arch's infrastructure error; the other arch still reports.
         let (suite, guest_times) = booted.unwrap_or_else(|e| {
             let suite = SuiteResult {
@@ -215,16 +284,19 @@ pub async fn test_tree(
         });
         timings.boot_s = boot_time.as_secs_f64();
         timings.record_guest(&guest_times);
-        let published = gate(opts.publish, &suite);
-        if let Some(key) = key.as_ref().filter(|_| published) {
+        let published = gate(publish_as.is_some(), &suite);
+        if let (Some(key), Some(public_ref)) = (key.as_ref().filter(|_| published), &publish_as) {
             let publish_opts = crate::publish::PublishOptions {
                 key,
                 retain: opts.retain,
                 scratch_delta: opts.scratch_delta,
             };
-            timings.publish_s = Some(publish_timed(state, &publish_opts, &ref_, &image.commit)?);
+            timings.publish_s = Some(publish_timed(state, &publish_opts, public_ref, &image.commit)?);
         }
         fs_err::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
+        if let Some(d) = &package_diff {
+            fs_err::write(dir.join("package-diff.txt"), d)?;
+        }
         (&shared).suite_done(&suite);
         runs.push(TreeArchRun {
             ref_,
@@ -234,6 +306,7 @@ pub async fn test_tree(
             published,
             image,
             timings,
+            package_diff,
         });
     }
     let suites: Vec<SuiteResult> = runs.iter().map(|r| r.suite.clone()).collect();

@@ -29,6 +29,9 @@ pub struct ComposeOptions {
     pub lockfile_strict: bool,
     /// `--ex-write-lockfile-to`: the solved set as a lockfile.
     pub write_lockfile_to: Option<std::path::PathBuf>,
+    /// Packages that override the tree's (`fedostree test --add-rpm`); the commit then goes on
+    /// their ref, with the tree's current commit as its parent.
+    pub overrides: Option<crate::overrides::Overrides>,
 }
 
 /// The compose JSON (`--write-compose-json`) and the return value of [`compose`].
@@ -92,6 +95,11 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
             tracing::warn!("repository `{}` skipped (skip_if_unavailable): {e:#}", r.id);
         }
     }
+    // Overriding repositories come last, so the tree's own keep their indices.
+    let first_override = repos.len();
+    if let Some(ov) = &opts.overrides {
+        repos.extend(crate::overrides::repo_configs(state, ov)?);
+    }
     // One compose per state directory at a time: they share the repo, the caches and the dev repo.
     let _lock = fedostree_util::lock::FileLock::acquire_announced(&state.root().join("compose.lock"), "compose")?;
     // Scratch dirs of composes and dev repo builds that were killed (SIGKILL, power cut) go now.
@@ -100,7 +108,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         .iter()
         .map(|r| (r.gpgcheck || r.repo_gpgcheck).then(|| RepoKeys::load(r)).transpose())
         .collect::<Result<Vec<_>>>()?;
-    let solved = solve(state, &tf, &repos, &keys, lock.as_ref())?;
+    let solved = solve(state, &tf, &repos, &keys, lock.as_ref(), first_override)?;
     if let Some(path) = &opts.write_lockfile_to {
         let ids: Vec<(String, Option<String>)> = repos.iter().map(|r| (r.id.clone(), None)).collect();
         crate::lockfile::write(path, &solved, &ids)?;
@@ -114,11 +122,27 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
             crate::layers::resolve(&state.repo(), tf.dir(), &tf.ostree_layers, &tf.ostree_override_layers)?
         }
     };
-    let inputhash = input_hash(&tf, &solved, &layers);
+    // An override's commit goes on its own ref; the tree's current commit is its parent (accounts keep
+    // their ids, and `db diff` of the two is what the override changed).
+    let target_ref = opts.overrides.as_ref().map_or(&tf.ref_, |o| &o.ref_).clone();
+    let base = match opts.dry_run {
+        true => None,
+        false => commit::resolve(&commit::open_or_create_repo(&state.repo())?, &tf.ref_)?,
+    };
+    let inputhash = match &opts.overrides {
+        None => input_hash(&tf, &solved, &layers),
+        Some(_) => {
+            let base = base.as_deref().unwrap_or("none");
+            hex::encode(Sha256::digest(format!(
+                "{} over {base}",
+                input_hash(&tf, &solved, &layers)
+            )))
+        }
+    };
     let mut result = ComposeResult {
         tree: tf.name.clone(),
         arch: opts.arch.clone(),
-        ref_: tf.ref_.clone(),
+        ref_: target_ref.clone(),
         commit: None,
         parent: None,
         inputhash: inputhash.clone(),
@@ -133,15 +157,17 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     }
 
     let repo = commit::open_or_create_repo(&state.repo())?;
-    let parent = commit::resolve(&repo, &tf.ref_)?;
-    let mut prev_version = None;
-    if let Some(p) = &parent {
-        let md = commit::commit_metadata(&repo, p)?;
-        prev_version = commit::metadata_string(&md, "version");
-        if !opts.force && commit::metadata_string(&md, "rpmostree.inputhash").as_deref() == Some(&inputhash) {
-            eprintln!("compose {} {}: no changes since {p}", tf.name, opts.arch);
-            result.commit = Some(p.clone());
-            result.version = prev_version;
+    let parent = base;
+    let prev_version = match &parent {
+        Some(p) => commit::metadata_string(&commit::commit_metadata(&repo, p)?, "version"),
+        None => None,
+    };
+    if let Some(current) = commit::resolve(&repo, &target_ref)?.filter(|_| !opts.force) {
+        let md = commit::commit_metadata(&repo, &current)?;
+        if commit::metadata_string(&md, "rpmostree.inputhash").as_deref() == Some(&inputhash) {
+            eprintln!("compose {} {}: no changes since {current}", tf.name, opts.arch);
+            result.commit = Some(current);
+            result.version = commit::metadata_string(&md, "version");
             return Ok(result);
         }
     }
@@ -156,11 +182,15 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         None => None,
     };
     let cache = crate::unpack_cache::UnpackCache::open(&state.unpack_cache())?;
-    let version = tf
-        .automatic_version_prefix
-        .as_deref()
-        .map(|p| next_version(p, prev_version.as_deref()))
-        .transpose()?;
+    let version = match &opts.overrides {
+        // Not the tree's next version: that belongs to the tree's next compose.
+        Some(_) => Some(format!("{}+scratch", prev_version.as_deref().unwrap_or("0"))),
+        None => tf
+            .automatic_version_prefix
+            .as_deref()
+            .map(|p| next_version(p, prev_version.as_deref()))
+            .transpose()?,
+    };
     let (kver, unpacked) = assemble(
         &root,
         state,
@@ -187,7 +217,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         &build_repo,
         &root,
         &commit::CommitRequest {
-            ref_: &tf.ref_,
+            ref_: &target_ref,
             parent: parent.as_deref(),
             subject: &subject(&tf, version.as_deref()),
             time: chrono::Utc::now().timestamp() as u64,
@@ -201,7 +231,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         },
     )?;
     let kernel = kver.map_or_else(|| "not bootable".to_owned(), |k| format!("kernel {k}"));
-    progress.finish(&format!("{} → {csum} ({kernel})", tf.ref_));
+    progress.finish(&format!("{target_ref} → {csum} ({kernel})"));
     // The ref has moved: a cache that cannot be tidied costs the next compose time, not this one.
     if let Err(e) = cache.after_commit(&unpacked, &shared_inodes) {
         eprintln!("fedostree: warning: checking the unpacked package cache: {e:#}");
@@ -397,13 +427,16 @@ fn records(solved: &[SolvedPackage]) -> Vec<PkgRecord> {
 }
 
 /// Depsolve the treefile's packages (and `repo-packages`, each only from its repository) in its
-/// repositories, under the lockfiles if any.
+/// repositories, under the lockfiles if any. Repositories from index `first_override` on are
+/// overrides: each name they offer comes only from them (whatever the tree's repositories or the
+/// lockfiles say) and is installed.
 fn solve(
     state: &StateDir,
     tf: &Treefile,
     repos: &[repo::RepoConfig],
     keys: &[Option<RepoKeys>],
     lock: Option<&crate::lockfile::Lockfile>,
+    first_override: usize,
 ) -> Result<Vec<SolvedPackage>> {
     let progress = Progress::new("depsolve", 1, false);
     let mut solver = Solver::new(&tf.arch);
@@ -421,6 +454,24 @@ fn solve(
     }
     let repo_index = |id: &str| repos.iter().position(|r| r.id == id);
     let mut install = tf.packages.clone();
+    let overridden = match first_override < repos.len() {
+        true => solver.names_offered_from(first_override),
+        false => Default::default(),
+    };
+    if first_override < repos.len() && overridden.is_empty() {
+        fedostree_util::bail_input!(
+            "{}: the overriding packages offer nothing installable on {}",
+            tf.name,
+            tf.arch
+        );
+    }
+    install.extend(
+        overridden
+            .iter()
+            .filter(|n| !install.contains(n))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let mut pinned: std::collections::BTreeMap<String, usize> = Default::default();
     for rp in &tf.repo_packages {
         let Some(i) = repo_index(&rp.repo).filter(|_| tf.repos.contains(&rp.repo) || lock.is_some()) else {
@@ -450,17 +501,27 @@ fn solve(
     let solved = {
         let mut locked = lock.map(|l| l.pool_filter(&lockfile_repos, &mut found));
         solver.solve_filtered(&req, |c| {
+            if overridden.contains(&c.name) {
+                return c.repo >= first_override;
+            }
             repos[c.repo].offers(&c.name)
                 && pinned.get(&c.name).is_none_or(|&r| r == c.repo)
-                && locked.as_mut().is_none_or(|keep| keep(c))
+                && (c.repo >= first_override || locked.as_mut().is_none_or(|keep| keep(c)))
         })
     };
     if let Some(l) = lock {
         l.warn_missing(&found);
     }
+    let with_overrides = match overridden.is_empty() {
+        true => String::new(),
+        false => format!(
+            " with the overriding packages {}",
+            overridden.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    };
     let solved = solved
         .map_err(InputError::wrap)
-        .with_context(|| format!("{}: {} ({})", tf.path.display(), tf.name, tf.arch))?;
+        .with_context(|| format!("{}: {} ({}){with_overrides}", tf.path.display(), tf.name, tf.arch))?;
     progress.finish(&format!("{} packages for {}", solved.len(), tf.arch));
     Ok(solved)
 }

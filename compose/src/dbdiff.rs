@@ -5,7 +5,7 @@ use anyhow::Result;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PkgDiff {
     pub from: String,
     pub to: String,
@@ -15,7 +15,7 @@ pub struct PkgDiff {
     pub downgraded: Vec<Change>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Change {
     pub name: String,
     pub from: String,

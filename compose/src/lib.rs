@@ -18,6 +18,7 @@ pub mod initramfs;
 pub mod layers;
 pub mod linesafe;
 pub mod lockfile;
+pub mod overrides;
 pub mod postprocess;
 pub mod progress;
 pub mod repo;

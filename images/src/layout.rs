@@ -37,6 +37,8 @@ pub struct ImagePaths {
     pub resources: PathBuf,
     /// `$STATE/images/boot`
     pub boot_cache: PathBuf,
+    /// A throwaway copy (`crate::throwaway`): used for one boot, so never worth compacting.
+    pub throwaway: bool,
 }
 
 fn check_name(what: &str, s: &str) -> Result<()> {
@@ -68,6 +70,7 @@ impl ImagePaths {
             lock: parent.join(format!("{arch}.lock")),
             resources: parent.join(format!("{arch}.resources.json")),
             boot_cache: images.join("boot"),
+            throwaway: tree.split('/').next() == Some(crate::throwaway::PREFIX),
         })
     }
     pub fn disk(&self) -> PathBuf {

@@ -14,6 +14,7 @@ pub mod guestfs;
 pub mod layout;
 pub mod resources;
 pub mod sysroot;
+pub mod throwaway;
 mod update;
 
 use serde::Serialize;

@@ -187,7 +187,7 @@ fn prepare_work_copy(
     } else {
         stats.qcow2_before = layout::allocated_bytes(&paths.dir)?;
         let layers = layout::layers(&paths.dir)?;
-        if layers.len() + 1 > MAX_LAYERS {
+        if layers.len() + 1 > MAX_LAYERS && !paths.throwaway {
             // Long chains slow every read down: write one image again, compacted.
             Command::new("qemu-img")
                 .args([

@@ -21,7 +21,7 @@
 #   FEDOSTREE_RUNNER_STATE what survives a reboot           (/var/lib/fedostree/installed-tests-runner)
 # Scenarios: the host may name one (fw_cfg item `scenario`); then only tests whose [Test] group says
 # X-Fedostree-Scenario=<that name> run, and without one only tests that name none. The fw_cfg item
-# `env` (KEY=VALUE lines) is exported to every test.
+# `env` (KEY=VALUE lines) is exported to every test; `script` replaces the installed tests (bisect).
 # Reboots (autopkgtest's reboot marks): a test calls "$FEDOSTREE_REBOOT_PREPARE" MARK and exits; the
 # runner then reboots the guest and, on the next boot, runs that test again with
 # FEDOSTREE_REBOOT_MARK=MARK before the tests still waiting. Such a test declares
@@ -450,6 +450,19 @@ jdep=$(printf '%s' "$deployment" | json_escape)
 [ -n "${FEDOSTREE_FW_CFG-}" ] || [ -d "$FW_CFG" ] || modprobe qemu_fw_cfg 2>/dev/null
 fw_item() { cat "$FW_CFG/$1/raw" 2>/dev/null; }
 scenario=$(fw_item scenario)
+# fw_cfg item `script` (`fedostree bisect --script`): that program is the only test, bisect/script,
+# instead of the installed ones; its exit code is the verdict (0 good, 125 skip, else bad) and the
+# host reads it from the event. A script without `#!` runs under sh.
+if fw_item script >"$WORK/bisect-script" 2>/dev/null && [ -s "$WORK/bisect-script" ]; then
+	chmod +x "$WORK/bisect-script"
+	mkdir -p "$WORK/script-tests/bisect"
+	run_script="$WORK/bisect-script"
+	[ "$(head -c 2 "$WORK/bisect-script")" = '#!' ] || run_script="/bin/sh $WORK/bisect-script"
+	printf '[Test]\nType=session\nExec=%s\n' "$run_script" >"$WORK/script-tests/bisect/script.test"
+	TESTS_ROOT=$WORK/script-tests
+else
+	rm -f "$WORK/bisect-script"
+fi
 export FEDOSTREE_SCENARIO="$scenario" FEDOSTREE_FW_CFG="$FW_CFG"
 if fw_item env >"$WORK/env" 2>/dev/null; then
 	while IFS= read -r kv; do

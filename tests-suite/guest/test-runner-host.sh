@@ -279,6 +279,23 @@ check "only: just the named tests run" \
 	eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ')" "sample/skip sample/sub/dir/nested "
 check "only: run-started counts them" eq "$(q 'select(.event == "run-started") | .tests')" 2
 rm -rf "$tmp/fwcfg/only"
+# fw_cfg `script` (bisect --script): the script is the only test and its exit code reaches the host.
+for body in 'echo probing; exit 125' '#!/bin/sh
+exit 3'; do
+	mkdir -p "$tmp/fwcfg/script"
+	printf '%s\n' "$body" >"$tmp/fwcfg/script/raw"
+	: >"$results"
+	FEDOSTREE_TESTS_ROOT=$T FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+		FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work7 \
+		FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+	check "script: it is the only test" \
+		eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ')" "bisect/script "
+	want=125
+	case "$body" in '#!'*) want=3 ;; esac
+	check "script: its exit code is reported ($want)" \
+		eq "$(q 'select(.event == "test-finished") | .exit_code')" "$want"
+	rm -rf "$tmp/fwcfg/script"
+done
 
 if [ "$fails" -gt 0 ]; then
 	echo "test-runner-host: $fails check(s) failed; results:" >&2

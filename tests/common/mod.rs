@@ -78,3 +78,32 @@ pub fn state_dir(name: &str) -> TestDir {
     std::os::unix::fs::symlink(&debs, d.join("cache/debs")).unwrap();
     d
 }
+
+/// A `fedostree serve ARGS` of `state` on a free port, stopped when the first value is dropped; and
+/// its URL.
+pub fn serve(state: &Path, args: &[&str]) -> (Server, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedostree"))
+        .env("FEDOSTREE_STATE_DIR", state)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    // The server logs every request on stderr: keep reading it.
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let url = first.split_once(" on ").unwrap().1.trim().to_owned();
+    (Server(child), url)
+}
+
+/// A server process of this test, killed and reaped on drop.
+pub struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -94,6 +94,7 @@ pub enum SolveError {
 pub struct Solver {
     pool: *mut ffi::Pool,
     repos: usize,
+    arch: String,
 }
 
 fn cstr(s: &str) -> Result<CString, SolveError> {
@@ -125,7 +126,11 @@ impl Solver {
             // Debian builds libsolv with DEB as the default: without this noarch "does not exist".
             ffi::pool_setdisttype(pool, ffi::DISTTYPE_RPM as i32);
             ffi::pool_setarch(pool, a.as_ptr());
-            Solver { pool, repos: 0 }
+            Solver {
+                pool,
+                repos: 0,
+                arch: arch.to_owned(),
+            }
         }
     }
 
@@ -185,6 +190,27 @@ impl Solver {
             bail!("{}: invalid rpm-md metadata: {err}", path.display());
         }
         Ok(())
+    }
+
+    /// The names of the packages that the repositories loaded `from` onwards (by index) offer for this
+    /// pool's architecture or as noarch.
+    pub fn names_offered_from(&self, from: usize) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        // SAFETY: solvable ids 2..nsolvables index the pool's solvables; those with a repo are ours.
+        unsafe {
+            let pool = self.pool;
+            for p in 2..(*pool).nsolvables {
+                let s = (*pool).solvables.add(p as usize);
+                if (*s).repo.is_null() || ((*(*s).repo).appdata as usize) < from {
+                    continue;
+                }
+                let arch = str_of(ffi::pool_id2str(pool, (*s).arch));
+                if arch == self.arch || arch == "noarch" {
+                    out.insert(str_of(ffi::pool_id2str(pool, (*s).name)));
+                }
+            }
+        }
+        out
     }
 
     /// Compare two `[epoch:]version[-release]` strings with rpm's rules (rpmvercmp).
