@@ -197,6 +197,34 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
         )
     );
 
+    // The same build as an rpm-md repository, by URL: the same packages, so the same scratch commit.
+    assert!(Command::new("createrepo_c")
+        .args(["-q", "--no-database"])
+        .arg(&*build)
+        .status()
+        .unwrap()
+        .success());
+    let scratch_ref = "fedostree/dev/x86_64/minimal-scratch/fedostree-motd";
+    let before = ostree(&repo, &["rev-parse", scratch_ref]);
+    let out = fedostree(
+        &state,
+        &[
+            "test",
+            "--tree",
+            "dev/minimal",
+            "--arch",
+            "x86_64",
+            "--add-repo",
+            &format!("file://{}", build.display()),
+            "--ref",
+            scratch_ref,
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(report_has(&err, "packager/hello", "x86_64", "PASS"), "{err}");
+    assert_eq!(ostree(&repo, &["rev-parse", scratch_ref]), before, "{err}");
+
     // An override that breaks dependencies: a clear error naming what is missing; no ref moves.
     let broken = TestDir::fresh("packager-scratch-broken");
     let rpm = build_rpm(

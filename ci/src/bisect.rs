@@ -483,6 +483,35 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_vm_is_never_bad_and_scripts_decide_by_exit_code() {
+        use crate::pipeline::tests::suite;
+        let mut infra = suite("x86_64", &[Status::Fail], Some("no end marker"));
+        assert_eq!(judge(&infra, false).0, Verdict::Skip);
+        assert_eq!(judge(&infra, true).0, Verdict::Skip);
+        infra.infra_error = None;
+        assert_eq!(judge(&infra, false), (Verdict::Bad, "failed: fedostree/t0".to_string()));
+        assert_eq!(
+            judge(&suite("x86_64", &[Status::Pass, Status::Skip], None), false).0,
+            Verdict::Good
+        );
+        assert_eq!(judge(&suite("x86_64", &[Status::Skip], None), false).0, Verdict::Skip);
+        assert_eq!(judge(&suite("x86_64", &[], None), false).0, Verdict::Skip);
+        let script = |status, code| {
+            let mut s = suite("x86_64", &[status], None);
+            s.cases[0].name = "bisect/script".into();
+            s.cases[0].exit_code = code;
+            judge(&s, true).0
+        };
+        assert_eq!(script(Status::Pass, Some(0)), Verdict::Good);
+        assert_eq!(script(Status::Fail, Some(125)), Verdict::Skip);
+        // 77 is a GNOME skip to the runner, but a bad commit to `git bisect run` semantics.
+        assert_eq!(script(Status::Skip, Some(77)), Verdict::Bad);
+        assert_eq!(script(Status::Fail, Some(1)), Verdict::Bad);
+        assert_eq!(script(Status::Timeout, Some(143)), Verdict::Bad);
+        assert_eq!(script(Status::Fail, None), Verdict::Bad);
+    }
+
+    #[test]
     fn skipped_commits_are_stepped_around_or_left_open() {
         // A skipped neighbour of the first bad one: still found.
         assert_eq!(simulate(16, 9, &[7]).0, Some(9));
