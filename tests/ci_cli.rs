@@ -563,7 +563,7 @@ fn a_worker_tests_a_candidate_pulled_from_the_compose_server() {
 /// where a test name, a console log and an error message carry markup: headless Chromium shows the
 /// verdicts, every link resolves, and nothing from the history became an element.
 fn the_status_page_of_a_recorded_history_renders_in_chromium() {
-    use fedostree_ci::history::{History, NewResult, TestRow};
+    use fedostree_ci::history::{History, NewResult, ResultRecord, TestRow};
     let dir = common::TestDir::fresh("ci-page");
     let public = dir.join("public");
     let mut h = History::open(&dir.join("ci.sqlite")).unwrap();
@@ -584,22 +584,24 @@ fn the_status_page_of_a_recorded_history_renders_in_chromium() {
         std::fs::write(artifacts.join("attempt-2/console.log"), "second boot\n").unwrap();
         std::fs::write(artifacts.join("junit.xml"), "<testsuites/>").unwrap();
         h.record_result(&NewResult {
-            run_id: "20261202T000000-1".into(),
-            tree: tree.into(),
-            arch: arch.into(),
-            ref_: format!("fedostree/{tree}"),
-            commit: "ab".repeat(32),
-            parent_commit: None,
-            version: Some("1.20261202".into()),
-            verdict: verdict.into(),
-            published: verdict == "pass",
-            infra_error: infra.map(Into::into),
-            compose_s: Some(1.0),
-            image_s: Some(2.0),
-            boot_s: Some(3.0),
-            publish_s: None,
-            artifacts: artifacts.display().to_string(),
-            package_diff: Some(serde_json::json!({"added": [format!("pkg-{evil}-1-1.noarch")], "upgraded": []})),
+            record: ResultRecord {
+                run_id: "20261202T000000-1".into(),
+                tree: tree.into(),
+                arch: arch.into(),
+                ref_: format!("fedostree/{tree}"),
+                commit: "ab".repeat(32),
+                parent_commit: None,
+                version: Some("1.20261202".into()),
+                verdict: verdict.into(),
+                published: verdict == "pass",
+                infra_error: infra.map(Into::into),
+                compose_s: Some(1.0),
+                image_s: Some(2.0),
+                boot_s: Some(3.0),
+                publish_s: None,
+                artifacts: artifacts.display().to_string(),
+                package_diff: Some(serde_json::json!({"added": [format!("pkg-{evil}-1-1.noarch")], "upgraded": []})),
+            },
             tests,
         })
         .unwrap();

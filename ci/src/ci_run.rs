@@ -4,7 +4,7 @@
 //! failed tests rerun in fresh VMs, and every attempt recorded in the history.
 
 use crate::denylist::Denylist;
-use crate::history::{History, NewResult, TestRow};
+use crate::history::{History, NewResult, ResultRecord, TestRow};
 use crate::pipeline::{self, GuestSettings, Timings};
 use anyhow::Result;
 use fedostree_harness::qemu::{Accel, BootPath, FwCfgValue};
@@ -183,22 +183,24 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
                     let msg = format!("compose failed: {e:#}");
                     eprintln!("{tree} {arch}: {msg}");
                     history.record_result(&NewResult {
-                        run_id: opts.run_id.clone(),
-                        tree: tree.clone(),
-                        arch: arch.clone(),
-                        ref_: String::new(),
-                        commit: String::new(),
-                        parent_commit: None,
-                        version: None,
-                        verdict: "error".into(),
-                        published: false,
-                        infra_error: Some(msg.clone()),
-                        compose_s: Some(t.elapsed().as_secs_f64()),
-                        image_s: None,
-                        boot_s: None,
-                        publish_s: None,
-                        artifacts: String::new(),
-                        package_diff: None,
+                        record: ResultRecord {
+                            run_id: opts.run_id.clone(),
+                            tree: tree.clone(),
+                            arch: arch.clone(),
+                            ref_: String::new(),
+                            commit: String::new(),
+                            parent_commit: None,
+                            version: None,
+                            verdict: "error".into(),
+                            published: false,
+                            infra_error: Some(msg.clone()),
+                            compose_s: Some(t.elapsed().as_secs_f64()),
+                            image_s: None,
+                            boot_s: None,
+                            publish_s: None,
+                            artifacts: String::new(),
+                            package_diff: None,
+                        },
                         tests: vec![],
                     })?;
                     outcomes.push((
@@ -232,7 +234,7 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
                         arch.clone(),
                         Outcome::UpToDate {
                             commit,
-                            verdict: last.verdict,
+                            verdict: last.record.verdict,
                         },
                     ));
                 }
@@ -246,7 +248,7 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
                         ref_: composed.ref_.clone(),
                         commit,
                         version: composed.version.clone(),
-                        parent: last.map(|l| l.commit),
+                        parent: last.map(|l| l.record.commit),
                         timings: Timings {
                             compose_s: t.elapsed().as_secs_f64(),
                             ..Timings::default()
@@ -306,22 +308,24 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
             .and_then(|p| package_diff(state, p, &unit.commit));
         let artifacts = attempts.first().map(|a| a.dir.clone()).unwrap_or_default();
         history.record_result(&NewResult {
-            run_id: opts.run_id.clone(),
-            tree: unit.tree.clone(),
-            arch: unit.arch.clone(),
-            ref_: unit.ref_.clone(),
-            commit: unit.commit.clone(),
-            parent_commit: unit.parent.clone(),
-            version: unit.version.clone(),
-            verdict: judged.verdict.clone(),
-            published,
-            infra_error: judged.infra_error.clone(),
-            compose_s: Some(unit.timings.compose_s),
-            image_s: Some(unit.timings.image_s),
-            boot_s: Some(unit.timings.boot_s),
-            publish_s: unit.timings.publish_s,
-            artifacts: artifacts.display().to_string(),
-            package_diff,
+            record: ResultRecord {
+                run_id: opts.run_id.clone(),
+                tree: unit.tree.clone(),
+                arch: unit.arch.clone(),
+                ref_: unit.ref_.clone(),
+                commit: unit.commit.clone(),
+                parent_commit: unit.parent.clone(),
+                version: unit.version.clone(),
+                verdict: judged.verdict.clone(),
+                published,
+                infra_error: judged.infra_error.clone(),
+                compose_s: Some(unit.timings.compose_s),
+                image_s: Some(unit.timings.image_s),
+                boot_s: Some(unit.timings.boot_s),
+                publish_s: unit.timings.publish_s,
+                artifacts: artifacts.display().to_string(),
+                package_diff,
+            },
             tests: judged.rows.clone(),
         })?;
         fs_err::write(

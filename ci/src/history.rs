@@ -17,10 +17,10 @@ pub struct History {
     conn: Connection,
 }
 
-/// A tree/arch result as recorded.
+/// What a tree/arch result records: written by [`History::record_result`], read back in a
+/// [`ResultRow`].
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct ResultRow {
-    pub id: i64,
+pub struct ResultRecord {
     pub run_id: String,
     pub tree: String,
     pub arch: String,
@@ -38,7 +38,22 @@ pub struct ResultRow {
     pub publish_s: Option<f64>,
     pub artifacts: String,
     pub package_diff: Option<serde_json::Value>,
+}
+
+/// A tree/arch result as recorded: its record, with the row's id and time (flat in JSON).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResultRow {
+    pub id: i64,
+    #[serde(flatten)]
+    pub record: ResultRecord,
     pub recorded_at: String,
+}
+
+impl std::ops::Deref for ResultRow {
+    type Target = ResultRecord;
+    fn deref(&self) -> &ResultRecord {
+        &self.record
+    }
 }
 
 /// One attempt of one test.
@@ -64,22 +79,7 @@ pub struct RunRow {
 /// What a run records for one tree/arch it tested.
 #[derive(Debug, Clone)]
 pub struct NewResult {
-    pub run_id: String,
-    pub tree: String,
-    pub arch: String,
-    pub ref_: String,
-    pub commit: String,
-    pub parent_commit: Option<String>,
-    pub version: Option<String>,
-    pub verdict: String,
-    pub published: bool,
-    pub infra_error: Option<String>,
-    pub compose_s: Option<f64>,
-    pub image_s: Option<f64>,
-    pub boot_s: Option<f64>,
-    pub publish_s: Option<f64>,
-    pub artifacts: String,
-    pub package_diff: Option<serde_json::Value>,
+    pub record: ResultRecord,
     pub tests: Vec<TestRow>,
 }
 
@@ -94,22 +94,24 @@ fn result_row(r: &rusqlite::Row) -> rusqlite::Result<ResultRow> {
     let diff: Option<String> = r.get(16)?;
     Ok(ResultRow {
         id: r.get(0)?,
-        run_id: r.get(1)?,
-        tree: r.get(2)?,
-        arch: r.get(3)?,
-        ref_: r.get(4)?,
-        commit: r.get(5)?,
-        parent_commit: r.get(6)?,
-        version: r.get(7)?,
-        verdict: r.get(8)?,
-        published: r.get(9)?,
-        infra_error: r.get(10)?,
-        compose_s: r.get(11)?,
-        image_s: r.get(12)?,
-        boot_s: r.get(13)?,
-        publish_s: r.get(14)?,
-        artifacts: r.get(15)?,
-        package_diff: diff.and_then(|d| serde_json::from_str(&d).ok()),
+        record: ResultRecord {
+            run_id: r.get(1)?,
+            tree: r.get(2)?,
+            arch: r.get(3)?,
+            ref_: r.get(4)?,
+            commit: r.get(5)?,
+            parent_commit: r.get(6)?,
+            version: r.get(7)?,
+            verdict: r.get(8)?,
+            published: r.get(9)?,
+            infra_error: r.get(10)?,
+            compose_s: r.get(11)?,
+            image_s: r.get(12)?,
+            boot_s: r.get(13)?,
+            publish_s: r.get(14)?,
+            artifacts: r.get(15)?,
+            package_diff: diff.and_then(|d| serde_json::from_str(&d).ok()),
+        },
         recorded_at: r.get(17)?,
     })
 }
@@ -190,7 +192,8 @@ impl History {
     }
 
     /// One tree/arch result and all its tests, in one transaction.
-    pub fn record_result(&mut self, r: &NewResult) -> Result<i64> {
+    pub fn record_result(&mut self, new: &NewResult) -> Result<i64> {
+        let r = &new.record;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -224,7 +227,7 @@ impl History {
                 "INSERT INTO tests (result_id, name, outcome, duration_s, attempt, flaky, denied) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for t in &r.tests {
+            for t in &new.tests {
                 stmt.execute(params![
                     id,
                     t.name,
@@ -335,7 +338,7 @@ impl History {
         let mut out = Vec::new();
         for id in run_ids {
             for r in self.results_of_run(id)? {
-                out.push(r.commit);
+                out.push(r.record.commit);
             }
         }
         Ok(out)
@@ -378,22 +381,24 @@ mod tests {
 
     fn result(run: &str, tree: &str, verdict: &str, commit: &str) -> NewResult {
         NewResult {
-            run_id: run.into(),
-            tree: tree.into(),
-            arch: "x86_64".into(),
-            ref_: format!("fedostree/{tree}"),
-            commit: commit.into(),
-            parent_commit: None,
-            version: Some("1".into()),
-            verdict: verdict.into(),
-            published: verdict == "pass",
-            infra_error: None,
-            compose_s: Some(1.0),
-            image_s: None,
-            boot_s: None,
-            publish_s: None,
-            artifacts: "/nowhere".into(),
-            package_diff: Some(serde_json::json!({"added": ["a-1-1.noarch"]})),
+            record: ResultRecord {
+                run_id: run.into(),
+                tree: tree.into(),
+                arch: "x86_64".into(),
+                ref_: format!("fedostree/{tree}"),
+                commit: commit.into(),
+                parent_commit: None,
+                version: Some("1".into()),
+                verdict: verdict.into(),
+                published: verdict == "pass",
+                infra_error: None,
+                compose_s: Some(1.0),
+                image_s: None,
+                boot_s: None,
+                publish_s: None,
+                artifacts: "/nowhere".into(),
+                package_diff: Some(serde_json::json!({"added": ["a-1-1.noarch"]})),
+            },
             tests: vec![
                 TestRow {
                     name: "s/t".into(),
@@ -431,7 +436,7 @@ mod tests {
         let h = History::open(&db).unwrap();
         let last = h.last_tested("dev/minimal", "x86_64").unwrap().unwrap();
         assert_eq!((last.commit.as_str(), last.verdict.as_str()), ("c1", "flaky"));
-        assert_eq!(last.package_diff.unwrap()["added"][0], "a-1-1.noarch");
+        assert_eq!(last.package_diff.as_ref().unwrap()["added"][0], "a-1-1.noarch");
         assert_eq!(h.runs(10).unwrap()[0].status, "finished");
         assert_eq!(h.unchanged_of_run("r1").unwrap()[0].2, "c0");
     }

@@ -25,9 +25,9 @@ pub fn prune(state: &StateDir, history: &mut History, keep: usize) -> Result<Pru
     let mut holds_latest = BTreeSet::new();
     for r in history.latest()? {
         if let Some(t) = history.last_tested(&r.tree, &r.arch)? {
-            holds_latest.insert(t.run_id);
+            holds_latest.insert(t.record.run_id);
         }
-        holds_latest.insert(r.run_id);
+        holds_latest.insert(r.record.run_id);
     }
     let old: Vec<String> = runs
         .iter()
