@@ -192,14 +192,9 @@ pub async fn test_tree(
                 let s = crate::scratch::prepare(state, &opts.sources, &opts.tree, arch, opts.backend, sc)?;
                 let diff = s.diff.render();
                 eprintln!(
-                    "{} {}: {} over the tree's {}:\n{diff}",
+                    "{} {}: package changes over the tree's {}:\n{diff}",
                     s.ref_,
                     &s.image.commit[..12],
-                    if diff.trim().is_empty() {
-                        "no package changes"
-                    } else {
-                        "package changes"
-                    },
                     &s.base[..12],
                 );
                 Ready {
