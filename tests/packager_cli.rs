@@ -198,12 +198,7 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
     );
 
     // The same build as an rpm-md repository, by URL: the same packages, so the same scratch commit.
-    assert!(Command::new("createrepo_c")
-        .args(["-q", "--no-database"])
-        .arg(&*build)
-        .status()
-        .unwrap()
-        .success());
+    common::createrepo(&build);
     let scratch_ref = "fedostree/dev/x86_64/minimal-scratch/fedostree-motd";
     let before = ostree(&repo, &["rev-parse", scratch_ref]);
     let out = fedostree(
@@ -309,12 +304,7 @@ impl RegressTrees {
             &[],
             &files,
         );
-        assert!(Command::new("createrepo_c")
-            .args(["-q", "--no-database"])
-            .arg(&*self.repo)
-            .status()
-            .unwrap()
-            .success());
+        common::createrepo(&self.repo);
     }
 }
 

@@ -217,11 +217,7 @@ fn pull_history(state: &StateDir, url: &str, ref_: &str) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let key_file = dir.path().join("key.gpg");
     fs_err::write(&key_file, key)?;
-    let ostree = || {
-        let mut c = std::process::Command::new("ostree");
-        c.arg(format!("--repo={}", repo_path.display()));
-        c
-    };
+    let ostree = || pipeline::ostree_cli(&repo_path);
     ostree()
         .args(["remote", "add", "--force", "--set=gpg-verify=true"])
         .arg(format!("--gpg-import={}", key_file.display()))

@@ -400,17 +400,20 @@ pub fn update_image(state: &StateDir, tree: &str, arch: &str, commit: &str, back
 /// The remote a worker pulls candidates through (`fedostree test --from URL`).
 const CANDIDATES_REMOTE: &str = "fedostree-candidates";
 
+/// The `ostree` command line tool on `repo` (remotes and pulls, which the bindings do not wrap as simply).
+pub(crate) fn ostree_cli(repo: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new("ostree");
+    c.arg(format!("--repo={}", repo.display()));
+    c
+}
+
 /// `fedostree test --from URL`: pull `ref_` from a compose server's candidate repository (`fedostree
 /// serve --candidates`) into this state's repo over HTTP, and name the commit. Candidates are not
 /// signed (only what passes is, when it is published): a worker trusts the server it was pointed at.
 pub fn pull_candidate(state: &StateDir, url: &str, ref_: &str) -> Result<String> {
     use fedostree_util::cmd::CommandRunExt;
     fedostree_compose::commit::open_or_create_repo(&state.repo())?;
-    let ostree = || {
-        let mut c = std::process::Command::new("ostree");
-        c.arg(format!("--repo={}", state.repo().display()));
-        c
-    };
+    let ostree = || ostree_cli(&state.repo());
     ostree()
         .args(["remote", "add", "--force", "--no-gpg-verify", CANDIDATES_REMOTE, url])
         .run()

@@ -53,13 +53,11 @@ fn default_name(opts: &ScratchOptions) -> Result<String> {
     if opts.rpms.is_empty() {
         return Ok("override".into());
     }
-    let mut names = Vec::new();
-    for f in fedostree_compose::overrides::collect_rpms(&opts.rpms)? {
-        let md = rpm::PackageMetadata::open(&f).with_context(|| format!("reading {}", f.display()))?;
-        names.push(md.get_name().unwrap_or("override").to_string());
-    }
-    names.sort();
-    Ok(names.into_iter().next().unwrap_or_else(|| "override".into()))
+    let first = fedostree_compose::overrides::collect_rpms(&opts.rpms)?
+        .into_iter()
+        .map(|r| r.name)
+        .min();
+    Ok(first.unwrap_or_else(|| "override".into()))
 }
 
 /// The scratch ref of `tree` on `arch`, checked to be a valid ostree ref before anything is built.

@@ -85,9 +85,16 @@ fn config(id: String, url: String, source: PathBuf) -> RepoConfig {
     }
 }
 
+/// A binary RPM given to `--add-rpm`, and its package name (read once, with the check).
+#[derive(Debug, Clone)]
+pub struct BinaryRpm {
+    pub path: PathBuf,
+    pub name: String,
+}
+
 /// Every RPM named by `paths` (files, or directories searched recursively), checked to be a binary
 /// RPM; source RPMs are left out, as a build's `*.src.rpm` is not installable.
-pub fn collect_rpms(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub fn collect_rpms(paths: &[PathBuf]) -> Result<Vec<BinaryRpm>> {
     let mut found = Vec::new();
     for p in paths {
         let meta = fs_err::metadata(p).map_err(|e| InputError::new(format!("--add-rpm {}: {e}", p.display())))?;
@@ -106,7 +113,8 @@ pub fn collect_rpms(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let md = rpm::PackageMetadata::open(&f)
             .map_err(|e| InputError::new(format!("--add-rpm {}: not a readable RPM: {e}", f.display())))?;
         if !md.is_source_package() {
-            binary.push(f);
+            let name = md.get_name().unwrap_or_default().to_string();
+            binary.push(BinaryRpm { path: f, name });
         }
     }
     if binary.is_empty() {
@@ -135,7 +143,7 @@ fn local_repo(root: &Path, paths: &[PathBuf]) -> Result<PathBuf> {
     let rpms = collect_rpms(paths)?;
     let mut names = std::collections::BTreeMap::new();
     let mut h = Sha256::new();
-    for f in &rpms {
+    for f in rpms.iter().map(|r| &r.path) {
         let name = f.file_name().context("an RPM path without a file name")?.to_owned();
         if let Some(other) = names.insert(name.clone(), f.clone()) {
             fedostree_util::bail_input!(
