@@ -246,13 +246,17 @@ fn ci_tests_what_changed_and_remembers_it() {
     let run_page = browse(&run_page_dir.join("index.html"), Some(&artifacts.join("run.png")));
     assert!(run_page.contains("data-flaky=\"true\""), "{run_page}");
     assert!(run_page.contains("console.log (attempt 3)"), "{run_page}");
-    // x86_64's screen when a test failed, as QEMU's screendump wrote it.
-    let png = run_page_dir.join("dev--broken/x86_64/attempt-1/screenshot.png");
-    assert!(
-        std::fs::read(&png).unwrap().starts_with(b"\x89PNG"),
-        "{}",
-        png.display()
-    );
+    // Each arch's screen when a test failed, as QEMU's screendump wrote it: the serial console's
+    // terminal with the guest's lines on it.
+    for arch in ["x86_64", "aarch64"] {
+        let png = run_page_dir.join(format!("dev--broken/{arch}/attempt-1/screenshot.png"));
+        let screen = fedostree_util::screen::Screen::read(&png).unwrap();
+        assert!(screen.lit_text_rows() >= 2, "{}: a blank screen", png.display());
+        assert!(
+            run_page.contains(&format!("dev--broken/{arch}/attempt-1/screenshot.png")),
+            "{run_page}"
+        );
+    }
     links_resolve(&run_page, &run_page_dir);
     let tree_dir = status.join("tree");
     let tree_page = browse(&tree_dir.join("dev--broken.html"), None);

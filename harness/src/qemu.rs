@@ -104,6 +104,12 @@ impl FromStr for Accel {
 /// Default guest memory: enough for systemd, dockerd and a container (real trees); QEMU allocates
 /// guest pages on first touch, so a busybox dev guest still costs only what it uses.
 pub const DEFAULT_MEMORY_MB: u32 = 1536;
+/// The serial console's chardev; QEMU labels the screen with it ("serial0 console").
+const SERIAL_ID: &str = "serial0";
+/// The screen's size in characters (8×16 pixels each): 800×592, wide enough for a kernel oops line.
+pub const SCREEN_COLS: u32 = 100;
+pub const SCREEN_ROWS: u32 = 37;
+
 /// Default vCPUs of a [`VmConfig`]; the pipeline sizes its guests with [`vcpus_for`].
 pub const DEFAULT_SMP: u32 = 1;
 
@@ -220,8 +226,8 @@ impl VmConfig {
     pub fn results_log(&self) -> PathBuf {
         self.run_dir.join("results.jsonl")
     }
-    /// The VM's screen when a test failed or the boot broke (QMP `screendump`; x86_64 only, the one
-    /// machine here with a display).
+    /// The VM's screen when a test failed or the boot broke: QMP `screendump` of the serial console's
+    /// terminal, the last [`SCREEN_ROWS`] rows of what the guest printed as a terminal drew them.
     pub fn screenshot(&self) -> PathBuf {
         self.run_dir.join("screenshot.png")
     }
@@ -289,11 +295,6 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
     push(&["-accel", cfg.accel.as_str()]);
     push(&["-m", &cfg.memory_mb.to_string(), "-smp", &cfg.smp.to_string()]);
     push(&["-nodefaults", "-display", "none"]);
-    // A screen for QMP screendump (what firmware and a VT show); aarch64's virt machine has none, and
-    // its console is the serial log anyway.
-    if cfg.arch == Arch::X86_64 {
-        push(&["-device", "VGA"]);
-    }
     match cfg.boot {
         // A guest reboot ends QEMU, so a panic ends the run.
         BootPath::DirectKernel => push(&[
@@ -324,11 +325,19 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
     // QEMU's user network (slirp: DHCP and NAT, nothing reachable from outside): real trees
     // configure it with systemd-networkd, and network-online.target then means something.
     push(&["-nic", "user,model=virtio-net-pci"]);
+    // The guest's console is its serial port, and that port is the VM's screen: a QEMU text console
+    // (what a QEMU window shows for `-serial vc`), so QMP `screendump` works on both arches, while
+    // `logfile` keeps every byte in console.log. No display device: aarch64's `virt` has none, and
+    // Debian's cloud kernels draw on nothing QEMU can add under direct kernel boot (cloud-arm64's
+    // only framebuffers are EFI's and the PL111 that `virt` lacks); x86's VGA showed SeaBIOS only.
     push(&[
         "-chardev",
-        &format!("file,id=console,path={}", opt(&cfg.console_log())),
+        &format!(
+            "vc,id={SERIAL_ID},cols={SCREEN_COLS},rows={SCREEN_ROWS},logfile={},logappend=off",
+            opt(&cfg.console_log())
+        ),
         "-serial",
-        "chardev:console",
+        &format!("chardev:{SERIAL_ID}"),
     ]);
     push(&[
         "-device",
@@ -497,7 +506,10 @@ mod tests {
             .windows(2)
             .filter(|w| w[0] == "-chardev")
             .flat_map(|w| split(&w[1]))
-            .filter_map(|kv| kv.strip_prefix("path=").map(str::to_owned))
+            .filter_map(|kv| {
+                let kv = kv.strip_prefix("path=").or_else(|| kv.strip_prefix("logfile="))?;
+                Some(kv.to_owned())
+            })
             .collect();
         assert_eq!(paths, ["/s,format=raw/console.log", "/s,format=raw/results.jsonl"]);
     }

@@ -6,10 +6,11 @@
 mod support;
 
 use fedostree_harness::protocol::GuestEvent;
-use fedostree_harness::qemu::{Accel, Arch, VmConfig};
+use fedostree_harness::qemu::{Accel, Arch, VmConfig, SCREEN_COLS, SCREEN_ROWS};
 use fedostree_harness::results::{suite_from_outcome, Status};
 use fedostree_harness::{run_vm, Vm};
 use fedostree_util::prereq::{run_tests, Prereq, Test};
+use fedostree_util::screen::Screen;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ fn main() {
     run_tests(vec![
         Test::new("boots_and_streams_results_end_to_end", NEEDS, || {
             block_on(boots_and_streams_results_end_to_end())
+        }),
+        Test::new("a_failed_test_leaves_a_screenshot_of_the_console", NEEDS, || {
+            block_on(a_failed_test_leaves_a_screenshot_of_the_console())
         }),
         Test::new("panicking_init_is_badness_and_ends_the_vm_at_once", NEEDS, || {
             block_on(panicking_init_is_badness_and_ends_the_vm_at_once())
@@ -165,6 +169,37 @@ async fn boots_and_streams_results_end_to_end() {
         "TIMING ok: first event {:?}, QEMU start → run-finished {ttr:?}, QEMU start → exit {:?}",
         seen[0].0, out.wall
     );
+}
+
+/// A failed test makes the harness dump the VM's screen, the serial console's terminal, over QMP while
+/// the guest still runs; a passing run has no screenshot.
+async fn a_failed_test_leaves_a_screenshot_of_the_console() {
+    let f = vm_fixture!();
+    let _one = ONE_VM.lock().await;
+    let r = vm_config(f, "fail");
+    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
+    assert!(out.finished, "console:\n{}", out.console_tail);
+    let suite = suite_from_outcome("t", "x86_64", "feed", &out);
+    assert_eq!(suite.cases[0].status, Status::Fail, "{suite:?}");
+    let screen = Screen::read(&r.cfg.screenshot()).unwrap();
+    assert_eq!(
+        (screen.width, screen.height),
+        (SCREEN_COLS * 8, SCREEN_ROWS * 16),
+        "a text console of {SCREEN_COLS}×{SCREEN_ROWS}"
+    );
+    // The kernel's lines and the init's, below QEMU's label row: a screen with the console on it.
+    assert!(screen.lit_text_rows() >= 2, "{} lit rows", screen.lit_text_rows());
+    let console = std::fs::read_to_string(r.cfg.console_log()).unwrap();
+    assert!(console.contains("failed on purpose"), "{console}");
+    assert!(
+        !console.contains("serial0 console"),
+        "QEMU's screen label is not guest output"
+    );
+
+    let ok = vm_config(f, "ok");
+    let out = run_vm(&ok.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
+    assert!(out.finished);
+    assert!(!ok.cfg.screenshot().exists(), "a passing run has no screenshot");
 }
 
 async fn panicking_init_is_badness_and_ends_the_vm_at_once() {

@@ -75,15 +75,17 @@ utf8_tail() {
 	rm -f "$1.tail"
 }
 
+# The console copy goes first: the host takes its screenshot when a failure arrives on the port, and
+# the screen should already show it.
 emit() {
-	printf '%s\n' "$1" >&3
 	printf 'fedostree-result: %s\n' "$1" >&4
+	printf '%s\n' "$1" >&3
 }
 
 # emit_file FILE: emit every line of FILE (already JSON events).
 emit_file() {
-	cat "$1" >&3
 	sed 's/^/fedostree-result: /' "$1" >&4
+	cat "$1" >&3
 }
 
 log() { printf 'fedostree-runner: %s\n' "$*" >&4; }

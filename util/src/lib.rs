@@ -3,7 +3,8 @@
 //! exit codes, [`cleanup`] tears OS resources down on SIGINT/SIGTERM, [`workdir`] gives each stage a
 //! scratch directory that a crash cannot leak, [`sys`] wraps the few syscalls beyond std, and
 //! [`prereq`] decides whether a test can run here (and, with the `testing` feature, runs tests that
-//! report a missing prerequisite as a visible ignore, or a failure under `CI`).
+//! report a missing prerequisite as a visible ignore, or a failure under `CI`; [`screen`] reads a VM's
+//! screenshot back).
 
 pub mod cleanup;
 pub mod cmd;
@@ -12,6 +13,8 @@ pub mod glob;
 pub mod lock;
 pub mod prereq;
 pub mod qemu_opt;
+#[cfg(feature = "testing")]
+pub mod screen;
 pub mod state;
 pub mod sys;
 pub mod workdir;

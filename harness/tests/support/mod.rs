@@ -1,7 +1,7 @@
 //! Test fixtures for the real-VM tests: Debian's cloud kernel and a static busybox (fetched with apt once
 //! and cached under /tmp), and a tiny initramfs whose /init speaks the guest protocol.
 //!
-//! The init's behaviour is picked on the kernel command line (`harness.scenario=ok|panic|exit|hang|linger`)
+//! The init's behaviour is picked on the kernel command line (`harness.scenario=ok|fail|panic|exit|hang|linger`)
 //! so one initramfs serves every test.
 
 #![allow(dead_code)]
@@ -96,21 +96,31 @@ fn build() -> Result<Fixture, String> {
     let dir = PathBuf::from(CACHE).join(&kver);
     let kernel = dir.join("root/boot").join(format!("vmlinuz-{kver}"));
     let busybox = dir.join("root/bin/busybox");
-    let initrd = dir.join("initrd.cpio");
-    if !initrd.exists() {
-        // Build in a private directory and rename into place, so concurrent test processes never see a
-        // half-written cache.
+    if !kernel.exists() {
+        // Fetch in a private directory and rename into place, so concurrent test processes never see
+        // a half-written cache.
         let tmp = PathBuf::from(CACHE).join(format!(".build-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
         fetch_deb(&tmp, &image)?;
         fetch_deb(&tmp, "busybox-static")?;
-        make_initramfs(&tmp.join("root"), &kver, &tmp.join("initrd.cpio"))?;
-        std::fs::create_dir_all(CACHE).map_err(|e| e.to_string())?;
         if std::fs::rename(&tmp, &dir).is_err() {
             // Another process won the race; use its copy.
             let _ = std::fs::remove_dir_all(&tmp);
         }
+    }
+    // Named after the /init it carries: a changed scenario script gets a new initramfs.
+    let init_id = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        INIT.hash(&mut h);
+        h.finish()
+    };
+    let initrd = dir.join(format!("initrd-{init_id:016x}.cpio"));
+    if !initrd.exists() {
+        let part = dir.join(format!(".initrd-{}.cpio", std::process::id()));
+        make_initramfs(&dir.join("root"), &kver, &part)?;
+        std::fs::rename(&part, &initrd).map_err(|e| e.to_string())?;
     }
     for p in [&kernel, &busybox, &initrd] {
         if !p.exists() {
@@ -252,6 +262,13 @@ case "$scenario" in
   panic) echo c > /proc/sysrq-trigger ;;
   exit) exit 1 ;;
   hang) while true; do sleep 1; done ;;
+  fail)
+    say '{"event":"test-finished","name":"harness/tap","status":"fail","exit_code":1,"duration_ms":4,"output":"not ok 1 boots\n"}'
+    echo "init: harness/tap failed on purpose; this line is on the screen"
+    # Alive a moment longer, as a guest is while its other tests run: the screendump needs a VM.
+    sleep 2
+    say '{"event":"run-finished","passed":0,"failed":1,"skipped":0,"timed_out":0}'
+    poweroff -f ;;
 esac
 say '{"event":"subtest","test":"harness/tap","number":1,"description":"boots","status":"pass"}'
 say '{"event":"subtest","test":"harness/tap","number":2,"description":"later","status":"skip"}'
