@@ -252,10 +252,8 @@ fn ci_tests_what_changed_and_remembers_it() {
         let png = run_page_dir.join(format!("dev--broken/{arch}/attempt-1/screenshot.png"));
         let screen = fedostree_util::screen::Screen::read(&png).unwrap();
         assert!(screen.lit_text_rows() >= 2, "{}: a blank screen", png.display());
-        assert!(
-            run_page.contains(&format!("dev--broken/{arch}/attempt-1/screenshot.png")),
-            "{run_page}"
-        );
+        let shown = format!("src=\"dev--broken/{arch}/attempt-1/screenshot.png\"");
+        assert!(run_page.contains(&shown), "the page shows {arch}'s screen: {run_page}");
     }
     links_resolve(&run_page, &run_page_dir);
     let tree_dir = status.join("tree");
@@ -453,7 +451,8 @@ pub fn browse(page: &Path, screenshot: Option<&PathBuf>) -> String {
 /// Every relative link in `dom` names a file that exists (fragments aside).
 pub fn links_resolve(dom: &str, dir: &Path) {
     let mut n = 0;
-    for part in dom.split("href=\"").skip(1) {
+    // Links and images alike.
+    for part in dom.split("href=\"").skip(1).chain(dom.split(" src=\"").skip(1)) {
         let href = &part[..part.find('"').unwrap()];
         let href = href.split('#').next().unwrap().replace("&amp;", "&");
         if href.is_empty() || href.contains("://") {

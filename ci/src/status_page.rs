@@ -19,8 +19,9 @@ const ARTIFACTS: &[&str] = &[
     "junit-boots.xml",
     "timings.json",
     "boots.json",
-    "screenshot.png",
+    SCREENSHOT,
 ];
+const SCREENSHOT: &str = "screenshot.png";
 
 pub fn status_dir(public: &Path) -> PathBuf {
     public.join("status")
@@ -57,7 +58,8 @@ td,th{border:1px solid #ccc;padding:0.3em 0.5em;text-align:left;vertical-align:t
 .outcome-fail,.outcome-timeout,.outcome-error{color:#a00;font-weight:bold}\n\
 code,pre{font-family:ui-monospace,monospace;font-size:0.9em;overflow-wrap:anywhere}\n\
 pre{white-space:pre-wrap;word-break:break-all;background:#f6f6f6;padding:0.5em}\n\
-small{color:#666}\n";
+small{color:#666}\n\
+figure{margin:0.5em 0}figure img{max-width:100%;height:auto;border:1px solid #ccc}\n";
 
 fn page(title: &str, depth: usize, body: &str, generated: &str) -> String {
     let up = "../".repeat(depth);
@@ -308,6 +310,7 @@ fn write_run(history: &History, run: &RunRow, out: &Path, generated: &str) -> Re
             }
         }
         let mut links = Vec::new();
+        let mut screens = Vec::new();
         for (n, d) in attempt_dirs {
             let rel = format!("{}/{}/attempt-{n}", slug(&r.tree), r.arch);
             for name in ARTIFACTS {
@@ -322,6 +325,9 @@ fn write_run(history: &History, run: &RunRow, out: &Path, generated: &str) -> Re
                 let _ = fs_err::remove_file(&to);
                 if std::fs::hard_link(&from, &to).is_err() {
                     fs_err::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+                }
+                if *name == SCREENSHOT {
+                    screens.push((n, format!("{rel}/{name}")));
                 }
                 links.push(format!(
                     "<a class=\"artifact\" href=\"{}/{}\">{}{}</a>",
@@ -338,6 +344,14 @@ fn write_run(history: &History, run: &RunRow, out: &Path, generated: &str) -> Re
         }
         if !links.is_empty() {
             let _ = writeln!(body, "<p>{}</p>", links.join(" · "));
+        }
+        // The screen where a test failed or the boot broke, shown where the failure is read.
+        for (n, src) in screens {
+            let _ = writeln!(
+                body,
+                "<figure><a href=\"{src}\"><img class=\"screenshot\" src=\"{src}\" alt=\"the VM's screen, attempt {n}\"></a><figcaption><small>the VM's screen when it failed (attempt {n})</small></figcaption></figure>",
+                src = escape(&src),
+            );
         }
         if let Some(d) = &r.package_diff {
             let _ = writeln!(
