@@ -1450,12 +1450,7 @@ fn signatures(good_state: &Path) {
 
 /// Index `dir` again as an rpm-md repository (unsigned repodata: only gpgcheck tests use it).
 fn createrepo(dir: &Path) {
-    assert!(Command::new("createrepo_c")
-        .args(["-q", "--no-database"])
-        .arg(dir)
-        .status()
-        .unwrap()
-        .success());
+    pkg::createrepo(dir);
     let _ = std::fs::remove_file(dir.join("repodata/repomd.xml.asc"));
 }
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
+#[path = "../compose/tests/common/mod.rs"]
+mod pkg;
 use common::{fedostree, state_dir, TestDir};
 
 fn main() {
@@ -47,20 +49,19 @@ fn ostree(repo: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A noarch RPM written into `dir`: `files` are (path, content, mode).
+/// A noarch RPM written into `dir` as `N-V-1.noarch.rpm`, as a build names it: `files` are (path,
+/// content, full mode).
 fn build_rpm(dir: &Path, name: &str, version: &str, requires: &[&str], files: &[(&str, String, u16)]) -> PathBuf {
-    let mut b = rpm::PackageBuilder::new(name, version, "MIT", "noarch", "built by a packager test");
-    b.release("1");
+    let mut p = pkg::Pkg::new(name, version, "noarch");
     for (path, content, mode) in files {
-        b.with_file_contents(content.clone().into_bytes(), rpm::FileOptions::new(*path).mode(*mode))
-            .unwrap();
+        p = p.file_with(rpm::FileOptions::new(*path).mode(*mode), content);
     }
     for r in requires {
-        b.requires(rpm::Dependency::any(*r));
+        p = p.requires(rpm::Dependency::any(*r));
     }
-    std::fs::create_dir_all(dir).unwrap();
+    let written = p.write(dir);
     let path = dir.join(format!("{name}-{version}-1.noarch.rpm"));
-    b.build().unwrap().write_file(&path).unwrap();
+    std::fs::rename(written, &path).unwrap();
     path
 }
 
@@ -198,7 +199,7 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
     );
 
     // The same build as an rpm-md repository, by URL: the same packages, so the same scratch commit.
-    common::createrepo(&build);
+    pkg::createrepo(&build);
     let scratch_ref = "fedostree/dev/x86_64/minimal-scratch/fedostree-motd";
     let before = ostree(&repo, &["rev-parse", scratch_ref]);
     let out = fedostree(
@@ -304,7 +305,7 @@ impl RegressTrees {
             &[],
             &files,
         );
-        common::createrepo(&self.repo);
+        pkg::createrepo(&self.repo);
     }
 }
 

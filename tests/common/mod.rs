@@ -107,13 +107,3 @@ impl Drop for Server {
         let _ = self.0.wait();
     }
 }
-
-/// `createrepo_c` over `dir`: rpm-md metadata for the RPMs a test wrote there.
-pub fn createrepo(dir: &Path) {
-    assert!(Command::new("createrepo_c")
-        .args(["-q", "--no-database"])
-        .arg(dir)
-        .status()
-        .unwrap()
-        .success());
-}
