@@ -325,6 +325,9 @@ pub fn qemu_command(cfg: &VmConfig) -> (String, Vec<String>) {
     // QEMU's user network (slirp: DHCP and NAT, nothing reachable from outside): real trees
     // configure it with systemd-networkd, and network-online.target then means something.
     push(&["-nic", "user,model=virtio-net-pci"]);
+    // An entropy source, as kola gives its guests: without one the kernel's pool fills from timer
+    // jitter, slow under TCG, and systemd-random-seed holds sysinit.target for it (~2 s of each boot).
+    push(&["-device", "virtio-rng-pci"]);
     // The guest's console is its serial port, and that port is the VM's screen: a QEMU text console
     // (what a QEMU window shows for `-serial vc`), so QMP `screendump` works on both arches, while
     // `logfile` keeps every byte in console.log. No display device: aarch64's `virt` has none, and
