@@ -1,12 +1,15 @@
 //! `fedostree ci …`: the CI service's commands (the logic is in fedostree_ci::ci_run, history,
 //! status_page, prune, resultsdb).
 
+use crate::args::{arches, ArchArg, PublishArgs, VmArgs};
+use crate::render::say;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use fedostree_ci::ci_run::{self, CiOptions, FlakyPolicy, Outcome};
 use fedostree_ci::history::History;
+use fedostree_util::cancel::Cancel;
 use fedostree_util::state::{Sources, StateDir};
-use fedostree_util::Exit;
+use fedostree_util::{Arch, Exit};
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -75,7 +78,7 @@ pub struct PassArgs {
     trees: Option<String>,
     /// Architectures (default: both).
     #[arg(long, value_enum)]
-    arch: Option<crate::ArchArg>,
+    arch: Option<ArchArg>,
     /// VMs at once (default: one per core).
     #[arg(long)]
     jobs: Option<usize>,
@@ -85,54 +88,40 @@ pub struct PassArgs {
     /// A test that passed only on a rerun: the tree passes (and is published) or fails.
     #[arg(long, value_enum, default_value_t = FlakyArg::Pass)]
     flaky: FlakyArg,
-    #[arg(long, value_enum)]
-    accel: Option<crate::AccelArg>,
-    #[arg(long, value_enum)]
-    backend: Option<crate::BackendArg>,
-    /// Whole-VM timeout in seconds.
-    #[arg(long, default_value_t = 600)]
-    vm_timeout: u64,
-    /// Test and record, but publish nothing.
-    #[arg(long)]
-    no_publish: bool,
-    #[arg(long)]
-    gpg_key: Option<String>,
-    #[arg(long, requires = "gpg_key")]
-    gpg_homedir: Option<std::path::PathBuf>,
-    /// Published commits kept per ref.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    retain: u64,
-    #[arg(long)]
-    no_scratch_delta: bool,
+    #[command(flatten)]
+    vm: VmArgs,
+    #[command(flatten)]
+    publishing: PublishArgs,
     /// Runs kept after the pass (`ci prune --keep`).
     #[arg(long, default_value_t = 50)]
     keep: usize,
 }
 
-/// `90`, `90s`, `5m`, `1h`.
+/// `90` (seconds) or what humantime reads: `90s`, `5m`, `1h 30m`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}`: expected a number of seconds, or 90s, 5m, 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (s, m or h)")),
-    };
-    Ok(Duration::from_secs(secs))
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (a number of seconds, or 90s, 5m, 1h)"))
+}
+
+/// Wait `d` between passes; false when a signal cut the wait short.
+fn sleep_unless_cancelled(d: Duration, cancel: &Cancel) -> bool {
+    let end = std::time::Instant::now() + d;
+    while std::time::Instant::now() < end {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200).min(end - std::time::Instant::now()));
+    }
+    !cancel.is_cancelled()
 }
 
 impl PassArgs {
-    fn options(&self, sources: Sources) -> CiOptions {
-        let arches = match self.arch {
-            None => ci_run::ARCHES.iter().map(|s| s.to_string()).collect(),
-            a => crate::arches(a),
-        };
+    fn options(&self, sources: Sources, cancel: &Cancel) -> CiOptions {
         CiOptions {
             trees: self.trees.clone(),
-            arches,
+            arches: arches(self.arch, &Arch::ALL),
             jobs: self
                 .jobs
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -142,55 +131,55 @@ impl PassArgs {
                 FlakyArg::Fail => FlakyPolicy::Fail,
             },
             sources,
-            accel: self.accel.map(crate::accel),
-            backend: crate::backend(self.backend),
-            vm_timeout: Duration::from_secs(self.vm_timeout),
-            signing: fedostree_ci::signing::SigningSpec {
-                key_id: self.gpg_key.clone(),
-                homedir: self.gpg_homedir.clone(),
-            },
-            retain: self.retain as usize,
-            scratch_delta: !self.no_scratch_delta,
-            publish: !self.no_publish,
-            run_id: fedostree_ci::pipeline::new_run_id(),
+            accel: self.vm.accel(),
+            backend: self.vm.backend(),
+            vm_timeout: self.vm.vm_timeout(),
+            signing: self.publishing.signing(),
+            retain: self.publishing.retain as usize,
+            scratch_delta: !self.publishing.no_scratch_delta,
+            publish: !self.publishing.no_publish,
+            run_id: fedostree_pipeline::run::new_run_id(),
+            cancel: cancel.clone(),
         }
     }
 }
 
-pub fn run(state: &StateDir, sources: impl Fn() -> Result<Sources>, cmd: CiCommand) -> Result<Exit> {
+pub fn run(state: &StateDir, sources: impl Fn() -> Result<Sources>, cmd: CiCommand, cancel: &Cancel) -> Result<Exit> {
     match cmd {
-        CiCommand::Run(pass) => one_pass(state, &pass.options(sources()?), pass.keep),
+        CiCommand::Run(pass) => one_pass(state, &pass.options(sources()?, cancel), pass.keep),
         CiCommand::Watch { pass, interval, passes } => {
             let mut n = 0;
             loop {
                 // A fresh run id per pass; a pass's failure is its result, not the end of the watch.
-                match one_pass(state, &pass.options(sources()?), pass.keep) {
+                match one_pass(state, &pass.options(sources()?, cancel), pass.keep) {
                     Ok(code) => eprintln!("ci watch: pass {} ended with exit {}", n + 1, code as u8),
-                    Err(e) if fedostree_util::is_input_error(&e) => return Err(e),
+                    Err(e) if fedostree_util::is_input_error(&e) || cancel.is_cancelled() => return Err(e),
                     Err(e) => eprintln!("ci watch: pass {} failed: {e:#}", n + 1),
                 }
                 n += 1;
                 if passes.is_some_and(|p| n >= p) {
                     return Ok(Exit::Ok);
                 }
-                eprintln!("ci watch: next pass in {}s", interval.as_secs());
-                std::thread::sleep(interval);
+                eprintln!("ci watch: next pass in {}", humantime::format_duration(interval));
+                if !sleep_unless_cancelled(interval, cancel) {
+                    return Ok(Exit::Ok);
+                }
             }
         }
         CiCommand::History { tree, limit, json } => {
             let h = open(state)?;
             let rows = h.history(tree.as_deref(), limit)?;
             if json {
-                crate::say(serde_json::to_string_pretty(&rows)?)?;
+                say(serde_json::to_string_pretty(&rows)?)?;
             } else {
                 for r in rows {
-                    crate::say(format!(
+                    say(format!(
                         "{}  {:<18} {:<8} {:<6} {} {}{}",
                         r.recorded_at,
                         r.tree,
                         r.arch,
                         r.verdict,
-                        &r.commit[..r.commit.len().min(12)],
+                        r.commit.short(),
                         r.version.as_deref().unwrap_or("-"),
                         if r.published { " published" } else { "" }
                     ))?;
@@ -217,32 +206,32 @@ pub fn run(state: &StateDir, sources: impl Fn() -> Result<Sources>, cmd: CiComma
                     .into_iter()
                     .map(|(tree, arch, commit)| serde_json::json!({"tree": tree, "arch": arch, "commit": commit}))
                     .collect();
-                crate::say(serde_json::to_string_pretty(
+                say(serde_json::to_string_pretty(
                     &serde_json::json!({"run": r, "results": results, "up_to_date": unchanged}),
                 )?)?;
                 return Ok(Exit::Ok);
             }
-            crate::say(format!(
+            say(format!(
                 "run {} ({}) started {} — {}",
                 r.id, r.selection, r.started_at, r.status
             ))?;
             for (tree, arch, commit) in h.unchanged_of_run(&run)? {
-                crate::say(format!(
+                say(format!(
                     "{tree} {arch}: up to date at {}",
-                    &commit[..commit.len().min(12)]
+                    fedostree_util::checksum::short(&commit)
                 ))?;
             }
             for res in results {
-                crate::say(format!(
+                say(format!(
                     "{} {}: {} at {}{}",
                     res.tree,
                     res.arch,
-                    res.verdict.to_uppercase(),
-                    &res.commit[..res.commit.len().min(12)],
+                    res.verdict.as_str().to_uppercase(),
+                    res.commit.short(),
                     if res.published { ", published" } else { "" }
                 ))?;
                 if let Some(e) = &res.infra_error {
-                    crate::say(format!("  infrastructure error: {e}"))?;
+                    say(format!("  infrastructure error: {e}"))?;
                 }
                 for t in h.tests_of(res.id)? {
                     let note = match (&t.denied, t.flaky) {
@@ -250,15 +239,15 @@ pub fn run(state: &StateDir, sources: impl Fn() -> Result<Sources>, cmd: CiComma
                         (None, true) => "  (flaky)".into(),
                         _ => String::new(),
                     };
-                    crate::say(format!(
+                    say(format!(
                         "  {:<7} {} [attempt {}] {:.1}s{note}",
-                        t.outcome.to_uppercase(),
+                        t.outcome.as_str().to_uppercase(),
                         t.name,
                         t.attempt,
                         t.duration_s
                     ))?;
                 }
-                crate::say(format!("  artifacts: {}", res.artifacts))?;
+                say(format!("  artifacts: {}", res.artifacts))?;
             }
             Ok(Exit::Ok)
         }
@@ -280,18 +269,18 @@ pub fn run(state: &StateDir, sources: impl Fn() -> Result<Sources>, cmd: CiComma
             if json {
                 let disk: serde_json::Map<String, serde_json::Value> =
                     disk.iter().map(|(n, b)| (n.to_string(), (*b).into())).collect();
-                crate::say(serde_json::to_string_pretty(
+                say(serde_json::to_string_pretty(
                     &serde_json::json!({"latest": latest, "disk_bytes": disk}),
                 )?)?;
                 return Ok(Exit::Ok);
             }
             for r in &latest {
-                crate::say(format!(
+                say(format!(
                     "{:<18} {:<8} {:<6} {} {} ({})",
                     r.tree,
                     r.arch,
                     r.verdict,
-                    &r.commit[..r.commit.len().min(12)],
+                    r.commit.short(),
                     r.version.as_deref().unwrap_or("-"),
                     r.recorded_at
                 ))?;
@@ -299,7 +288,7 @@ pub fn run(state: &StateDir, sources: impl Fn() -> Result<Sources>, cmd: CiComma
             let total: u64 = disk.iter().map(|(_, b)| b).sum();
             let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
             let each: Vec<String> = disk.iter().map(|(n, b)| format!("{n} {}", mb(*b))).collect();
-            crate::say(format!("disk: {} ({})", mb(total), each.join(", ")))?;
+            say(format!("disk: {} ({})", mb(total), each.join(", ")))?;
             Ok(Exit::Ok)
         }
         CiCommand::Prune { keep } => {
@@ -328,7 +317,7 @@ pub fn run(state: &StateDir, sources: impl Fn() -> Result<Sources>, cmd: CiComma
                 },
             };
             for line in fedostree_ci::resultsdb::export_run(&h, &run)? {
-                crate::say(line)?;
+                say(line)?;
             }
             Ok(Exit::Ok)
         }
@@ -378,7 +367,11 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert!(parse_duration("5 minutes").is_err());
+        // humantime reads what people write ("5 minutes", "1h 30m"); what is not a duration is refused.
+        assert_eq!(parse_duration("5 minutes").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        let e = parse_duration("5 parsecs").unwrap_err();
+        assert!(e.contains("5 parsecs"), "{e}");
         assert!(parse_duration("m").is_err());
     }
 }

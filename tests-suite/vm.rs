@@ -37,7 +37,7 @@ fn main() {
             Test::fallible(case.name(), &needs, move || {
                 // Compose and boot run with the checkout as the source of trees and tests.
                 std::env::set_current_dir(source_dir()).map_err(|e| e.to_string())?;
-                let suite = vm_results(&state(), &case.tree, &case.arch).map_err(|e| format!("{e:#}"))?;
+                let suite = vm_results(&state(), &case.tree, case.arch).map_err(|e| format!("{e:#}"))?;
                 verdict(&case, &suite).map(|_| ())
             })
         })

@@ -316,8 +316,9 @@ fn ci_tests_what_changed_and_remembers_it() {
     signal_mid_run_publishes_nothing_and_the_next_pass_resumes(&state);
 }
 
-/// SIGTERM while a pass's VM runs: the VM is stopped, nothing is published, the run is recorded as
-/// interrupted, and the next pass tests the tree again.
+/// SIGTERM while a pass's VM runs: the cancellation token stops the VM and the pass unwinds (it says
+/// so itself: the cleanup registry's hard path would not), nothing is published, the run is recorded
+/// as interrupted, and the next pass tests the tree again.
 fn signal_mid_run_publishes_nothing_and_the_next_pass_resumes(state: &Path) {
     let reff = "fedostree/dev/x86_64/minimal";
     let public_tip = || {
@@ -345,9 +346,12 @@ fn signal_mid_run_publishes_nothing_and_the_next_pass_resumes(state: &Path) {
         .env("FEDOSTREE_STATE_DIR", state)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["ci", "run", "--trees", "dev/minimal", "--arch", "x86_64"])
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Drain stderr as it comes (a full pipe would block the pass).
+    let stderr_pipe = pass.stderr.take().unwrap();
+    let pass_stderr = std::thread::spawn(move || std::io::read_to_string(stderr_pipe).unwrap_or_default());
     // Wait for the guest to be running: its console log has the kernel's first lines.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     let console = loop {
@@ -378,7 +382,13 @@ fn signal_mid_run_publishes_nothing_and_the_next_pass_resumes(state: &Path) {
         .unwrap()
         .success());
     let status = pass.wait().unwrap();
-    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    let said = pass_stderr.join().unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}\n{said}");
+    assert!(
+        said.contains("stopping (again to force)") && said.contains(&format!("ci run {run}: interrupted")),
+        "the pass did not unwind through its cancellation token:\n{said}"
+    );
+    assert!(!said.contains("cleaning up"), "the hard path ran:\n{said}");
     // The cleanup stopped the VM before the process exited; allow the kernel a moment to reap it.
     let run_dir = console.parent().unwrap().display().to_string();
     let left = (0..30).find_map(|_| {
@@ -574,7 +584,7 @@ fn the_status_page_of_a_recorded_history_renders_in_chromium() {
     let evil = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
     let test = |name: &str, outcome: &str, attempt: u32, flaky: bool| TestRow {
         name: name.into(),
-        outcome: outcome.into(),
+        outcome: outcome.parse().unwrap(),
         duration_s: 1.5,
         attempt,
         flaky,
@@ -590,12 +600,12 @@ fn the_status_page_of_a_recorded_history_renders_in_chromium() {
             record: ResultRecord {
                 run_id: "20261202T000000-1".into(),
                 tree: tree.into(),
-                arch: arch.into(),
+                arch: arch.parse().unwrap(),
                 ref_: format!("fedostree/{tree}"),
-                commit: "ab".repeat(32),
+                commit: "ab".repeat(32).into(),
                 parent_commit: None,
                 version: Some("1.20261202".into()),
-                verdict: verdict.into(),
+                verdict: verdict.parse().unwrap(),
                 published: verdict == "pass",
                 infra_error: infra.map(Into::into),
                 compose_s: Some(1.0),
@@ -640,7 +650,8 @@ fn the_status_page_of_a_recorded_history_renders_in_chromium() {
         vec![],
         Some(&format!("no end marker {evil}")),
     );
-    h.finish_run("20261202T000000-1", "finished").unwrap();
+    h.finish_run("20261202T000000-1", fedostree_ci::verdict::RunStatus::Finished)
+        .unwrap();
     fedostree_ci::status_page::write(&h, &public).unwrap();
 
     let status = public.join("status");

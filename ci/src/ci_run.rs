@@ -5,21 +5,23 @@
 
 use crate::denylist::Denylist;
 use crate::history::{History, NewResult, ResultRecord, TestRow};
-use crate::pipeline::{self, GuestSettings, Timings};
+use crate::verdict::{RunStatus, Verdict};
 use anyhow::Result;
 use fedostree_harness::qemu::{Accel, BootPath, FwCfgValue};
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::{Status, SuiteResult};
 use fedostree_images::{Backend, ImageState};
+use fedostree_pipeline::guest::{boot_and_test, GuestSettings, SharedReporter};
+use fedostree_pipeline::publish::PublishOptions;
+use fedostree_pipeline::run::{run_dir, Timings};
+use fedostree_pipeline::signing::{SigningKey, SigningSpec};
+use fedostree_pipeline::stages::{compose, publish_timed, update_image};
 use fedostree_util::state::{Sources, StateDir};
-use fedostree_util::Exit;
+use fedostree_util::{Arch, Checksum, Exit};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The architectures a tree is composed for.
-pub const ARCHES: &[&str] = &["x86_64", "aarch64"];
 
 /// What a test that passed only on a rerun does to its tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +36,7 @@ pub enum FlakyPolicy {
 pub struct CiOptions {
     /// Tree name glob (`dev/*`); every tree when `None`.
     pub trees: Option<String>,
-    pub arches: Vec<String>,
+    pub arches: Vec<Arch>,
     /// VMs booted at once.
     pub jobs: usize,
     /// Reruns of failed tests, each in a fresh VM.
@@ -44,11 +46,13 @@ pub struct CiOptions {
     pub accel: Option<Accel>,
     pub backend: Backend,
     pub vm_timeout: Duration,
-    pub signing: crate::signing::SigningSpec,
+    pub signing: SigningSpec,
     pub retain: usize,
     pub scratch_delta: bool,
     pub publish: bool,
     pub run_id: String,
+    /// Tripped by SIGINT/SIGTERM: VMs stop, nothing more is published, the run is recorded interrupted.
+    pub cancel: fedostree_util::cancel::Cancel,
 }
 
 /// The history database of a state directory.
@@ -95,12 +99,12 @@ pub fn discover_trees(trees_dir: &Path, glob: Option<&str>) -> Result<Vec<String
 #[derive(Debug, Clone)]
 pub enum Outcome {
     UpToDate {
-        commit: String,
-        verdict: String,
+        commit: Checksum,
+        verdict: Verdict,
     },
     Tested {
-        commit: String,
-        verdict: String,
+        commit: Checksum,
+        verdict: Verdict,
         published: bool,
         flaky: Vec<String>,
         failed: Vec<String>,
@@ -109,24 +113,32 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Outcome::UpToDate { verdict, .. } | Outcome::Tested { verdict, .. } => *verdict,
+        }
+    }
+}
+
+/// (tree, arch, what the pass did to it).
+pub type TreeOutcome = (String, Arch, Outcome);
+
 #[derive(Debug, Clone)]
 pub struct PassSummary {
     pub run_id: String,
     /// (tree, arch, outcome), in tree order.
-    pub outcomes: Vec<(String, String, Outcome)>,
+    pub outcomes: Vec<TreeOutcome>,
 }
 
 impl PassSummary {
     /// Exit 2 when a tree/arch ended in an infrastructure error, 1 when one failed (tested now or up
     /// to date at a failing commit), else 0.
     pub fn exit(&self) -> Exit {
-        let verdicts = self.outcomes.iter().map(|(_, _, o)| match o {
-            Outcome::UpToDate { verdict, .. } | Outcome::Tested { verdict, .. } => verdict.as_str(),
-        });
-        let v: Vec<&str> = verdicts.collect();
-        if v.contains(&"error") {
+        let v: Vec<Verdict> = self.outcomes.iter().map(|(_, _, o)| o.verdict()).collect();
+        if v.contains(&Verdict::Error) {
             Exit::Infra
-        } else if v.contains(&"fail") {
+        } else if v.contains(&Verdict::Fail) {
             Exit::Failed
         } else {
             Exit::Ok
@@ -137,11 +149,11 @@ impl PassSummary {
 /// A tree/arch that changed, on its way through the pipeline.
 struct Unit {
     tree: String,
-    arch: String,
+    arch: Arch,
     ref_: String,
-    commit: String,
+    commit: Checksum,
     version: Option<String>,
-    parent: Option<String>,
+    parent: Option<Checksum>,
     timings: Timings,
 }
 
@@ -151,7 +163,7 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
     let trees = discover_trees(&opts.sources.trees, opts.trees.as_deref())?;
     let denylist = Denylist::load(&opts.sources.trees.join("denylist.yaml"))?;
     let key = match opts.publish {
-        true => Some(crate::signing::SigningKey::resolve(state, &opts.signing)?),
+        true => Some(SigningKey::resolve(state, &opts.signing)?),
         false => None,
     };
     let db = history_path(state);
@@ -159,84 +171,114 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
     for gone in history.mark_interrupted()? {
         eprintln!("ci: run {gone} was interrupted; its trees are tested again");
     }
-    let selection = format!("{} on {}", opts.trees.as_deref().unwrap_or("*"), opts.arches.join(","));
+    let arches: Vec<&str> = opts.arches.iter().map(|a| a.as_str()).collect();
+    let selection = format!("{} on {}", opts.trees.as_deref().unwrap_or("*"), arches.join(","));
     history.begin_run(&opts.run_id, &selection)?;
-    // SIGINT/SIGTERM stop the VMs (the cleanup registry) and end the process before anything more is
-    // published; the run is marked interrupted here, or by the next pass if even that was cut short.
+    // SIGINT/SIGTERM trip `opts.cancel`: the VMs stop, nothing more is published, and the pass returns
+    // `Cancelled` after marking the run interrupted. Should the unwind not finish (the cleanup
+    // registry's hard path), the teardown below marks it, or else the next pass does.
     let (db2, id2) = (db.clone(), opts.run_id.clone());
     let interrupted = fedostree_util::cleanup::register(format!("ci run {}", opts.run_id), move || {
         if let Ok(h) = History::open(&db2) {
-            let _ = h.finish_run(&id2, "interrupted");
+            let _ = h.finish_run(&id2, RunStatus::Interrupted);
         }
     });
+    let pass = test_changed(state, opts, &trees, &denylist, key.as_ref(), &mut history, reporter).await;
+    let status = match &pass {
+        Err(e) if fedostree_util::cancel::cancelled_by(e).is_some() => RunStatus::Interrupted,
+        _ => RunStatus::Finished,
+    };
+    history.finish_run(&opts.run_id, status)?;
+    fedostree_util::cleanup::deregister(interrupted);
+    if status == RunStatus::Interrupted {
+        eprintln!("ci run {}: interrupted; nothing more was published", opts.run_id);
+    }
+    Ok(PassSummary {
+        run_id: opts.run_id.clone(),
+        outcomes: pass?,
+    })
+}
 
+/// The pass's work once it is recorded as begun: compose everything, update the images of what
+/// changed, boot them `opts.jobs` at a time with reruns, and conclude each.
+async fn test_changed(
+    state: &StateDir,
+    opts: &CiOptions,
+    trees: &[String],
+    denylist: &Denylist,
+    key: Option<&SigningKey>,
+    history: &mut History,
+    reporter: &mut (dyn Reporter + Send),
+) -> Result<Vec<TreeOutcome>> {
+    let (mut outcomes, changed) = compose_all(state, opts, trees, history)?;
+    // Images, one at a time.
+    let mut ready = Vec::new();
+    for mut unit in changed {
+        opts.cancel.check()?;
+        let t = Instant::now();
+        // The compose above already made the commit: deploy it, without composing again.
+        let image = update_image(state, &unit.tree, unit.arch, &unit.commit, opts.backend)?;
+        unit.timings.image_s = t.elapsed().as_secs_f64();
+        ready.push((unit, image));
+    }
+
+    let jobs = opts.jobs.max(1);
+    let vcpus = fedostree_harness::qemu::vcpus_for(jobs.min(ready.len().max(1)));
+    let shared = SharedReporter(std::sync::Mutex::new(reporter));
+    let shared = &shared;
+    let mut tested = futures_util::stream::iter(ready.into_iter().map(|(unit, image)| async move {
+        let attempts = test_with_retries(state, opts, &unit, &image, vcpus, denylist, shared).await;
+        (unit, attempts)
+    }))
+    .buffer_unordered(jobs);
+    let mut done = Vec::new();
+    while let Some((unit, attempts)) = tested.next().await {
+        // A signal stopped the VMs: what they reported says nothing, and nothing more is published or
+        // recorded.
+        opts.cancel.check()?;
+        let judged = judge(&unit, &attempts, opts.flaky, denylist);
+        done.push(conclude(state, opts, key, history, unit, &attempts, judged)?);
+    }
+    drop(tested);
+    outcomes.extend(done);
+    outcomes.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    Ok(outcomes)
+}
+
+/// Compose every tree on every arch: the ones at the commit they were last tested at are up to date
+/// (recorded as such), the others are the units to test. A tree that does not compose is recorded as
+/// an error and does not stop the others.
+fn compose_all(
+    state: &StateDir,
+    opts: &CiOptions,
+    trees: &[String],
+    history: &mut History,
+) -> Result<(Vec<TreeOutcome>, Vec<Unit>)> {
     let mut outcomes = Vec::new();
     let mut changed = Vec::new();
-    for tree in &trees {
-        for arch in &opts.arches {
+    for tree in trees {
+        for &arch in &opts.arches {
+            opts.cancel.check()?;
             let t = Instant::now();
-            let composed = pipeline::compose(state, &opts.sources, tree, arch);
-            let (composed, commit) = match composed {
+            let (composed, commit) = match compose(state, &opts.sources, tree, arch) {
                 Ok(c) => c,
-                // One tree that does not compose does not stop the others; nothing was tested.
                 Err(e) => {
-                    let msg = format!("compose failed: {e:#}");
-                    eprintln!("{tree} {arch}: {msg}");
-                    history.record_result(&NewResult {
-                        record: ResultRecord {
-                            run_id: opts.run_id.clone(),
-                            tree: tree.clone(),
-                            arch: arch.clone(),
-                            ref_: String::new(),
-                            commit: String::new(),
-                            parent_commit: None,
-                            version: None,
-                            verdict: "error".into(),
-                            published: false,
-                            infra_error: Some(msg.clone()),
-                            compose_s: Some(t.elapsed().as_secs_f64()),
-                            image_s: None,
-                            boot_s: None,
-                            publish_s: None,
-                            artifacts: String::new(),
-                            package_diff: None,
-                        },
-                        tests: vec![],
-                    })?;
-                    outcomes.push((
-                        tree.clone(),
-                        arch.clone(),
-                        Outcome::Tested {
-                            commit: String::new(),
-                            verdict: "error".into(),
-                            published: false,
-                            flaky: vec![],
-                            failed: vec![],
-                            infra_error: Some(msg),
-                            artifacts: PathBuf::new(),
-                        },
-                    ));
+                    let failed = record_compose_failure(history, opts, tree, arch, t.elapsed(), &e)?;
+                    outcomes.push((tree.clone(), arch, failed));
                     continue;
                 }
             };
-            let last = history.last_tested(tree, arch)?;
-            match last {
+            match history.last_tested(tree, arch)? {
                 Some(last) if last.commit == commit => {
                     eprintln!(
                         "{tree} {arch}: up to date at {} ({}) in {:.2}s",
-                        short(&commit),
+                        commit.short(),
                         last.verdict,
                         t.elapsed().as_secs_f64()
                     );
                     history.record_unchanged(&opts.run_id, tree, arch, &commit)?;
-                    outcomes.push((
-                        tree.clone(),
-                        arch.clone(),
-                        Outcome::UpToDate {
-                            commit,
-                            verdict: last.record.verdict,
-                        },
-                    ));
+                    let verdict = last.record.verdict;
+                    outcomes.push((tree.clone(), arch, Outcome::UpToDate { commit, verdict }));
                 }
                 last => {
                     if !composed.bootable {
@@ -244,7 +286,7 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
                     }
                     changed.push(Unit {
                         tree: tree.clone(),
-                        arch: arch.clone(),
+                        arch,
                         ref_: composed.ref_.clone(),
                         commit,
                         version: composed.version.clone(),
@@ -258,121 +300,127 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
             }
         }
     }
+    Ok((outcomes, changed))
+}
 
-    // Images, one at a time.
-    let mut ready = Vec::new();
-    for mut unit in changed {
-        let t = Instant::now();
-        // The compose above already made the commit: deploy it, without composing again.
-        let image = pipeline::update_image(state, &unit.tree, &unit.arch, &unit.commit, opts.backend)?;
-        unit.timings.image_s = t.elapsed().as_secs_f64();
-        ready.push((unit, image));
-    }
-
-    let jobs = opts.jobs.max(1);
-    let vcpus = fedostree_harness::qemu::vcpus_for(jobs.min(ready.len().max(1)));
-    let shared = pipeline::SharedReporter(std::sync::Mutex::new(reporter));
-    let shared = &shared;
-    let denylist = &denylist;
-    let mut tested = futures_util::stream::iter(ready.into_iter().map(|(unit, image)| async move {
-        let attempts = test_with_retries(state, opts, &unit, &image, vcpus, denylist, shared).await;
-        (unit, attempts)
-    }))
-    .buffer_unordered(jobs);
-    let mut done = Vec::new();
-    while let Some((mut unit, attempts)) = tested.next().await {
-        // A signal stopped the VMs: what they reported says nothing, and nothing more is published or
-        // recorded (the signal thread ends the process; this only keeps the main thread from racing it).
-        if fedostree_util::cleanup::interrupted() {
-            history.finish_run(&opts.run_id, "interrupted")?;
-            // The signal thread is cleaning up and ends the process with 128+signal: wait for it.
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-            }
-        }
-        let judged = judge(&unit, &attempts, opts.flaky, denylist);
-        let mut published = false;
-        if let Some(key) = key.as_ref().filter(|_| judged.publishable) {
-            let publish_opts = crate::publish::PublishOptions {
-                key,
-                retain: opts.retain,
-                scratch_delta: opts.scratch_delta,
-            };
-            unit.timings.publish_s = Some(pipeline::publish_timed(state, &publish_opts, &unit.ref_, &unit.commit)?);
-            published = true;
-        }
-        unit.timings.boot_s = attempts.iter().map(|a| a.boot_s).sum();
-        let package_diff = unit
-            .parent
-            .as_deref()
-            .and_then(|p| package_diff(state, p, &unit.commit));
-        let artifacts = attempts.first().map(|a| a.dir.clone()).unwrap_or_default();
-        history.record_result(&NewResult {
-            record: ResultRecord {
-                run_id: opts.run_id.clone(),
-                tree: unit.tree.clone(),
-                arch: unit.arch.clone(),
-                ref_: unit.ref_.clone(),
-                commit: unit.commit.clone(),
-                parent_commit: unit.parent.clone(),
-                version: unit.version.clone(),
-                verdict: judged.verdict.clone(),
-                published,
-                infra_error: judged.infra_error.clone(),
-                compose_s: Some(unit.timings.compose_s),
-                image_s: Some(unit.timings.image_s),
-                boot_s: Some(unit.timings.boot_s),
-                publish_s: unit.timings.publish_s,
-                artifacts: artifacts.display().to_string(),
-                package_diff,
-            },
-            tests: judged.rows.clone(),
-        })?;
-        fs_err::write(
-            artifacts.join("timings.json"),
-            serde_json::to_string_pretty(&unit.timings)? + "\n",
-        )?;
-        eprintln!(
-            "{} {}: {} at {}{}{}",
-            unit.tree,
-            unit.arch,
-            judged.verdict.to_uppercase(),
-            short(&unit.commit),
-            if published { ", published" } else { "" },
-            match (&judged.flaky[..], &judged.failed[..]) {
-                ([], []) => String::new(),
-                (f, []) => format!(" (flaky: {})", f.join(", ")),
-                ([], x) => format!(" (failed: {})", x.join(", ")),
-                (f, x) => format!(" (failed: {}; flaky: {})", x.join(", "), f.join(", ")),
-            }
-        );
-        done.push((
-            unit.tree.clone(),
-            unit.arch.clone(),
-            Outcome::Tested {
-                commit: unit.commit.clone(),
-                verdict: judged.verdict,
-                published,
-                flaky: judged.flaky,
-                failed: judged.failed,
-                infra_error: judged.infra_error,
-                artifacts,
-            },
-        ));
-    }
-    drop(tested);
-    outcomes.extend(done);
-    outcomes.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    history.finish_run(&opts.run_id, "finished")?;
-    fedostree_util::cleanup::deregister(interrupted);
-    Ok(PassSummary {
-        run_id: opts.run_id.clone(),
-        outcomes,
+/// A compose that failed: recorded as an error result with nothing tested.
+fn record_compose_failure(
+    history: &mut History,
+    opts: &CiOptions,
+    tree: &str,
+    arch: Arch,
+    took: Duration,
+    e: &anyhow::Error,
+) -> Result<Outcome> {
+    let msg = format!("compose failed: {e:#}");
+    eprintln!("{tree} {arch}: {msg}");
+    history.record_result(&NewResult {
+        record: ResultRecord {
+            run_id: opts.run_id.clone(),
+            tree: tree.to_string(),
+            arch,
+            ref_: String::new(),
+            commit: Checksum::new(""),
+            parent_commit: None,
+            version: None,
+            verdict: Verdict::Error,
+            published: false,
+            infra_error: Some(msg.clone()),
+            compose_s: Some(took.as_secs_f64()),
+            image_s: None,
+            boot_s: None,
+            publish_s: None,
+            artifacts: String::new(),
+            package_diff: None,
+        },
+        tests: vec![],
+    })?;
+    Ok(Outcome::Tested {
+        commit: Checksum::new(""),
+        verdict: Verdict::Error,
+        published: false,
+        flaky: vec![],
+        failed: vec![],
+        infra_error: Some(msg),
+        artifacts: PathBuf::new(),
     })
 }
 
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
+/// A tested unit's end: publish it if its verdict allows, record it in the history, say it.
+fn conclude(
+    state: &StateDir,
+    opts: &CiOptions,
+    key: Option<&SigningKey>,
+    history: &mut History,
+    mut unit: Unit,
+    attempts: &[Attempt],
+    judged: Judged,
+) -> Result<TreeOutcome> {
+    let mut published = false;
+    if let Some(key) = key.filter(|_| judged.publishable) {
+        let publish_opts = PublishOptions {
+            key,
+            retain: opts.retain,
+            scratch_delta: opts.scratch_delta,
+        };
+        unit.timings.publish_s = Some(publish_timed(state, &publish_opts, &unit.ref_, &unit.commit)?);
+        published = true;
+    }
+    unit.timings.boot_s = attempts.iter().map(|a| a.boot_s).sum();
+    let package_diff = unit
+        .parent
+        .as_deref()
+        .and_then(|p| package_diff(state, p, &unit.commit));
+    let artifacts = attempts.first().map(|a| a.dir.clone()).unwrap_or_default();
+    history.record_result(&NewResult {
+        record: ResultRecord {
+            run_id: opts.run_id.clone(),
+            tree: unit.tree.clone(),
+            arch: unit.arch,
+            ref_: unit.ref_.clone(),
+            commit: unit.commit.clone(),
+            parent_commit: unit.parent.clone(),
+            version: unit.version.clone(),
+            verdict: judged.verdict,
+            published,
+            infra_error: judged.infra_error.clone(),
+            compose_s: Some(unit.timings.compose_s),
+            image_s: Some(unit.timings.image_s),
+            boot_s: Some(unit.timings.boot_s),
+            publish_s: unit.timings.publish_s,
+            artifacts: artifacts.display().to_string(),
+            package_diff,
+        },
+        tests: judged.rows.clone(),
+    })?;
+    fs_err::write(
+        artifacts.join("timings.json"),
+        serde_json::to_string_pretty(&unit.timings)? + "\n",
+    )?;
+    eprintln!(
+        "{} {}: {} at {}{}{}",
+        unit.tree,
+        unit.arch,
+        judged.verdict.as_str().to_uppercase(),
+        unit.commit.short(),
+        if published { ", published" } else { "" },
+        match (&judged.flaky[..], &judged.failed[..]) {
+            ([], []) => String::new(),
+            (f, []) => format!(" (flaky: {})", f.join(", ")),
+            ([], x) => format!(" (failed: {})", x.join(", ")),
+            (f, x) => format!(" (failed: {}; flaky: {})", x.join(", "), f.join(", ")),
+        }
+    );
+    let outcome = Outcome::Tested {
+        commit: unit.commit,
+        verdict: judged.verdict,
+        published,
+        flaky: judged.flaky,
+        failed: judged.failed,
+        infra_error: judged.infra_error,
+        artifacts,
+    };
+    Ok((unit.tree, unit.arch, outcome))
 }
 
 fn package_diff(state: &StateDir, from: &str, to: &str) -> Option<serde_json::Value> {
@@ -408,10 +456,10 @@ async fn test_with_retries(
     image: &ImageState,
     vcpus: u32,
     denylist: &Denylist,
-    reporter: &pipeline::SharedReporter<'_>,
+    reporter: &SharedReporter<'_>,
 ) -> Vec<Attempt> {
     let today = chrono::Utc::now().date_naive();
-    let base_dir = pipeline::run_dir(state, &opts.run_id, &unit.tree, &unit.arch);
+    let base_dir = run_dir(state, &opts.run_id, &unit.tree, unit.arch);
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut only: Option<Vec<String>> = None;
     let mut infra_retried = false;
@@ -435,12 +483,13 @@ async fn test_with_retries(
             vcpus,
             boot: BootPath::DirectKernel,
             fw_cfg,
+            cancel: opts.cancel.clone(),
         };
         let t = Instant::now();
-        let booted = pipeline::boot_and_test(&unit.tree, &unit.arch, image, &dir, guest, &mut &*reporter).await;
+        let booted = boot_and_test(&unit.tree, unit.arch, image, &dir, guest, &mut &*reporter).await;
         let suite = booted.map(|(s, _)| s).unwrap_or_else(|e| SuiteResult {
             tree: unit.tree.clone(),
-            arch: unit.arch.clone(),
+            arch: unit.arch,
             commit: unit.commit.clone(),
             cases: vec![],
             infra_error: Some(format!("{e:#}")),
@@ -450,7 +499,7 @@ async fn test_with_retries(
         let blocking: Vec<String> = suite
             .cases
             .iter()
-            .filter(|c| failing(c.status) && denylist.denies(&unit.tree, &unit.arch, &c.name, today).is_none())
+            .filter(|c| failing(c.status) && denylist.denies(&unit.tree, unit.arch, &c.name, today).is_none())
             .map(|c| c.name.clone())
             .collect();
         attempts.push(Attempt {
@@ -462,7 +511,7 @@ async fn test_with_retries(
         if broke {
             // An infrastructure error is retried once, whole; a rerun that breaks ends the reruns, and
             // so does a signal (the VM it stopped looks broken).
-            if infra_retried || only.is_some() || fedostree_util::cleanup::interrupted() {
+            if infra_retried || only.is_some() || opts.cancel.is_cancelled() {
                 return attempts;
             }
             infra_retried = true;
@@ -487,7 +536,7 @@ async fn test_with_retries(
 
 /// A unit's verdict from all its attempts.
 struct Judged {
-    verdict: String,
+    verdict: Verdict,
     publishable: bool,
     infra_error: Option<String>,
     flaky: Vec<String>,
@@ -510,12 +559,12 @@ fn judge(unit: &Unit, attempts: &[Attempt], policy: FlakyPolicy, denylist: &Deny
         for c in &a.suite.cases {
             let failed_before = last.get(&c.name).is_some_and(|(s, f)| *f || failing(*s));
             let denied = failing(c.status)
-                .then(|| denylist.denies(&unit.tree, &unit.arch, &c.name, today))
+                .then(|| denylist.denies(&unit.tree, unit.arch, &c.name, today))
                 .flatten()
                 .map(|e| e.describe());
             rows.push(TestRow {
                 name: c.name.clone(),
-                outcome: c.status.label().to_lowercase(),
+                outcome: c.status.into(),
                 duration_s: c.duration.as_secs_f64(),
                 attempt: a.number,
                 flaky: c.status == Status::Pass && failed_before,
@@ -539,21 +588,25 @@ fn judge(unit: &Unit, attempts: &[Attempt], policy: FlakyPolicy, denylist: &Deny
         .collect();
     let failed: Vec<String> = last
         .iter()
-        .filter(|(n, (s, _))| failing(*s) && denylist.denies(&unit.tree, &unit.arch, n, today).is_none())
+        .filter(|(n, (s, _))| failing(*s) && denylist.denies(&unit.tree, unit.arch, n, today).is_none())
         .map(|(n, _)| n.clone())
         .collect();
     let verdict = if infra_error.is_some() {
-        "error"
+        Verdict::Error
     } else if !failed.is_empty() {
-        "fail"
+        Verdict::Fail
     } else if !flaky.is_empty() {
-        "flaky"
+        Verdict::Flaky
     } else {
-        "pass"
+        Verdict::Pass
     };
-    let publishable = verdict == "pass" || (verdict == "flaky" && policy == FlakyPolicy::Pass);
+    let publishable = match verdict {
+        Verdict::Pass => true,
+        Verdict::Flaky => policy == FlakyPolicy::Pass,
+        Verdict::Fail | Verdict::Error => false,
+    };
     Judged {
-        verdict: verdict.into(),
+        verdict,
         publishable,
         infra_error,
         flaky,
@@ -570,7 +623,7 @@ mod tests {
     fn unit() -> Unit {
         Unit {
             tree: "dev/broken".into(),
-            arch: "x86_64".into(),
+            arch: Arch::X86_64,
             ref_: "r".into(),
             commit: "c".into(),
             version: None,
@@ -586,7 +639,7 @@ mod tests {
             boot_s: 1.0,
             suite: SuiteResult {
                 tree: "dev/broken".into(),
-                arch: "x86_64".into(),
+                arch: Arch::X86_64,
                 commit: "c".into(),
                 cases: cases
                     .iter()
@@ -642,7 +695,7 @@ mod tests {
             attempt(2, &[("s/ok", Pass)], None),
         ];
         let j = judge(&unit(), &a, FlakyPolicy::Pass, &Denylist::default());
-        assert_eq!(j.verdict, "pass", "the retry is what counts");
+        assert_eq!(j.verdict, Verdict::Pass, "the retry is what counts");
         let a = [attempt(1, &[], Some("no end marker")), attempt(2, &[], Some("badness"))];
         let j = judge(&unit(), &a, FlakyPolicy::Pass, &Denylist::default());
         assert_eq!((j.verdict.as_str(), j.publishable), ("error", false));

@@ -25,7 +25,7 @@ pub struct Entry {
     pub trees: Vec<String>,
     /// Architectures (all when empty).
     #[serde(default)]
-    pub arches: Vec<String>,
+    pub arches: Vec<fedostree_util::Arch>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -61,11 +61,17 @@ impl Denylist {
     }
 
     /// The entry that exempts `test` of `tree` on `arch` on `today`, if any.
-    pub fn denies(&self, tree: &str, arch: &str, test: &str, today: chrono::NaiveDate) -> Option<&Entry> {
+    pub fn denies(
+        &self,
+        tree: &str,
+        arch: fedostree_util::Arch,
+        test: &str,
+        today: chrono::NaiveDate,
+    ) -> Option<&Entry> {
         self.entries.iter().find(|e| {
             glob_match(&e.pattern, test)
                 && (e.trees.is_empty() || e.trees.iter().any(|t| glob_match(t, tree)))
-                && (e.arches.is_empty() || e.arches.iter().any(|a| a == arch))
+                && (e.arches.is_empty() || e.arches.contains(&arch))
                 && e.snooze.is_none_or(|until| today <= until)
         })
     }
@@ -104,19 +110,35 @@ mod tests {
         .unwrap();
         let l = Denylist::load(&f).unwrap();
         let today = day("2027-01-31");
-        assert!(l.denies("dev/broken", "aarch64", "fedostree-broken/x", today).is_some());
-        assert!(l.denies("dev/broken", "x86_64", "fedostree-broken/x", today).is_none());
         assert!(l
-            .denies("dev/minimal", "aarch64", "fedostree-broken/x", today)
+            .denies("dev/broken", fedostree_util::Arch::Aarch64, "fedostree-broken/x", today)
+            .is_some());
+        assert!(l
+            .denies("dev/broken", fedostree_util::Arch::X86_64, "fedostree-broken/x", today)
             .is_none());
-        assert!(l.denies("dev/broken", "aarch64", "fedostree/x", today).is_none());
+        assert!(l
+            .denies(
+                "dev/minimal",
+                fedostree_util::Arch::Aarch64,
+                "fedostree-broken/x",
+                today
+            )
+            .is_none());
+        assert!(l
+            .denies("dev/broken", fedostree_util::Arch::Aarch64, "fedostree/x", today)
+            .is_none());
         assert!(
-            l.denies("dev/broken", "aarch64", "fedostree-broken/x", day("2027-02-01"))
-                .is_none(),
+            l.denies(
+                "dev/broken",
+                fedostree_util::Arch::Aarch64,
+                "fedostree-broken/x",
+                day("2027-02-01")
+            )
+            .is_none(),
             "after the snooze date the test blocks again"
         );
         assert_eq!(
-            l.denies("dev/broken", "aarch64", "fedostree-broken/x", today)
+            l.denies("dev/broken", fedostree_util::Arch::Aarch64, "fedostree-broken/x", today)
                 .unwrap()
                 .describe(),
             "planted; until 2027-01-31"

@@ -2,7 +2,9 @@
 //! every test, the trees a run found up to date). WAL and a busy timeout let two `ci run` processes
 //! write at once; each result is one transaction, so a reader never sees half of one.
 
+use crate::verdict::{RunStatus, TestOutcome, Verdict};
 use anyhow::{Context, Result};
+use fedostree_util::{Arch, Checksum};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
@@ -23,13 +25,14 @@ pub struct History {
 pub struct ResultRecord {
     pub run_id: String,
     pub tree: String,
-    pub arch: String,
+    pub arch: Arch,
     #[serde(rename = "ref")]
     pub ref_: String,
-    pub commit: String,
-    pub parent_commit: Option<String>,
+    /// Empty when the compose failed (there is no commit).
+    pub commit: Checksum,
+    pub parent_commit: Option<Checksum>,
     pub version: Option<String>,
-    pub verdict: String,
+    pub verdict: Verdict,
     pub published: bool,
     pub infra_error: Option<String>,
     pub compose_s: Option<f64>,
@@ -60,7 +63,7 @@ impl std::ops::Deref for ResultRow {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TestRow {
     pub name: String,
-    pub outcome: String,
+    pub outcome: TestOutcome,
     pub duration_s: f64,
     pub attempt: u32,
     pub flaky: bool,
@@ -72,7 +75,7 @@ pub struct RunRow {
     pub id: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     pub selection: String,
 }
 
@@ -144,13 +147,13 @@ impl History {
 
     pub fn begin_run(&self, id: &str, selection: &str) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO runs (id, started_at, status, pid, selection) VALUES (?1, ?2, 'running', ?3, ?4)",
-            params![id, now(), std::process::id(), selection],
+            "INSERT INTO runs (id, started_at, status, pid, selection) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, now(), RunStatus::Running, std::process::id(), selection],
         )?;
         Ok(())
     }
 
-    pub fn finish_run(&self, id: &str, status: &str) -> Result<()> {
+    pub fn finish_run(&self, id: &str, status: RunStatus) -> Result<()> {
         self.conn.execute(
             "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
             params![id, status, now()],
@@ -161,14 +164,14 @@ impl History {
     /// Runs left 'running' by a process that is gone (killed, or the machine went down) are marked
     /// interrupted; their results were never recorded, so the next run tests those trees again.
     pub fn mark_interrupted(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare("SELECT id, pid FROM runs WHERE status = 'running'")?;
+        let mut stmt = self.conn.prepare("SELECT id, pid FROM runs WHERE status = ?1")?;
         let running: Vec<(String, u32)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([RunStatus::Running], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let mut gone = Vec::new();
         for (id, pid) in running {
             if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                self.finish_run(&id, "interrupted")?;
+                self.finish_run(&id, RunStatus::Interrupted)?;
                 gone.push(id);
             }
         }
@@ -177,15 +180,15 @@ impl History {
 
     /// The last conclusive result of `tree` on `arch` (an infrastructure error says nothing about
     /// the tree, so it never makes a commit "tested").
-    pub fn last_tested(&self, tree: &str, arch: &str) -> Result<Option<ResultRow>> {
+    pub fn last_tested(&self, tree: &str, arch: Arch) -> Result<Option<ResultRow>> {
         Ok(self
             .conn
             .query_row(
                 &format!(
-                    "SELECT {RESULT_COLUMNS} FROM results WHERE tree = ?1 AND arch = ?2 AND verdict != 'error' \
+                    "SELECT {RESULT_COLUMNS} FROM results WHERE tree = ?1 AND arch = ?2 AND verdict != ?3 \
                      ORDER BY id DESC LIMIT 1"
                 ),
-                params![tree, arch],
+                params![tree, arch, Verdict::Error],
                 result_row,
             )
             .optional()?)
@@ -243,7 +246,7 @@ impl History {
         Ok(id)
     }
 
-    pub fn record_unchanged(&self, run_id: &str, tree: &str, arch: &str, commit: &str) -> Result<()> {
+    pub fn record_unchanged(&self, run_id: &str, tree: &str, arch: Arch, commit: &Checksum) -> Result<()> {
         self.conn.execute(
             "INSERT INTO unchanged (run_id, tree, arch, commit_id) VALUES (?1, ?2, ?3, ?4)",
             params![run_id, tree, arch, commit],
@@ -334,7 +337,7 @@ impl History {
     }
 
     /// Every commit the history still points at (results and their parents), for pruning.
-    pub fn commits_of_runs(&self, run_ids: &[String]) -> Result<Vec<String>> {
+    pub fn commits_of_runs(&self, run_ids: &[String]) -> Result<Vec<Checksum>> {
         let mut out = Vec::new();
         for id in run_ids {
             for r in self.results_of_run(id)? {
@@ -384,12 +387,12 @@ mod tests {
             record: ResultRecord {
                 run_id: run.into(),
                 tree: tree.into(),
-                arch: "x86_64".into(),
+                arch: Arch::X86_64,
                 ref_: format!("fedostree/{tree}"),
                 commit: commit.into(),
                 parent_commit: None,
                 version: Some("1".into()),
-                verdict: verdict.into(),
+                verdict: verdict.parse().unwrap(),
                 published: verdict == "pass",
                 infra_error: None,
                 compose_s: Some(1.0),
@@ -402,7 +405,7 @@ mod tests {
             tests: vec![
                 TestRow {
                     name: "s/t".into(),
-                    outcome: "fail".into(),
+                    outcome: TestOutcome::Fail,
                     duration_s: 0.5,
                     attempt: 1,
                     flaky: false,
@@ -410,7 +413,7 @@ mod tests {
                 },
                 TestRow {
                     name: "s/t".into(),
-                    outcome: "pass".into(),
+                    outcome: TestOutcome::Pass,
                     duration_s: 0.4,
                     attempt: 2,
                     flaky: true,
@@ -428,16 +431,17 @@ mod tests {
             let mut h = History::open(&db).unwrap();
             h.begin_run("r1", "*").unwrap();
             let id = h.record_result(&result("r1", "dev/minimal", "flaky", "c1")).unwrap();
-            h.record_unchanged("r1", "dev/broken", "x86_64", "c0").unwrap();
-            h.finish_run("r1", "finished").unwrap();
+            h.record_unchanged("r1", "dev/broken", Arch::X86_64, &"c0".into())
+                .unwrap();
+            h.finish_run("r1", RunStatus::Finished).unwrap();
             assert_eq!(h.tests_of(id).unwrap().len(), 2);
         }
         // Reopening applies nothing twice.
         let h = History::open(&db).unwrap();
-        let last = h.last_tested("dev/minimal", "x86_64").unwrap().unwrap();
+        let last = h.last_tested("dev/minimal", Arch::X86_64).unwrap().unwrap();
         assert_eq!((last.commit.as_str(), last.verdict.as_str()), ("c1", "flaky"));
         assert_eq!(last.package_diff.as_ref().unwrap()["added"][0], "a-1-1.noarch");
-        assert_eq!(h.runs(10).unwrap()[0].status, "finished");
+        assert_eq!(h.runs(10).unwrap()[0].status, RunStatus::Finished);
         assert_eq!(h.unchanged_of_run("r1").unwrap()[0].2, "c0");
     }
 
@@ -448,7 +452,7 @@ mod tests {
         h.begin_run("r1", "*").unwrap();
         h.record_result(&result("r1", "t", "fail", "c1")).unwrap();
         h.record_result(&result("r1", "t", "error", "c2")).unwrap();
-        assert_eq!(h.last_tested("t", "x86_64").unwrap().unwrap().commit, "c1");
+        assert_eq!(h.last_tested("t", Arch::X86_64).unwrap().unwrap().commit, "c1");
         assert_eq!(h.latest().unwrap()[0].commit, "c2", "the page still shows the error");
     }
 
@@ -493,7 +497,7 @@ mod tests {
                         h.record_result(&result(&run, &format!("tree-{w}"), "pass", &format!("c{i}")))
                             .unwrap();
                     }
-                    h.finish_run(&run, "finished").unwrap();
+                    h.finish_run(&run, RunStatus::Finished).unwrap();
                 })
             })
             .collect();

@@ -6,6 +6,7 @@
 //! public repository retains. (The public repository prunes itself to `--retain` at every publish.)
 
 use crate::history::History;
+use crate::verdict::RunStatus;
 use anyhow::{Context, Result};
 use fedostree_util::state::StateDir;
 use std::collections::BTreeSet;
@@ -24,7 +25,7 @@ pub fn prune(state: &StateDir, history: &mut History, keep: usize) -> Result<Pru
     // that says at which commit the tree was last tested: forgetting it would re-test the tree.
     let mut holds_latest = BTreeSet::new();
     for r in history.latest()? {
-        if let Some(t) = history.last_tested(&r.tree, &r.arch)? {
+        if let Some(t) = history.last_tested(&r.tree, r.arch)? {
             holds_latest.insert(t.record.run_id);
         }
         holds_latest.insert(r.record.run_id);
@@ -32,7 +33,7 @@ pub fn prune(state: &StateDir, history: &mut History, keep: usize) -> Result<Pru
     let old: Vec<String> = runs
         .iter()
         .skip(keep)
-        .filter(|r| r.status != "running" && !holds_latest.contains(&r.id))
+        .filter(|r| r.status != RunStatus::Running && !holds_latest.contains(&r.id))
         .map(|r| r.id.clone())
         .collect();
     let kept: Vec<String> = runs
@@ -40,7 +41,7 @@ pub fn prune(state: &StateDir, history: &mut History, keep: usize) -> Result<Pru
         .map(|r| r.id.clone())
         .filter(|id| !old.contains(id))
         .collect();
-    let mut needed: BTreeSet<String> = history.commits_of_runs(&kept)?.into_iter().collect();
+    let mut needed: BTreeSet<String> = history.commits_of_runs(&kept)?.into_iter().map(String::from).collect();
     history.delete_runs(&old)?;
     for id in &old {
         for dir in [
@@ -87,7 +88,7 @@ fn image_commits(images: &Path) -> Vec<String> {
 
 /// Every commit the public repository's retention still lists.
 fn published_commits(public: &Path) -> Result<Vec<String>> {
-    let path = crate::publish::history_path(public);
+    let path = fedostree_pipeline::publish::history_path(public);
     let history: std::collections::BTreeMap<String, Vec<String>> = match fs_err::read(&path) {
         Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),

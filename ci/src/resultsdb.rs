@@ -4,24 +4,25 @@
 //! last attempt is what it reports; a flake or a denylisted failure says so in the note.
 
 use crate::history::{History, ResultRow, TestRow};
+use crate::verdict::{TestOutcome, Verdict};
 use anyhow::Result;
 use serde_json::{json, Value};
 
 fn outcome_of_test(t: &TestRow) -> &'static str {
-    match (t.outcome.as_str(), &t.denied) {
-        ("pass", _) => "PASSED",
-        ("skip", _) => "INFO",
+    match (t.outcome, &t.denied) {
+        (TestOutcome::Pass, _) => "PASSED",
+        (TestOutcome::Skip, _) => "INFO",
         (_, Some(_)) => "INFO",
-        ("error", _) => "ERROR",
-        _ => "FAILED",
+        (TestOutcome::Error, _) => "ERROR",
+        (TestOutcome::Fail | TestOutcome::Timeout, None) => "FAILED",
     }
 }
 
-fn outcome_of_verdict(v: &str) -> &'static str {
+fn outcome_of_verdict(v: Verdict) -> &'static str {
     match v {
-        "pass" | "flaky" => "PASSED",
-        "error" => "ERROR",
-        _ => "FAILED",
+        Verdict::Pass | Verdict::Flaky => "PASSED",
+        Verdict::Error => "ERROR",
+        Verdict::Fail => "FAILED",
     }
 }
 
@@ -41,14 +42,14 @@ pub fn export_run(history: &History, run_id: &str) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     for r in history.results_of_run(run_id)? {
         let prefix = format!("fedostree.{}.{}", r.tree, r.arch);
-        let note = match (&r.infra_error, r.verdict.as_str()) {
+        let note = match (&r.infra_error, r.verdict) {
             (Some(e), _) => e.clone(),
-            (None, "flaky") => "passed after reruns of flaky tests".into(),
-            _ => String::new(),
+            (None, Verdict::Flaky) => "passed after reruns of flaky tests".into(),
+            (None, Verdict::Pass | Verdict::Fail | Verdict::Error) => String::new(),
         };
         out.push(json!({
             "testcase": {"name": prefix},
-            "outcome": outcome_of_verdict(&r.verdict),
+            "outcome": outcome_of_verdict(r.verdict),
             "data": data(&r),
             "note": note,
             "submit_time": r.recorded_at,
@@ -83,7 +84,7 @@ mod tests {
     fn row(outcome: &str, denied: Option<&str>, flaky: bool) -> TestRow {
         TestRow {
             name: "s/t".into(),
-            outcome: outcome.into(),
+            outcome: outcome.parse().unwrap(),
             duration_s: 0.0,
             attempt: 1,
             flaky,
@@ -99,7 +100,7 @@ mod tests {
         assert_eq!(outcome_of_test(&row("error", None, false)), "ERROR");
         assert_eq!(outcome_of_test(&row("skip", None, false)), "INFO");
         assert_eq!(outcome_of_test(&row("fail", Some("known"), false)), "INFO");
-        assert_eq!(outcome_of_verdict("flaky"), "PASSED");
-        assert_eq!(outcome_of_verdict("error"), "ERROR");
+        assert_eq!(outcome_of_verdict(Verdict::Flaky), "PASSED");
+        assert_eq!(outcome_of_verdict(Verdict::Error), "ERROR");
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::history::{History, ResultRow, RunRow, TestRow};
 use anyhow::{Context, Result};
+use fedostree_util::Arch;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -93,12 +94,12 @@ fn verdict_cell(r: Option<&ResultRow>, href: Option<&str>, now: chrono::DateTime
         return "<td class=\"verdict verdict-none\">not tested</td>".into();
     };
     let label = match href {
-        Some(h) => format!("<a href=\"{}\">{}</a>", escape(h), escape(&r.verdict)),
-        None => escape(&r.verdict),
+        Some(h) => format!("<a href=\"{}\">{}</a>", escape(h), escape(r.verdict.as_str())),
+        None => escape(r.verdict.as_str()),
     };
     format!(
         "<td class=\"verdict verdict-{v}\" data-verdict=\"{v}\">{label}<br><small>{ver} <code>{c}</code><br>{age}{p}</small></td>",
-        v = escape(&r.verdict),
+        v = escape(r.verdict.as_str()),
         ver = escape(r.version.as_deref().unwrap_or("")),
         c = escape(&r.commit[..r.commit.len().min(12)]),
         age = escape(&age(&r.recorded_at, now)),
@@ -180,7 +181,7 @@ pub fn write(history: &History, public: &Path) -> Result<()> {
         );
         for a in &arches {
             let r = latest.iter().find(|r| r.tree == *t && r.arch == *a);
-            let href = r.map(|r| format!("run/{}/index.html#{}", r.run_id, anchor(&r.tree, &r.arch)));
+            let href = r.map(|r| format!("run/{}/index.html#{}", r.run_id, anchor(&r.tree, r.arch)));
             body.push_str(&verdict_cell(r, href.as_deref(), now));
         }
         body.push_str("</tr>\n");
@@ -191,7 +192,7 @@ pub fn write(history: &History, public: &Path) -> Result<()> {
             body,
             "<li><a href=\"run/{id}/index.html\">{id}</a> {status} <small>{age}</small></li>",
             id = escape(&r.id),
-            status = escape(&r.status),
+            status = escape(r.status.as_str()),
             age = escape(&age(&r.started_at, now)),
         );
     }
@@ -214,12 +215,12 @@ pub fn write(history: &History, public: &Path) -> Result<()> {
                 "<tr><td>{age}</td><td>{arch}</td><td><code>{c}</code></td><td>{ver}</td>\
                  <td class=\"verdict verdict-{v}\"><a href=\"../run/{run}/index.html#{anchor}\">{v}</a></td><td>{diff}</td></tr>",
                 age = escape(&age(&r.recorded_at, now)),
-                arch = escape(&r.arch),
+                arch = escape(r.arch.as_str()),
                 c = escape(&r.commit[..r.commit.len().min(12)]),
                 ver = escape(r.version.as_deref().unwrap_or("")),
-                v = escape(&r.verdict),
+                v = escape(r.verdict.as_str()),
                 run = escape(&r.run_id),
-                anchor = anchor(&r.tree, &r.arch),
+                anchor = anchor(&r.tree, r.arch),
             );
         }
         body.push_str("</table></div>");
@@ -232,7 +233,7 @@ pub fn write(history: &History, public: &Path) -> Result<()> {
     // Run pages: one per run still in the history; a finished run's page never changes.
     for r in history.runs(usize::MAX >> 1)? {
         let out = dir.join("run").join(&r.id);
-        if r.status != "running" && out.join("index.html").exists() {
+        if r.status != crate::verdict::RunStatus::Running && out.join("index.html").exists() {
             continue;
         }
         write_run(history, &r, &out, &generated)?;
@@ -240,7 +241,7 @@ pub fn write(history: &History, public: &Path) -> Result<()> {
     Ok(())
 }
 
-fn anchor(tree: &str, arch: &str) -> String {
+fn anchor(tree: &str, arch: Arch) -> String {
     format!("{}--{}", slug(tree), arch)
 }
 
@@ -250,7 +251,7 @@ fn write_run(history: &History, run: &RunRow, out: &Path, generated: &str) -> Re
         "<p>{} · started {} · {}</p>\n",
         escape(&run.selection),
         escape(&run.started_at),
-        escape(&run.status)
+        escape(run.status.as_str())
     );
     let unchanged = history.unchanged_of_run(&run.id)?;
     if !unchanged.is_empty() {
@@ -267,14 +268,14 @@ fn write_run(history: &History, run: &RunRow, out: &Path, generated: &str) -> Re
         body.push_str("</ul>\n");
     }
     for r in history.results_of_run(&run.id)? {
-        let id = anchor(&r.tree, &r.arch);
+        let id = anchor(&r.tree, r.arch);
         let _ = writeln!(
             body,
             "<h2 id=\"{id}\">{tree} {arch}: <span class=\"verdict verdict-{v}\" data-verdict=\"{v}\">{v}</span></h2>\n\
              <p><code>{commit}</code> {ver}{published}</p>",
             tree = escape(&r.tree),
-            arch = escape(&r.arch),
-            v = escape(&r.verdict),
+            arch = escape(r.arch.as_str()),
+            v = escape(r.verdict.as_str()),
             commit = escape(&r.commit),
             ver = escape(r.version.as_deref().unwrap_or("")),
             published = if r.published { " · published" } else { "" },
@@ -383,7 +384,7 @@ fn tests_table(tests: &[TestRow]) -> String {
         let _ = writeln!(
             s,
             "<tr class=\"test\" data-outcome=\"{o}\"{flaky}><td>{n}</td><td class=\"outcome-{o}\">{o}</td><td>{d:.1}</td><td>{a}</td><td>{note}</td></tr>",
-            o = escape(&t.outcome),
+            o = escape(t.outcome.as_str()),
             flaky = if t.flaky { " data-flaky=\"true\"" } else { "" },
             n = escape(&t.name),
             d = t.duration_s,

@@ -11,16 +11,17 @@ use crate::{fetch, import, postprocess};
 use anyhow::{Context, Result};
 use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::workdir::WorkDir;
+use fedostree_util::Arch;
 use fedostree_util::InputError;
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever compose output changes for the same inputs, so old commits are not reused.
 pub const COMPOSE_VERSION: &str = "fedostree-compose-2";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ComposeOptions {
     pub tree: String,
-    pub arch: String,
+    pub arch: Arch,
     pub dry_run: bool,
     pub force: bool,
     /// `--ex-lockfile`: read after the lockfiles beside the treefile (later ones win).
@@ -34,11 +35,27 @@ pub struct ComposeOptions {
     pub overrides: Option<crate::overrides::Overrides>,
 }
 
+impl ComposeOptions {
+    /// A plain compose of `tree` for `arch`: no dry run, no force, no lockfiles, no overrides.
+    pub fn new(tree: impl Into<String>, arch: Arch) -> ComposeOptions {
+        ComposeOptions {
+            tree: tree.into(),
+            arch,
+            dry_run: false,
+            force: false,
+            lockfiles: Vec::new(),
+            lockfile_strict: false,
+            write_lockfile_to: None,
+            overrides: None,
+        }
+    }
+}
+
 /// The compose JSON (`--write-compose-json`) and the return value of [`compose`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ComposeResult {
     pub tree: String,
-    pub arch: String,
+    pub arch: Arch,
     #[serde(rename = "ref")]
     pub ref_: String,
     #[serde(rename = "ostree-commit")]
@@ -57,11 +74,11 @@ pub struct ComposeResult {
 /// Compose `opts.tree` (a name under `sources.trees` or a path) for `opts.arch` into `$STATE/repo`.
 pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Result<ComposeResult> {
     let (path, name) = treefile::locate(&opts.tree, &sources.trees).map_err(InputError::wrap)?;
-    let tf = Treefile::load(&path, &name, &opts.arch).map_err(InputError::wrap)?;
+    let tf = Treefile::load(&path, &name, opts.arch).map_err(InputError::wrap)?;
     for w in &tf.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
-    let mut lockfiles = crate::lockfile::beside_treefile(tf.dir(), &opts.arch);
+    let mut lockfiles = crate::lockfile::beside_treefile(tf.dir(), opts.arch.as_str());
     lockfiles.extend(opts.lockfiles.iter().cloned());
     let lock = match lockfiles.is_empty() {
         true => None,
@@ -141,7 +158,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     };
     let mut result = ComposeResult {
         tree: tf.name.clone(),
-        arch: opts.arch.clone(),
+        arch: opts.arch,
         ref_: target_ref.clone(),
         commit: None,
         parent: None,
@@ -224,7 +241,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
             version: version.as_deref(),
             inputhash: &inputhash,
             tree: &tf.name,
-            arch: &opts.arch,
+            arch: opts.arch.as_str(),
             packages: &records(&solved),
             extra: &metadata,
             xattrs: &crate::filecaps::commit_xattrs(unpacked.iter().map(|c| &c.unpacked.package)),
@@ -439,7 +456,7 @@ fn solve(
     first_override: usize,
 ) -> Result<Vec<SolvedPackage>> {
     let progress = Progress::new("depsolve", 1, false);
-    let mut solver = Solver::new(&tf.arch);
+    let mut solver = Solver::new(tf.arch.as_str());
     for (r, k) in repos.iter().zip(keys) {
         let md = match repo::fetch_metadata(r, k.as_ref(), &state.repodata_cache()) {
             Ok(md) => md,

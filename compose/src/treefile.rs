@@ -4,6 +4,7 @@
 //! yet are a distinct "not supported yet" error, never silently ignored.
 
 use crate::treefile_vars::{self, VarValue, Variables};
+use fedostree_util::Arch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -473,7 +474,7 @@ pub struct Treefile {
     /// Tree name: the path under `trees/` without `.yaml`, or the file stem for other paths.
     pub name: String,
     #[serde(rename = "basearch")]
-    pub arch: String,
+    pub arch: Arch,
     /// As written: a string or a number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub releasever: Option<VarValue>,
@@ -550,7 +551,7 @@ pub struct Treefile {
 
 impl Treefile {
     /// Load `path` and everything it includes, resolved for `arch`.
-    pub fn load(path: &Path, name: &str, arch: &str) -> Result<Treefile, TreefileError> {
+    pub fn load(path: &Path, name: &str, arch: Arch) -> Result<Treefile, TreefileError> {
         let invalid = |msg: String| TreefileError::Invalid {
             path: path.to_owned(),
             msg,
@@ -564,7 +565,7 @@ impl Treefile {
         let mut raw = walk.load(path)?;
         let vars = walk.vars;
         let mut packages = raw.packages.take().unwrap_or_default();
-        packages.extend(raw.packages_for(arch).unwrap_or_default());
+        packages.extend(raw.packages_for(arch.as_str()).unwrap_or_default());
         let packages = split_names(packages);
         let ref_ = raw
             .ref_
@@ -702,7 +703,7 @@ impl Treefile {
         Ok(Treefile {
             path: path.to_owned(),
             name: name.to_owned(),
-            arch: arch.to_owned(),
+            arch,
             releasever: raw.releasever,
             ref_,
             repos: raw.repos.unwrap_or_default(),
@@ -766,7 +767,7 @@ impl Treefile {
             .collect();
         extra.extend(self.repovars.clone());
         let vars = crate::repo::RepoVars {
-            basearch: &self.arch,
+            basearch: self.arch.as_str(),
             releasever: releasever.as_deref(),
             devrepo,
             extra: &extra,
@@ -871,8 +872,8 @@ fn deprecation_warnings(rojig: &Option<serde_yaml_ng::Value>, cliwrap: Option<bo
 }
 
 /// The include walk of one treefile for one architecture.
-struct Walk<'a> {
-    arch: &'a str,
+struct Walk {
+    arch: Arch,
     /// The files being loaded, outermost first: a cycle is an error naming them.
     chain: Vec<PathBuf>,
     /// Every file loaded so far: including one twice is an error, as in rpm-ostree.
@@ -881,7 +882,7 @@ struct Walk<'a> {
     vars: Variables,
 }
 
-impl Walk<'_> {
+impl Walk {
     /// Load one file and, depth first, what it includes. A file's `conditional-include` sees the
     /// variables known when it is read, before its own includes, as in rpm-ostree.
     fn load(&mut self, path: &Path) -> Result<RawTreefile, TreefileError> {
@@ -963,7 +964,7 @@ impl Walk<'_> {
             ));
         }
         treefile_vars::check(&own).map_err(|msg| invalid("variables", msg))?;
-        own.insert("basearch".into(), VarValue::String(self.arch.into()));
+        own.insert("basearch".into(), VarValue::String(self.arch.as_str().into()));
         if let Some(r) = &raw.releasever {
             own.insert("releasever".into(), r.clone());
         }
@@ -1131,12 +1132,12 @@ mod tests {
     fn parses_valid_treefile_for_each_arch() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "t.yaml", VALID);
-        let t = Treefile::load(&p, "t", "aarch64").unwrap();
+        let t = Treefile::load(&p, "t", Arch::Aarch64).unwrap();
         assert_eq!(t.ref_, "fedostree/test/aarch64/t");
         assert_eq!(t.packages, ["kernel", "busybox", "fedostree-base", "arm-only"]);
         assert_eq!(t.exclude_packages, ["fedostree-motd"]);
         assert!(!t.recommends && !t.documentation);
-        let x = Treefile::load(&p, "t", "x86_64").unwrap();
+        let x = Treefile::load(&p, "t", Arch::X86_64).unwrap();
         assert_eq!(x.packages.last().unwrap(), "x86-only");
         assert_eq!(x.add_commit_metadata["fedostree.stream"], "dev");
     }
@@ -1167,7 +1168,7 @@ mod tests {
             "top.yaml",
             "include: base/b.yaml\nref: t\npackages: [docker.io]\nunits: [docker.service]\netc-group-members: [docker]\n",
         );
-        let t = Treefile::load(&p, "top", "x86_64").unwrap();
+        let t = Treefile::load(&p, "top", Arch::X86_64).unwrap();
         assert_eq!(t.units, ["systemd-networkd.service", "docker.service"]);
         assert_eq!(t.default_target.as_deref(), Some("multi-user.target"));
         assert_eq!(t.etc_group_members, ["wheel", "docker"]);
@@ -1187,12 +1188,12 @@ mod tests {
             "over.yaml",
             "include: base/b.yaml\nref: o\ninitramfs-args: [--no-compress]\nmachineid-compat: true\ndefault-target: graphical.target\n",
         );
-        let o = Treefile::load(&p, "over", "x86_64").unwrap();
+        let o = Treefile::load(&p, "over", Arch::X86_64).unwrap();
         assert_eq!(o.initramfs_args, ["--omit", "crypt", "--no-compress"]);
         assert!(o.machineid_compat);
         assert_eq!(o.default_target.as_deref(), Some("graphical.target"));
         let p = write(d.path(), "plain.yaml", "ref: p\npackages: [x]\n");
-        let plain = Treefile::load(&p, "plain", "x86_64").unwrap();
+        let plain = Treefile::load(&p, "plain", Arch::X86_64).unwrap();
         assert!(plain.machineid_compat, "rpm-ostree's default");
         assert!(plain.units.is_empty() && plain.initramfs_args.is_empty() && plain.postprocess_script.is_none());
     }
@@ -1201,7 +1202,7 @@ mod tests {
     fn unknown_key_names_file_and_line() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\npacakges: [y]\n");
-        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "t", Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("t.yaml:3: unknown treefile key `pacakges`"), "{e}");
     }
 
@@ -1209,7 +1210,7 @@ mod tests {
     fn rpm_ostree_key_not_supported_yet() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nselinux: false\n");
-        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "t", Arch::X86_64).unwrap_err().to_string();
         assert!(
             e.contains("t.yaml:3: treefile key `selinux` (rpm-ostree) is not supported yet"),
             "{e}"
@@ -1219,7 +1220,7 @@ mod tests {
             "t.yaml",
             "ref: a\npackages: [x]\nrepovars: {releasever: \"41\"}\n",
         );
-        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "t", Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("`repovars`: `releasever` cannot be set here"), "{e}");
     }
 
@@ -1227,10 +1228,10 @@ mod tests {
     fn type_errors_and_missing_ref() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "t.yaml", "ref: a\npackages: 5\n");
-        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "t", Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("t.yaml") && e.contains("packages"), "{e}");
         let p = write(d.path(), "n.yaml", "packages: [x]\n");
-        let e = Treefile::load(&p, "n", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "n", Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("n.yaml: missing mandatory key `ref`"), "{e}");
     }
 
@@ -1248,7 +1249,7 @@ mod tests {
             "top.yaml",
             "include: [mid.yaml]\nref: top/ref\npackages: [three]\nadd-commit-metadata: {k: top}\n",
         );
-        let t = Treefile::load(&p, "top", "x86_64").unwrap();
+        let t = Treefile::load(&p, "top", Arch::X86_64).unwrap();
         assert_eq!(t.ref_, "top/ref");
         assert_eq!(t.packages, ["one", "two", "three"]);
         assert_eq!(t.repos, ["a"]);
@@ -1262,7 +1263,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "a.yaml", "include: b.yaml\nref: a\npackages: [x]\n");
         write(d.path(), "b.yaml", "include: a.yaml\n");
-        let e = Treefile::load(&d.path().join("a.yaml"), "a", "x86_64")
+        let e = Treefile::load(&d.path().join("a.yaml"), "a", Arch::X86_64)
             .unwrap_err()
             .to_string();
         assert!(
@@ -1278,7 +1279,7 @@ mod tests {
             write(d.path(), &format!("{i}.yaml"), &format!("include: {}.yaml\n", i + 1));
         }
         write(d.path(), "60.yaml", "ref: a\npackages: [x]\n");
-        let e = Treefile::load(&d.path().join("0.yaml"), "0", "x86_64")
+        let e = Treefile::load(&d.path().join("0.yaml"), "0", Arch::X86_64)
             .unwrap_err()
             .to_string();
         assert!(e.contains("nested deeper than 50"), "{e}");
@@ -1288,7 +1289,7 @@ mod tests {
     fn missing_include_names_the_file() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "a.yaml", "include: nope.yaml\nref: a\npackages: [x]\n");
-        let e = Treefile::load(&p, "a", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "a", Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("nope.yaml"), "{e}");
     }
 
@@ -1296,7 +1297,7 @@ mod tests {
     fn remove_files_must_stay_inside() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "a.yaml", "ref: a\npackages: [x]\nremove-files: [../etc]\n");
-        assert!(Treefile::load(&p, "a", "x86_64")
+        assert!(Treefile::load(&p, "a", Arch::X86_64)
             .unwrap_err()
             .to_string()
             .contains("remove-files"));
@@ -1306,7 +1307,7 @@ mod tests {
     fn bad_values_are_errors_naming_file_and_key_not_panics() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "t.yaml", "ref: r\npackages: [\"busybox\\0x\"]\n");
-        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "t", Arch::X86_64).unwrap_err().to_string();
         assert!(
             e.contains("t.yaml") && e.contains("`packages`") && e.contains("control character"),
             "{e}"
@@ -1316,7 +1317,7 @@ mod tests {
             "u.yaml",
             "ref: r\npackages: [a]\nautomatic-version-prefix: '1.<date:%Q>'\n",
         );
-        let e = Treefile::load(&p, "u", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "u", Arch::X86_64).unwrap_err().to_string();
         assert!(
             e.contains("u.yaml") && e.contains("`automatic-version-prefix`") && e.contains("%Q"),
             "{e}"
@@ -1374,7 +1375,7 @@ mod tests {
                     include: old.yaml
             "#},
         );
-        let t = Treefile::load(&p, "top", "x86_64").unwrap();
+        let t = Treefile::load(&p, "top", Arch::X86_64).unwrap();
         assert_eq!(t.ref_, "os/41/x86_64/next");
         assert_eq!(t.releasever, Some(VarValue::Number(41)));
         assert_eq!(t.automatic_version_prefix.as_deref(), Some("41.<date:%Y%m%d>"));
@@ -1391,7 +1392,7 @@ mod tests {
         assert_eq!(t.variables["from_common"], VarValue::Number(7));
         assert_eq!(t.variables["stream"], VarValue::String("next".into()));
 
-        let a = Treefile::load(&p, "top", "aarch64").unwrap();
+        let a = Treefile::load(&p, "top", Arch::Aarch64).unwrap();
         assert_eq!(a.ref_, "os/41/aarch64/next");
         assert_eq!(a.packages, ["new-thing", "inline-pkg", "base"]);
         assert_eq!(a.postprocess.len(), 1);
@@ -1407,7 +1408,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let load = |text: &str| {
             let p = write(d.path(), "t.yaml", text);
-            Treefile::load(&p, "t", "x86_64").unwrap_err().to_string()
+            Treefile::load(&p, "t", Arch::X86_64).unwrap_err().to_string()
         };
         let e = load("ref: a\npackages: [x]\nvariables: {basearch: ppc}\n");
         assert!(
@@ -1459,17 +1460,17 @@ mod tests {
             "top.yaml",
             "ref: t\npackages: [x]\ninclude: [a.yaml, b.yaml]\n",
         );
-        let e = Treefile::load(&p, "top", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "top", Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("common.yaml: included twice"), "{e}");
         let p = write(
             d.path(),
             "cond.yaml",
             "ref: t\npackages: [x]\ninclude: common.yaml\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: common.yaml\n",
         );
-        let e = Treefile::load(&p, "cond", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "cond", Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("included twice"), "{e}");
         assert!(
-            Treefile::load(&p, "cond", "aarch64").is_ok(),
+            Treefile::load(&p, "cond", Arch::Aarch64).is_ok(),
             "the false condition includes nothing"
         );
     }
@@ -1482,12 +1483,12 @@ mod tests {
             "t.yaml",
             "ref: a\npackages: [x]\npostprocess-script: post.sh\n",
         );
-        let e = Treefile::load(&p, "t", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "t", Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("post.sh"), "{e}");
         write(d.path(), "post.sh", "#!/bin/sh\necho one\n");
-        let one = Treefile::load(&p, "t", "x86_64").unwrap().external_digests;
+        let one = Treefile::load(&p, "t", Arch::X86_64).unwrap().external_digests;
         write(d.path(), "post.sh", "#!/bin/sh\necho two\n");
-        let two = Treefile::load(&p, "t", "x86_64").unwrap().external_digests;
+        let two = Treefile::load(&p, "t", Arch::X86_64).unwrap().external_digests;
         assert!(
             !one.is_empty() && one != two,
             "a changed script changes the compose's inputs"
@@ -1502,14 +1503,14 @@ mod tests {
             "t.yaml",
             "ref: a\npackages: [x]\ndefault_target: multi-user.target\nautomatic_version_prefix: '2'\nrojig: {name: a, summary: b, license: MIT}\ncliwrap: true\nboot_location: modules\n",
         );
-        let t = Treefile::load(&p, "t", "x86_64").unwrap();
+        let t = Treefile::load(&p, "t", Arch::X86_64).unwrap();
         assert_eq!(t.boot_location, BootLocation::Modules);
         assert_eq!(t.default_target.as_deref(), Some("multi-user.target"));
         assert_eq!(t.automatic_version_prefix.as_deref(), Some("2"));
         assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
         assert!(t.warnings[0].contains("`rojig` is deprecated") && t.warnings[1].contains("`cliwrap`"));
         let p = write(d.path(), "n.yaml", "ref: a\npackages: [x]\n");
-        let t = Treefile::load(&p, "n", "x86_64").unwrap();
+        let t = Treefile::load(&p, "n", Arch::X86_64).unwrap();
         assert_eq!(t.boot_location, BootLocation::New, "rpm-ostree's default");
         assert!(
             t.warnings[0].contains("boot-location: new is deprecated"),
@@ -1521,7 +1522,7 @@ mod tests {
             "b.yaml",
             "ref: a\npackages: [x]\ndefault-target: a.target\ndefault_target: b.target\n",
         );
-        let e = Treefile::load(&p, "b", "x86_64").unwrap_err().to_string();
+        let e = Treefile::load(&p, "b", Arch::X86_64).unwrap_err().to_string();
         assert!(
             e.contains("b.yaml: line 3: `default-target`: set twice, also as `default_target`"),
             "{e}"
@@ -1531,6 +1532,6 @@ mod tests {
             "c.yaml",
             "ref: a\npackages: [x]\ncliwrap: false\nboot-location: modules\n",
         );
-        assert!(Treefile::load(&p, "c", "x86_64").unwrap().warnings.is_empty());
+        assert!(Treefile::load(&p, "c", Arch::X86_64).unwrap().warnings.is_empty());
     }
 }

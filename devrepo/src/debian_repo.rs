@@ -13,7 +13,8 @@ use crate::{closure, debian_index, sets, BuiltPackage};
 use anyhow::{anyhow, bail, Context, Result};
 use debian_control::lossy::apt::Package;
 use fedostree_util::cmd::CommandRunExt;
-use fedostree_util::state::{debian_arch, StateDir};
+use fedostree_util::state::StateDir;
+use fedostree_util::Arch;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -24,8 +25,8 @@ use std::time::Instant;
 /// The repository id trees name in their `.repo` file.
 pub const REPO_ID: &str = "fedostree-debian";
 
-pub fn repo_dir(state: &StateDir, arch: &str) -> PathBuf {
-    state.devrepo_root().join("debian").join(arch)
+pub fn repo_dir(state: &StateDir, arch: Arch) -> PathBuf {
+    state.devrepo_root().join("debian").join(arch.as_str())
 }
 
 /// The converter's own source: a change to how packages are converted converts them all again.
@@ -181,8 +182,8 @@ fn input_hash(recipe: &str, sha256: &str, alternatives: &[(String, String)], con
 }
 
 /// Build (incrementally) the Debian repository for `arch`.
-pub fn build(state: &StateDir, arch: &str, source_dir: &Path) -> Result<Vec<BuiltPackage>> {
-    let debarch = debian_arch(arch).ok_or_else(|| anyhow!("unknown architecture {arch}"))?;
+pub fn build(state: &StateDir, arch: Arch, source_dir: &Path) -> Result<Vec<BuiltPackage>> {
+    let debarch = arch.debian();
     let dir = repo_dir(state, arch);
     let pkgdir = dir.join("Packages");
     fs_err::create_dir_all(&pkgdir)?;
@@ -328,7 +329,7 @@ fn check_clashes(files: &FileLists) -> Result<()> {
 }
 
 /// Remove RPMs no longer in the set; when anything changed, index and sign again.
-fn finish(state: &StateDir, arch: &str, out: &[BuiltPackage], rewrote_in_place: bool) -> Result<()> {
+fn finish(state: &StateDir, arch: Arch, out: &[BuiltPackage], rewrote_in_place: bool) -> Result<()> {
     let dir = repo_dir(state, arch);
     let keep = out
         .iter()

@@ -122,9 +122,12 @@ fn debian_repo_is_reproducible_solvable_and_faithful() {
     let tmp = tempfile::tempdir().unwrap();
     let a = StateDir::new(tmp.path().join("a"));
     let b = StateDir::new(tmp.path().join("b"));
-    let built = debian_repo::build(&a, "x86_64", &checkout()).unwrap();
-    debian_repo::build(&b, "x86_64", &checkout()).unwrap();
-    let (da, db) = (debian_repo::repo_dir(&a, "x86_64"), debian_repo::repo_dir(&b, "x86_64"));
+    let built = debian_repo::build(&a, fedostree_util::Arch::X86_64, &checkout()).unwrap();
+    debian_repo::build(&b, fedostree_util::Arch::X86_64, &checkout()).unwrap();
+    let (da, db) = (
+        debian_repo::repo_dir(&a, fedostree_util::Arch::X86_64),
+        debian_repo::repo_dir(&b, fedostree_util::Arch::X86_64),
+    );
     for sub in ["Packages", "repodata"] {
         let mut names: Vec<_> = fs_err::read_dir(da.join(sub))
             .unwrap()
@@ -140,7 +143,7 @@ fn debian_repo_is_reproducible_solvable_and_faithful() {
         }
     }
     // A second build of the same state converts nothing.
-    assert!(debian_repo::build(&a, "x86_64", &checkout())
+    assert!(debian_repo::build(&a, fedostree_util::Arch::X86_64, &checkout())
         .unwrap()
         .iter()
         .all(|p| !p.rebuilt));

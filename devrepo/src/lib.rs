@@ -24,7 +24,8 @@ mod spec;
 mod tests;
 
 use anyhow::{anyhow, bail, Context, Result};
-use fedostree_util::state::{debian_arch, host_arch, Sources, StateDir};
+use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::Arch;
 use fedostree_util::InputError;
 use repo::{bumped_release, Bumps, Manifest, ManifestEntry};
 use sha2::{Digest, Sha256};
@@ -34,8 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct DevRepoOptions {
-    /// RPM architecture names: "x86_64", "aarch64".
-    pub arches: Vec<String>,
+    pub arches: Vec<Arch>,
     /// Package names whose release to raise by one before building.
     pub bump: Vec<String>,
     /// The project checkout (see [`fedostree_util::state::source_dir`]).
@@ -122,7 +122,7 @@ fn human_size(bytes: u64) -> String {
 }
 
 /// Metadata, its signature and the key the dev trees' `gpgkey=` names are all in place.
-pub fn is_built(state: &StateDir, arch: &str) -> bool {
+pub fn is_built(state: &StateDir, arch: Arch) -> bool {
     state.devrepo(arch).join("repodata/repomd.xml.asc").exists()
         && fs_err::read_to_string(state.devrepo_root().join(fedostree_compose::gpg::DEV_KEY_FILE))
             .is_ok_and(|k| k == fedostree_compose::gpg::DEV_PUBLIC_KEY)
@@ -131,7 +131,7 @@ pub fn is_built(state: &StateDir, arch: &str) -> bool {
 /// Build (incrementally: milliseconds when nothing changed) the dev repositories that `tree`'s repos
 /// point at, so that edits to tests-suite/ or devrepo/own/ reach the next compose. Callers run this
 /// before [`fedostree_compose::compose_tree::compose`], which only reads repositories.
-pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tree: &str, arch: &str) -> Result<()> {
+pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tree: &str, arch: Arch) -> Result<()> {
     use fedostree_compose::treefile;
     let (path, name) = treefile::locate(tree, &sources.trees).map_err(InputError::wrap)?;
     let tf = treefile::Treefile::load(&path, &name, arch).map_err(InputError::wrap)?;
@@ -146,7 +146,7 @@ pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tree: &str, arch: &s
         r.baseurl.contains(&*devrepo_dir.to_string_lossy()) && !r.baseurl.contains(&*debian_dir.to_string_lossy())
     }) {
         let opts = DevRepoOptions {
-            arches: vec![arch.to_string()],
+            arches: vec![arch],
             bump: vec![],
             source_dir: sources.checkout.clone(),
         };
@@ -156,38 +156,30 @@ pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tree: &str, arch: &s
 }
 
 #[tracing::instrument(skip_all, fields(arches = ?opts.arches, bump = ?opts.bump))]
-pub fn build(state: &StateDir, opts: &DevRepoOptions) -> Result<Vec<(String, Vec<BuiltPackage>)>> {
-    for a in &opts.arches {
-        if debian_arch(a).is_none() {
-            bail!(
-                "unknown architecture {a:?} (known: {})",
-                fedostree_util::state::ARCHES.join(", ")
-            );
-        }
-    }
+pub fn build(state: &StateDir, opts: &DevRepoOptions) -> Result<Vec<(Arch, Vec<BuiltPackage>)>> {
     fs_err::create_dir_all(state.root())?;
     let _lock = fedostree_util::lock::FileLock::acquire_announced(
         &state.devrepo_root().with_extension("lock"),
         "dev repository build",
     )?;
     let bumps = apply_bumps(state, &opts.bump)?;
-    let mut debarches: Vec<&str> = opts.arches.iter().filter_map(|a| debian_arch(a)).collect();
+    let mut debarches: Vec<&str> = opts.arches.iter().map(|a| a.debian()).collect();
     debarches.push(host_debarch()?);
     debarches.sort();
     debarches.dedup();
     let debs = debian::resolve(state, &debarches)?;
     opts.arches
         .iter()
-        .map(|a| Ok((a.clone(), build_arch(state, a, &opts.source_dir, &bumps, &debs)?)))
+        .map(|&a| Ok((a, build_arch(state, a, &opts.source_dir, &bumps, &debs)?)))
         .collect()
 }
 
 /// `busybox --list` runs on the host, so the host's busybox-static is always needed.
 fn host_debarch() -> Result<&'static str> {
-    debian_arch(host_arch()).ok_or_else(|| {
+    Arch::host().map(Arch::debian).ok_or_else(|| {
         anyhow!(
             "busybox: cannot run `busybox --list` on host architecture {}",
-            host_arch()
+            std::env::consts::ARCH
         )
     })
 }
@@ -306,12 +298,12 @@ impl ArchBuild<'_> {
 
 fn build_arch(
     state: &StateDir,
-    arch: &str,
+    arch: Arch,
     source_dir: &Path,
     bumps: &Bumps,
     debs: &BTreeMap<String, debian::ArchDebs>,
 ) -> Result<Vec<BuiltPackage>> {
-    let debarch = debian_arch(arch).ok_or_else(|| anyhow!("unknown architecture {arch}"))?;
+    let debarch = arch.debian();
     let dir = state.devrepo(arch);
     let pkgdir = dir.join("Packages");
     fs_err::create_dir_all(&pkgdir)?;
@@ -320,7 +312,7 @@ fn build_arch(
     let mut kv = debian::split_version(&kdeb.version)?;
     kv.release = bumped_release(&kv.release, bumps.count("kernel"));
     let mut b = ArchBuild {
-        arch,
+        arch: arch.as_str(),
         source_dir,
         bumps,
         recipe: recipe_hash(),
@@ -396,7 +388,7 @@ fn build_arch(
 /// repository again.
 fn finish_repo(
     state: &StateDir,
-    arch: &str,
+    arch: Arch,
     manifest: &mut Manifest,
     out: &[BuiltPackage],
     bumps: &Bumps,

@@ -244,7 +244,7 @@ fn full_build_is_incremental_and_reproducible() {
     let state = state_sharing_debs(&tmp.path().join("state"));
     let source = fake_source(tmp.path());
     let opts = |bump: &[&str]| DevRepoOptions {
-        arches: vec!["x86_64".into()],
+        arches: vec![fedostree_util::Arch::X86_64],
         bump: bump.iter().map(|s| s.to_string()).collect(),
         source_dir: source.clone(),
     };
@@ -252,14 +252,14 @@ fn full_build_is_incremental_and_reproducible() {
     let pkgs = &first[0].1;
     assert_eq!(pkgs.len(), package_names().len());
     assert!(pkgs.iter().all(|p| p.rebuilt));
-    assert!(is_built(&state, "x86_64"));
+    assert!(is_built(&state, Arch::X86_64));
 
     // Built again from nothing elsewhere: the same bytes, kernel and busybox packages included.
     let again = state_sharing_debs(&tmp.path().join("again"));
     build(&again, &opts(&[])).unwrap();
     let (a, b) = (
-        repo_digests(&state.devrepo("x86_64")),
-        repo_digests(&again.devrepo("x86_64")),
+        repo_digests(&state.devrepo(fedostree_util::Arch::X86_64)),
+        repo_digests(&again.devrepo(fedostree_util::Arch::X86_64)),
     );
     assert!(a.keys().any(|k| k.starts_with("Packages/kernel-core-")), "{a:?}");
     assert!(a.keys().any(|k| k.starts_with("Packages/busybox-")), "{a:?}");
@@ -296,6 +296,8 @@ fn full_build_is_incremental_and_reproducible() {
         .map(|p| p.nevra.as_str())
         .collect();
     assert_eq!(rebuilt, ["fedostree-motd-1.0-2.noarch"]);
-    let rpms = fs::read_dir(state.devrepo("x86_64").join("Packages")).unwrap().count();
+    let rpms = fs::read_dir(state.devrepo(fedostree_util::Arch::X86_64).join("Packages"))
+        .unwrap()
+        .count();
     assert_eq!(rpms, package_names().len(), "the old motd RPM is gone");
 }

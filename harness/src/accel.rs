@@ -8,7 +8,7 @@
 //! `run_vm` backs this up: a KVM VM that stops with an internal error before the guest said anything
 //! marks KVM broken (`mark_kvm_broken`) and is retried under TCG.
 
-use crate::qemu::{Accel, Arch};
+use crate::qemu::{Accel, Arch, QemuArch};
 use crate::qmp::Qmp;
 use crate::vm::{kill_and_reap, owned_command};
 use anyhow::{bail, Context, Result};
@@ -109,7 +109,7 @@ fn probe_args(arch: Arch, accel: Accel) -> Vec<String> {
 
 /// Start a throwaway VM with `accel` and prove it runs; returns how long the proof took. Also used with TCG
 /// in tests, as the positive control that the proof itself works.
-pub(crate) async fn probe(arch: Arch, accel: Accel, timeout: Duration) -> Result<Duration> {
+pub async fn probe(arch: Arch, accel: Accel, timeout: Duration) -> Result<Duration> {
     let start = Instant::now();
     let mut cmd = owned_command(&arch.qemu_binary(), &probe_args(arch, accel));
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -160,10 +160,6 @@ pub(crate) async fn probe(arch: Arch, accel: Accel, timeout: Duration) -> Result
 mod tests {
     use super::*;
 
-    fn have(binary: &str) -> bool {
-        which::which(binary).is_ok()
-    }
-
     #[tokio::test]
     async fn cross_arch_is_tcg_without_probing() {
         let other = if Arch::host() == Some(Arch::X86_64) {
@@ -171,9 +167,8 @@ mod tests {
         } else {
             Arch::X86_64
         };
-        let t = Instant::now();
+        // No QEMU of the other arch runs here under KVM: false without starting one.
         assert!(!probe_kvm(other, Duration::from_secs(3)).await);
-        assert!(t.elapsed() < Duration::from_millis(100));
         assert_eq!(choose_accel(other, None).await, Accel::Tcg);
         assert_eq!(choose_accel(other, Some(Accel::Kvm)).await, Accel::Kvm);
     }
@@ -183,30 +178,5 @@ mod tests {
         let host = Arch::host().unwrap_or(Arch::X86_64);
         mark_kvm_broken(host).await;
         assert_eq!(choose_accel(host, None).await, Accel::Tcg);
-    }
-
-    /// The proof must succeed under TCG, or a "false" from the KVM probe would mean nothing.
-    #[tokio::test]
-    async fn tcg_probe_proves_progress() {
-        if !have("qemu-system-x86_64") {
-            eprintln!("SKIP: qemu-system-x86_64 not installed");
-            return;
-        }
-        let took = probe(Arch::X86_64, Accel::Tcg, Duration::from_secs(10)).await.unwrap();
-        eprintln!("TCG probe proved progress in {took:?}");
-    }
-
-    #[tokio::test]
-    async fn kvm_probe_is_bounded() {
-        if !have("qemu-system-x86_64") || Arch::host() != Some(Arch::X86_64) {
-            eprintln!("SKIP: needs qemu-system-x86_64 on an x86_64 host");
-            return;
-        }
-        let t = Instant::now();
-        let kvm = probe_kvm(Arch::X86_64, Duration::from_secs(2)).await;
-        let took = t.elapsed();
-        eprintln!("KVM probe: {kvm} in {took:?}");
-        // Timeout + kill + reap, with slack for a loaded 2-core machine.
-        assert!(took < Duration::from_secs(5), "probe took {took:?}");
     }
 }

@@ -119,9 +119,10 @@ mod tests {
     use super::*;
     use crate::results::suite_from_outcome;
     use crate::results::tests::{outcome, SAMPLE};
+    use fedostree_util::Arch;
 
     fn suites() -> Vec<SuiteResult> {
-        let ok = suite_from_outcome("dev/minimal", "x86_64", "5f1c0a", &outcome(SAMPLE));
+        let ok = suite_from_outcome("dev/minimal", Arch::X86_64, "5f1c0a", &outcome(SAMPLE));
         let failing = SAMPLE
             .replace(
                 r#""number":1,"description":"first","status":"pass""#,
@@ -132,7 +133,7 @@ mod tests {
                 r#""status":"fail","exit_code":1,"duration_ms":12"#,
             );
         let cut: String = failing.lines().take(6).map(|l| format!("{l}\n")).collect();
-        let bad = suite_from_outcome("dev/minimal", "aarch64", "5f1c0a", &outcome(&cut));
+        let bad = suite_from_outcome("dev/minimal", Arch::Aarch64, "5f1c0a", &outcome(&cut));
         vec![ok, bad]
     }
 

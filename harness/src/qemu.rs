@@ -7,63 +7,25 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// Guest architecture. Spelled like `uname -m` and the treefiles ("x86_64", "aarch64").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Arch {
-    X86_64,
-    Aarch64,
+pub use fedostree_util::Arch;
+
+/// What QEMU calls each architecture's emulator and machine.
+pub trait QemuArch {
+    /// `qemu-system-<arch>`.
+    fn qemu_binary(self) -> String;
+    /// The machine type every fedostree VM of this arch uses.
+    fn machine(self) -> &'static str;
 }
 
-impl Arch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
-    /// The architecture this harness binary runs on, if it is one we can boot natively.
-    pub fn host() -> Option<Arch> {
-        std::env::consts::ARCH.parse().ok()
-    }
-
-    /// `qemu-system-<arch>`.
-    pub fn qemu_binary(self) -> String {
+impl QemuArch for Arch {
+    fn qemu_binary(self) -> String {
         format!("qemu-system-{}", self.as_str())
     }
 
-    /// The machine type every fedostree VM of this arch uses.
-    pub fn machine(self) -> &'static str {
+    fn machine(self) -> &'static str {
         match self {
             Arch::X86_64 => "q35",
             Arch::Aarch64 => "virt",
-        }
-    }
-
-    /// The serial device the guest kernel must log to so `console.log` sees it.
-    pub fn console_tty(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "ttyS0",
-            Arch::Aarch64 => "ttyAMA0",
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Arch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "x86_64" => Ok(Arch::X86_64),
-            "aarch64" => Ok(Arch::Aarch64),
-            other => Err(format!(
-                "unsupported architecture {other:?} (expected x86_64 or aarch64)"
-            )),
         }
     }
 }

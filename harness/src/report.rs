@@ -3,13 +3,14 @@
 
 use crate::protocol::GuestEvent;
 use crate::results::{Status, SuiteResult};
+use fedostree_util::Arch;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 /// Receives every guest event as it arrives, then each suite once its VM is done, then `finish` once.
 pub trait Reporter {
-    fn event(&mut self, tree: &str, arch: &str, e: &GuestEvent);
+    fn event(&mut self, tree: &str, arch: Arch, e: &GuestEvent);
     fn suite_done(&mut self, s: &SuiteResult);
     /// All suites are done (the terminal reporter prints its summary here).
     fn finish(&mut self) {}
@@ -17,7 +18,7 @@ pub trait Reporter {
 
 /// Fan one stream out to several reporters.
 impl Reporter for Vec<Box<dyn Reporter + Send>> {
-    fn event(&mut self, tree: &str, arch: &str, e: &GuestEvent) {
+    fn event(&mut self, tree: &str, arch: Arch, e: &GuestEvent) {
         self.iter_mut().for_each(|r| r.event(tree, arch, e));
     }
     fn suite_done(&mut self, s: &SuiteResult) {
@@ -100,7 +101,7 @@ impl TerminalReporter {
 }
 
 impl Reporter for TerminalReporter {
-    fn event(&mut self, tree: &str, arch: &str, e: &GuestEvent) {
+    fn event(&mut self, tree: &str, arch: Arch, e: &GuestEvent) {
         if let GuestEvent::Booted {
             number,
             commit,
@@ -199,11 +200,11 @@ impl JsonReporter {
 }
 
 impl Reporter for JsonReporter {
-    fn event(&mut self, tree: &str, arch: &str, e: &GuestEvent) {
+    fn event(&mut self, tree: &str, arch: Arch, e: &GuestEvent) {
         let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
         if let Some(obj) = v.as_object_mut() {
             obj.insert("tree".into(), tree.into());
-            obj.insert("arch".into(), arch.into());
+            obj.insert("arch".into(), arch.as_str().into());
         }
         self.line(&v);
     }
@@ -251,7 +252,7 @@ mod tests {
         }
     }
 
-    fn drive(r: &mut dyn Reporter, text: &str, arch: &str) {
+    fn drive(r: &mut dyn Reporter, text: &str, arch: Arch) {
         let o = outcome(text);
         for e in &o.events {
             r.event("dev/minimal", arch, e);
@@ -272,8 +273,8 @@ mod tests {
         let buf = Buf::default();
         let mut r =
             TerminalReporter::new(Box::new(buf.clone()), false).with_fixed_elapsed(Duration::from_millis(12_345));
-        drive(&mut r, SAMPLE, "x86_64");
-        drive(&mut r, &failing_run(), "aarch64");
+        drive(&mut r, SAMPLE, Arch::X86_64);
+        drive(&mut r, &failing_run(), Arch::Aarch64);
         r.finish();
         insta::assert_snapshot!(buf.text());
     }
@@ -282,7 +283,7 @@ mod tests {
     fn terminal_all_pass_summary() {
         let buf = Buf::default();
         let mut r = TerminalReporter::new(Box::new(buf.clone()), false).with_fixed_elapsed(Duration::from_millis(300));
-        drive(&mut r, SAMPLE, "x86_64");
+        drive(&mut r, SAMPLE, Arch::X86_64);
         r.finish();
         assert_eq!(
             buf.text().lines().last().unwrap(),
@@ -294,7 +295,7 @@ mod tests {
     fn json_lines_carry_tree_and_arch() {
         let buf = Buf::default();
         let mut r: Vec<Box<dyn Reporter + Send>> = vec![Box::new(JsonReporter::new(Box::new(buf.clone())))];
-        drive(&mut r, SAMPLE, "x86_64");
+        drive(&mut r, SAMPLE, Arch::X86_64);
         r.finish();
         let lines: Vec<Value> = buf.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 10);

@@ -5,6 +5,7 @@
 
 use crate::protocol::{GuestEvent, SubtestStatus, TestStatus};
 use crate::run::VmOutcome;
+use fedostree_util::{Arch, Checksum};
 use std::time::Duration;
 
 pub use crate::junit::write_junit;
@@ -81,8 +82,8 @@ pub struct TestCaseResult {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SuiteResult {
     pub tree: String,
-    pub arch: String,
-    pub commit: String,
+    pub arch: Arch,
+    pub commit: Checksum,
     pub cases: Vec<TestCaseResult>,
     /// Why this boot cannot be trusted as a whole: no end marker, console badness, a wrong commit booted.
     /// Any of these fails the suite even if every case passed.
@@ -108,7 +109,7 @@ impl SuiteResult {
 
 /// Fold one VM's events into a suite. `commit` is the commit the image was deployed with; a guest that
 /// reports booting another one is an infrastructure error (the test would prove nothing about `commit`).
-pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutcome) -> SuiteResult {
+pub fn suite_from_outcome(tree: &str, arch: Arch, commit: &str, outcome: &VmOutcome) -> SuiteResult {
     let mut fold = EventFold::default();
     for ev in &outcome.events {
         fold.apply(commit, ev);
@@ -134,7 +135,7 @@ pub fn suite_from_outcome(tree: &str, arch: &str, commit: &str, outcome: &VmOutc
     SuiteResult {
         tree: tree.to_owned(),
         arch: arch.to_owned(),
-        commit: commit.to_owned(),
+        commit: Checksum::new(commit),
         cases,
         infra_error: (!problems.is_empty()).then(|| problems.join("; ")),
         console_tail: outcome.console_tail.clone(),
@@ -325,20 +326,20 @@ pub(crate) mod tests {
         };
         let mut o = outcome(events);
         o.boots = vec![boot(1), boot(2)];
-        let s = suite_from_outcome("base/minimal", "x86_64", "c", &o);
+        let s = suite_from_outcome("base/minimal", Arch::X86_64, "c", &o);
         assert_eq!(s.infra_error, None);
         assert_eq!(s.cases.len(), 1);
         let boots: Vec<u32> = s.cases[0].subtests.iter().map(|t| t.boot).collect();
         assert_eq!(boots, [1, 2]);
         assert!(s.cases[0].output.contains("part one") && s.cases[0].output.ends_with("part two"));
 
-        let same_id = suite_from_outcome("b", "x86_64", "c", &outcome(&events.replace("\"two\"", "\"one\"")));
+        let same_id = suite_from_outcome("b", Arch::X86_64, "c", &outcome(&events.replace("\"two\"", "\"one\"")));
         assert!(same_id
             .infra_error
             .unwrap()
             .contains("boot 2 has the boot id of an earlier boot"));
         o.boots.push(boot(3));
-        let miscounted = suite_from_outcome("b", "x86_64", "c", &o);
+        let miscounted = suite_from_outcome("b", Arch::X86_64, "c", &o);
         assert!(miscounted
             .infra_error
             .unwrap()
@@ -347,7 +348,7 @@ pub(crate) mod tests {
 
     #[test]
     fn complete_run() {
-        let s = suite_from_outcome("dev/minimal", "x86_64", "5f1c0a", &outcome(SAMPLE));
+        let s = suite_from_outcome("dev/minimal", Arch::X86_64, "5f1c0a", &outcome(SAMPLE));
         assert_eq!(s.infra_error, None);
         assert!(s.passed());
         let names: Vec<_> = s.cases.iter().map(|c| (c.name.as_str(), c.status)).collect();
@@ -369,7 +370,7 @@ pub(crate) mod tests {
         let cut: String = SAMPLE.lines().take(6).map(|l| format!("{l}\n")).collect();
         let mut o = outcome(&cut);
         o.timed_out = true;
-        let s = suite_from_outcome("dev/minimal", "x86_64", "5f1c0a", &o);
+        let s = suite_from_outcome("dev/minimal", Arch::X86_64, "5f1c0a", &o);
         assert_eq!(
             s.infra_error.as_deref(),
             Some("guest never reported an end marker (VM timed out after 3.2s)")
@@ -384,7 +385,7 @@ pub(crate) mod tests {
     fn badness_and_wrong_commit_fail_the_suite() {
         let mut o = outcome(SAMPLE);
         o.badness = Some("Oops: 0002".into());
-        let s = suite_from_outcome("dev/minimal", "x86_64", "other", &o);
+        let s = suite_from_outcome("dev/minimal", Arch::X86_64, "other", &o);
         let err = s.infra_error.unwrap();
         assert!(err.contains("guest booted commit `5f1c0a`, expected `other`"), "{err}");
         assert!(err.contains("Oops: 0002"), "{err}");
@@ -395,7 +396,7 @@ pub(crate) mod tests {
         let run_started = SAMPLE.lines().next().unwrap();
         let commit = "5f1c0a";
         // No run-started at all.
-        let s = suite_from_outcome("t", "x86_64", commit, &outcome(""));
+        let s = suite_from_outcome("t", Arch::X86_64, commit, &outcome(""));
         assert!(s.infra_error.unwrap().contains("never reported run-started"));
         // Zero tests announced.
         let zero = format!(
@@ -404,7 +405,7 @@ pub(crate) mod tests {
         );
         let mut o = outcome(&zero);
         o.finished = true;
-        let s = suite_from_outcome("t", "x86_64", commit, &o);
+        let s = suite_from_outcome("t", Arch::X86_64, commit, &o);
         assert!(
             s.infra_error.unwrap().contains("no installed tests"),
             "zero tests must not pass"

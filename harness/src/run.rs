@@ -8,6 +8,7 @@ use crate::qemu::{Accel, VmConfig};
 use crate::qmp::QmpEvent;
 use crate::vm::Vm;
 use anyhow::{Context, Result};
+use fedostree_util::cancel::Cancel;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -97,6 +98,8 @@ enum Ending {
     /// QEMU stopped the VM in this run state.
     Stopped(&'static str),
     TimedOut,
+    /// The run was cancelled (SIGINT/SIGTERM): the VM is killed.
+    Cancelled,
 }
 
 struct Watch<'a> {
@@ -168,9 +171,10 @@ impl Watch<'_> {
 pub async fn run_vm(
     cfg: &VmConfig,
     timeout: Duration,
+    cancel: &Cancel,
     on_event: &mut (dyn FnMut(&GuestEvent) + Send),
 ) -> Result<VmOutcome> {
-    let (outcome, stopped) = run_once(cfg, timeout, on_event).await?;
+    let (outcome, stopped) = run_once(cfg, timeout, cancel, on_event).await?;
     if cfg.accel == Accel::Kvm && stopped == Some("internal-error") && outcome.events.is_empty() {
         tracing::warn!(arch = %cfg.arch, "KVM internal error before the guest said anything: rerunning under TCG");
         crate::accel::mark_kvm_broken(cfg.arch).await;
@@ -179,7 +183,7 @@ pub async fn run_vm(
             accel: Accel::Tcg,
             ..cfg.clone()
         };
-        return Ok(run_once(&tcg, timeout, on_event).await?.0);
+        return Ok(run_once(&tcg, timeout, cancel, on_event).await?.0);
     }
     Ok(outcome)
 }
@@ -188,8 +192,11 @@ pub async fn run_vm(
 async fn run_once(
     cfg: &VmConfig,
     timeout: Duration,
+    cancel: &Cancel,
     on_event: &mut (dyn FnMut(&GuestEvent) + Send),
 ) -> Result<(VmOutcome, Option<&'static str>)> {
+    // A cancelled run starts no VM (the signal's cleanup would not know it).
+    cancel.check()?;
     let mut vm = Vm::spawn(cfg).await?;
     let mut qmp_events = vm.take_qmp_events();
     let started = vm.started();
@@ -218,12 +225,14 @@ async fn run_once(
         started,
         on_event,
     };
-    let ending = watch_until_end(cfg, &mut vm, &mut qmp_events, &mut w, deadline).await?;
+    let ending = watch_until_end(cfg, &mut vm, &mut qmp_events, &mut w, deadline, cancel).await?;
     if matches!(ending, Ending::Badness | Ending::Stopped(_) | Ending::TimedOut) {
         w.screen_wanted = true;
         screenshot(cfg, &vm, &mut w).await;
     }
     end_vm(cfg, &mut vm, &mut w, ending, timeout).await?;
+    // What a stopped VM reported proves nothing: the run ends here.
+    cancel.check()?;
     let done = finish_outcome(w, ending)?;
     write_boot_sections(cfg, &done.0.boots)?;
     Ok(done)
@@ -270,6 +279,7 @@ async fn watch_until_end(
     qmp_events: &mut Option<UnboundedReceiver<QmpEvent>>,
     w: &mut Watch<'_>,
     deadline: Instant,
+    cancel: &Cancel,
 ) -> Result<Ending> {
     let mut poweroff_deadline: Option<Instant> = None;
     let mut next_status = w.started + STATUS_INTERVAL;
@@ -282,6 +292,9 @@ async fn watch_until_end(
         }
         if exited {
             break Ending::Exited;
+        }
+        if cancel.is_cancelled() {
+            break Ending::Cancelled;
         }
         screenshot(cfg, vm, w).await;
         let mut stop_event = false;
@@ -330,6 +343,10 @@ async fn end_vm(cfg: &VmConfig, vm: &mut Vm, w: &mut Watch<'_>, ending: Ending, 
                 badness = w.scan.badness().unwrap_or_default(),
                 "console badness: killing VM"
             );
+            vm.kill().await;
+        }
+        Ending::Cancelled => {
+            tracing::info!("cancelled: killing VM");
             vm.kill().await;
         }
         Ending::Stopped(state) => {

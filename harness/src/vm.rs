@@ -66,9 +66,6 @@ impl Vm {
     /// not answer within `QMP_CONNECT_TIMEOUT`.
     #[tracing::instrument(skip_all, fields(arch = %cfg.arch, run_dir = %cfg.run_dir.display()))]
     pub async fn spawn(cfg: &VmConfig) -> Result<Vm> {
-        if fedostree_util::cleanup::interrupted() {
-            bail!("interrupted: no new VM is started");
-        }
         let sock = cfg.qmp_socket();
         if sock.as_os_str().len() > MAX_UNIX_PATH {
             bail!(

@@ -23,6 +23,9 @@ const NEEDS: &[Prereq] = &[
     Prereq::Binary("apt-get"),
 ];
 
+/// The accelerator probes need only QEMU itself.
+const PROBE: &[Prereq] = &[Prereq::HostArch("x86_64"), Prereq::Qemu("x86_64")];
+
 fn block_on(f: impl std::future::Future<Output = ()>) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -56,8 +59,15 @@ fn main() {
         Test::new("qmp_status_stop_ladder_and_drop", NEEDS, || {
             block_on(qmp_status_stop_ladder_and_drop())
         }),
+        Test::new("tcg_probe_proves_progress", PROBE, || {
+            block_on(tcg_probe_proves_progress())
+        }),
+        Test::new("kvm_probe_is_bounded", PROBE, || block_on(kvm_probe_is_bounded())),
         Test::new("dropping_the_run_future_leaves_no_qemu", NEEDS, || {
             block_on(dropping_the_run_future_leaves_no_qemu())
+        }),
+        Test::new("a_cancelled_run_kills_its_vm_and_starts_none", NEEDS, || {
+            block_on(a_cancelled_run_kills_its_vm_and_starts_none())
         }),
         Test::new("kvm_that_cannot_run_the_kernel_falls_back_to_tcg", &needs_kvm, || {
             block_on(kvm_that_cannot_run_the_kernel_falls_back_to_tcg())
@@ -122,7 +132,14 @@ async fn boots_and_streams_results_end_to_end() {
     let t0 = Instant::now();
     let mut seen: Vec<(Duration, GuestEvent)> = Vec::new();
     let mut on_event = |e: &GuestEvent| seen.push((t0.elapsed(), e.clone()));
-    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut on_event).await.unwrap();
+    let out = run_vm(
+        &r.cfg,
+        Duration::from_secs(120),
+        &fedostree_util::cancel::Cancel::new(),
+        &mut on_event,
+    )
+    .await
+    .unwrap();
     let kinds: Vec<String> = seen
         .iter()
         .map(|(_, e)| serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_owned())
@@ -154,7 +171,7 @@ async fn boots_and_streams_results_end_to_end() {
     // from a live QEMU; this guest writes everything within milliseconds and powers off.)
     let ttr = out.time_to_results.unwrap();
     assert!(ttr <= out.wall, "{ttr:?} {:?}", out.wall);
-    let suite = suite_from_outcome("test/initramfs", "x86_64", "feed", &out);
+    let suite = suite_from_outcome("test/initramfs", Arch::X86_64, "feed", &out);
     assert!(suite.passed(), "{suite:?}");
     assert_eq!(suite.cases.len(), 2);
     assert_eq!(suite.cases[0].subtests.len(), 2);
@@ -177,9 +194,16 @@ async fn a_failed_test_leaves_a_screenshot_of_the_console() {
     let f = vm_fixture!();
     let _one = ONE_VM.lock().await;
     let r = vm_config(f, "fail");
-    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
+    let out = run_vm(
+        &r.cfg,
+        Duration::from_secs(120),
+        &fedostree_util::cancel::Cancel::new(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     assert!(out.finished, "console:\n{}", out.console_tail);
-    let suite = suite_from_outcome("t", "x86_64", "feed", &out);
+    let suite = suite_from_outcome("t", Arch::X86_64, "feed", &out);
     assert_eq!(suite.cases[0].status, Status::Fail, "{suite:?}");
     let screen = Screen::read(&r.cfg.screenshot()).unwrap();
     assert_eq!(
@@ -197,7 +221,14 @@ async fn a_failed_test_leaves_a_screenshot_of_the_console() {
     );
 
     let ok = vm_config(f, "ok");
-    let out = run_vm(&ok.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
+    let out = run_vm(
+        &ok.cfg,
+        Duration::from_secs(120),
+        &fedostree_util::cancel::Cancel::new(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     assert!(out.finished);
     assert!(!ok.cfg.screenshot().exists(), "a passing run has no screenshot");
 }
@@ -207,7 +238,14 @@ async fn panicking_init_is_badness_and_ends_the_vm_at_once() {
     let _one = ONE_VM.lock().await;
     for scenario in ["panic", "exit"] {
         let r = vm_config(f, scenario);
-        let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
+        let out = run_vm(
+            &r.cfg,
+            Duration::from_secs(120),
+            &fedostree_util::cancel::Cancel::new(),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
         let bad = out
             .badness
             .clone()
@@ -216,7 +254,7 @@ async fn panicking_init_is_badness_and_ends_the_vm_at_once() {
         assert!(!out.finished && !out.timed_out);
         // panic=-1 + -no-reboot end QEMU by themselves; nothing waited for a timeout or a grace period.
         assert!(out.wall < Duration::from_secs(30), "{scenario}: {:?}", out.wall);
-        let suite = suite_from_outcome("t", "x86_64", "feed", &out);
+        let suite = suite_from_outcome("t", Arch::X86_64, "feed", &out);
         assert_eq!(suite.cases[0].status, Status::Error);
         let err = suite.infra_error.unwrap();
         assert!(err.contains("Kernel panic") && err.contains("end marker"), "{err}");
@@ -237,7 +275,9 @@ async fn hanging_guest_hits_the_whole_vm_timeout_and_leaves_no_qemu() {
         }
     };
     let timeout = Duration::from_secs(15);
-    let out = run_vm(&r.cfg, timeout, &mut on_event).await.unwrap();
+    let out = run_vm(&r.cfg, timeout, &fedostree_util::cancel::Cancel::new(), &mut on_event)
+        .await
+        .unwrap();
     // Found from inside on_event: events are streamed while QEMU runs, not collected at the end.
     let pid = pid.expect("QEMU found while the guest ran");
     assert!(out.timed_out && !out.finished, "{out:?}");
@@ -245,7 +285,7 @@ async fn hanging_guest_hits_the_whole_vm_timeout_and_leaves_no_qemu() {
     // The ladder: powerdown (ignored by a busybox init) → 3 s → quit. Well under powerdown+quit graces.
     assert!(out.wall < timeout + Duration::from_secs(7), "{:?}", out.wall);
     assert!(pid_gone(pid), "QEMU {pid} still there");
-    let suite = suite_from_outcome("t", "x86_64", "feed", &out);
+    let suite = suite_from_outcome("t", Arch::X86_64, "feed", &out);
     assert_eq!(suite.cases[0].status, Status::Error);
     assert!(suite.infra_error.unwrap().contains("timed out"));
     eprintln!("TIMING hang: timeout {timeout:?}, QEMU gone after {:?}", out.wall);
@@ -255,7 +295,14 @@ async fn end_marker_without_poweroff_gets_a_grace_then_the_ladder() {
     let f = vm_fixture!();
     let _one = ONE_VM.lock().await;
     let r = vm_config(f, "linger");
-    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
+    let out = run_vm(
+        &r.cfg,
+        Duration::from_secs(120),
+        &fedostree_util::cancel::Cancel::new(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     assert!(out.finished && !out.timed_out && out.badness.is_none(), "{out:?}");
     let ttr = out.time_to_results.unwrap();
     let after = out.wall - ttr;
@@ -263,7 +310,7 @@ async fn end_marker_without_poweroff_gets_a_grace_then_the_ladder() {
         after >= Duration::from_secs(5) && after < Duration::from_secs(12),
         "{after:?}"
     );
-    assert!(suite_from_outcome("t", "x86_64", "feed", &out).passed());
+    assert!(suite_from_outcome("t", Arch::X86_64, "feed", &out).passed());
     assert!(find_qemu(&r.cfg.run_dir).is_none());
     eprintln!("TIMING linger: results at {ttr:?}, gone {after:?} later");
 }
@@ -314,13 +361,51 @@ async fn dropping_the_run_future_leaves_no_qemu() {
         panic!("QEMU for {} never appeared", run_dir.display());
     };
     let mut sink = |_: &GuestEvent| {};
+    let cancel = fedostree_util::cancel::Cancel::new();
     let run = tokio::time::timeout(
         Duration::from_secs(3),
-        run_vm(&r.cfg, Duration::from_secs(120), &mut sink),
+        run_vm(&r.cfg, Duration::from_secs(120), &cancel, &mut sink),
     );
     let (pid, res) = tokio::join!(watch, run);
     assert!(res.is_err(), "the caller's timeout should have dropped run_vm");
     assert!(pid_gone(pid), "QEMU {pid} outlived the dropped run_vm future");
+}
+
+/// A tripped token (what SIGINT/SIGTERM do) ends a running VM's run at once: QEMU is killed, the run
+/// returns `Cancelled`, and a cancelled run starts no VM at all.
+async fn a_cancelled_run_kills_its_vm_and_starts_none() {
+    let f = vm_fixture!();
+    let _one = ONE_VM.lock().await;
+    let r = vm_config(f, "hang");
+    let run_dir = r.cfg.run_dir.clone();
+    let cancel = fedostree_util::cancel::Cancel::new();
+    let trip = async {
+        for _ in 0..1000 {
+            if let Some(p) = find_qemu(&run_dir) {
+                cancel.cancel(libc::SIGTERM);
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("QEMU for {} never appeared", run_dir.display());
+    };
+    let mut sink = |_: &GuestEvent| {};
+    let run = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_vm(&r.cfg, Duration::from_secs(120), &cancel, &mut sink),
+    );
+    let (pid, res) = tokio::join!(trip, run);
+    let err = res
+        .expect("a cancelled run returns before the caller's timeout")
+        .unwrap_err();
+    let why = fedostree_util::cancel::cancelled_by(&err);
+    assert_eq!(why.map(|c| c.signal), Some(libc::SIGTERM), "{err:#}");
+    assert!(pid_gone(pid), "QEMU {pid} outlived the cancelled run");
+    let again = run_vm(&r.cfg, Duration::from_secs(120), &cancel, &mut sink)
+        .await
+        .unwrap_err();
+    assert!(fedostree_util::cancel::cancelled_by(&again).is_some(), "{again:#}");
+    assert!(find_qemu(&run_dir).is_none(), "a cancelled run started a VM");
 }
 
 /// Ignored by default: on the nested-KVM hosts this project runs on, the kernel crawls for ~110 s under KVM
@@ -330,7 +415,14 @@ async fn kvm_that_cannot_run_the_kernel_falls_back_to_tcg() {
     let _one = ONE_VM.lock().await;
     let mut r = vm_config(f, "ok");
     r.cfg.accel = Accel::Kvm;
-    let out = run_vm(&r.cfg, Duration::from_secs(120), &mut |_| {}).await.unwrap();
+    let out = run_vm(
+        &r.cfg,
+        Duration::from_secs(120),
+        &fedostree_util::cancel::Cancel::new(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     // Either KVM works here, or it stopped with an internal error and the run was redone under TCG;
     // never a paused VM waiting for the whole-VM timeout.
     assert!(out.finished && !out.timed_out && out.badness.is_none(), "{out:?}");
@@ -342,4 +434,24 @@ async fn kvm_that_cannot_run_the_kernel_falls_back_to_tcg() {
         assert_eq!(choice, Accel::Tcg, "KVM marked broken for this process");
     }
     eprintln!("TIMING kvm fallback={fell_back}: QEMU start → exit {:?}", out.wall);
+}
+
+/// The proof must succeed under TCG, or a "false" from the KVM probe would mean nothing.
+async fn tcg_probe_proves_progress() {
+    let took = fedostree_harness::accel::probe(Arch::X86_64, Accel::Tcg, Duration::from_secs(10))
+        .await
+        .unwrap();
+    eprintln!("TCG probe proved progress in {took:?}");
+}
+
+/// The KVM probe ends by itself whatever KVM does here (on these hosts QEMU hangs with it): its own
+/// timeout, kill and reap. The outer deadline only turns a hang into a failure.
+async fn kvm_probe_is_bounded() {
+    let kvm = tokio::time::timeout(
+        Duration::from_secs(120),
+        fedostree_harness::probe_kvm(Arch::X86_64, Duration::from_secs(2)),
+    )
+    .await
+    .expect("the KVM probe did not return: its own timeout must end it");
+    eprintln!("KVM probe: {kvm}");
 }

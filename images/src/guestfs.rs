@@ -38,7 +38,8 @@ pub fn supermin_env(state: &StateDir) -> Result<Vec<(&'static str, PathBuf)>> {
     }
     let root = state.root().join("cache/supermin-kernel");
     if find_prepared(&root).is_none() {
-        let debarch = fedostree_util::state::debian_arch(fedostree_util::state::host_arch())
+        let debarch = fedostree_util::Arch::host()
+            .map(fedostree_util::Arch::debian)
             .context("no Debian architecture for this host")?;
         let dir = state.deb_cache().join(debarch);
         let deb = fs_err::read_dir(&dir).ok().and_then(|rd| {

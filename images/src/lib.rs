@@ -17,6 +17,7 @@ pub mod sysroot;
 pub mod throwaway;
 mod update;
 
+use fedostree_util::{Arch, Checksum};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -58,7 +59,7 @@ pub struct ImageSpec {
     /// Tree name, e.g. `dev/minimal`.
     pub tree: String,
     /// `x86_64` or `aarch64`.
-    pub arch: String,
+    pub arch: Arch,
     /// The archive repo holding `commit` (`$STATE/repo`).
     pub repo: PathBuf,
     pub commit: String,
@@ -105,7 +106,7 @@ pub struct UpdateStats {
 pub struct ImageState {
     /// `$STATE/images/<tree>/<arch>/disk.qcow2`: boot it only through an overlay ([`create_overlay`]).
     pub disk: PathBuf,
-    pub commit: String,
+    pub commit: Checksum,
     /// Random id written at creation to `/ostree/deploy/<os>/var/lib/fedostree/image-id` in the image.
     pub image_id: String,
     pub boot: BootArtifacts,

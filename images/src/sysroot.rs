@@ -5,6 +5,7 @@ use crate::guard::GuardedSysroot;
 use crate::BootArtifacts;
 use anyhow::{anyhow, bail, Context, Result};
 use fedostree_util::cmd::CommandRunExt;
+use fedostree_util::Arch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,7 +23,7 @@ fn repo_arg(sr: &GuardedSysroot) -> String {
 
 /// `ostree admin init-fs`, `os-init`, the bootloader configuration firmware boots from
 /// ([`crate::firmware`]), and the image id marker in the stateroot.
-pub fn init(sr: &GuardedSysroot, osname: &str, arch: &str, image_id: &str) -> Result<()> {
+pub fn init(sr: &GuardedSysroot, osname: &str, arch: Arch, image_id: &str) -> Result<()> {
     admin(sr, "init-fs").arg(sr.path()).run()?;
     admin(sr, "os-init").arg(osname).run()?;
     crate::firmware::configure(sr, arch)?;

@@ -9,6 +9,7 @@
 use crate::layout::{self, ImageLock, ImagePaths};
 use anyhow::{Context, Result};
 use fedostree_util::state::StateDir;
+use fedostree_util::Arch;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ pub fn new_id(label: &str) -> String {
 }
 
 /// Copy the cached image of `tree` on `arch` into a throwaway one named `id` (see [`new_id`]).
-pub fn seed(state: &StateDir, tree: &str, arch: &str, id: &str) -> Result<Throwaway> {
+pub fn seed(state: &StateDir, tree: &str, arch: Arch, id: &str) -> Result<Throwaway> {
     sweep(state);
     let base = ImagePaths::new(state, tree, arch)?;
     let scratch_tree = format!("{PREFIX}/{id}/{tree}");
@@ -120,5 +121,6 @@ fn recover(state: &StateDir, id: &str, root: &Path, rec: &Path) -> Result<()> {
     let rel = rec.strip_prefix(root)?.to_string_lossy().into_owned();
     let rel = rel.trim_end_matches(".resources.json");
     let (tree, arch) = rel.rsplit_once('/').context("no tree in the path")?;
+    let arch: Arch = arch.parse().map_err(anyhow::Error::msg)?;
     layout::recover_stale(&ImagePaths::new(state, &format!("{PREFIX}/{id}/{tree}"), arch)?)
 }

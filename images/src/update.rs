@@ -79,7 +79,7 @@ fn lock_timeout() -> Duration {
 pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Result<ImageState> {
     let t0 = Instant::now();
     cleanup::install_signal_handler();
-    let paths = ImagePaths::new(state, &spec.tree, &spec.arch)?;
+    let paths = ImagePaths::new(state, &spec.tree, spec.arch)?;
     fs_err::create_dir_all(paths.dir.parent().unwrap())?;
     let _lock = ImageLock::acquire(&paths.lock, lock_timeout())?;
     layout::recover_stale(&paths).context("cleaning up after an interrupted update")?;
@@ -90,7 +90,7 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
         if let Some(boot) = cached_boot(&paths, st) {
             return Ok(ImageState {
                 disk: paths.disk(),
-                commit: st.commit.clone(),
+                commit: st.commit.clone().into(),
                 image_id: st.image_id.clone(),
                 boot,
                 created: false,
@@ -141,7 +141,7 @@ pub fn update_image(state: &StateDir, spec: &ImageSpec, backend: Backend) -> Res
     tracing::info!(?stats, "image updated");
     Ok(ImageState {
         disk: paths.disk(),
-        commit: spec.commit.clone(),
+        commit: spec.commit.clone().into(),
         image_id: plan.image_id,
         boot,
         created: plan.created,
@@ -280,7 +280,7 @@ fn update_sysroot(
 ) -> Result<BootArtifacts> {
     if plan.created {
         let t = Instant::now();
-        sysroot::init(sr, &spec.osname, &spec.arch, &plan.image_id)?;
+        sysroot::init(sr, &spec.osname, spec.arch, &plan.image_id)?;
         stats.create_s += secs(t);
     }
     if plan.deploy_needed {

@@ -107,7 +107,7 @@ impl Fixture {
     fn spec(&self, commit: &str) -> ImageSpec {
         ImageSpec {
             tree: "dev/minimal".into(),
-            arch: "x86_64".into(),
+            arch: fedostree_util::Arch::X86_64,
             repo: self.state.repo(),
             commit: commit.into(),
             osname: "fedostree".into(),
@@ -330,7 +330,7 @@ fn provide_supermin_kernel(fx: &Fixture) {
     if has_kernel || std::env::var_os("SUPERMIN_KERNEL").is_some() {
         return;
     }
-    let debarch = fedostree_util::state::debian_arch(fedostree_util::state::host_arch()).unwrap();
+    let debarch = fedostree_util::Arch::host().unwrap().debian();
     let mut candidates: Vec<PathBuf> = std::env::var_os("FEDOSTREE_TEST_KERNEL_DEB")
         .map(PathBuf::from)
         .into_iter()
@@ -422,7 +422,7 @@ fn child_update_entry(root: std::ffi::OsString) {
     let state = StateDir::new(root);
     let spec = ImageSpec {
         tree: "dev/minimal".into(),
-        arch: "x86_64".into(),
+        arch: fedostree_util::Arch::X86_64,
         repo: state.repo(),
         commit,
         osname: "fedostree".into(),

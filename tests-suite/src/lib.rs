@@ -8,7 +8,8 @@ use fedostree_compose::treefile::Treefile;
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::SuiteResult;
 use fedostree_util::lock::FileLock;
-use fedostree_util::state::{Sources, StateDir, ARCHES};
+use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::Arch;
 use std::path::{Path, PathBuf};
 
 /// Installed-tests packages are named `fedostree-installed-tests[-SUFFIX]` and built from
@@ -18,7 +19,7 @@ const TESTS_PACKAGE: &str = "fedostree-installed-tests";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmTestCase {
     pub tree: String,
-    pub arch: String,
+    pub arch: Arch,
     /// `suite/test`, as the in-guest runner names it.
     pub test: String,
     /// Tests of `*-broken` suites exist to fail: the case passes when the guest reports a failure.
@@ -46,7 +47,7 @@ pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
             continue; // an include fragment, not a tree
         }
         let name = format!("dev/{}", file.file_stem().unwrap().to_string_lossy());
-        for arch in ARCHES {
+        for arch in Arch::ALL {
             let tf = Treefile::load(&file, &name, arch)?;
             for pkg in &tf.packages {
                 let Some(suffix) = pkg.strip_prefix(TESTS_PACKAGE) else {
@@ -63,7 +64,7 @@ pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
                 tests.sort();
                 cases.extend(tests.into_iter().map(|test| VmTestCase {
                     tree: name.clone(),
-                    arch: arch.to_string(),
+                    arch,
                     test,
                     expect_fail: suite.ends_with("-broken"),
                 }));
@@ -76,14 +77,14 @@ pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
 /// Prints nothing: the test runner reports each case.
 struct Quiet;
 impl Reporter for Quiet {
-    fn event(&mut self, _: &str, _: &str, _: &fedostree_harness::protocol::GuestEvent) {}
+    fn event(&mut self, _: &str, _: Arch, _: &fedostree_harness::protocol::GuestEvent) {}
     fn suite_done(&mut self, _: &SuiteResult) {}
 }
 
 /// The results of booting `tree` on `arch` in this test run: the first case to ask composes, updates
 /// the image and boots; the others wait on a lock and read the saved suite. A run is one nextest
 /// invocation (`NEXTEST_RUN_ID`) or one test process.
-pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResult> {
+pub fn vm_results(state: &StateDir, tree: &str, arch: Arch) -> Result<SuiteResult> {
     static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let run = RUN.get_or_init(|| match std::env::var("NEXTEST_RUN_ID") {
         Ok(id) => id.chars().take(8).collect(),
@@ -98,20 +99,21 @@ pub fn vm_results(state: &StateDir, tree: &str, arch: &str) -> Result<SuiteResul
     }
     let sources = Sources::discover(None).map_err(anyhow::Error::msg)?;
     let (_, image, _) =
-        fedostree_ci::pipeline::prepare(state, &sources, tree, arch, fedostree_images::default_backend())?;
+        fedostree_pipeline::stages::prepare(state, &sources, tree, arch, fedostree_images::default_backend())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (suite, _) = rt.block_on(fedostree_ci::pipeline::boot_and_test(
+    let (suite, _) = rt.block_on(fedostree_pipeline::guest::boot_and_test(
         tree,
         arch,
         &image,
         &dir,
-        fedostree_ci::pipeline::GuestSettings {
+        fedostree_pipeline::guest::GuestSettings {
             accel: None,
             timeout: std::time::Duration::from_secs(600),
             // nextest boots other arches and trees beside this one.
             vcpus: fedostree_harness::qemu::DEFAULT_SMP,
             boot: fedostree_harness::qemu::BootPath::DirectKernel,
             fw_cfg: Vec::new(),
+            cancel: fedostree_util::cancel::Cancel::new(),
         },
         &mut Quiet,
     ))?;

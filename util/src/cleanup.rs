@@ -1,11 +1,15 @@
 //! Process-wide cleanup registry: every OS resource owner registers an idempotent teardown closure while it
-//! holds the resource; on SIGINT/SIGTERM a signal thread kills our child processes, runs the registered
-//! teardowns newest first (umount before loop detach before qemu-storage-daemon), and exits 130/143.
+//! holds the resource. It is the backstop behind cancellation: on SIGINT/SIGTERM the signal thread trips
+//! the command's [`Cancel`] token, if it registered one, and the command unwinds on its own (its owners
+//! drop what they hold). A second signal, an unwind that takes longer than [`UNWIND_GRACE`], or a process
+//! with no token takes the hard path: kill our child processes, run the registered teardowns newest first
+//! (umount before loop detach before qemu-storage-daemon), and exit 130/143.
 //!
 //! Owners call [`deregister`] only after their own teardown finished, so a signal arriving mid-teardown
 //! still finds the entry (teardowns are idempotent: killing or unmounting twice is safe). Other crates
 //! (the harness's QEMU, for one) may register here too.
 
+use crate::cancel::Cancel;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
@@ -17,13 +21,16 @@ struct Registry {
     entries: BTreeMap<u64, (String, Teardown)>,
 }
 
-/// Set when SIGINT/SIGTERM arrived: from then on nothing new may start (a VM the cleanup did not see
-/// would outlive it).
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// How long a cancelled command may take to unwind before the hard path runs.
+pub const UNWIND_GRACE: Duration = Duration::from_secs(30);
 
-/// Whether a signal is ending this process.
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+/// The command's token, if it registered one ([`cancel_on_signal`]).
+static TOKEN: Mutex<Option<Cancel>> = Mutex::new(None);
+
+/// Let SIGINT/SIGTERM trip `cancel` (and install the signal thread): the command unwinds itself.
+pub fn cancel_on_signal(cancel: &Cancel) {
+    *TOKEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
+    install_signal_handler();
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -87,16 +94,27 @@ pub fn install_signal_handler() {
         let spawned = std::thread::Builder::new()
             .name("fedostree-signals".into())
             .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
-                    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-                    eprintln!("fedostree: caught {name}, cleaning up");
-                    if pending() > 0 {
-                        stop_children(Duration::from_secs(5));
-                    }
-                    run_all();
-                    std::process::exit(128 + sig);
+                let Some(sig) = signals.forever().next() else { return };
+                let name = crate::cancel::signal_name(sig);
+                let token = TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(token) = token {
+                    token.cancel(sig);
+                    eprintln!("fedostree: caught {name}, stopping (again to force)");
+                    // The command unwinds and exits by itself; a second signal or a stuck unwind
+                    // takes the hard path.
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    std::thread::spawn(move || {
+                        let again = signals.forever().next();
+                        let _ = tx.send(again);
+                    });
+                    let _ = rx.recv_timeout(UNWIND_GRACE);
                 }
+                eprintln!("fedostree: caught {name}, cleaning up");
+                if pending() > 0 {
+                    stop_children(Duration::from_secs(5));
+                }
+                run_all();
+                std::process::exit(128 + sig);
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot spawn signal thread: {e}");

@@ -6,6 +6,9 @@
 //! report a missing prerequisite as a visible ignore, or a failure under `CI`; [`screen`] reads a VM's
 //! screenshot back).
 
+pub mod arch;
+pub mod cancel;
+pub mod checksum;
 pub mod cleanup;
 pub mod cmd;
 pub mod error;
@@ -15,8 +18,12 @@ pub mod prereq;
 pub mod qemu_opt;
 #[cfg(feature = "testing")]
 pub mod screen;
+#[cfg(feature = "sql")]
+mod sql;
 pub mod state;
 pub mod sys;
 pub mod workdir;
 
+pub use arch::Arch;
+pub use checksum::Checksum;
 pub use error::{is_input_error, Exit, InputError};

@@ -35,8 +35,8 @@ impl StateDir {
     pub fn devrepo_root(&self) -> PathBuf {
         self.root.join("devrepo")
     }
-    pub fn devrepo(&self, arch: &str) -> PathBuf {
-        self.devrepo_root().join(arch)
+    pub fn devrepo(&self, arch: crate::Arch) -> PathBuf {
+        self.devrepo_root().join(arch.as_str())
     }
     pub fn deb_cache(&self) -> PathBuf {
         self.root.join("cache/debs")
@@ -67,23 +67,6 @@ impl StateDir {
     }
     pub fn public(&self) -> PathBuf {
         self.root.join("public")
-    }
-}
-
-/// The architectures fedostree composes and boots, in RPM naming.
-pub const ARCHES: &[&str] = &["x86_64", "aarch64"];
-
-/// The machine's own architecture in RPM naming.
-pub fn host_arch() -> &'static str {
-    std::env::consts::ARCH
-}
-
-/// Debian's name for an RPM architecture.
-pub fn debian_arch(arch: &str) -> Option<&'static str> {
-    match arch {
-        "x86_64" => Some("amd64"),
-        "aarch64" => Some("arm64"),
-        _ => None,
     }
 }
 

@@ -7,7 +7,8 @@
 //! exit 0 is good, 125 skips the commit, anything else is bad. A VM that breaks is booted once more;
 //! if it breaks again the commit is skipped, never counted as bad.
 
-use crate::pipeline::{self, GuestSettings};
+use crate::guest::{boot_and_test, GuestSettings};
+use crate::stages;
 use anyhow::{Context, Result};
 use fedostree_compose::commit;
 use fedostree_compose::dbdiff::{self, PkgDiff};
@@ -16,7 +17,7 @@ use fedostree_harness::report::Reporter;
 use fedostree_harness::results::{Status, SuiteResult};
 use fedostree_images::{throwaway, Backend};
 use fedostree_util::state::{Sources, StateDir};
-use fedostree_util::InputError;
+use fedostree_util::{Arch, InputError};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ const REMOTE: &str = "fedostree-bisect";
 #[derive(Debug, Clone)]
 pub struct BisectOptions {
     pub tree: String,
-    pub arch: String,
+    pub arch: Arch,
     pub sources: Sources,
     pub good: String,
     pub bad: String,
@@ -40,6 +41,8 @@ pub struct BisectOptions {
     pub backend: Backend,
     pub vm_timeout: Duration,
     pub run_id: String,
+    /// Tripped by SIGINT/SIGTERM: the step's VM stops and the bisection ends.
+    pub cancel: fedostree_util::cancel::Cancel,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -73,7 +76,7 @@ pub struct Step {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BisectReport {
     pub tree: String,
-    pub arch: String,
+    pub arch: Arch,
     #[serde(rename = "ref")]
     pub ref_: String,
     pub good: CommitInfo,
@@ -217,7 +220,7 @@ fn pull_history(state: &StateDir, url: &str, ref_: &str) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let key_file = dir.path().join("key.gpg");
     fs_err::write(&key_file, key)?;
-    let ostree = || pipeline::ostree_cli(&repo_path);
+    let ostree = || stages::ostree_cli(&repo_path);
     ostree()
         .args(["remote", "add", "--force", "--set=gpg-verify=true"])
         .arg(format!("--gpg-import={}", key_file.display()))
@@ -286,7 +289,7 @@ pub async fn bisect(
     opts: &BisectOptions,
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<BisectReport> {
-    let ref_ = pipeline::tree_ref(&opts.sources, &opts.tree, &opts.arch)?;
+    let ref_ = stages::tree_ref(&opts.sources, &opts.tree, opts.arch)?;
     let fw_cfg = decider(opts)?;
     if let Some(url) = &opts.repo_url {
         pull_history(state, url, &ref_)?;
@@ -303,18 +306,18 @@ pub async fn bisect(
         Some(c) => c,
         None => commit::resolve(&repo, &format!("{REMOTE}:{ref_}"))?.unwrap_or_else(|| bad.clone()),
     };
-    let base_image = pipeline::update_image(state, &opts.tree, &opts.arch, &tip, opts.backend)?;
+    let base_image = stages::update_image(state, &opts.tree, opts.arch, &tip, opts.backend)?;
     drop(base_image);
     let run_dir = state
         .runs()
         .join(&opts.run_id)
         .join("bisect")
         .join(&opts.tree)
-        .join(&opts.arch);
+        .join(opts.arch);
     fs_err::create_dir_all(&run_dir)?;
     let mut report = BisectReport {
         tree: opts.tree.clone(),
-        arch: opts.arch.clone(),
+        arch: opts.arch,
         ref_,
         good: info(&repo, &good),
         bad: info(&repo, &bad),
@@ -386,10 +389,10 @@ async fn test_commit(
     let copy = throwaway::seed(
         state,
         &opts.tree,
-        &opts.arch,
+        opts.arch,
         &throwaway::new_id(&format!("bisect{n}-{}", opts.arch)),
     )?;
-    let image = pipeline::update_image(state, copy.tree(), &opts.arch, commit, opts.backend)?;
+    let image = stages::update_image(state, copy.tree(), opts.arch, commit, opts.backend)?;
     let image_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut boots = 0;
@@ -406,12 +409,13 @@ async fn test_commit(
             vcpus: fedostree_harness::qemu::vcpus_for(1),
             boot: fedostree_harness::qemu::BootPath::DirectKernel,
             fw_cfg: fw_cfg.to_vec(),
+            cancel: opts.cancel.clone(),
         };
-        let suite = match pipeline::boot_and_test(&opts.tree, &opts.arch, &image, &dir, guest, reporter).await {
+        let suite = match boot_and_test(&opts.tree, opts.arch, &image, &dir, guest, reporter).await {
             Ok((suite, _)) => suite,
             Err(e) => SuiteResult {
                 tree: opts.tree.clone(),
-                arch: opts.arch.clone(),
+                arch: opts.arch,
                 commit: commit.into(),
                 cases: vec![],
                 infra_error: Some(format!("{e:#}")),
@@ -420,15 +424,13 @@ async fn test_commit(
         };
         let judged = judge(&suite, opts.script.is_some());
         // A broken VM says nothing about the commit: once more, in a fresh VM.
-        if suite.infra_error.is_none() || boots == 2 || fedostree_util::cleanup::interrupted() {
+        if suite.infra_error.is_none() || boots == 2 || opts.cancel.is_cancelled() {
             break judged;
         }
         eprintln!("step {n}: {}; booting once more", judged.1);
     };
     drop(copy);
-    if fedostree_util::cleanup::interrupted() {
-        anyhow::bail!("interrupted");
-    }
+    opts.cancel.check()?;
     Ok(Step {
         commit: commit.into(),
         version: None,
@@ -480,20 +482,23 @@ mod tests {
 
     #[test]
     fn a_broken_vm_is_never_bad_and_scripts_decide_by_exit_code() {
-        use crate::pipeline::tests::suite;
-        let mut infra = suite("x86_64", &[Status::Fail], Some("no end marker"));
+        use crate::run::tests::suite;
+        let mut infra = suite(Arch::X86_64, &[Status::Fail], Some("no end marker"));
         assert_eq!(judge(&infra, false).0, Verdict::Skip);
         assert_eq!(judge(&infra, true).0, Verdict::Skip);
         infra.infra_error = None;
         assert_eq!(judge(&infra, false), (Verdict::Bad, "failed: fedostree/t0".to_string()));
         assert_eq!(
-            judge(&suite("x86_64", &[Status::Pass, Status::Skip], None), false).0,
+            judge(&suite(Arch::X86_64, &[Status::Pass, Status::Skip], None), false).0,
             Verdict::Good
         );
-        assert_eq!(judge(&suite("x86_64", &[Status::Skip], None), false).0, Verdict::Skip);
-        assert_eq!(judge(&suite("x86_64", &[], None), false).0, Verdict::Skip);
+        assert_eq!(
+            judge(&suite(Arch::X86_64, &[Status::Skip], None), false).0,
+            Verdict::Skip
+        );
+        assert_eq!(judge(&suite(Arch::X86_64, &[], None), false).0, Verdict::Skip);
         let script = |status, code| {
-            let mut s = suite("x86_64", &[status], None);
+            let mut s = suite(Arch::X86_64, &[status], None);
             s.cases[0].name = "bisect/script".into();
             s.cases[0].exit_code = code;
             judge(&s, true).0

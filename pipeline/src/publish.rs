@@ -180,7 +180,7 @@ const RETAIN_REFS: &str = "fedostree-retain/";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::gate;
+    use crate::run::gate;
     use fedostree_harness::results::{Status, SuiteResult};
     use fedostree_util::cmd::CommandRunExt;
     use std::process::Command;
@@ -217,8 +217,8 @@ mod tests {
         SigningKey::resolve(&state, &crate::signing::SigningSpec::default()).unwrap()
     }
 
-    fn suite(arch: &str, status: Status) -> SuiteResult {
-        crate::pipeline::tests::suite(arch, &[status], None)
+    fn suite(arch: fedostree_util::Arch, status: Status) -> SuiteResult {
+        crate::run::tests::suite(arch, &[status], None)
     }
 
     #[test]
@@ -265,8 +265,8 @@ mod tests {
             scratch_delta: true,
         };
         let runs = [
-            ("t/x86_64", &c[0], suite("x86_64", Status::Pass)),
-            ("t/aarch64", &c[1], suite("aarch64", Status::Fail)),
+            ("t/x86_64", &c[0], suite(fedostree_util::Arch::X86_64, Status::Pass)),
+            ("t/aarch64", &c[1], suite(fedostree_util::Arch::Aarch64, Status::Fail)),
         ];
         for (r, commit, s) in &runs {
             if gate(true, s) {

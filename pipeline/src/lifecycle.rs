@@ -16,21 +16,24 @@
 //! before they are tested); the cached image stays at N until the next `fedostree test` of the tree,
 //! which tests and publishes N+1 as usual.
 
-use crate::pipeline::{self, GuestSettings, TestOptions, TreeArchRun};
+use crate::guest::{boot_and_test, GuestSettings};
 use crate::publish::{publish, PublishOptions};
+use crate::run::{run_dir, TestOptions, TreeArchRun};
 use crate::serve::ScenarioServer;
 use crate::signing::{SigningKey, SigningSpec};
+use crate::stages;
 use anyhow::{Context, Result};
 use fedostree_harness::protocol::{GuestEvent, TestStatus};
 use fedostree_harness::qemu::{BootPath, FwCfgValue};
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::{Status, SuiteResult, TestCaseResult};
 use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::{Arch, Checksum};
 use ostree::gio;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub const SCENARIO: &str = "lifecycle";
+pub const SCENARIO: &str = crate::run::Scenario::Lifecycle.name();
 /// The tree the scenario starts on and the one it switches to.
 pub const BASE_TREE: &str = "base/minimal";
 pub const SWITCH_TREE: &str = "server/docker-io";
@@ -54,7 +57,7 @@ pub async fn run(
     }
     let key = SigningKey::resolve(state, &opts.signing)?;
     let mut runs = Vec::new();
-    for arch in &opts.arches {
+    for &arch in &opts.arches {
         runs.push(run_arch(state, opts, arch, &key, reporter).await?);
     }
     let suites: Vec<_> = runs.iter().map(|r| r.suite.clone()).collect();
@@ -65,21 +68,22 @@ pub async fn run(
 /// The commits and repositories one arch's scenario serves.
 struct Fixture {
     ref_: String,
-    n: String,
-    n1: String,
+    n: Checksum,
+    n1: Checksum,
     switch_ref: String,
-    switch_commit: String,
+    switch_commit: Checksum,
 }
 
 async fn run_arch(
     state: &StateDir,
     opts: &TestOptions,
-    arch: &str,
+    arch: Arch,
     key: &SigningKey,
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<TreeArchRun> {
-    let (composed, image, mut timings) = pipeline::prepare(state, &opts.sources, BASE_TREE, arch, opts.backend)?;
-    let dir = pipeline::run_dir(state, &opts.run_id, &composed.tree, arch);
+    opts.cancel.check()?;
+    let (composed, image, mut timings) = stages::prepare(state, &opts.sources, BASE_TREE, arch, opts.backend)?;
+    let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
     fs_err::create_dir_all(&dir)?;
     let public = dir.join("public");
     let t = Instant::now();
@@ -119,13 +123,14 @@ async fn run_arch(
                 FwCfgValue::File(public.join("repo").join(crate::publish::PUBLIC_KEY_FILE)),
             ),
         ],
+        cancel: opts.cancel.clone(),
     };
     let t = Instant::now();
     let mut watch = RebootWatch {
         inner: reporter,
         first_reboot: None,
     };
-    let booted = pipeline::boot_and_test(&composed.tree, arch, &image, &dir, guest, &mut watch).await;
+    let booted = boot_and_test(&composed.tree, arch, &image, &dir, guest, &mut watch).await;
     let first_reboot = watch.first_reboot;
     timings.boot_s = t.elapsed().as_secs_f64();
     let log = server.log.lines();
@@ -187,7 +192,7 @@ struct RebootWatch<'a> {
 }
 
 impl Reporter for RebootWatch<'_> {
-    fn event(&mut self, tree: &str, arch: &str, e: &GuestEvent) {
+    fn event(&mut self, tree: &str, arch: Arch, e: &GuestEvent) {
         if matches!(e, GuestEvent::Rebooting { .. }) {
             self.first_reboot.get_or_insert_with(Instant::now);
         }
@@ -311,7 +316,7 @@ fn all_parts_case(suite: &SuiteResult, boots: usize) -> TestCaseResult {
 fn build_fixture(
     state: &StateDir,
     sources: &Sources,
-    arch: &str,
+    arch: Arch,
     n: &str,
     ref_: &str,
     key: &SigningKey,
@@ -326,19 +331,19 @@ fn build_fixture(
         scratch_delta: false,
     };
     publish(&state.repo(), &good, ref_, n, &opts)?;
-    tracing::info!(arch, package = BUMPED, "N+1: one package changed");
+    tracing::info!(%arch, package = BUMPED, "N+1: one package changed");
     fedostree_devrepo::build(
         state,
         &fedostree_devrepo::DevRepoOptions {
-            arches: vec![arch.to_owned()],
+            arches: vec![arch],
             bump: vec![BUMPED.to_owned()],
             source_dir: sources.checkout.clone(),
         },
     )?;
-    let n1 = pipeline::compose(state, sources, BASE_TREE, arch)?.1;
+    let n1 = stages::compose(state, sources, BASE_TREE, arch)?.1;
     anyhow::ensure!(n1 != n, "bumping {BUMPED} did not change {BASE_TREE}'s commit");
     publish(&state.repo(), &good, ref_, &n1, &opts)?;
-    let (switch, switch_commit) = pipeline::compose(state, sources, SWITCH_TREE, arch)?;
+    let (switch, switch_commit) = stages::compose(state, sources, SWITCH_TREE, arch)?;
     let switch_ref = switch.ref_;
     publish(&state.repo(), &good, &switch_ref, &switch_commit, &opts)?;
 
@@ -363,7 +368,7 @@ fn build_fixture(
     fs_err::write(&summary, bytes)?;
     Ok(Fixture {
         ref_: ref_.to_owned(),
-        n: n.to_owned(),
+        n: n.into(),
         n1,
         switch_ref,
         switch_commit,

@@ -6,35 +6,23 @@
 //! The scratch ref is `<tree ref>-scratch/<name>`: ostree keeps refs as files, so the tree's ref cannot
 //! also be a directory holding `<tree ref>/scratch/<name>`.
 
-use crate::pipeline::{self, Timings};
+use crate::run::{ScratchOptions, Timings};
+use crate::stages;
 use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
 use fedostree_compose::overrides::Overrides;
 use fedostree_images::throwaway::{self, Throwaway};
 use fedostree_images::{Backend, ImageState};
 use fedostree_util::state::{Sources, StateDir};
-use std::path::PathBuf;
+use fedostree_util::{Arch, Checksum};
 use std::time::Instant;
-
-/// What overrides the tree, where the result goes, and whether it is published.
-#[derive(Debug, Clone, Default)]
-pub struct ScratchOptions {
-    /// RPM files or directories of them (`--add-rpm`).
-    pub rpms: Vec<PathBuf>,
-    /// rpm-md repositories, directories or URLs (`--add-repo`).
-    pub repos: Vec<String>,
-    /// The scratch ref (`--ref`); by default `<tree ref>-scratch/<first package's name>`.
-    pub ref_: Option<String>,
-    /// Publish a passing commit under this public ref (`--publish-to`).
-    pub publish_to: Option<String>,
-}
 
 /// One arch's scratch commit in its throwaway image, ready to boot.
 pub struct Scratch {
     pub tree: String,
     pub ref_: String,
     /// The tree's commit the override was made on.
-    pub base: String,
+    pub base: Checksum,
     pub image: ImageState,
     /// Removed when this is dropped: keep it until the boot is over.
     pub throwaway: Throwaway,
@@ -61,13 +49,13 @@ fn default_name(opts: &ScratchOptions) -> Result<String> {
 }
 
 /// The scratch ref of `tree` on `arch`, checked to be a valid ostree ref before anything is built.
-pub fn resolve_ref(sources: &Sources, tree: &str, arch: &str, opts: &ScratchOptions) -> Result<String> {
+pub fn resolve_ref(sources: &Sources, tree: &str, arch: Arch, opts: &ScratchOptions) -> Result<String> {
     let ref_ = match &opts.ref_ {
         Some(r) => r.clone(),
-        None => scratch_ref(&pipeline::tree_ref(sources, tree, arch)?, &default_name(opts)?),
+        None => scratch_ref(&stages::tree_ref(sources, tree, arch)?, &default_name(opts)?),
     };
     ostree::validate_rev(&ref_).map_err(|e| fedostree_util::InputError::new(format!("--ref {ref_:?}: {e}")))?;
-    if ref_ == pipeline::tree_ref(sources, tree, arch)? {
+    if ref_ == stages::tree_ref(sources, tree, arch)? {
         fedostree_util::bail_input!("--ref {ref_}: that is the tree's own ref; a scratch build goes on its own");
     }
     Ok(ref_)
@@ -79,7 +67,7 @@ pub fn prepare(
     state: &StateDir,
     sources: &Sources,
     tree: &str,
-    arch: &str,
+    arch: Arch,
     backend: Backend,
     opts: &ScratchOptions,
 ) -> Result<Scratch> {
@@ -89,24 +77,24 @@ pub fn prepare(
         ref_: resolve_ref(sources, tree, arch, opts)?,
     };
     fedostree_compose::overrides::validate(&overrides)?;
-    let (composed, _, mut timings) = pipeline::prepare(state, sources, tree, arch, backend)?;
-    let base = composed
-        .commit
-        .clone()
-        .context("the tree's compose produced no commit")?;
+    let (composed, _, mut timings) = stages::prepare(state, sources, tree, arch, backend)?;
+    let base = Checksum::from(
+        composed
+            .commit
+            .clone()
+            .context("the tree's compose produced no commit")?,
+    );
     let t = Instant::now();
     let compose_opts = ComposeOptions {
-        tree: tree.into(),
-        arch: arch.into(),
         overrides: Some(overrides.clone()),
-        ..ComposeOptions::default()
+        ..ComposeOptions::new(tree, arch)
     };
     let scratch = compose_tree::compose(state, sources, &compose_opts)?;
-    let commit = scratch.commit.context("the scratch compose produced no commit")?;
+    let commit = Checksum::from(scratch.commit.context("the scratch compose produced no commit")?);
     timings.compose_s += t.elapsed().as_secs_f64();
     let t = Instant::now();
     let copy = throwaway::seed(state, &composed.tree, arch, &throwaway::new_id(&format!("test-{arch}")))?;
-    let image = pipeline::update_image(state, copy.tree(), arch, &commit, backend)?;
+    let image = stages::update_image(state, copy.tree(), arch, &commit, backend)?;
     timings.image_s += t.elapsed().as_secs_f64();
     let repo = fedostree_compose::commit::open_or_create_repo(&state.repo())?;
     let diff = fedostree_compose::dbdiff::diff(&repo, &base, &commit)?;

@@ -1,0 +1,121 @@
+//! The stages a commit passes through before it boots: compose (with its dev repository), the
+//! offline image update, a pull from a compose server; and publish after the gate. Each is blocking
+//! work, serialized per state directory by the crates that own it.
+
+use crate::run::Timings;
+use anyhow::{Context, Result};
+use fedostree_compose::compose_tree::{self, ComposeOptions};
+use fedostree_images::{Backend, ImageSpec, ImageState};
+use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::{Arch, Checksum};
+use std::path::Path;
+use std::time::Instant;
+
+/// The stateroot every image deploys into.
+pub const OSNAME: &str = "fedostree";
+
+/// The ref `tree` commits to on `arch`, read from its treefile.
+pub fn tree_ref(sources: &Sources, tree: &str, arch: Arch) -> Result<String> {
+    use fedostree_compose::treefile::{self, Treefile};
+    let (path, name) = treefile::locate(tree, &sources.trees).map_err(fedostree_util::InputError::wrap)?;
+    let tf = Treefile::load(&path, &name, arch).map_err(fedostree_util::InputError::wrap)?;
+    Ok(tf.ref_)
+}
+
+/// Compose `tree` for `arch` with default options, its dev repository made first; the result and the
+/// commit it names.
+pub fn compose(
+    state: &StateDir,
+    sources: &Sources,
+    tree: &str,
+    arch: Arch,
+) -> Result<(compose_tree::ComposeResult, Checksum)> {
+    fedostree_devrepo::ensure_for_tree(state, sources, tree, arch)?;
+    let composed = compose_tree::compose(state, sources, &ComposeOptions::new(tree, arch))?;
+    let commit = composed
+        .commit
+        .clone()
+        .with_context(|| format!("{tree}: compose produced no commit"))?;
+    Ok((composed, Checksum::new(commit)))
+}
+
+/// Compose `tree` and deploy the commit into its cached image (blocking work, serialized per state
+/// directory); what each step took.
+pub fn prepare(
+    state: &StateDir,
+    sources: &Sources,
+    tree: &str,
+    arch: Arch,
+    backend: Backend,
+) -> Result<(compose_tree::ComposeResult, ImageState, Timings)> {
+    let mut timings = Timings::default();
+    let t = Instant::now();
+    let (composed, commit) = compose(state, sources, tree, arch)?;
+    timings.compose_s = t.elapsed().as_secs_f64();
+    if !composed.bootable {
+        fedostree_util::bail_input!(
+            "{tree}: the tree is not bootable (`container: true`): it composes ({commit}) but has no kernel to boot"
+        );
+    }
+    let t = Instant::now();
+    let image = update_image(state, &composed.tree, arch, &commit, backend)?;
+    timings.image_s = t.elapsed().as_secs_f64();
+    Ok((composed, image, timings))
+}
+
+/// Deploy `commit` (in the state's repo) into the cached image of `tree` on `arch`.
+pub fn update_image(state: &StateDir, tree: &str, arch: Arch, commit: &str, backend: Backend) -> Result<ImageState> {
+    let spec = ImageSpec {
+        tree: tree.into(),
+        arch,
+        repo: state.repo(),
+        commit: commit.into(),
+        osname: OSNAME.into(),
+        kargs: vec![
+            "root=LABEL=root".into(),
+            "rw".into(),
+            format!("console={}", arch.console_tty()),
+            "quiet".into(),
+            "panic=-1".into(),
+        ],
+    };
+    fedostree_images::update_image(state, &spec, backend).with_context(|| format!("updating the {tree} {arch} image"))
+}
+
+/// The remote a worker pulls candidates through (`fedostree test --from URL`).
+const CANDIDATES_REMOTE: &str = "fedostree-candidates";
+
+/// The `ostree` command line tool on `repo` (remotes and pulls, which the bindings do not wrap as simply).
+pub(crate) fn ostree_cli(repo: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new("ostree");
+    c.arg(format!("--repo={}", repo.display()));
+    c
+}
+
+/// `fedostree test --from URL`: pull `ref_` from a compose server's candidate repository (`fedostree
+/// serve --candidates`) into this state's repo over HTTP, and name the commit. Candidates are not
+/// signed (only what passes is, when it is published): a worker trusts the server it was pointed at.
+pub fn pull_candidate(state: &StateDir, url: &str, ref_: &str) -> Result<Checksum> {
+    use fedostree_util::cmd::CommandRunExt;
+    fedostree_compose::commit::open_or_create_repo(&state.repo())?;
+    let ostree = || ostree_cli(&state.repo());
+    ostree()
+        .args(["remote", "add", "--force", "--no-gpg-verify", CANDIDATES_REMOTE, url])
+        .run()
+        .with_context(|| format!("adding {url} as the candidates' remote"))?;
+    ostree()
+        .args(["pull", CANDIDATES_REMOTE, ref_])
+        .run()
+        .map_err(|e| fedostree_util::InputError::new(format!("pulling {ref_} from {url}: {e:#}")))?;
+    let commit = ostree()
+        .args(["rev-parse", &format!("{CANDIDATES_REMOTE}:{ref_}")])
+        .run_get_string()?;
+    Ok(Checksum::new(commit.trim()))
+}
+
+/// Publish a commit that passed from the candidate repo to the public one; the seconds it took.
+pub fn publish_timed(state: &StateDir, opts: &crate::publish::PublishOptions, ref_: &str, commit: &str) -> Result<f64> {
+    let t = Instant::now();
+    crate::publish::publish(&state.repo(), &state.public(), ref_, commit, opts)?;
+    Ok(t.elapsed().as_secs_f64())
+}
