@@ -198,7 +198,7 @@ pub enum Command {
     /// status page.
     Ci {
         #[command(subcommand)]
-        command: crate::ci_cmd::CiCommand,
+        command: CiCommand,
     },
     /// Find the first bad commit of a tree's history: binary search between a good and a bad commit,
     /// each step deployed into a throwaway copy of the cached image and booted. Exit 0: found;
@@ -345,4 +345,116 @@ pub struct ImageArgs {
     /// Image access (default: qsd as root, else guestfs).
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
+}
+
+#[derive(Subcommand)]
+pub enum CiCommand {
+    /// One pass: every tree whose inputs changed since it was last tested is composed, booted,
+    /// tested, gated and published; the others are reported up to date. Then the status page.
+    /// Exit 0: every selected tree passes; 1: one fails; 2: infrastructure error.
+    Run(PassArgs),
+    /// `ci run` again and again, every --interval, until SIGINT or SIGTERM (which stop the VMs and
+    /// publish nothing from the interrupted pass).
+    Watch {
+        #[command(flatten)]
+        pass: PassArgs,
+        /// Pause between passes: seconds, or with a unit (90s, 5m, 1h).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        interval: Duration,
+        /// Stop after this many passes (default: never).
+        #[arg(long)]
+        passes: Option<u64>,
+    },
+    /// Results, newest first.
+    History {
+        /// Only this tree.
+        #[arg(long)]
+        tree: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: its trees, their tests and attempts.
+    Show {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The latest verdict of every tree and arch, and the disk the state uses.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep the newest N runs (artifacts, pages, history) and the candidate commits something needs.
+    Prune {
+        #[arg(long, default_value_t = 50)]
+        keep: usize,
+    },
+    /// Write the status page again from the history (a finished run's page is written once).
+    Page,
+    /// A run's results as ResultsDB results, one JSON object a line (default: the newest run).
+    Export {
+        #[arg(long)]
+        run: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FlakyArg {
+    Pass,
+    Fail,
+}
+
+#[derive(Args)]
+pub struct PassArgs {
+    /// Tree name glob (e.g. 'dev/*'); every tree under trees/ by default.
+    #[arg(long)]
+    pub trees: Option<String>,
+    /// Architectures (default: both).
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchArg>,
+    /// VMs at once (default: one per core).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Reruns of a failed test, each in a fresh VM.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+    /// A test that passed only on a rerun: the tree passes (and is published) or fails.
+    #[arg(long, value_enum, default_value_t = FlakyArg::Pass)]
+    pub flaky: FlakyArg,
+    #[command(flatten)]
+    pub vm: VmArgs,
+    #[command(flatten)]
+    pub publishing: PublishArgs,
+    /// Runs kept after the pass (`ci prune --keep`).
+    #[arg(long, default_value_t = 50)]
+    pub keep: usize,
+}
+
+/// `90` (seconds) or what humantime reads: `90s`, `5m`, `1h 30m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (a number of seconds, or 90s, 5m, 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        // humantime reads what people write ("5 minutes", "1h 30m"); what is not a duration is refused.
+        assert_eq!(parse_duration("5 minutes").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        let e = parse_duration("5 parsecs").unwrap_err();
+        assert!(e.contains("5 parsecs"), "{e}");
+        assert!(parse_duration("m").is_err());
+    }
 }

@@ -218,6 +218,8 @@ fn cmd_bisect(state: &StateDir, sources: Sources, a: args::BisectArgs, cancel: &
 fn cmd_test(state: &StateDir, opts: &TestOptions, json: bool) -> Result<Exit> {
     use fedostree_harness::report::{JsonReporter, Reporter, TerminalReporter};
     let mut reporter: Box<dyn Reporter + Send> = if json {
+        // The stages' events join the guest's on stdout: one JSON stream for the whole run.
+        fedostree_util::events::set_sink(std::sync::Arc::new(fedostree_harness::report::JsonStageLines));
         Box::new(JsonReporter::stdout())
     } else {
         Box::new(TerminalReporter::stderr())

@@ -385,7 +385,7 @@ fn signal_mid_run_publishes_nothing_and_the_next_pass_resumes(state: &Path) {
     let said = pass_stderr.join().unwrap();
     assert_eq!(status.code(), Some(128 + 15), "{status:?}\n{said}");
     assert!(
-        said.contains("stopping (again to force)") && said.contains(&format!("ci run {run}: interrupted")),
+        said.contains("stopping (again to force)") && said.contains(&format!("run {run} interrupted")),
         "the pass did not unwind through its cancellation token:\n{said}"
     );
     assert!(!said.contains("cleaning up"), "the hard path ran:\n{said}");
@@ -490,8 +490,9 @@ fn ci_input_errors() {
     let out = fedostree(&state, &["ci", "show", "20990101T000000-1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no run `20990101T000000-1`"), "{}", stderr(&out));
-    let out = fedostree(&state, &["ci", "watch", "--interval", "5 minutes"]);
+    let out = fedostree(&state, &["ci", "watch", "--interval", "5 parsecs"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("5 parsecs"), "{}", stderr(&out));
     // A denylist that does not parse names the file and the line; nothing is composed.
     let trees = state.join("trees");
     std::fs::create_dir_all(trees.join("dev")).unwrap();

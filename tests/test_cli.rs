@@ -161,7 +161,22 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(events.first().unwrap()["event"], "run-started");
+    // One stream for the whole run: every stage says when it starts and how it ended, the guest's
+    // events come between the boot's start and end.
+    let guest: Vec<&serde_json::Value> = events.iter().filter(|e| e.get("stage").is_none()).collect();
+    assert_eq!(guest.first().unwrap()["event"], "run-started");
+    for stage in ["devrepo", "compose", "image", "boot", "publish"] {
+        for kind in ["stage-started", "stage-finished"] {
+            assert!(
+                events.iter().any(|e| e["stage"] == stage && e["event"] == kind && e["arch"] == "x86_64"),
+                "no {kind} event of {stage}: {events:#?}"
+            );
+        }
+    }
+    let at = |stage: &str, kind: &str| events.iter().position(|e| e["stage"] == stage && e["event"] == kind);
+    let first_guest = events.iter().position(|e| e["event"] == "run-started");
+    assert!(at("boot", "stage-started") < first_guest && first_guest < at("boot", "stage-finished"));
+    assert!(at("image", "stage-finished") < at("boot", "stage-started"), "{events:#?}");
     let finished: BTreeMap<String, String> = events
         .iter()
         .filter(|e| e["event"] == "test-finished")

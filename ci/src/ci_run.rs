@@ -17,6 +17,7 @@ use fedostree_pipeline::run::{run_dir, Timings};
 use fedostree_pipeline::signing::{SigningKey, SigningSpec};
 use fedostree_pipeline::stages::{compose, publish_timed, update_image};
 use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::events::{Scope, Stage};
 use fedostree_util::{Arch, Checksum, Exit};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
@@ -169,7 +170,7 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
     let db = history_path(state);
     let mut history = History::open(&db)?;
     for gone in history.mark_interrupted()? {
-        eprintln!("ci: run {gone} was interrupted; its trees are tested again");
+        Scope::run().notice(Stage::Ci, format!("run {gone} was interrupted; its trees are tested again"));
     }
     let arches: Vec<&str> = opts.arches.iter().map(|a| a.as_str()).collect();
     let selection = format!("{} on {}", opts.trees.as_deref().unwrap_or("*"), arches.join(","));
@@ -191,7 +192,7 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
     history.finish_run(&opts.run_id, status)?;
     fedostree_util::cleanup::deregister(interrupted);
     if status == RunStatus::Interrupted {
-        eprintln!("ci run {}: interrupted; nothing more was published", opts.run_id);
+        Scope::run().notice(Stage::Ci, format!("run {} interrupted; nothing more was published", opts.run_id));
     }
     Ok(PassSummary {
         run_id: opts.run_id.clone(),
@@ -270,12 +271,8 @@ fn compose_all(
             };
             match history.last_tested(tree, arch)? {
                 Some(last) if last.commit == commit => {
-                    eprintln!(
-                        "{tree} {arch}: up to date at {} ({}) in {:.2}s",
-                        commit.short(),
-                        last.verdict,
-                        t.elapsed().as_secs_f64()
-                    );
+                    let what = format!("at {} ({})", commit.short(), last.verdict);
+                    Scope::new(tree, arch).step(Stage::UpToDate, what, Some(t.elapsed().as_secs_f64()));
                     history.record_unchanged(&opts.run_id, tree, arch, &commit)?;
                     let verdict = last.record.verdict;
                     outcomes.push((tree.clone(), arch, Outcome::UpToDate { commit, verdict }));
@@ -313,7 +310,7 @@ fn record_compose_failure(
     e: &anyhow::Error,
 ) -> Result<Outcome> {
     let msg = format!("compose failed: {e:#}");
-    eprintln!("{tree} {arch}: {msg}");
+    Scope::new(tree, arch).notice(Stage::Compose, msg.clone());
     history.record_result(&NewResult {
         record: ResultRecord {
             run_id: opts.run_id.clone(),
@@ -363,7 +360,7 @@ fn conclude(
             retain: opts.retain,
             scratch_delta: opts.scratch_delta,
         };
-        unit.timings.publish_s = Some(publish_timed(state, &publish_opts, &unit.ref_, &unit.commit)?);
+        unit.timings.publish_s = Some(publish_timed(state, &Scope::new(&unit.tree, unit.arch), &publish_opts, &unit.ref_, &unit.commit)?);
         published = true;
     }
     unit.timings.boot_s = attempts.iter().map(|a| a.boot_s).sum();
@@ -397,10 +394,8 @@ fn conclude(
         artifacts.join("timings.json"),
         serde_json::to_string_pretty(&unit.timings)? + "\n",
     )?;
-    eprintln!(
-        "{} {}: {} at {}{}{}",
-        unit.tree,
-        unit.arch,
+    let verdict_line = format!(
+        "{} at {}{}{}",
         judged.verdict.as_str().to_uppercase(),
         unit.commit.short(),
         if published { ", published" } else { "" },
@@ -411,6 +406,7 @@ fn conclude(
             (f, x) => format!(" (failed: {}; flaky: {})", x.join(", "), f.join(", ")),
         }
     );
+    Scope::new(&unit.tree, unit.arch).notice(Stage::Ci, verdict_line);
     let outcome = Outcome::Tested {
         commit: unit.commit,
         verdict: judged.verdict,
@@ -515,7 +511,7 @@ async fn test_with_retries(
                 return attempts;
             }
             infra_retried = true;
-            eprintln!("{} {}: the VM broke; booting it once more", unit.tree, unit.arch);
+            Scope::new(&unit.tree, unit.arch).notice(Stage::Boot, "the VM broke; booting it once more");
             continue;
         }
         // Reruns go only to the tests that failed on the last attempt.
@@ -523,13 +519,8 @@ async fn test_with_retries(
             return attempts;
         }
         reruns += 1;
-        eprintln!(
-            "{} {}: rerunning in a fresh VM ({reruns}/{}): {}",
-            unit.tree,
-            unit.arch,
-            opts.retries,
-            blocking.join(", ")
-        );
+        let what = format!("rerunning in a fresh VM ({reruns}/{}): {}", opts.retries, blocking.join(", "));
+        Scope::new(&unit.tree, unit.arch).notice(Stage::Boot, what);
         only = Some(blocking);
     }
 }

@@ -11,6 +11,7 @@ use crate::{fetch, import, postprocess};
 use anyhow::{Context, Result};
 use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::workdir::WorkDir;
+use fedostree_util::events::{self, Stage};
 use fedostree_util::Arch;
 use fedostree_util::InputError;
 use sha2::{Digest, Sha256};
@@ -78,31 +79,104 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     for w in &tf.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
-    let mut lockfiles = crate::lockfile::beside_treefile(tf.dir(), opts.arch.as_str());
-    lockfiles.extend(opts.lockfiles.iter().cloned());
-    let lock = match lockfiles.is_empty() {
-        true => None,
+    let scope = events::Scope::new(&tf.name, opts.arch);
+    let _in = events::enter(scope.clone());
+    let running = scope.stage(Stage::Compose, format!("composing {}", tf.ref_));
+    let lock = read_lockfiles(&tf, opts)?;
+    let (repos, first_override) = load_repos(state, &tf, opts, lock.is_some())?;
+    // One compose per state directory at a time: they share the repo, the caches and the dev repo.
+    let _lock = fedostree_util::lock::FileLock::acquire_announced(&state.root().join("compose.lock"), "compose")?;
+    // Scratch dirs of composes and dev repo builds that were killed (SIGKILL, power cut) go now.
+    fedostree_util::workdir::sweep(&state.tmp());
+    let keys = repos
+        .iter()
+        .map(|r| (r.gpgcheck || r.repo_gpgcheck).then(|| repo::repo_keys(r)).transpose())
+        .collect::<Result<Vec<_>>>()?;
+    let solved = solve(state, &tf, &repos, &keys, lock.as_ref(), first_override)?;
+    if let Some(path) = &opts.write_lockfile_to {
+        let ids: Vec<(String, Option<String>)> = repos.iter().map(|r| (r.id.clone(), None)).collect();
+        crate::lockfile::write(path, &solved, &ids)?;
+        events::step(Stage::Compose, format!("wrote lockfile {}", path.display()), None);
+    }
+    // Overlay commits are written into the repository: not for a dry run, whose hash leaves them out.
+    let layers = match opts.dry_run {
+        true => Vec::new(),
         false => {
-            let lock = crate::lockfile::Lockfile::read(&lockfiles, opts.lockfile_strict)?;
-            let names: Vec<String> = lockfiles.iter().map(|f| f.display().to_string()).collect();
-            eprintln!("Loaded lockfiles:\n  {}", names.join("\n  "));
-            Some(lock)
+            commit::open_or_create_repo(&state.repo())?;
+            crate::layers::resolve(&state.repo(), tf.dir(), &tf.ostree_layers, &tf.ostree_override_layers)?
         }
     };
-    if opts.lockfile_strict && lock.is_none() {
-        fedostree_util::bail_input!(
-            "--ex-lockfile-strict: no lockfile (--ex-lockfile, or manifest-lock.{}.json beside the treefile)",
-            opts.arch
-        );
+    let base = match opts.dry_run {
+        true => None,
+        false => commit::resolve(&commit::open_or_create_repo(&state.repo())?, &tf.ref_)?,
+    };
+    let mut result = ComposeResult {
+        tree: tf.name.clone(),
+        arch: opts.arch,
+        // An override's commit goes on its own ref; the tree's current commit is its parent (accounts
+        // keep their ids, and `db diff` of the two is what the override changed).
+        ref_: opts.overrides.as_ref().map_or(&tf.ref_, |o| &o.ref_).clone(),
+        commit: None,
+        parent: None,
+        inputhash: inputhash(&tf, &solved, &layers, opts, base.as_deref()),
+        changed: false,
+        version: None,
+        packages: solved.len(),
+        package_list: solved.iter().map(SolvedPackage::nevra).collect(),
+        bootable: !tf.container,
+    };
+    if opts.dry_run {
+        running.finish(format!("{} packages (dry run)", solved.len()));
+        return Ok(result);
     }
+    let inputs = Inputs {
+        solved: &solved,
+        rpms: &[],
+        repos: &repos,
+        keys: &keys,
+        layers: &layers,
+    };
+    if !commit_new(state, &tf, opts, &inputs, base, &mut result)? {
+        running.finish(format!("unchanged at {}", result.commit.as_deref().unwrap_or("-")));
+        return Ok(result);
+    }
+    running.finish(format!("{} packages → {}", solved.len(), result.commit.as_deref().unwrap_or("-")));
+    Ok(result)
+}
+
+/// The lockfiles beside the treefile and the ones given, read; `None` when there are none.
+fn read_lockfiles(tf: &Treefile, opts: &ComposeOptions) -> Result<Option<crate::lockfile::Lockfile>> {
+    let mut lockfiles = crate::lockfile::beside_treefile(tf.dir(), opts.arch.as_str());
+    lockfiles.extend(opts.lockfiles.iter().cloned());
+    if lockfiles.is_empty() {
+        if opts.lockfile_strict {
+            fedostree_util::bail_input!(
+                "--ex-lockfile-strict: no lockfile (--ex-lockfile, or manifest-lock.{}.json beside the treefile)",
+                opts.arch
+            );
+        }
+        return Ok(None);
+    }
+    let lock = crate::lockfile::Lockfile::read(&lockfiles, opts.lockfile_strict)?;
+    let names: Vec<String> = lockfiles.iter().map(|f| f.display().to_string()).collect();
+    events::step(Stage::Compose, format!("lockfiles: {}", names.join(", ")), None);
+    Ok(Some(lock))
+}
+
+/// The tree's repositories (mirrors resolved, unavailable optional ones skipped), then the overriding
+/// ones; and the index of the first overriding one.
+fn load_repos(
+    state: &StateDir,
+    tf: &Treefile,
+    opts: &ComposeOptions,
+    locked: bool,
+) -> Result<(Vec<repo::RepoConfig>, usize)> {
+    let lockfile_repos = match locked {
+        true => treefile::LockfileRepos::Enabled,
+        false => treefile::LockfileRepos::Disabled,
+    };
     let mut repos = tf
-        .load_repos_with(
-            &state.devrepo_root(),
-            match lock.is_some() {
-                true => treefile::LockfileRepos::Enabled,
-                false => treefile::LockfileRepos::Disabled,
-            },
-        )
+        .load_repos_with(&state.devrepo_root(), lockfile_repos)
         .map_err(InputError::wrap)?;
     for r in &mut repos {
         if let Err(e) = repo::resolve_mirrors(r) {
@@ -117,79 +191,51 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
     if let Some(ov) = &opts.overrides {
         repos.extend(crate::overrides::repo_configs(state, ov)?);
     }
-    // One compose per state directory at a time: they share the repo, the caches and the dev repo.
-    let _lock = fedostree_util::lock::FileLock::acquire_announced(&state.root().join("compose.lock"), "compose")?;
-    // Scratch dirs of composes and dev repo builds that were killed (SIGKILL, power cut) go now.
-    fedostree_util::workdir::sweep(&state.tmp());
-    let keys = repos
-        .iter()
-        .map(|r| (r.gpgcheck || r.repo_gpgcheck).then(|| RepoKeys::load(r)).transpose())
-        .collect::<Result<Vec<_>>>()?;
-    let solved = solve(state, &tf, &repos, &keys, lock.as_ref(), first_override)?;
-    if let Some(path) = &opts.write_lockfile_to {
-        let ids: Vec<(String, Option<String>)> = repos.iter().map(|r| (r.id.clone(), None)).collect();
-        crate::lockfile::write(path, &solved, &ids)?;
-        eprintln!("wrote lockfile {}", path.display());
-    }
-    // Overlay commits are written into the repository: not for a dry run, whose hash leaves them out.
-    let layers = match opts.dry_run {
-        true => Vec::new(),
-        false => {
-            commit::open_or_create_repo(&state.repo())?;
-            crate::layers::resolve(&state.repo(), tf.dir(), &tf.ostree_layers, &tf.ostree_override_layers)?
-        }
-    };
-    // An override's commit goes on its own ref; the tree's current commit is its parent (accounts keep
-    // their ids, and `db diff` of the two is what the override changed).
-    let target_ref = opts.overrides.as_ref().map_or(&tf.ref_, |o| &o.ref_).clone();
-    let base = match opts.dry_run {
-        true => None,
-        false => commit::resolve(&commit::open_or_create_repo(&state.repo())?, &tf.ref_)?,
-    };
-    let inputhash = match &opts.overrides {
-        None => input_hash(&tf, &solved, &layers),
-        Some(_) => {
-            let base = base.as_deref().unwrap_or("none");
-            hex::encode(Sha256::digest(format!(
-                "{} over {base}",
-                input_hash(&tf, &solved, &layers)
-            )))
-        }
-    };
-    let mut result = ComposeResult {
-        tree: tf.name.clone(),
-        arch: opts.arch,
-        ref_: target_ref.clone(),
-        commit: None,
-        parent: None,
-        inputhash: inputhash.clone(),
-        changed: false,
-        version: None,
-        packages: solved.len(),
-        package_list: solved.iter().map(SolvedPackage::nevra).collect(),
-        bootable: !tf.container,
-    };
-    if opts.dry_run {
-        return Ok(result);
-    }
+    Ok((repos, first_override))
+}
 
+/// What the commit is a function of; an override's also of the commit it goes over.
+fn inputhash(
+    tf: &Treefile,
+    solved: &[SolvedPackage],
+    layers: &[crate::layers::Layer],
+    opts: &ComposeOptions,
+    base: Option<&str>,
+) -> String {
+    match &opts.overrides {
+        None => input_hash(tf, solved, layers),
+        Some(_) => {
+            let base = base.unwrap_or("none");
+            hex::encode(Sha256::digest(format!("{} over {base}", input_hash(tf, solved, layers))))
+        }
+    }
+}
+
+/// Commit the tree unless its ref already holds a commit of the same inputs (then `result` names that
+/// one and this returns false). `parent` is the tree's current commit.
+fn commit_new(
+    state: &StateDir,
+    tf: &Treefile,
+    opts: &ComposeOptions,
+    inputs: &Inputs,
+    parent: Option<String>,
+    result: &mut ComposeResult,
+) -> Result<bool> {
     let repo = commit::open_or_create_repo(&state.repo())?;
-    let parent = base;
     let prev_version = match &parent {
         Some(p) => commit::metadata_string(&commit::commit_metadata(&repo, p)?, "version"),
         None => None,
     };
-    if let Some(current) = commit::resolve(&repo, &target_ref)?.filter(|_| !opts.force) {
+    if let Some(current) = commit::resolve(&repo, &result.ref_)?.filter(|_| !opts.force) {
         let md = commit::commit_metadata(&repo, &current)?;
-        if commit::metadata_string(&md, "rpmostree.inputhash").as_deref() == Some(&inputhash) {
-            eprintln!("compose {} {}: no changes since {current}", tf.name, opts.arch);
+        if commit::metadata_string(&md, "rpmostree.inputhash").as_deref() == Some(&result.inputhash) {
+            events::step(Stage::Compose, format!("no changes since {current}"), None);
             result.commit = Some(current);
             result.version = commit::metadata_string(&md, "version");
-            return Ok(result);
+            return Ok(false);
         }
     }
-
-    let rpms = fetch::fetch_all(&solved, &repos, &state.rpm_cache())?;
+    let rpms = fetch::fetch_all(inputs.solved, inputs.repos, &state.rpm_cache())?;
     // Same filesystem as the repo; removed on every path out of this function, on Ctrl-C, and by the
     // next run after a SIGKILL.
     let work = WorkDir::new(&state.tmp(), "compose")?;
@@ -205,24 +251,11 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         None => tf
             .automatic_version_prefix
             .as_deref()
-            .map(|p| next_version(p, prev_version.as_deref()))
+            .map(|p| crate::version::next_version(p, prev_version.as_deref()))
             .transpose()?,
     };
-    let (kver, unpacked) = assemble(
-        &root,
-        state,
-        &tf,
-        &Inputs {
-            solved: &solved,
-            rpms: &rpms,
-            repos: &repos,
-            keys: &keys,
-            layers: &layers,
-        },
-        previous.as_ref(),
-        &cache,
-        version.as_deref(),
-    )?;
+    let inputs = Inputs { rpms: &rpms, ..*inputs };
+    let (kver, unpacked) = assemble(&root, state, tf, &inputs, previous.as_ref(), &cache, version.as_deref())?;
     let mut metadata = tf.add_commit_metadata.clone();
     if !tf.container_cmd.is_empty() {
         metadata.insert("ostree.container-cmd".into(), serde_json::json!(tf.container_cmd));
@@ -234,34 +267,35 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         &build_repo,
         &root,
         &commit::CommitRequest {
-            ref_: &target_ref,
+            ref_: &result.ref_,
             parent: parent.as_deref(),
-            subject: &subject(&tf, version.as_deref()),
+            subject: &subject(tf, version.as_deref()),
             time: chrono::Utc::now().timestamp() as u64,
             version: version.as_deref(),
-            inputhash: &inputhash,
+            inputhash: &result.inputhash,
             tree: &tf.name,
             arch: opts.arch.as_str(),
-            packages: &records(&solved),
+            packages: &records(inputs.solved),
             extra: &metadata,
-            xattrs: &crate::filecaps::commit_xattrs(unpacked.iter().map(|c| &c.unpacked.package)),
+            xattrs: &crate::filecaps::commit_xattrs(unpacked.iter().map(|c| c.unpacked.package.caps.as_slice())),
         },
     )?;
     let kernel = kver.map_or_else(|| "not bootable".to_owned(), |k| format!("kernel {k}"));
-    progress.finish(&format!("{target_ref} → {csum} ({kernel})"));
+    progress.finish(&format!("{} → {csum} ({kernel})", result.ref_));
     // The ref has moved: a cache that cannot be tidied costs the next compose time, not this one.
     if let Err(e) = cache.after_commit(&unpacked, &shared_inodes) {
-        eprintln!("fedostree: warning: checking the unpacked package cache: {e:#}");
+        events::notice(Stage::Compose, format!("warning: checking the unpacked package cache: {e:#}"));
     }
     result.commit = Some(csum);
     result.parent = parent;
     result.changed = true;
     result.version = version;
-    Ok(result)
+    Ok(true)
 }
 
 /// What goes into the tree: the solved packages with their downloaded RPMs, repositories and the
 /// repositories' keys, and the ostree layers.
+#[derive(Clone, Copy)]
 struct Inputs<'a> {
     solved: &'a [SolvedPackage],
     rpms: &'a [std::path::PathBuf],
@@ -321,11 +355,8 @@ fn assemble(
             None => std::borrow::Cow::Borrowed(&c.unpacked),
             Some(patterns) => {
                 let (kept, gone) = crate::treefile_edits::remove_from_package(&c.unpacked, patterns);
-                eprintln!(
-                    "remove-from-packages: {} files of {} left out",
-                    gone.len(),
-                    c.unpacked.package.nevra
-                );
+                let what = format!("remove-from-packages: {} files of {} left out", gone.len(), c.unpacked.package.nevra);
+                events::step(Stage::Compose, what, None);
                 std::borrow::Cow::Owned(kept)
             }
         })
@@ -342,9 +373,9 @@ fn assemble(
     let imported: Vec<import::ImportedPackage> = contents.iter().map(|c| c.package.clone()).collect();
     crate::layers::check_out(&state.repo(), root, layers)?;
     let t = std::time::Instant::now();
-    let n = crate::scriptlets::run_all(root, &imported)?;
+    let n = crate::scriptlet_run::run_all(root, &imported)?;
     if n > 0 {
-        eprintln!("scriptlets: {n} run in {:.1}s", t.elapsed().as_secs_f64());
+        events::step(Stage::Compose, format!("scriptlets: {n} run"), Some(t.elapsed().as_secs_f64()));
     }
     let policy = crate::accounts::Policy {
         ignore_removed_users: &tf.ignore_removed_users,
@@ -392,7 +423,7 @@ fn assemble(
         opt_usrlocal: tf.opt_usrlocal,
     };
     let kver = postprocess::postprocess(root, &imported, &layout, &state.initramfs_cache())?;
-    eprintln!("postprocess (initramfs included): {:.1}s", t.elapsed().as_secs_f64());
+    events::step(Stage::Compose, "postprocess (initramfs included)", Some(t.elapsed().as_secs_f64()));
     crate::progress::timed("rpmdb", || crate::rpmdb::write(root, rpms, tf.rpmdb))?;
     Ok((kver, used))
 }
@@ -563,77 +594,4 @@ fn input_hash(tf: &Treefile, solved: &[SolvedPackage], layers: &[crate::layers::
         h.update(format!("\nostree-layer {} {} {}", l.reference, l.commit, l.overrides).as_bytes());
     }
     hex::encode(h.finalize())
-}
-
-/// rpm-ostree's automatic versioning (`_rpmostree_util_next_version`): `<date:FMT>` expands; the first
-/// version with a prefix is the bare prefix, then `PREFIX.1`, `PREFIX.2`, … while the previous commit's
-/// version is the prefix or `PREFIX.N`; any other previous version starts over at the bare prefix.
-pub fn next_version(prefix: &str, previous: Option<&str>) -> Result<String> {
-    let prefix = expand_date(prefix).map_err(InputError::new)?;
-    let Some(rest) = previous.and_then(|v| v.strip_prefix(prefix.as_str())) else {
-        return Ok(prefix);
-    };
-    if rest.is_empty() {
-        return Ok(format!("{prefix}.1"));
-    }
-    Ok(match rest.strip_prefix('.').and_then(|n| n.parse::<u64>().ok()) {
-        Some(n) => format!("{prefix}.{}", n + 1),
-        None => prefix,
-    })
-}
-
-/// Validate every `<date:FMT>` of an `automatic-version-prefix` (treefile load time).
-pub fn check_version_prefix(prefix: &str) -> Result<(), String> {
-    expand_date(prefix).map(|_| ())
-}
-
-fn expand_date(s: &str) -> Result<String, String> {
-    use chrono::format::{Item, StrftimeItems};
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find("<date:") {
-        out.push_str(&rest[..i]);
-        let Some(end) = rest[i..].find('>') else {
-            return Err(format!("unterminated `<date:` in {s:?}"));
-        };
-        let fmt = &rest[i + 6..i + end];
-        // chrono panics when it displays an invalid format: check every item first.
-        let items: Vec<Item> = StrftimeItems::new(fmt).collect();
-        if items.iter().any(|it| matches!(it, Item::Error)) {
-            return Err(format!("invalid date format `{fmt}` in {s:?}"));
-        }
-        out.push_str(&chrono::Utc::now().format_with_items(items.into_iter()).to_string());
-        rest = &rest[i + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn automatic_versions_follow_rpm_ostree() {
-        let v = |p, prev| next_version(p, prev).unwrap();
-        assert_eq!(v("1.0", None), "1.0");
-        assert_eq!(v("1.0", Some("1.0")), "1.0.1");
-        assert_eq!(v("1.0", Some("1.0.1")), "1.0.2");
-        assert_eq!(v("1.0", Some("1.0.9")), "1.0.10");
-        assert_eq!(v("1.1", Some("1.0.9")), "1.1");
-        assert_eq!(v("1.0", Some("1.0x")), "1.0");
-        assert_eq!(v("1.0", Some("1.0.beta")), "1.0");
-        let y = chrono::Utc::now().format("%Y").to_string();
-        assert_eq!(v("40.<date:%Y>", None), format!("40.{y}"));
-        assert_eq!(v("40.<date:%Y>", Some(&format!("40.{y}"))), format!("40.{y}.1"));
-    }
-
-    #[test]
-    fn invalid_date_formats_are_errors_not_panics() {
-        for bad in ["1.<date:%Q>", "1.<date:%>", "1.<date:%Y"] {
-            let e = next_version(bad, None).unwrap_err();
-            assert!(fedostree_util::is_input_error(&e), "{e:#}");
-            assert!(check_version_prefix(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -58,10 +58,13 @@ pub fn fetch_all_with(
             .with_context(|| format!("reading {}", path.display()))?
             .0;
         if got != pkg.checksum {
-            eprintln!(
-                "fedostree: cached {} ({}) no longer matches the repodata checksum: evicting and fetching again",
-                pkg.nevra(),
-                path.display()
+            fedostree_util::events::notice(
+                fedostree_util::events::Stage::Compose,
+                format!(
+                    "cached {} ({}) no longer matches the repodata checksum: evicting and fetching again",
+                    pkg.nevra(),
+                    path.display()
+                ),
             );
             fs_err::remove_file(&path).with_context(|| format!("evicting {}", path.display()))?;
             missing.push(pkg);

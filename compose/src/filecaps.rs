@@ -169,12 +169,12 @@ pub fn xattr_for(text: &str) -> Result<Vec<u8>, Invalid> {
 /// The extended attributes the commit gives packaged files, by committed path: a package's `/etc`
 /// is committed as `/usr/etc`. A later package's file replaces an earlier one's, as on import.
 pub fn commit_xattrs<'a>(
-    packages: impl Iterator<Item = &'a crate::import::ImportedPackage>,
+    packages_caps: impl Iterator<Item = &'a [(std::path::PathBuf, Vec<u8>)]>,
 ) -> crate::write_tree::Xattrs {
     let mut map = crate::write_tree::Xattrs::new();
-    for p in packages {
-        for (path, value) in &p.caps {
-            let committed = crate::treefile_edits::commit_path(path);
+    for caps in packages_caps {
+        for (path, value) in caps {
+            let committed = crate::commit_paths::commit_path(path);
             map.insert(
                 committed.trim_start_matches('/').into(),
                 vec![(XATTR.to_owned(), value.clone())],

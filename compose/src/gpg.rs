@@ -3,8 +3,7 @@
 //! `repomd.xml` against its detached `repomd.xml.asc`. Also signs the dev repository with the project's
 //! dev key (see `compose/keys/README.md`). RSA and EdDSA keys, as Fedora uses.
 
-use crate::repo::RepoConfig;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use fedostree_util::InputError;
 use pgp::composed::{ArmorOptions, Deserializable, DetachedSignature};
 use pgp::ser::Serialize;
@@ -27,32 +26,23 @@ pub struct RepoKeys {
 }
 
 impl RepoKeys {
-    /// Load every `gpgkey=` of `repo` (file://, http(s)://; one file may hold several keys). A
-    /// repository that asks for checks but yields no usable key is an error, never a silent pass.
-    pub fn load(repo: &RepoConfig) -> Result<RepoKeys> {
-        if repo.gpgkeys.is_empty() {
-            return Err(InputError::new(format!(
-                "{}: repository `{}` has gpgcheck or repo_gpgcheck set but no gpgkey",
-                repo.source.display(),
-                repo.id
-            )));
-        }
+    /// The keys of repository `repo_id` from its `gpgkey=` files, as (url, armored bytes); one file may
+    /// hold several keys. A file without a usable key is an error naming it. (Fetching them is
+    /// `repo::repo_keys`'s.)
+    pub fn from_files(repo_id: &str, files: &[(String, Vec<u8>)]) -> Result<RepoKeys> {
         let mut verifier = Verifier::new();
         let mut id = <sha2::Sha256 as sha2::Digest>::new();
-        for url in &repo.gpgkeys {
-            let bytes = crate::repo::read_url(url)
-                .with_context(|| format!("repository `{}`: fetching gpgkey {url}", repo.id))?;
-            verifier.load_from_asc_bytes(&bytes).map_err(|e| {
+        for (url, bytes) in files {
+            verifier.load_from_asc_bytes(bytes).map_err(|e| {
                 InputError::new(format!(
-                    "repository `{}`: gpgkey {url} holds no usable OpenPGP public key: {e}",
-                    repo.id
+                    "repository `{repo_id}`: gpgkey {url} holds no usable OpenPGP public key: {e}"
                 ))
             })?;
             sha2::Digest::update(&mut id, (bytes.len() as u64).to_be_bytes());
-            sha2::Digest::update(&mut id, &bytes);
+            sha2::Digest::update(&mut id, bytes);
         }
         Ok(RepoKeys {
-            repo: repo.id.clone(),
+            repo: repo_id.to_string(),
             verifier,
             id: hex::encode(sha2::Digest::finalize(id)),
         })
@@ -111,6 +101,7 @@ pub fn sign_detached(signer: &Signer, data: &[u8], t: u32) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::RepoConfig;
 
     fn repo(keys: Vec<String>) -> RepoConfig {
         RepoConfig {
@@ -135,7 +126,7 @@ mod tests {
     #[test]
     fn detached_signatures_verify_and_tampering_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let keys = RepoKeys::load(&repo(vec![key_file(d.path(), "k", DEV_PUBLIC_KEY)])).unwrap();
+        let keys = crate::repo::repo_keys(&repo(vec![key_file(d.path(), "k", DEV_PUBLIC_KEY)])).unwrap();
         let data = b"<repomd/>\n";
         let sig = sign_detached(&dev_signer().unwrap(), data, 1_704_067_200).unwrap();
         assert!(sig.starts_with("-----BEGIN PGP SIGNATURE-----"), "{sig}");
@@ -153,10 +144,10 @@ mod tests {
 
     #[test]
     fn gpgcheck_without_a_usable_key_is_an_error() {
-        let e = RepoKeys::load(&repo(vec![])).err().unwrap();
+        let e = crate::repo::repo_keys(&repo(vec![])).err().unwrap();
         assert!(format!("{e:#}").contains("no gpgkey"), "{e:#}");
         let d = tempfile::tempdir().unwrap();
-        let e = RepoKeys::load(&repo(vec![key_file(d.path(), "k", "not a key")]))
+        let e = crate::repo::repo_keys(&repo(vec![key_file(d.path(), "k", "not a key")]))
             .err()
             .unwrap();
         assert!(format!("{e:#}").contains("no usable OpenPGP public key"), "{e:#}");
@@ -180,15 +171,15 @@ mod tests {
         };
         let by_rsa = build(Signer::from_asc(rsa_secret).unwrap());
         let by_dev = build(dev_signer().unwrap());
-        let rsa = RepoKeys::load(&repo(vec![key_file(d.path(), "rsa", rsa_public)])).unwrap();
-        let dev = RepoKeys::load(&repo(vec![key_file(d.path(), "dev", DEV_PUBLIC_KEY)])).unwrap();
+        let rsa = crate::repo::repo_keys(&repo(vec![key_file(d.path(), "rsa", rsa_public)])).unwrap();
+        let dev = crate::repo::repo_keys(&repo(vec![key_file(d.path(), "dev", DEV_PUBLIC_KEY)])).unwrap();
         rsa.verify_rpm(&by_rsa, "signed").unwrap();
         dev.verify_rpm(&by_dev, "signed").unwrap();
         assert!(rsa.verify_rpm(&by_dev, "signed").is_err());
         let e = dev.verify_rpm(&by_rsa, "signed").unwrap_err();
         assert!(fedostree_util::is_input_error(&e), "{e:#}");
         // Both keys in one repository: either signature is accepted.
-        let both = RepoKeys::load(&repo(vec![
+        let both = crate::repo::repo_keys(&repo(vec![
             key_file(d.path(), "rsa", rsa_public),
             key_file(d.path(), "dev", DEV_PUBLIC_KEY),
         ]))

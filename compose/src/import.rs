@@ -1,7 +1,7 @@
 //! Importing RPM payloads into a tree root, in two steps: [`unpack_rpm`] writes one package's payload
 //! into a directory of its own and lists its entries in payload order; [`merge`] replays that list
 //! into the tree, regular files as hardlinks to the unpacked ones (so an unpacked package can be kept
-//! and merged again by the next compose: see [`crate::unpack_cache`]). Payload paths are untrusted:
+//! and merged again by the next compose: see `unpack_cache.rs`). Payload paths are untrusted:
 //! every path is resolved with cap-std beneath the directory written to, so `..`, absolute names and
 //! symlinked parents (this package's or an earlier one's) can never escape it. Keeps modes,
 //! ownership, symlinks, hardlinks and empty directories.
@@ -30,7 +30,7 @@ pub struct ImportedPackage {
     /// `%pre`, `%post` and `%posttrans`, run by [`crate::scriptlets`] once every payload is in.
     pub scriptlets: Vec<crate::scriptlets::Scriptlet>,
     /// Regular files with capabilities (`%caps`): the `security.capability` value the commit gives
-    /// them (see [`crate::filecaps`]), by path as imported.
+    /// them (see `filecaps.rs`), by path as imported.
     #[serde(default)]
     pub caps: Vec<(PathBuf, Vec<u8>)>,
 }

@@ -8,8 +8,10 @@
 
 pub mod accounts;
 pub mod commit;
+pub mod commit_paths;
 pub mod compose_tree;
 pub mod dbdiff;
+pub mod epoch;
 pub mod fetch;
 pub mod filecaps;
 pub mod gpg;
@@ -25,6 +27,7 @@ pub mod repo;
 pub mod rpmdb;
 pub mod safepath;
 pub mod sandbox;
+pub mod scriptlet_run;
 pub mod scriptlets;
 pub mod solve;
 pub mod systemd_setup;
@@ -32,4 +35,5 @@ pub mod treefile;
 pub mod treefile_edits;
 pub mod treefile_vars;
 pub mod unpack_cache;
+pub mod version;
 pub mod write_tree;

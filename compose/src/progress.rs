@@ -1,5 +1,5 @@
-//! Progress output: indicatif bars on a terminal, plain lines otherwise (indicatif draws nothing
-//! when stderr is not a TTY, and CI logs want one line per step).
+//! Progress of a compose step: an indicatif bar while it runs on a terminal (indicatif draws nothing
+//! when stderr is not a TTY), then one step event (`fedostree_util::events`) when it ends.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -49,14 +49,12 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
-        eprintln!("{}: {summary} ({:.2}s)", self.label, self.start.elapsed().as_secs_f64());
+        let secs = self.start.elapsed().as_secs_f64();
+        fedostree_util::events::step(fedostree_util::events::Stage::Compose, format!("{}: {summary}", self.label), Some(secs));
     }
 }
 
-/// Run `f` and print `label: N.Ns` once it succeeded: the per-step timings of a compose log.
+/// Run `f` as a compose step and report it with the time it took once it succeeded.
 pub fn timed<T>(label: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let start = Instant::now();
-    let out = f()?;
-    eprintln!("{label}: {:.1}s", start.elapsed().as_secs_f64());
-    Ok(out)
+    fedostree_util::events::timed(fedostree_util::events::Stage::Compose, label, f)
 }

@@ -466,6 +466,24 @@ fn parse_repomd(xml: &str, url: &str) -> Result<BTreeMap<String, RepomdEntry>> {
     Ok(out)
 }
 
+/// Load every `gpgkey=` of `repo` (file://, http(s)://). A repository that asks for checks but yields
+/// no usable key is an error, never a silent pass.
+pub fn repo_keys(repo: &RepoConfig) -> Result<RepoKeys> {
+    if repo.gpgkeys.is_empty() {
+        return Err(InputError::new(format!(
+            "{}: repository `{}` has gpgcheck or repo_gpgcheck set but no gpgkey",
+            repo.source.display(),
+            repo.id
+        )));
+    }
+    let mut files = Vec::new();
+    for url in &repo.gpgkeys {
+        let bytes = read_url(url).with_context(|| format!("repository `{}`: fetching gpgkey {url}", repo.id))?;
+        files.push((url.clone(), bytes));
+    }
+    RepoKeys::from_files(&repo.id, &files)
+}
+
 /// Fetch (or reuse from `cache_root`) the metadata of `repo`, verifying each file's checksum, and
 /// `repomd.xml` itself against `keys` when the repository sets `repo_gpgcheck` and against the
 /// metalink's digests when it has one. Mirrors are tried in order: one that fails, or serves a
@@ -529,10 +547,8 @@ fn fetch_metadata_from(
         // A cached file is trusted only while it still has the checksum it is named after.
         if let Ok(data) = fs_err::read(&local) {
             if hex_digest(&e.kind, &data)? != e.checksum {
-                eprintln!(
-                    "fedostree: cached {} is corrupt: evicting and fetching again",
-                    local.display()
-                );
+                let msg = format!("cached {} is corrupt: evicting and fetching again", local.display());
+                fedostree_util::events::notice(fedostree_util::events::Stage::Compose, msg);
                 fs_err::remove_file(&local)?;
             }
         }

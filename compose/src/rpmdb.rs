@@ -8,8 +8,7 @@ use fedostree_util::cmd::CommandRunExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Install time recorded in the database: fixed, so the same packages give the same database.
-pub const SOURCE_DATE_EPOCH: u64 = 1_704_067_200;
+pub use crate::epoch::SOURCE_DATE_EPOCH;
 
 pub const DBPATH: &str = "/usr/share/rpm";
 

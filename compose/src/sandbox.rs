@@ -74,7 +74,7 @@ pub fn run_with(
     .args([
         "--setenv",
         "SOURCE_DATE_EPOCH",
-        &crate::rpmdb::SOURCE_DATE_EPOCH.to_string(),
+        &crate::epoch::SOURCE_DATE_EPOCH.to_string(),
     ])
     // systemctl and friends: act on the files, never try to talk to a running manager.
     .args(["--setenv", "SYSTEMD_OFFLINE", "1"]);

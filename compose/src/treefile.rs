@@ -12,9 +12,6 @@ use std::path::{Path, PathBuf};
 /// rpm-ostree's limit on include nesting.
 const INCLUDE_MAX_DEPTH: usize = 50;
 
-/// Architectures whose `packages-$basearch` keys are accepted (rpm-ostree's set).
-const BASEARCHES: &[&str] = &["x86_64", "aarch64", "ppc64le", "s390x", "armhfp"];
-
 /// rpm-ostree treefile keys that fedostree recognises but does not implement yet.
 const NOT_SUPPORTED_YET: &[&str] = &[
     "edition",
@@ -248,75 +245,126 @@ fn add_files_dest_is_valid(dest: &str) -> bool {
     inside && !p.split('/').any(|c| c == ".." || c == ".")
 }
 
-/// One treefile as written, before includes are merged.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawTreefile {
-    include: Option<Includes>,
-    #[serde(rename = "ref")]
-    ref_: Option<String>,
-    repos: Option<Vec<String>>,
-    packages: Option<Vec<String>>,
-    #[serde(rename = "packages-x86_64")]
-    packages_x86_64: Option<Vec<String>>,
-    #[serde(rename = "packages-aarch64")]
-    packages_aarch64: Option<Vec<String>>,
-    #[serde(rename = "packages-ppc64le")]
-    packages_ppc64le: Option<Vec<String>>,
-    #[serde(rename = "packages-s390x")]
-    packages_s390x: Option<Vec<String>>,
-    #[serde(rename = "packages-armhfp")]
-    packages_armhfp: Option<Vec<String>>,
-    exclude_packages: Option<Vec<String>>,
-    recommends: Option<bool>,
-    add_commit_metadata: Option<BTreeMap<String, serde_json::Value>>,
-    automatic_version_prefix: Option<String>,
-    remove_files: Option<Vec<String>>,
-    documentation: Option<bool>,
-    units: Option<Vec<String>>,
-    default_target: Option<String>,
-    etc_group_members: Option<Vec<String>>,
-    ignore_removed_users: Option<Vec<String>>,
-    ignore_removed_groups: Option<Vec<String>>,
-    initramfs_args: Option<Vec<String>>,
+/// Declares the raw treefile's keys once (see the invocation below).
+macro_rules! treefile_keys {
+    ($( $(#[$meta:meta])* $field:ident : $ty:ty = $key:literal, $merge:ident; )*) => {
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawTreefile {
+            $( $(#[$meta])* #[serde(rename = $key)] $field: Option<$ty>, )*
+        }
+
+        /// Every key a treefile may use, as spelled in YAML.
+        const KEYS: &[&str] = &[$($key),*];
+
+        impl RawTreefile {
+            /// rpm-ostree's include merge (`treefile_merge`): lists are the included values followed by
+            /// the includer's, maps are merged key by key with the includer winning, scalars come from
+            /// the includer when it sets them. A file merges its includes one by one in order, so among
+            /// siblings the first sets a scalar and the last one's list items come first.
+            fn merge_over(self, base: RawTreefile) -> RawTreefile {
+                RawTreefile { $( $field: merge::$merge(base.$field, self.$field), )* }
+            }
+        }
+    };
+}
+
+/// How one key's values merge, included (`base`) first, includer (`top`) second.
+mod merge {
+    use std::collections::BTreeMap;
+
+    pub fn list<T>(base: Option<Vec<T>>, top: Option<Vec<T>>) -> Option<Vec<T>> {
+        match (base, top) {
+            (Some(mut b), Some(t)) => {
+                b.extend(t);
+                Some(b)
+            }
+            (b, t) => t.or(b),
+        }
+    }
+
+    pub fn map<V>(base: Option<BTreeMap<String, V>>, top: Option<BTreeMap<String, V>>) -> Option<BTreeMap<String, V>> {
+        match (base, top) {
+            (Some(mut b), Some(t)) => {
+                b.extend(t);
+                Some(b)
+            }
+            (b, t) => t.or(b),
+        }
+    }
+
+    pub fn scalar<T>(base: Option<T>, top: Option<T>) -> Option<T> {
+        top.or(base)
+    }
+
+    /// Read while each file loads (includes, variables, older spellings): nothing to merge.
+    pub fn consumed<T>(_: Option<T>, _: Option<T>) -> Option<T> {
+        None
+    }
+}
+
+// One treefile as written, before includes are merged. Each key is declared here once, with how an
+// includer's value merges over an included one's (`list`: the included items first; `map`: key by
+// key, the includer winning; `scalar`: the includer's when it sets one; `consumed`: read while the
+// file loads, never merged). The struct, `merge_over` and `KEYS` (the unknown-key check) are
+// generated from this one list.
+treefile_keys! {
+    include: Includes = "include", consumed;
+    ref_: String = "ref", scalar;
+    repos: Vec<String> = "repos", list;
+    packages: Vec<String> = "packages", list;
+    packages_x86_64: Vec<String> = "packages-x86_64", list;
+    packages_aarch64: Vec<String> = "packages-aarch64", list;
+    packages_ppc64le: Vec<String> = "packages-ppc64le", list;
+    packages_s390x: Vec<String> = "packages-s390x", list;
+    packages_armhfp: Vec<String> = "packages-armhfp", list;
+    exclude_packages: Vec<String> = "exclude-packages", list;
+    recommends: bool = "recommends", scalar;
+    add_commit_metadata: BTreeMap<String, serde_json::Value> = "add-commit-metadata", map;
+    automatic_version_prefix: String = "automatic-version-prefix", scalar;
+    remove_files: Vec<String> = "remove-files", list;
+    documentation: bool = "documentation", scalar;
+    units: Vec<String> = "units", list;
+    default_target: String = "default-target", scalar;
+    etc_group_members: Vec<String> = "etc-group-members", list;
+    ignore_removed_users: Vec<String> = "ignore-removed-users", list;
+    ignore_removed_groups: Vec<String> = "ignore-removed-groups", list;
+    initramfs_args: Vec<String> = "initramfs-args", list;
     /// Resolved against the directory of the treefile that names it (as rpm-ostree loads externals).
-    postprocess_script: Option<PathBuf>,
-    machineid_compat: Option<bool>,
-    variables: Option<Variables>,
-    conditional_include: Option<Vec<ConditionalInclude>>,
+    postprocess_script: PathBuf = "postprocess-script", scalar;
+    machineid_compat: bool = "machineid-compat", scalar;
+    variables: Variables = "variables", consumed;
+    conditional_include: Vec<ConditionalInclude> = "conditional-include", consumed;
     /// A string or an unsigned integer; `$releasever` in `.repo` files, `${releasever}` and conditions.
-    releasever: Option<VarValue>,
+    releasever: VarValue = "releasever", scalar;
     /// Inline scripts, run in the sandbox before `postprocess-script`.
-    postprocess: Option<Vec<String>>,
+    postprocess: Vec<String> = "postprocess", list;
     /// rpm-ostree's older spellings, moved to the kebab-case keys as each file is read.
-    #[serde(rename = "default_target")]
-    default_target_legacy: Option<String>,
-    #[serde(rename = "automatic_version_prefix")]
-    automatic_version_prefix_legacy: Option<String>,
+    default_target_legacy: String = "default_target", consumed;
+    automatic_version_prefix_legacy: String = "automatic_version_prefix", consumed;
     /// Deprecated in rpm-ostree and unused there: accepted with a warning, ignored.
-    rojig: Option<serde_yaml_ng::Value>,
-    cliwrap: Option<bool>,
+    rojig: serde_yaml_ng::Value = "rojig", scalar;
+    cliwrap: bool = "cliwrap", scalar;
     /// `[[package, regex...]...]`: files of those packages whose path matches are left out.
-    remove_from_packages: Option<Vec<Vec<String>>>,
-    add_files: Option<Vec<AddFile>>,
-    mutate_os_release: Option<String>,
-    tmp_is_dir: Option<bool>,
-    readonly_executables: Option<bool>,
-    container_cmd: Option<Vec<String>>,
-    boot_location: Option<BootLocation>,
-    #[serde(rename = "boot_location")]
-    boot_location_legacy: Option<BootLocation>,
-    rpmdb: Option<RpmdbBackend>,
-    preserve_passwd: Option<bool>,
-    check_passwd: Option<AccountCheck<PasswdIds>>,
-    check_groups: Option<AccountCheck<u32>>,
-    lockfile_repos: Option<Vec<String>>,
-    repo_packages: Option<Vec<RepoPackages>>,
-    ostree_layers: Option<Vec<String>>,
-    ostree_override_layers: Option<Vec<String>>,
-    container: Option<bool>,
-    opt_usrlocal: Option<OptUsrLocal>,
-    repovars: Option<BTreeMap<String, String>>,
+    remove_from_packages: Vec<Vec<String>> = "remove-from-packages", list;
+    add_files: Vec<AddFile> = "add-files", list;
+    mutate_os_release: String = "mutate-os-release", scalar;
+    tmp_is_dir: bool = "tmp-is-dir", scalar;
+    readonly_executables: bool = "readonly-executables", scalar;
+    container_cmd: Vec<String> = "container-cmd", scalar;
+    boot_location: BootLocation = "boot-location", scalar;
+    boot_location_legacy: BootLocation = "boot_location", consumed;
+    rpmdb: RpmdbBackend = "rpmdb", scalar;
+    preserve_passwd: bool = "preserve-passwd", scalar;
+    check_passwd: AccountCheck<PasswdIds> = "check-passwd", scalar;
+    check_groups: AccountCheck<u32> = "check-groups", scalar;
+    lockfile_repos: Vec<String> = "lockfile-repos", list;
+    repo_packages: Vec<RepoPackages> = "repo-packages", list;
+    ostree_layers: Vec<String> = "ostree-layers", list;
+    ostree_override_layers: Vec<String> = "ostree-override-layers", list;
+    container: bool = "container", scalar;
+    opt_usrlocal: OptUsrLocal = "opt-usrlocal", scalar;
+    repovars: BTreeMap<String, String> = "repovars", map;
 }
 
 impl RawTreefile {
@@ -380,87 +428,6 @@ impl RawTreefile {
             "s390x" => self.packages_s390x.take(),
             "armhfp" => self.packages_armhfp.take(),
             _ => None,
-        }
-    }
-
-    /// rpm-ostree's include merge (`treefile_merge`): lists are the included values followed by the
-    /// includer's, maps are merged key by key with the includer winning, scalars come from the
-    /// includer when it sets them. A file merges its includes one by one in order, so among siblings
-    /// the first sets a scalar and the last one's list items come first.
-    fn merge_over(self, base: RawTreefile) -> RawTreefile {
-        fn list<T>(base: Option<Vec<T>>, top: Option<Vec<T>>) -> Option<Vec<T>> {
-            match (base, top) {
-                (Some(mut b), Some(t)) => {
-                    b.extend(t);
-                    Some(b)
-                }
-                (b, t) => t.or(b),
-            }
-        }
-        /// Maps merge key by key, the includer's entries winning.
-        fn merged<V>(b: Option<BTreeMap<String, V>>, t: Option<BTreeMap<String, V>>) -> Option<BTreeMap<String, V>> {
-            match (b, t) {
-                (Some(mut b), Some(t)) => {
-                    b.extend(t);
-                    Some(b)
-                }
-                (b, t) => t.or(b),
-            }
-        }
-        let metadata = merged(base.add_commit_metadata, self.add_commit_metadata);
-        let repovars = merged(base.repovars, self.repovars);
-        RawTreefile {
-            include: None,
-            ref_: self.ref_.or(base.ref_),
-            repos: list(base.repos, self.repos),
-            packages: list(base.packages, self.packages),
-            packages_x86_64: list(base.packages_x86_64, self.packages_x86_64),
-            packages_aarch64: list(base.packages_aarch64, self.packages_aarch64),
-            packages_ppc64le: list(base.packages_ppc64le, self.packages_ppc64le),
-            packages_s390x: list(base.packages_s390x, self.packages_s390x),
-            packages_armhfp: list(base.packages_armhfp, self.packages_armhfp),
-            exclude_packages: list(base.exclude_packages, self.exclude_packages),
-            recommends: self.recommends.or(base.recommends),
-            add_commit_metadata: metadata,
-            automatic_version_prefix: self.automatic_version_prefix.or(base.automatic_version_prefix),
-            remove_files: list(base.remove_files, self.remove_files),
-            documentation: self.documentation.or(base.documentation),
-            units: list(base.units, self.units),
-            default_target: self.default_target.or(base.default_target),
-            etc_group_members: list(base.etc_group_members, self.etc_group_members),
-            ignore_removed_users: list(base.ignore_removed_users, self.ignore_removed_users),
-            ignore_removed_groups: list(base.ignore_removed_groups, self.ignore_removed_groups),
-            initramfs_args: list(base.initramfs_args, self.initramfs_args),
-            postprocess_script: self.postprocess_script.or(base.postprocess_script),
-            machineid_compat: self.machineid_compat.or(base.machineid_compat),
-            // Consumed while loading each file.
-            variables: None,
-            conditional_include: None,
-            releasever: self.releasever.or(base.releasever),
-            postprocess: list(base.postprocess, self.postprocess),
-            default_target_legacy: None,
-            automatic_version_prefix_legacy: None,
-            rojig: self.rojig.or(base.rojig),
-            cliwrap: self.cliwrap.or(base.cliwrap),
-            remove_from_packages: list(base.remove_from_packages, self.remove_from_packages),
-            add_files: list(base.add_files, self.add_files),
-            mutate_os_release: self.mutate_os_release.or(base.mutate_os_release),
-            tmp_is_dir: self.tmp_is_dir.or(base.tmp_is_dir),
-            readonly_executables: self.readonly_executables.or(base.readonly_executables),
-            container_cmd: self.container_cmd.or(base.container_cmd),
-            boot_location: self.boot_location.or(base.boot_location),
-            boot_location_legacy: None,
-            rpmdb: self.rpmdb.or(base.rpmdb),
-            preserve_passwd: self.preserve_passwd.or(base.preserve_passwd),
-            check_passwd: self.check_passwd.or(base.check_passwd),
-            check_groups: self.check_groups.or(base.check_groups),
-            lockfile_repos: list(base.lockfile_repos, self.lockfile_repos),
-            repo_packages: list(base.repo_packages, self.repo_packages),
-            ostree_layers: list(base.ostree_layers, self.ostree_layers),
-            ostree_override_layers: list(base.ostree_override_layers, self.ostree_override_layers),
-            container: self.container.or(base.container),
-            opt_usrlocal: self.opt_usrlocal.or(base.opt_usrlocal),
-            repovars,
         }
     }
 }
@@ -697,7 +664,7 @@ impl Treefile {
             warnings.push("boot-location: new is deprecated, use boot-location: modules (as rpm-ostree warns)".into());
         }
         if let Some(prefix) = &raw.automatic_version_prefix {
-            crate::compose_tree::check_version_prefix(prefix)
+            crate::version::check_version_prefix(prefix)
                 .map_err(|msg| invalid(format!("`automatic-version-prefix`: {msg}")))?;
         }
         Ok(Treefile {
@@ -1043,54 +1010,7 @@ fn check_keys(map: &serde_yaml_ng::Mapping, text: &str, path: &Path) -> Result<(
                 key: key.into(),
             });
         }
-        let known = matches!(
-            key,
-            "include"
-                | "ref"
-                | "repos"
-                | "packages"
-                | "exclude-packages"
-                | "recommends"
-                | "add-commit-metadata"
-                | "automatic-version-prefix"
-                | "remove-files"
-                | "documentation"
-                | "units"
-                | "default-target"
-                | "etc-group-members"
-                | "ignore-removed-users"
-                | "ignore-removed-groups"
-                | "initramfs-args"
-                | "postprocess-script"
-                | "machineid-compat"
-                | "variables"
-                | "conditional-include"
-                | "releasever"
-                | "postprocess"
-                | "default_target"
-                | "automatic_version_prefix"
-                | "rojig"
-                | "cliwrap"
-                | "remove-from-packages"
-                | "add-files"
-                | "mutate-os-release"
-                | "tmp-is-dir"
-                | "readonly-executables"
-                | "container-cmd"
-                | "boot-location"
-                | "boot_location"
-                | "rpmdb"
-                | "preserve-passwd"
-                | "check-passwd"
-                | "check-groups"
-                | "lockfile-repos"
-                | "repovars"
-                | "repo-packages"
-                | "ostree-layers"
-                | "ostree-override-layers"
-                | "container"
-                | "opt-usrlocal"
-        ) || key.strip_prefix("packages-").is_some_and(|a| BASEARCHES.contains(&a));
+        let known = KEYS.contains(&key);
         if !known {
             return Err(TreefileError::UnknownKey {
                 path: path.to_owned(),

@@ -9,16 +9,6 @@ use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// A payload path as the commit holds it, which is what rpm-ostree's patterns are matched against:
-/// absolute, with `/etc` under `/usr/etc`.
-pub fn commit_path(rel: &Path) -> String {
-    match rel.strip_prefix("etc") {
-        Ok(rest) if rest.as_os_str().is_empty() => "/usr/etc".into(),
-        Ok(rest) => format!("/usr/etc/{}", rest.display()),
-        Err(_) => format!("/{}", rel.display()),
-    }
-}
-
 fn entry_path(e: &Entry) -> &Path {
     match e {
         Entry::Dir { path, .. } | Entry::Symlink { path, .. } | Entry::File { path, .. } => path,
@@ -28,7 +18,7 @@ fn entry_path(e: &Entry) -> &Path {
 /// `unpacked` without the entries a pattern finds in (a directory takes its content with it);
 /// returns the paths left out too. The package's owners and sample path follow.
 pub fn remove_from_package(unpacked: &Unpacked, patterns: &[regex::Regex]) -> (Unpacked, Vec<String>) {
-    let matches = |p: &Path| patterns.iter().any(|re| re.is_match(&commit_path(p)));
+    let matches = |p: &Path| patterns.iter().any(|re| re.is_match(&crate::commit_paths::commit_path(p)));
     let dirs: Vec<&Path> = unpacked
         .entries
         .iter()
@@ -42,7 +32,7 @@ pub fn remove_from_package(unpacked: &Unpacked, patterns: &[regex::Regex]) -> (U
     out.entries.retain(|e| {
         let keep = !removed(entry_path(e));
         if !keep {
-            gone.push(commit_path(entry_path(e)));
+            gone.push(crate::commit_paths::commit_path(entry_path(e)));
         }
         keep
     });
@@ -104,7 +94,7 @@ pub fn add_files(root: &Path, files: &[AddFile]) -> Result<()> {
         let mode = fs_err::metadata(&f.source)?.permissions().mode() & 0o7777;
         safepath::replace_file(&target, &content).with_context(at)?;
         fs_err::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
-        eprintln!("add-files: {}", f.dest);
+        fedostree_util::events::step(fedostree_util::events::Stage::Compose, format!("add-files: {}", f.dest), None);
     }
     Ok(())
 }
@@ -114,7 +104,7 @@ pub fn add_files(root: &Path, files: &[AddFile]) -> Result<()> {
 /// `automatic-version-prefix`) nothing changes, as in rpm-ostree.
 pub fn mutate_os_release(root: &Path, base: &str, version: Option<&str>) -> Result<()> {
     let Some(version) = version else {
-        eprintln!("mutate-os-release: ignored, the commit has no version");
+        fedostree_util::events::notice(fedostree_util::events::Stage::Compose, "mutate-os-release: ignored, the commit has no version");
         return Ok(());
     };
     let rel = safepath::resolve_in_tree(root, "etc/os-release")

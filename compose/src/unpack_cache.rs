@@ -102,10 +102,8 @@ impl UnpackCache {
                     .and_then(|t| serde_json::from_slice::<Manifest>(&t).ok())
                     .is_some_and(|m| contents_hold(&entry.join("files"), &m.stamps, |_| true));
                 if !intact && entry.starts_with(dir) && entry.exists() {
-                    eprintln!(
-                        "unpacked package cache: {} was changed by an unfinished compose; removing it",
-                        entry.display()
-                    );
+                    let msg = format!("unpacked package cache: {} was changed by an unfinished compose; removing it", entry.display());
+                    fedostree_util::events::notice(fedostree_util::events::Stage::Compose, msg);
                     fs_err::remove_dir_all(&entry)?;
                 }
             }
@@ -186,10 +184,8 @@ impl UnpackCache {
                 || !stamps_hold(&p.files, &p.stamps)?
                 || !contents_hold(&p.files, &p.stamps, |s| !shared_inodes.contains_key(&(s.dev, s.ino)));
             if changed {
-                eprintln!(
-                    "unpacked package cache: the compose changed files of {} in place; it will be unpacked again",
-                    p.unpacked.package.nevra
-                );
+                let msg = format!("unpacked package cache: the compose changed files of {} in place; it will be unpacked again", p.unpacked.package.nevra);
+                fedostree_util::events::notice(fedostree_util::events::Stage::Compose, msg);
                 fs_err::remove_dir_all(&p.entry)?;
                 evicted.push(p.unpacked.package.nevra.clone());
             } else if let Ok(f) = std::fs::File::options()
@@ -239,10 +235,8 @@ fn load(entry: &Path) -> Result<Option<CachedPackage>> {
     };
     let files = entry.join("files");
     if !stamps_hold(&files, &m.stamps)? {
-        eprintln!(
-            "unpacked package cache: files of {} changed since they were unpacked; unpacking again",
-            m.unpacked.package.nevra
-        );
+        let msg = format!("unpacked package cache: files of {} changed since they were unpacked; unpacking again", m.unpacked.package.nevra);
+        fedostree_util::events::notice(fedostree_util::events::Stage::Compose, msg);
         return Ok(None);
     }
     Ok(Some(CachedPackage {

@@ -71,12 +71,8 @@ pub(crate) fn resolve(state: &StateDir, source_dir: &Path, debarch: &str) -> Res
             .iter()
             .map(|p| u.record(&p.name).expect("closure members are candidates").to_string())
             .collect();
-        eprintln!(
-            "devrepo debian {debarch}: {} roots → {} packages ({:.1}s)",
-            roots.len(),
-            records.len(),
-            t.elapsed().as_secs_f64()
-        );
+        let what = format!("debian {debarch}: {} roots → {} packages", roots.len(), records.len());
+        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t.elapsed().as_secs_f64()));
         repo::save_json(
             &memo_path,
             &ClosureMemo {
@@ -119,8 +115,8 @@ pub(crate) fn download(state: &StateDir, debarch: &str, pkgs: &[Package]) -> Res
     let dir = state.deb_cache().join(debarch);
     fs_err::create_dir_all(&dir)?;
     let tmp = tempfile::tempdir_in(&dir)?;
-    eprintln!("devrepo debian {debarch}: downloading {} packages", missing.len());
-    let t = Instant::now();
+    let what = format!("debian {debarch}: downloading {} packages", missing.len());
+    let downloading = fedostree_util::events::current().stage(fedostree_util::events::Stage::Devrepo, what);
     Command::new("apt-get")
         // Our cache is not readable by apt's _apt sandbox user; without this apt warns on every download.
         .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
@@ -152,10 +148,7 @@ pub(crate) fn download(state: &StateDir, debarch: &str, pkgs: &[Package]) -> Res
         }
         fs_err::rename(&got, dest)?;
     }
-    eprintln!(
-        "devrepo debian {debarch}: downloaded in {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
+    downloading.finish(format!("debian {debarch}: downloaded"));
     Ok(paths)
 }
 
@@ -263,10 +256,8 @@ pub fn build(state: &StateDir, arch: Arch, source_dir: &Path) -> Result<Vec<Buil
     manifest.save(&dir)?;
     let rebuilt = out.iter().filter(|p| p.rebuilt).count();
     if rebuilt > 0 {
-        eprintln!(
-            "devrepo debian {arch}: converted {rebuilt} packages in {:.1}s",
-            t_all.elapsed().as_secs_f64()
-        );
+        let what = format!("debian {arch}: converted {rebuilt} packages");
+        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t_all.elapsed().as_secs_f64()));
     }
     check_clashes(&files)?;
     finish(state, arch, &out, rewrote_in_place)?;
@@ -339,7 +330,8 @@ fn finish(state: &StateDir, arch: Arch, out: &[BuiltPackage], rewrote_in_place: 
     let removed = repo::remove_stale(&dir.join("Packages"), &keep)?;
     let signed = dir.join("repodata/repomd.xml.asc").exists();
     if removed.is_empty() && !out.iter().any(|p| p.rebuilt) && signed {
-        eprintln!("devrepo debian {arch}: {} packages up to date", out.len());
+        let what = format!("debian {arch}: {} packages up to date", out.len());
+        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, None);
         return Ok(());
     }
     let t0 = Instant::now();
@@ -349,10 +341,7 @@ fn finish(state: &StateDir, arch: Arch, out: &[BuiltPackage], rewrote_in_place: 
         .with_context(|| format!("devrepo debian {arch}: createrepo_c"))?;
     repo::sign_repomd(&dir, revision)?;
     repo::install_public_key(&state.devrepo_root())?;
-    eprintln!(
-        "devrepo debian {arch}: repodata for {} packages in {:.1}s",
-        out.len(),
-        t0.elapsed().as_secs_f64()
-    );
+    let what = format!("debian {arch}: repodata for {} packages", out.len());
+    fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t0.elapsed().as_secs_f64()));
     Ok(())
 }

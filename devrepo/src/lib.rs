@@ -358,11 +358,8 @@ fn build_arch(
         }
         rewrote_in_place |= path.exists();
         let size = s.write_rpm(&path).with_context(ctx)?;
-        eprintln!(
-            "devrepo {arch}: built {nevra} ({}) in {:.1}s",
-            human_size(size),
-            t0.elapsed().as_secs_f64()
-        );
+        let what = format!("{arch}: built {nevra} ({})", human_size(size));
+        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t0.elapsed().as_secs_f64()));
         manifest.packages.insert(
             name.into(),
             ManifestEntry {
@@ -404,10 +401,10 @@ fn finish_repo(
     manifest.save(&dir)?;
     let removed = repo::remove_stale(&dir.join("Packages"), &keep)?;
     for r in &removed {
-        eprintln!("devrepo {arch}: removed stale {r}");
+        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, format!("{arch}: removed stale {r}"), None);
     }
     if removed.is_empty() && !out.iter().any(|p| p.rebuilt) && is_built(state, arch) {
-        eprintln!("devrepo {arch}: {} packages up to date", out.len());
+        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, format!("{arch}: {} packages up to date", out.len()), None);
         return Ok(());
     }
     let t0 = Instant::now();
@@ -415,10 +412,7 @@ fn finish_repo(
     repo::createrepo(&dir, revision, !rewrote_in_place).with_context(|| format!("devrepo {arch}: createrepo_c"))?;
     repo::sign_repomd(&dir, revision).with_context(|| format!("devrepo {arch}: signing repomd.xml"))?;
     repo::install_public_key(&state.devrepo_root())?;
-    eprintln!(
-        "devrepo {arch}: repodata for {} packages in {:.1}s",
-        out.len(),
-        t0.elapsed().as_secs_f64()
-    );
+    let what = format!("{arch}: repodata for {} packages", out.len());
+    fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t0.elapsed().as_secs_f64()));
     Ok(())
 }

@@ -227,6 +227,21 @@ impl Reporter for JsonReporter {
     }
 }
 
+/// The stage events (`fedostree_util::events`) as JSON lines on stdout, beside [`JsonReporter`]'s guest
+/// events: with `--json` one stream carries the whole run. Each line is written under stdout's lock,
+/// so lines from the two never interleave.
+pub struct JsonStageLines;
+
+impl fedostree_util::events::Sink for JsonStageLines {
+    fn emit(&self, e: &fedostree_util::events::Event) {
+        if let Ok(line) = serde_json::to_string(e) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

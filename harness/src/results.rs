@@ -1,15 +1,12 @@
 //! The results model: one `SuiteResult` per (tree, arch) boot, built from the guest's event stream.
 //!
-//! Reporters (`report.rs`) and JUnit (`junit.rs`) consume these and the events; they are re-exported here so
-//! the whole results API reads as one module.
+//! Reporters (`report.rs`) and JUnit (`junit.rs`) consume these and the events (the crate root
+//! re-exports all three).
 
 use crate::protocol::{GuestEvent, SubtestStatus, TestStatus};
 use crate::run::VmOutcome;
 use fedostree_util::{Arch, Checksum};
 use std::time::Duration;
-
-pub use crate::junit::write_junit;
-pub use crate::report::{JsonReporter, Reporter, TerminalReporter};
 
 /// A test's verdict on the host side. `Error` = the test started but the harness never learned its result
 /// (the VM died, hung or timed out under it).

@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The first component of a throwaway copy's tree name.
+pub const THROWAWAY_PREFIX: &str = "scratch";
+
 /// Bump when the image layout changes: every cached image is then rebuilt from scratch.
 /// 2: ostree's uboot bootloader backend and /boot/boot.scr, for firmware boots.
 pub const LAYOUT_VERSION: u32 = 2;
@@ -38,7 +41,7 @@ pub struct ImagePaths {
     pub resources: PathBuf,
     /// `$STATE/images/boot`
     pub boot_cache: PathBuf,
-    /// A throwaway copy (`crate::throwaway`): used for one boot, so never worth compacting.
+    /// A throwaway copy (see `throwaway.rs`): used for one boot, so never worth compacting.
     pub throwaway: bool,
 }
 
@@ -70,7 +73,7 @@ impl ImagePaths {
             lock: parent.join(format!("{arch}.lock")),
             resources: parent.join(format!("{arch}.resources.json")),
             boot_cache: images.join("boot"),
-            throwaway: tree.split('/').next() == Some(crate::throwaway::PREFIX),
+            throwaway: tree.split('/').next() == Some(THROWAWAY_PREFIX),
         })
     }
     pub fn disk(&self) -> PathBuf {
@@ -176,10 +179,8 @@ impl ImageLock {
                 let by = FileLock::holder(path)
                     .map(|p| format!(", held by pid {p}"))
                     .unwrap_or_default();
-                eprintln!(
-                    "fedostree: waiting for another run updating this image (lock {}{by})",
-                    path.display()
-                );
+                let msg = format!("waiting for another run updating this image (lock {}{by})", path.display());
+                fedostree_util::events::notice(fedostree_util::events::Stage::Image, msg);
                 told = true;
             }
             if Instant::now() > deadline {
@@ -238,12 +239,13 @@ pub fn recover_stale(paths: &ImagePaths) -> Result<()> {
     if !paths.work.exists() && record.is_none() {
         return Ok(());
     }
-    eprintln!(
-        "fedostree: cleaning up after an interrupted update of {} (work dir: {}, resources record: {})",
+    let msg = format!(
+        "cleaning up after an interrupted update of {} (work dir: {}, resources record: {})",
         paths.dir.display(),
         paths.work.exists(),
         record.is_some()
     );
+    fedostree_util::events::notice(fedostree_util::events::Stage::Image, msg);
     let work = match paths.work.canonicalize() {
         Ok(w) => w,
         Err(_) => record

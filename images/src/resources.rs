@@ -90,7 +90,7 @@ macro_rules! best_effort_drop {
                     #[allow(clippy::redundant_closure_call)]
                     if let Err(e) = ($teardown)(&*self) {
                         tracing::warn!("teardown in drop: {e:#}");
-                        eprintln!("fedostree: teardown failed: {e:#}");
+                        fedostree_util::events::notice(fedostree_util::events::Stage::Image, format!("teardown failed: {e:#}"));
                     }
                     cleanup::deregister(h);
                 }

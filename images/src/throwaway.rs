@@ -13,8 +13,7 @@ use fedostree_util::Arch;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The first component of a throwaway copy's tree name.
-pub const PREFIX: &str = "scratch";
+pub use crate::layout::THROWAWAY_PREFIX as PREFIX;
 
 /// A throwaway copy; removed (with whatever it holds) when dropped, or on Ctrl-C.
 pub struct Throwaway {

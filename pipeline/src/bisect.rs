@@ -329,10 +329,8 @@ pub async fn bisect(
         steps: vec![],
         run_dir: run_dir.clone(),
     };
-    eprint!(
-        "{}",
-        report.render().lines().next().unwrap_or_default().to_string() + "\n"
-    );
+    let first_line = report.render().lines().next().unwrap_or_default().to_string();
+    fedostree_util::events::Scope::new(&opts.tree, opts.arch).notice(fedostree_util::events::Stage::Bisect, first_line);
     let (mut lo, mut hi) = (-1isize, commits.len() as isize - 1);
     let mut skipped = std::collections::BTreeSet::new();
     while let Some(i) = next_probe(lo, hi, &skipped) {
@@ -342,13 +340,8 @@ pub async fn bisect(
             version: info(&repo, c).version,
             ..step
         };
-        eprintln!(
-            "step {}: {} {:?}: {}",
-            report.steps.len() + 1,
-            &c[..12],
-            step.verdict,
-            step.reason
-        );
+        let what = format!("step {}: {} {:?}: {}", report.steps.len() + 1, fedostree_util::checksum::short(c), step.verdict, step.reason);
+        fedostree_util::events::Scope::new(&opts.tree, opts.arch).step(fedostree_util::events::Stage::Bisect, what, None);
         match step.verdict {
             Verdict::Good => lo = i,
             Verdict::Bad => hi = i,
@@ -427,7 +420,8 @@ async fn test_commit(
         if suite.infra_error.is_none() || boots == 2 || opts.cancel.is_cancelled() {
             break judged;
         }
-        eprintln!("step {n}: {}; booting once more", judged.1);
+        let what = format!("step {n}: {}; booting once more", judged.1);
+        fedostree_util::events::Scope::new(&opts.tree, opts.arch).notice(fedostree_util::events::Stage::Bisect, what);
     };
     drop(copy);
     opts.cancel.check()?;

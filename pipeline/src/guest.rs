@@ -5,9 +5,10 @@ use crate::run::GuestTimes;
 use anyhow::{Context, Result};
 use fedostree_harness::qemu::{Accel, BootPath, FwCfgValue, VmConfig};
 use fedostree_harness::report::Reporter;
-use fedostree_harness::results::{suite_from_outcome, SuiteResult};
+use fedostree_harness::results::{suite_from_outcome, Status, SuiteResult};
 use fedostree_images::ImageState;
 use fedostree_util::cancel::Cancel;
+use fedostree_util::events::{Scope, Stage};
 use fedostree_util::Arch;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub async fn boot_and_test(
     let accel = fedostree_harness::accel::choose_accel(arch, guest.accel).await;
     let cfg = vm_config(arch, accel, image, &overlay.path, run_dir, guest.clone());
     tracing::info!(tree, %arch, boot = %cfg.boot, "booting");
+    let what = format!("booting {} ({}, {accel})", image.commit.short(), cfg.boot);
+    let running = Scope::new(tree, arch).stage(Stage::Boot, what);
     let mut on_event = |e: &fedostree_harness::protocol::GuestEvent| reporter.event(tree, arch, e);
     let outcome = fedostree_harness::run::run_vm(&cfg, guest.timeout, &guest.cancel, &mut on_event).await;
     // The overlay and the pinned image links are throwaway; the logs stay.
@@ -49,6 +52,13 @@ pub async fn boot_and_test(
     if outcome.boots.len() > 1 {
         fedostree_harness::junit::write_junit_per_boot(&suite, &run_dir.join("junit-boots.xml"))?;
     }
+    running.finish(format!(
+        "{} passed, {} failed, {} skipped{}",
+        suite.count(Status::Pass),
+        suite.count(Status::Fail) + suite.count(Status::Timeout) + suite.count(Status::Error),
+        suite.count(Status::Skip),
+        if suite.infra_error.is_some() { "; the boot broke" } else { "" }
+    ));
     let times = GuestTimes {
         to_tests: outcome.time_to_tests,
         to_results: outcome.time_to_results,

@@ -58,6 +58,12 @@ pub fn publish(source: &Path, public: &Path, ref_: &str, commit: &str, opts: &Pu
     sign_commit(&repo, commit, opts.key)?;
     if previous.as_deref() != Some(commit) && (previous.is_some() || opts.scratch_delta) {
         let from = previous.as_deref();
+        let what = match from {
+            Some(f) => format!("static delta {} → {}", fedostree_util::checksum::short(f), fedostree_util::checksum::short(commit)),
+            // xz, single-threaded: minutes for a tree of hundreds of MB.
+            None => format!("static delta from scratch to {} (xz: minutes for a large tree)", fedostree_util::checksum::short(commit)),
+        };
+        let delta = fedostree_util::events::current().stage(fedostree_util::events::Stage::Publish, what);
         // libostree reads its parameters without a NULL check: an empty dictionary means its defaults.
         let params = ostree::glib::VariantDict::new(None).end();
         repo.static_delta_generate(
@@ -69,6 +75,7 @@ pub fn publish(source: &Path, public: &Path, ref_: &str, commit: &str, opts: &Pu
             cancel,
         )
         .with_context(|| format!("static delta {} → {commit}", from.unwrap_or("scratch")))?;
+        delta.finish("static delta written");
     }
     repo.set_ref_immediate(None, ref_, Some(commit), cancel)
         .with_context(|| format!("setting public ref {ref_}"))?;

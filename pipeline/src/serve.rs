@@ -26,11 +26,8 @@ pub async fn serve(dir: PathBuf, addr: SocketAddr) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    eprintln!(
-        "fedostree: serving {} on http://{}/",
-        dir.display(),
-        listener.local_addr()?
-    );
+    let what = format!("serving {} on http://{}/", dir.display(), listener.local_addr()?);
+    fedostree_util::events::Scope::run().notice(fedostree_util::events::Stage::Serve, what);
     let log = AccessLog(Arc::default(), true);
     let app = router(dir, log, None, false);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -50,7 +47,7 @@ impl AccessLog {
     }
     fn push(&self, line: String) {
         if self.1 {
-            eprintln!("{line}");
+            fedostree_util::events::Scope::run().notice(fedostree_util::events::Stage::Serve, line);
         } else if let Ok(mut l) = self.0.lock() {
             l.push((Instant::now(), line));
         }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
 use fedostree_images::{Backend, ImageSpec, ImageState};
 use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::events::{self, Scope, Stage};
 use fedostree_util::{Arch, Checksum};
 use std::path::Path;
 use std::time::Instant;
@@ -30,7 +31,11 @@ pub fn compose(
     tree: &str,
     arch: Arch,
 ) -> Result<(compose_tree::ComposeResult, Checksum)> {
+    let scope = Scope::new(tree, arch);
+    let _in = events::enter(scope.clone());
+    let devrepo = scope.stage(Stage::Devrepo, "bringing the repositories the tree composes from up to date");
     fedostree_devrepo::ensure_for_tree(state, sources, tree, arch)?;
+    devrepo.finish("current");
     let composed = compose_tree::compose(state, sources, &ComposeOptions::new(tree, arch))?;
     let commit = composed
         .commit
@@ -65,6 +70,10 @@ pub fn prepare(
 
 /// Deploy `commit` (in the state's repo) into the cached image of `tree` on `arch`.
 pub fn update_image(state: &StateDir, tree: &str, arch: Arch, commit: &str, backend: Backend) -> Result<ImageState> {
+    let scope = Scope::new(tree, arch);
+    let _in = events::enter(scope.clone());
+    let what = format!("deploying {} into the cached image ({backend})", fedostree_util::checksum::short(commit));
+    let running = scope.stage(Stage::Image, what);
     let spec = ImageSpec {
         tree: tree.into(),
         arch,
@@ -79,7 +88,15 @@ pub fn update_image(state: &StateDir, tree: &str, arch: Arch, commit: &str, back
             "panic=-1".into(),
         ],
     };
-    fedostree_images::update_image(state, &spec, backend).with_context(|| format!("updating the {tree} {arch} image"))
+    let image = fedostree_images::update_image(state, &spec, backend)
+        .with_context(|| format!("updating the {tree} {arch} image"))?;
+    let grew = image.stats.qcow2_after.saturating_sub(image.stats.qcow2_before) as f64 / 1e6;
+    running.finish(match (image.created, image.updated) {
+        (true, _) => format!("created, {:.1} MB", image.stats.qcow2_after as f64 / 1e6),
+        (false, true) => format!("updated, qcow2 +{grew:.1} MB"),
+        (false, false) => "already at this commit".to_string(),
+    });
+    Ok(image)
 }
 
 /// The remote a worker pulls candidates through (`fedostree test --from URL`).
@@ -95,8 +112,9 @@ pub(crate) fn ostree_cli(repo: &Path) -> std::process::Command {
 /// `fedostree test --from URL`: pull `ref_` from a compose server's candidate repository (`fedostree
 /// serve --candidates`) into this state's repo over HTTP, and name the commit. Candidates are not
 /// signed (only what passes is, when it is published): a worker trusts the server it was pointed at.
-pub fn pull_candidate(state: &StateDir, url: &str, ref_: &str) -> Result<Checksum> {
+pub fn pull_candidate(state: &StateDir, scope: &Scope, url: &str, ref_: &str) -> Result<Checksum> {
     use fedostree_util::cmd::CommandRunExt;
+    let running = scope.stage(Stage::Pull, format!("pulling {ref_} from {url}"));
     fedostree_compose::commit::open_or_create_repo(&state.repo())?;
     let ostree = || ostree_cli(&state.repo());
     ostree()
@@ -110,12 +128,22 @@ pub fn pull_candidate(state: &StateDir, url: &str, ref_: &str) -> Result<Checksu
     let commit = ostree()
         .args(["rev-parse", &format!("{CANDIDATES_REMOTE}:{ref_}")])
         .run_get_string()?;
-    Ok(Checksum::new(commit.trim()))
+    let commit = Checksum::new(commit.trim());
+    running.finish(format!("{ref_} at {}", commit.short()));
+    Ok(commit)
 }
 
 /// Publish a commit that passed from the candidate repo to the public one; the seconds it took.
-pub fn publish_timed(state: &StateDir, opts: &crate::publish::PublishOptions, ref_: &str, commit: &str) -> Result<f64> {
-    let t = Instant::now();
+pub fn publish_timed(
+    state: &StateDir,
+    scope: &Scope,
+    opts: &crate::publish::PublishOptions,
+    ref_: &str,
+    commit: &str,
+) -> Result<f64> {
+    let _in = events::enter(scope.clone());
+    let what = format!("publishing {} to {ref_}", fedostree_util::checksum::short(commit));
+    let running = scope.stage(Stage::Publish, what);
     crate::publish::publish(&state.repo(), &state.public(), ref_, commit, opts)?;
-    Ok(t.elapsed().as_secs_f64())
+    Ok(running.finish(format!("{ref_} published")))
 }

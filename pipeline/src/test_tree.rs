@@ -11,6 +11,7 @@ use fedostree_harness::report::Reporter;
 use fedostree_harness::results::SuiteResult;
 use fedostree_images::ImageState;
 use fedostree_util::state::StateDir;
+use fedostree_util::events::Scope;
 use fedostree_util::Arch;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -107,12 +108,13 @@ fn ready(state: &StateDir, opts: &TestOptions, arch: Arch) -> Result<Ready> {
         CommitSource::Scratch(sc) => {
             let s = crate::scratch::prepare(state, &opts.sources, &opts.tree, arch, opts.backend, sc)?;
             let diff = s.diff.render();
-            eprintln!(
+            let what = format!(
                 "{} {}: package changes over the tree's {}:\n{diff}",
                 s.ref_,
                 s.image.commit.short(),
-                s.base.short(),
+                s.base.short()
             );
+            fedostree_util::events::Scope::new(&s.tree, arch).notice(fedostree_util::events::Stage::Compose, what);
             Ready {
                 arch,
                 tree: s.tree,
@@ -131,7 +133,7 @@ fn ready(state: &StateDir, opts: &TestOptions, arch: Arch) -> Result<Ready> {
             };
             let mut timings = Timings::default();
             let t = Instant::now();
-            let commit = pull_candidate(state, &from.url, &ref_)?;
+            let commit = pull_candidate(state, &Scope::new(&opts.tree, arch), &from.url, &ref_)?;
             timings.compose_s = t.elapsed().as_secs_f64();
             let t = Instant::now();
             let image = update_image(state, &opts.tree, arch, &commit, opts.backend)?;
@@ -184,7 +186,7 @@ fn finish(
             retain: opts.retain,
             scratch_delta: opts.scratch_delta,
         };
-        timings.publish_s = Some(publish_timed(state, &publish_opts, public_ref, &image.commit)?);
+        timings.publish_s = Some(publish_timed(state, &Scope::new(&tree, arch), &publish_opts, public_ref, &image.commit)?);
     }
     fs_err::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
     if let Some(d) = &package_diff {

@@ -72,9 +72,9 @@ pub fn run_all() {
     let mut r = registry();
     let entries = std::mem::take(&mut r.entries);
     for (_, (what, f)) in entries.into_iter().rev() {
-        eprintln!("fedostree: cleaning up {what}");
+        crate::events::notice(crate::events::Stage::Run, format!("cleaning up {what}"));
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-            eprintln!("fedostree: cleanup of {what} panicked");
+            crate::events::notice(crate::events::Stage::Run, format!("cleanup of {what} panicked"));
         }
     }
 }
@@ -99,7 +99,8 @@ pub fn install_signal_handler() {
                 let token = TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 if let Some(token) = token {
                     token.cancel(sig);
-                    eprintln!("fedostree: caught {name}, stopping (again to force)");
+                    let msg = format!("caught {name}, stopping (again to force)");
+                    crate::events::notice(crate::events::Stage::Run, msg);
                     // The command unwinds and exits by itself; a second signal or a stuck unwind
                     // takes the hard path.
                     let (tx, rx) = std::sync::mpsc::channel();
@@ -109,7 +110,7 @@ pub fn install_signal_handler() {
                     });
                     let _ = rx.recv_timeout(UNWIND_GRACE);
                 }
-                eprintln!("fedostree: caught {name}, cleaning up");
+                crate::events::notice(crate::events::Stage::Run, format!("caught {name}, cleaning up"));
                 if pending() > 0 {
                     stop_children(Duration::from_secs(5));
                 }

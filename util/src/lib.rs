@@ -12,6 +12,7 @@ pub mod checksum;
 pub mod cleanup;
 pub mod cmd;
 pub mod error;
+pub mod events;
 pub mod glob;
 pub mod lock;
 pub mod prereq;

@@ -33,10 +33,8 @@ impl FileLock {
                 } else {
                     format!(" (held by pid {holder})")
                 };
-                eprintln!(
-                    "fedostree: waiting for another {what} to finish{by}: lock {}",
-                    path.display()
-                );
+                let msg = format!("waiting for another {what} to finish{by}: lock {}", path.display());
+                crate::events::notice(crate::events::Stage::Run, msg);
                 Self::acquire(path)?
             }
         };
