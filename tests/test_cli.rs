@@ -168,7 +168,9 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     for stage in ["devrepo", "compose", "image", "boot", "publish"] {
         for kind in ["stage-started", "stage-finished"] {
             assert!(
-                events.iter().any(|e| e["stage"] == stage && e["event"] == kind && e["arch"] == "x86_64"),
+                events
+                    .iter()
+                    .any(|e| e["stage"] == stage && e["event"] == kind && e["arch"] == "x86_64"),
                 "no {kind} event of {stage}: {events:#?}"
             );
         }
@@ -176,7 +178,10 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     let at = |stage: &str, kind: &str| events.iter().position(|e| e["stage"] == stage && e["event"] == kind);
     let first_guest = events.iter().position(|e| e["event"] == "run-started");
     assert!(at("boot", "stage-started") < first_guest && first_guest < at("boot", "stage-finished"));
-    assert!(at("image", "stage-finished") < at("boot", "stage-started"), "{events:#?}");
+    assert!(
+        at("image", "stage-finished") < at("boot", "stage-started"),
+        "{events:#?}"
+    );
     let finished: BTreeMap<String, String> = events
         .iter()
         .filter(|e| e["event"] == "test-finished")

@@ -16,8 +16,8 @@ use fedostree_pipeline::publish::PublishOptions;
 use fedostree_pipeline::run::{run_dir, Timings};
 use fedostree_pipeline::signing::{SigningKey, SigningSpec};
 use fedostree_pipeline::stages::{compose, publish_timed, update_image};
-use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::events::{Scope, Stage};
+use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::{Arch, Checksum, Exit};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
@@ -170,7 +170,10 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
     let db = history_path(state);
     let mut history = History::open(&db)?;
     for gone in history.mark_interrupted()? {
-        Scope::run().notice(Stage::Ci, format!("run {gone} was interrupted; its trees are tested again"));
+        Scope::run().notice(
+            Stage::Ci,
+            format!("run {gone} was interrupted; its trees are tested again"),
+        );
     }
     let arches: Vec<&str> = opts.arches.iter().map(|a| a.as_str()).collect();
     let selection = format!("{} on {}", opts.trees.as_deref().unwrap_or("*"), arches.join(","));
@@ -192,7 +195,10 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
     history.finish_run(&opts.run_id, status)?;
     fedostree_util::cleanup::deregister(interrupted);
     if status == RunStatus::Interrupted {
-        Scope::run().notice(Stage::Ci, format!("run {} interrupted; nothing more was published", opts.run_id));
+        Scope::run().notice(
+            Stage::Ci,
+            format!("run {} interrupted; nothing more was published", opts.run_id),
+        );
     }
     Ok(PassSummary {
         run_id: opts.run_id.clone(),
@@ -360,7 +366,13 @@ fn conclude(
             retain: opts.retain,
             scratch_delta: opts.scratch_delta,
         };
-        unit.timings.publish_s = Some(publish_timed(state, &Scope::new(&unit.tree, unit.arch), &publish_opts, &unit.ref_, &unit.commit)?);
+        unit.timings.publish_s = Some(publish_timed(
+            state,
+            &Scope::new(&unit.tree, unit.arch),
+            &publish_opts,
+            &unit.ref_,
+            &unit.commit,
+        )?);
         published = true;
     }
     unit.timings.boot_s = attempts.iter().map(|a| a.boot_s).sum();
@@ -466,21 +478,7 @@ async fn test_with_retries(
             1 => base_dir.clone(),
             n => base_dir.join(format!("attempt-{n}")),
         };
-        let mut fw_cfg = vec![(
-            "env".to_string(),
-            FwCfgValue::Text(format!("FEDOSTREE_ATTEMPT={number}\n")),
-        )];
-        if let Some(names) = &only {
-            fw_cfg.push(("only".into(), FwCfgValue::Text(names.join("\n") + "\n")));
-        }
-        let guest = GuestSettings {
-            accel: opts.accel,
-            timeout: opts.vm_timeout,
-            vcpus,
-            boot: BootPath::DirectKernel,
-            fw_cfg,
-            cancel: opts.cancel.clone(),
-        };
+        let guest = attempt_guest(opts, number, only.as_deref(), vcpus);
         let t = Instant::now();
         let booted = boot_and_test(&unit.tree, unit.arch, image, &dir, guest, &mut &*reporter).await;
         let suite = booted.map(|(s, _)| s).unwrap_or_else(|e| SuiteResult {
@@ -519,9 +517,32 @@ async fn test_with_retries(
             return attempts;
         }
         reruns += 1;
-        let what = format!("rerunning in a fresh VM ({reruns}/{}): {}", opts.retries, blocking.join(", "));
+        let what = format!(
+            "rerunning in a fresh VM ({reruns}/{}): {}",
+            opts.retries,
+            blocking.join(", ")
+        );
         Scope::new(&unit.tree, unit.arch).notice(Stage::Boot, what);
         only = Some(blocking);
+    }
+}
+
+/// The VM of attempt `number`: it knows which attempt it is, and a rerun runs `only` those tests.
+fn attempt_guest(opts: &CiOptions, number: u32, only: Option<&[String]>, vcpus: u32) -> GuestSettings {
+    let mut fw_cfg = vec![(
+        "env".to_string(),
+        FwCfgValue::Text(format!("FEDOSTREE_ATTEMPT={number}\n")),
+    )];
+    if let Some(names) = only {
+        fw_cfg.push(("only".into(), FwCfgValue::Text(names.join("\n") + "\n")));
+    }
+    GuestSettings {
+        accel: opts.accel,
+        timeout: opts.vm_timeout,
+        vcpus,
+        boot: BootPath::DirectKernel,
+        fw_cfg,
+        cancel: opts.cancel.clone(),
     }
 }
 

@@ -1,12 +1,15 @@
 //! The status page: static HTML under `$STATE/public/status/`, written after every `ci run` and served
-//! with the public repository. No JavaScript; everything that comes from a package, a test or a console
-//! is escaped. `index.html` is the grid of trees × arches; `tree/<tree>.html` a tree's history with its
-//! package diffs; `run/<id>/index.html` one run's tests, with the artifacts linked beside it.
+//! with the public repository. No JavaScript. The HTML comes from maud templates, which escape
+//! everything they interpolate: nothing from a package, a test or a console can become markup.
+//! `index.html` is the grid of trees × arches; `tree/<tree>.html` a tree's history with its package
+//! diffs; `run/<id>/index.html` one run's tests, with the artifacts linked beside it.
 
 use crate::history::{History, ResultRow, RunRow, TestRow};
+use crate::verdict::RunStatus;
 use anyhow::{Context, Result};
+use fedostree_util::checksum::short;
 use fedostree_util::Arch;
-use std::fmt::Write as _;
+use maud::{html, Markup, DOCTYPE};
 use std::path::{Path, PathBuf};
 
 /// Results shown per tree page, newest first.
@@ -28,22 +31,6 @@ pub fn status_dir(public: &Path) -> PathBuf {
     public.join("status")
 }
 
-/// `&`, `<`, `>`, `"` and `'` as entities: safe in element content and in quoted attributes.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A tree name as a file name (`dev/minimal` → `dev--minimal`).
 fn slug(tree: &str) -> String {
     tree.replace('/', "--")
@@ -62,17 +49,27 @@ pre{white-space:pre-wrap;word-break:break-all;background:#f6f6f6;padding:0.5em}\
 small{color:#666}\n\
 figure{margin:0.5em 0}figure img{max-width:100%;height:auto;border:1px solid #ccc}\n";
 
-fn page(title: &str, depth: usize, body: &str, generated: &str) -> String {
+/// The frame every page shares: `depth` directories below the status root.
+fn page(title: &str, depth: usize, body: Markup, generated: &str) -> String {
     let up = "../".repeat(depth);
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{t}</title>\n<link rel=\"stylesheet\" href=\"{up}style.css\">\n</head>\n<body>\n\
-         <nav><a href=\"{up}index.html\">fedostree status</a></nav>\n<h1>{t}</h1>\n{body}\n\
-         <footer><small>generated {g}</small></footer>\n</body>\n</html>\n",
-        t = escape(title),
-        g = escape(generated),
-    )
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                link rel="stylesheet" href={ (up) "style.css" };
+            }
+            body {
+                nav { a href={ (up) "index.html" } { "fedostree status" } }
+                h1 { (title) }
+                (body)
+                footer { small { "generated " (generated) } }
+            }
+        }
+    };
+    markup.into_string() + "\n"
 }
 
 /// "3 min ago" from an RFC 3339 time, as of `now`.
@@ -89,25 +86,29 @@ fn age(at: &str, now: chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
-fn verdict_cell(r: Option<&ResultRow>, href: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+fn verdict_cell(r: Option<&ResultRow>, href: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Markup {
     let Some(r) = r else {
-        return "<td class=\"verdict verdict-none\">not tested</td>".into();
+        return html! { td class="verdict verdict-none" { "not tested" } };
     };
-    let label = match href {
-        Some(h) => format!("<a href=\"{}\">{}</a>", escape(h), escape(r.verdict.as_str())),
-        None => escape(r.verdict.as_str()),
-    };
-    format!(
-        "<td class=\"verdict verdict-{v}\" data-verdict=\"{v}\">{label}<br><small>{ver} <code>{c}</code><br>{age}{p}</small></td>",
-        v = escape(r.verdict.as_str()),
-        ver = escape(r.version.as_deref().unwrap_or("")),
-        c = escape(&r.commit[..r.commit.len().min(12)]),
-        age = escape(&age(&r.recorded_at, now)),
-        p = if r.published { ", published" } else { "" },
-    )
+    let v = r.verdict.as_str();
+    html! {
+        td class={ "verdict verdict-" (v) } data-verdict=(v) {
+            @match href {
+                Some(h) => a href=(h) { (v) },
+                None => (v),
+            }
+            br;
+            small {
+                (r.version.as_deref().unwrap_or("")) " " code { (r.commit.short()) }
+                br;
+                (age(&r.recorded_at, now)) @if r.published { ", published" }
+            }
+        }
+    }
 }
 
-fn diff_html(diff: &serde_json::Value) -> String {
+/// The package changes of a result (`db diff` JSON).
+fn diff_html(diff: &serde_json::Value) -> Markup {
     let list = |key: &str| -> Vec<String> {
         diff[key]
             .as_array()
@@ -126,26 +127,23 @@ fn diff_html(diff: &serde_json::Value) -> String {
             })
             .unwrap_or_default()
     };
-    let mut s = String::new();
-    for (key, title) in [
+    let sections: Vec<(&str, Vec<String>)> = [
         ("upgraded", "Upgraded"),
         ("downgraded", "Downgraded"),
         ("removed", "Removed"),
         ("added", "Added"),
-    ] {
-        let items = list(key);
-        if !items.is_empty() {
-            let _ = write!(s, "<p>{title}:</p><ul>");
-            for i in items {
-                let _ = write!(s, "<li><code>{}</code></li>", escape(&i));
-            }
-            s.push_str("</ul>");
+    ]
+    .into_iter()
+    .map(|(key, title)| (title, list(key)))
+    .filter(|(_, items)| !items.is_empty())
+    .collect();
+    html! {
+        @if sections.is_empty() { p { "No package changes" } }
+        @for (title, items) in &sections {
+            p { (title) ":" }
+            ul { @for i in items { li { code { (i) } } } }
         }
     }
-    if s.is_empty() {
-        s.push_str("<p>No package changes</p>");
-    }
-    s
 }
 
 /// Write the whole page for the history in `history`. Run pages of finished runs are written once;
@@ -157,83 +155,20 @@ pub fn write(history: &History, public: &Path) -> Result<()> {
     let now = chrono::Utc::now();
     let generated = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     write_atomic(&dir.join("style.css"), STYLE)?;
-
     let latest = history.latest()?;
-    let runs = history.runs(FRONT_PAGE_RUNS)?;
     let mut trees: Vec<&str> = latest.iter().map(|r| r.tree.as_str()).collect();
     trees.dedup();
-    let mut arches: Vec<&str> = latest.iter().map(|r| r.arch.as_str()).collect();
-    arches.sort();
-    arches.dedup();
-
-    // Front page.
-    let mut body = String::from("<h2>Trees</h2>\n<div class=\"scroll\"><table id=\"grid\">\n<tr><th>tree</th>");
-    for a in &arches {
-        let _ = write!(body, "<th>{}</th>", escape(a));
-    }
-    body.push_str("</tr>\n");
-    for t in &trees {
-        let _ = write!(
-            body,
-            "<tr><th><a href=\"tree/{}.html\">{}</a></th>",
-            escape(&slug(t)),
-            escape(t)
-        );
-        for a in &arches {
-            let r = latest.iter().find(|r| r.tree == *t && r.arch == *a);
-            let href = r.map(|r| format!("run/{}/index.html#{}", r.run_id, anchor(&r.tree, r.arch)));
-            body.push_str(&verdict_cell(r, href.as_deref(), now));
-        }
-        body.push_str("</tr>\n");
-    }
-    body.push_str("</table></div>\n<h2>Runs</h2>\n<ul id=\"runs\">\n");
-    for r in &runs {
-        let _ = writeln!(
-            body,
-            "<li><a href=\"run/{id}/index.html\">{id}</a> {status} <small>{age}</small></li>",
-            id = escape(&r.id),
-            status = escape(r.status.as_str()),
-            age = escape(&age(&r.started_at, now)),
-        );
-    }
-    body.push_str("</ul>");
-    write_atomic(&dir.join("index.html"), &page("fedostree status", 0, &body, &generated))?;
-
-    // Tree pages.
+    let front = front_page(&latest, &trees, &history.runs(FRONT_PAGE_RUNS)?, now);
+    write_atomic(&dir.join("index.html"), &page("fedostree status", 0, front, &generated))?;
     for t in &trees {
         let rows = history.history(Some(t), TREE_PAGE_ROWS)?;
-        let mut body = String::from(
-            "<div class=\"scroll\"><table class=\"history\">\n<tr><th>tested</th><th>arch</th><th>commit</th><th>version</th><th>verdict</th><th>packages</th></tr>\n",
-        );
-        for r in &rows {
-            let diff = match &r.package_diff {
-                Some(d) => format!("<details><summary>diff</summary>{}</details>", diff_html(d)),
-                None => "<small>first tested</small>".into(),
-            };
-            let _ = writeln!(
-                body,
-                "<tr><td>{age}</td><td>{arch}</td><td><code>{c}</code></td><td>{ver}</td>\
-                 <td class=\"verdict verdict-{v}\"><a href=\"../run/{run}/index.html#{anchor}\">{v}</a></td><td>{diff}</td></tr>",
-                age = escape(&age(&r.recorded_at, now)),
-                arch = escape(r.arch.as_str()),
-                c = escape(&r.commit[..r.commit.len().min(12)]),
-                ver = escape(r.version.as_deref().unwrap_or("")),
-                v = escape(r.verdict.as_str()),
-                run = escape(&r.run_id),
-                anchor = anchor(&r.tree, r.arch),
-            );
-        }
-        body.push_str("</table></div>");
-        write_atomic(
-            &dir.join("tree").join(format!("{}.html", slug(t))),
-            &page(t, 1, &body, &generated),
-        )?;
+        let path = dir.join("tree").join(format!("{}.html", slug(t)));
+        write_atomic(&path, &page(t, 1, tree_page(&rows, now), &generated))?;
     }
-
     // Run pages: one per run still in the history; a finished run's page never changes.
     for r in history.runs(usize::MAX >> 1)? {
         let out = dir.join("run").join(&r.id);
-        if r.status != crate::verdict::RunStatus::Running && out.join("index.html").exists() {
+        if r.status != RunStatus::Running && out.join("index.html").exists() {
             continue;
         }
         write_run(history, &r, &out, &generated)?;
@@ -241,166 +176,224 @@ pub fn write(history: &History, public: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The grid of trees × arches (each cell the latest verdict) and the newest runs.
+fn front_page(latest: &[ResultRow], trees: &[&str], runs: &[RunRow], now: chrono::DateTime<chrono::Utc>) -> Markup {
+    let mut arches: Vec<Arch> = latest.iter().map(|r| r.arch).collect();
+    arches.sort();
+    arches.dedup();
+    html! {
+        h2 { "Trees" }
+        div class="scroll" {
+            table id="grid" {
+                tr { th { "tree" } @for a in &arches { th { (a.as_str()) } } }
+                @for t in trees {
+                    tr {
+                        th { a href={ "tree/" (slug(t)) ".html" } { (t) } }
+                        @for a in &arches {
+                            @let r = latest.iter().find(|r| r.tree == *t && r.arch == *a);
+                            @let href = r.map(|r| format!("run/{}/index.html#{}", r.run_id, anchor(&r.tree, r.arch)));
+                            (verdict_cell(r, href.as_deref(), now))
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Runs" }
+        ul id="runs" {
+            @for r in runs {
+                li {
+                    a href={ "run/" (r.id) "/index.html" } { (r.id) } " " (r.status.as_str()) " "
+                    small { (age(&r.started_at, now)) }
+                }
+            }
+        }
+    }
+}
+
+/// One tree's results, newest first, with what changed in its packages each time.
+fn tree_page(rows: &[ResultRow], now: chrono::DateTime<chrono::Utc>) -> Markup {
+    html! {
+        div class="scroll" {
+            table class="history" {
+                tr {
+                    th { "tested" } th { "arch" } th { "commit" } th { "version" } th { "verdict" } th { "packages" }
+                }
+                @for r in rows {
+                    @let v = r.verdict.as_str();
+                    tr {
+                        td { (age(&r.recorded_at, now)) }
+                        td { (r.arch.as_str()) }
+                        td { code { (r.commit.short()) } }
+                        td { (r.version.as_deref().unwrap_or("")) }
+                        td class={ "verdict verdict-" (v) } {
+                            a href={ "../run/" (r.run_id) "/index.html#" (anchor(&r.tree, r.arch)) } { (v) }
+                        }
+                        td {
+                            @match &r.package_diff {
+                                Some(d) => details { summary { "diff" } (diff_html(d)) },
+                                None => small { "first tested" },
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn anchor(tree: &str, arch: Arch) -> String {
     format!("{}--{}", slug(tree), arch)
 }
 
+/// One run's page: what was up to date, then each tested tree/arch with its tests and artifacts.
 fn write_run(history: &History, run: &RunRow, out: &Path, generated: &str) -> Result<()> {
     fs_err::create_dir_all(out)?;
-    let mut body = format!(
-        "<p>{} · started {} · {}</p>\n",
-        escape(&run.selection),
-        escape(&run.started_at),
-        escape(run.status.as_str())
-    );
     let unchanged = history.unchanged_of_run(&run.id)?;
-    if !unchanged.is_empty() {
-        body.push_str("<h2>Up to date</h2>\n<ul class=\"unchanged\">");
-        for (tree, arch, commit) in &unchanged {
-            let _ = write!(
-                body,
-                "<li>{} {} <code>{}</code></li>",
-                escape(tree),
-                escape(arch),
-                escape(&commit[..commit.len().min(12)])
-            );
-        }
-        body.push_str("</ul>\n");
-    }
+    let mut results = Vec::new();
     for r in history.results_of_run(&run.id)? {
-        let id = anchor(&r.tree, r.arch);
-        let _ = writeln!(
-            body,
-            "<h2 id=\"{id}\">{tree} {arch}: <span class=\"verdict verdict-{v}\" data-verdict=\"{v}\">{v}</span></h2>\n\
-             <p><code>{commit}</code> {ver}{published}</p>",
-            tree = escape(&r.tree),
-            arch = escape(r.arch.as_str()),
-            v = escape(r.verdict.as_str()),
-            commit = escape(&r.commit),
-            ver = escape(r.version.as_deref().unwrap_or("")),
-            published = if r.published { " · published" } else { "" },
-        );
-        if let Some(e) = &r.infra_error {
-            let _ = writeln!(body, "<p>Infrastructure error:</p><pre>{}</pre>", escape(e));
-        }
-        let times: Vec<String> = [
-            ("compose", r.compose_s),
-            ("image", r.image_s),
-            ("boot and tests", r.boot_s),
-            ("publish", r.publish_s),
-        ]
-        .iter()
-        .filter_map(|(n, s)| s.map(|s| format!("{n} {s:.1} s")))
-        .collect();
-        if !times.is_empty() {
-            let _ = writeln!(body, "<p><small>{}</small></p>", escape(&times.join(" · ")));
-        }
         let tests = history.tests_of(r.id)?;
-        body.push_str(&tests_table(&tests));
-        // Artifacts of each attempt, linked beside the page (the run directory is not served).
-        let src = PathBuf::from(&r.artifacts);
-        let mut attempt_dirs = match r.artifacts.is_empty() {
-            true => vec![],
-            false => vec![(1u32, src.clone())],
-        };
-        let max_attempt = tests.iter().map(|t| t.attempt).max().unwrap_or(1);
-        for n in 2..=max_attempt.max(2) {
-            let d = src.join(format!("attempt-{n}"));
-            if !r.artifacts.is_empty() && d.is_dir() {
-                attempt_dirs.push((n, d));
-            }
-        }
-        let mut links = Vec::new();
-        let mut screens = Vec::new();
-        for (n, d) in attempt_dirs {
-            let rel = format!("{}/{}/attempt-{n}", slug(&r.tree), r.arch);
-            for name in ARTIFACTS {
-                let from = d.join(name);
-                if !from.is_file() {
-                    continue;
-                }
-                let to = out.join(&rel).join(name);
-                fs_err::create_dir_all(to.parent().unwrap())?;
-                // A finished run's artifacts never change: a hard link costs no space (same state
-                // dir); another filesystem gets a copy.
-                let _ = fs_err::remove_file(&to);
-                if std::fs::hard_link(&from, &to).is_err() {
-                    fs_err::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
-                }
-                if *name == SCREENSHOT {
-                    screens.push((n, format!("{rel}/{name}")));
-                }
-                links.push(format!(
-                    "<a class=\"artifact\" href=\"{}/{}\">{}{}</a>",
-                    escape(&rel),
-                    escape(name),
-                    escape(name),
-                    if n > 1 {
-                        format!(" (attempt {n})")
-                    } else {
-                        String::new()
-                    }
-                ));
-            }
-        }
-        if !links.is_empty() {
-            let _ = writeln!(body, "<p>{}</p>", links.join(" · "));
-        }
-        // The screen where a test failed or the boot broke, shown where the failure is read.
-        for (n, src) in screens {
-            let _ = writeln!(
-                body,
-                "<figure><a href=\"{src}\"><img class=\"screenshot\" src=\"{src}\" alt=\"the VM's screen, attempt {n}\"></a><figcaption><small>the VM's screen when it failed (attempt {n})</small></figcaption></figure>",
-                src = escape(&src),
-            );
-        }
-        if let Some(d) = &r.package_diff {
-            let _ = writeln!(
-                body,
-                "<details><summary>package changes</summary>{}</details>",
-                diff_html(d)
-            );
-        }
+        let artifacts = link_artifacts(&r, &tests, out)?;
+        results.push(result_section(&r, &tests, &artifacts));
     }
+    let body = html! {
+        p { (run.selection) " · started " (run.started_at) " · " (run.status.as_str()) }
+        @if !unchanged.is_empty() {
+            h2 { "Up to date" }
+            ul class="unchanged" {
+                @for (tree, arch, commit) in &unchanged { li { (tree) " " (arch) " " code { (short(commit)) } } }
+            }
+        }
+        @for section in results { (section) }
+    };
     write_atomic(
         &out.join("index.html"),
-        &page(&format!("run {}", run.id), 2, &body, generated),
+        &page(&format!("run {}", run.id), 2, body, generated),
     )
 }
 
-fn tests_table(tests: &[TestRow]) -> String {
+/// The artifacts of a result's attempts, linked beside the run page (the run directory is not served).
+struct Artifacts {
+    /// (href, file name, attempt)
+    links: Vec<(String, &'static str, u32)>,
+    /// (href, attempt) of the VM's screen where a test failed or the boot broke.
+    screens: Vec<(String, u32)>,
+}
+
+/// Hard-link (or copy, across filesystems) each attempt's artifacts under `out`.
+fn link_artifacts(r: &ResultRow, tests: &[TestRow], out: &Path) -> Result<Artifacts> {
+    let mut found = Artifacts {
+        links: Vec::new(),
+        screens: Vec::new(),
+    };
+    if r.artifacts.is_empty() {
+        return Ok(found);
+    }
+    let src = PathBuf::from(&r.artifacts);
+    let mut attempt_dirs = vec![(1u32, src.clone())];
+    let max_attempt = tests.iter().map(|t| t.attempt).max().unwrap_or(1);
+    for n in 2..=max_attempt.max(2) {
+        let d = src.join(format!("attempt-{n}"));
+        if d.is_dir() {
+            attempt_dirs.push((n, d));
+        }
+    }
+    for (n, d) in attempt_dirs {
+        let rel = format!("{}/{}/attempt-{n}", slug(&r.tree), r.arch);
+        for name in ARTIFACTS {
+            let from = d.join(name);
+            if !from.is_file() {
+                continue;
+            }
+            let to = out.join(&rel).join(name);
+            fs_err::create_dir_all(to.parent().unwrap())?;
+            // A finished run's artifacts never change: a hard link costs no space (same state dir);
+            // another filesystem gets a copy.
+            let _ = fs_err::remove_file(&to);
+            if std::fs::hard_link(&from, &to).is_err() {
+                fs_err::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+            }
+            if *name == SCREENSHOT {
+                found.screens.push((format!("{rel}/{name}"), n));
+            }
+            found.links.push((format!("{rel}/{name}"), name, n));
+        }
+    }
+    Ok(found)
+}
+
+/// One tree/arch of a run: verdict, commit, error, timings, tests, artifacts, screen, package changes.
+fn result_section(r: &ResultRow, tests: &[TestRow], artifacts: &Artifacts) -> Markup {
+    let v = r.verdict.as_str();
+    let times: Vec<String> = [
+        ("compose", r.compose_s),
+        ("image", r.image_s),
+        ("boot and tests", r.boot_s),
+        ("publish", r.publish_s),
+    ]
+    .iter()
+    .filter_map(|(n, s)| s.map(|s| format!("{n} {s:.1} s")))
+    .collect();
+    html! {
+        h2 id=(anchor(&r.tree, r.arch)) {
+            (r.tree) " " (r.arch.as_str()) ": " span class={ "verdict verdict-" (v) } data-verdict=(v) { (v) }
+        }
+        p { code { (r.commit) } " " (r.version.as_deref().unwrap_or("")) @if r.published { " · published" } }
+        @if let Some(e) = &r.infra_error { p { "Infrastructure error:" } pre { (e) } }
+        @if !times.is_empty() { p { small { (times.join(" · ")) } } }
+        (tests_table(tests))
+        @if !artifacts.links.is_empty() {
+            p {
+                @for (i, (href, name, n)) in artifacts.links.iter().enumerate() {
+                    @if i > 0 { " · " }
+                    a class="artifact" href=(href) { (name) @if *n > 1 { " (attempt " (n) ")" } }
+                }
+            }
+        }
+        // The screen where a test failed or the boot broke, shown where the failure is read.
+        @for (src, n) in &artifacts.screens {
+            figure {
+                a href=(src) { img class="screenshot" src=(src) alt={ "the VM's screen, attempt " (n) }; }
+                figcaption { small { "the VM's screen when it failed (attempt " (n) ")" } }
+            }
+        }
+        @if let Some(d) = &r.package_diff {
+            details { summary { "package changes" } (diff_html(d)) }
+        }
+    }
+}
+
+fn tests_table(tests: &[TestRow]) -> Markup {
     if tests.is_empty() {
-        return "<p>No test results.</p>\n".into();
+        return html! { p { "No test results." } };
     }
-    let mut s = String::from(
-        "<div class=\"scroll\"><table class=\"tests\">\n<tr><th>test</th><th>outcome</th><th>seconds</th><th>attempt</th><th>note</th></tr>\n",
-    );
-    for t in tests {
-        let note = match (&t.denied, t.flaky) {
-            (Some(why), _) => format!("denylisted: {}", escape(why)),
-            (None, true) => "flaky: passed on a rerun".into(),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "<tr class=\"test\" data-outcome=\"{o}\"{flaky}><td>{n}</td><td class=\"outcome-{o}\">{o}</td><td>{d:.1}</td><td>{a}</td><td>{note}</td></tr>",
-            o = escape(t.outcome.as_str()),
-            flaky = if t.flaky { " data-flaky=\"true\"" } else { "" },
-            n = escape(&t.name),
-            d = t.duration_s,
-            a = t.attempt,
-        );
+    html! {
+        div class="scroll" {
+            table class="tests" {
+                tr { th { "test" } th { "outcome" } th { "seconds" } th { "attempt" } th { "note" } }
+                @for t in tests {
+                    @let o = t.outcome.as_str();
+                    tr class="test" data-outcome=(o) data-flaky=[t.flaky.then_some("true")] {
+                        td { (t.name) }
+                        td class={ "outcome-" (o) } { (o) }
+                        td { (format!("{:.1}", t.duration_s)) }
+                        td { (t.attempt) }
+                        td {
+                            @match (&t.denied, t.flaky) {
+                                (Some(why), _) => { "denylisted: " (why) },
+                                (None, true) => "flaky: passed on a rerun",
+                                _ => {},
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-    s.push_str("</table></div>\n");
-    s
 }
 
 /// Readers (a web server) never see half a page.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs_err::write(&tmp, text)?;
-    fs_err::rename(&tmp, path)?;
-    Ok(())
+    fedostree_util::atomic::write(path, text)
 }
 
 #[cfg(test)]
@@ -409,9 +402,12 @@ mod tests {
 
     #[test]
     fn escaping_covers_markup_and_attributes() {
+        let evil = "<script>alert('x')</script> & \"q\"";
+        let m = html! { p title=(evil) { (evil) } }.into_string();
         assert_eq!(
-            escape("<script>alert('x')</script> & \"q\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+            m,
+            "<p title=\"&lt;script&gt;alert('x')&lt;/script&gt; &amp; &quot;q&quot;\">\
+             &lt;script&gt;alert('x')&lt;/script&gt; &amp; &quot;q&quot;</p>"
         );
     }
 

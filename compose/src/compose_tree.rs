@@ -9,9 +9,9 @@ use crate::solve::{Request, SolvedPackage, Solver};
 use crate::treefile::{self, Treefile};
 use crate::{fetch, import, postprocess};
 use anyhow::{Context, Result};
+use fedostree_util::events::{self, Stage};
 use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::workdir::WorkDir;
-use fedostree_util::events::{self, Stage};
 use fedostree_util::Arch;
 use fedostree_util::InputError;
 use sha2::{Digest, Sha256};
@@ -140,7 +140,11 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         running.finish(format!("unchanged at {}", result.commit.as_deref().unwrap_or("-")));
         return Ok(result);
     }
-    running.finish(format!("{} packages → {}", solved.len(), result.commit.as_deref().unwrap_or("-")));
+    running.finish(format!(
+        "{} packages → {}",
+        solved.len(),
+        result.commit.as_deref().unwrap_or("-")
+    ));
     Ok(result)
 }
 
@@ -206,7 +210,10 @@ fn inputhash(
         None => input_hash(tf, solved, layers),
         Some(_) => {
             let base = base.unwrap_or("none");
-            hex::encode(Sha256::digest(format!("{} over {base}", input_hash(tf, solved, layers))))
+            hex::encode(Sha256::digest(format!(
+                "{} over {base}",
+                input_hash(tf, solved, layers)
+            )))
         }
     }
 }
@@ -245,15 +252,7 @@ fn commit_new(
         None => None,
     };
     let cache = crate::unpack_cache::UnpackCache::open(&state.unpack_cache())?;
-    let version = match &opts.overrides {
-        // Not the tree's next version: that belongs to the tree's next compose.
-        Some(_) => Some(format!("{}+scratch", prev_version.as_deref().unwrap_or("0"))),
-        None => tf
-            .automatic_version_prefix
-            .as_deref()
-            .map(|p| crate::version::next_version(p, prev_version.as_deref()))
-            .transpose()?,
-    };
+    let version = commit_version(tf, opts, prev_version.as_deref())?;
     let inputs = Inputs { rpms: &rpms, ..*inputs };
     let (kver, unpacked) = assemble(&root, state, tf, &inputs, previous.as_ref(), &cache, version.as_deref())?;
     let mut metadata = tf.add_commit_metadata.clone();
@@ -284,13 +283,29 @@ fn commit_new(
     progress.finish(&format!("{} → {csum} ({kernel})", result.ref_));
     // The ref has moved: a cache that cannot be tidied costs the next compose time, not this one.
     if let Err(e) = cache.after_commit(&unpacked, &shared_inodes) {
-        events::notice(Stage::Compose, format!("warning: checking the unpacked package cache: {e:#}"));
+        events::notice(
+            Stage::Compose,
+            format!("warning: checking the unpacked package cache: {e:#}"),
+        );
     }
     result.commit = Some(csum);
     result.parent = parent;
     result.changed = true;
     result.version = version;
     Ok(true)
+}
+
+/// The new commit's version: the next of the tree's `automatic-version-prefix`, or for an override the
+/// tree's own with `+scratch` (the tree's next version belongs to the tree's next compose).
+fn commit_version(tf: &Treefile, opts: &ComposeOptions, previous: Option<&str>) -> Result<Option<String>> {
+    Ok(match &opts.overrides {
+        Some(_) => Some(format!("{}+scratch", previous.unwrap_or("0"))),
+        None => tf
+            .automatic_version_prefix
+            .as_deref()
+            .map(|p| crate::version::next_version(p, previous))
+            .transpose()?,
+    })
 }
 
 /// What goes into the tree: the solved packages with their downloaded RPMs, repositories and the
@@ -316,66 +331,16 @@ fn assemble(
     cache: &crate::unpack_cache::UnpackCache,
     version: Option<&str>,
 ) -> Result<(Option<String>, Vec<crate::unpack_cache::CachedPackage>)> {
-    let Inputs {
-        solved,
-        rpms,
-        repos,
-        keys,
-        layers,
-    } = *inputs;
-    fs_err::create_dir(root)?;
-    let progress = Progress::new("import", rpms.len() as u64, false);
-    let mut used = Vec::with_capacity(rpms.len());
-    for (pkg, rpm) in solved.iter().zip(rpms) {
-        progress.set_message(&pkg.nevra());
-        let verify = keys[pkg.repo].as_ref().filter(|_| repos[pkg.repo].gpgcheck);
-        let import_opts = import::ImportOptions {
-            documentation: tf.documentation,
-            verify,
-            readonly_executables: tf.readonly_executables,
-        };
-        let from = || format!("{} from repository `{}`", pkg.nevra(), repos[pkg.repo].id);
-        let identity = format!("{}:{}", pkg.checksum_type, pkg.checksum);
-        let cached = cache
-            .get(rpm, &identity, import_opts, verify.map_or("", RepoKeys::id))
-            .with_context(from)?;
-        used.push(cached);
-        progress.inc(1);
-    }
-    cache.mark_in_use(&used)?;
-    for name in tf.files_remove_regex.keys() {
-        if !solved.iter().any(|p| &p.name == name) {
-            tracing::warn!("remove-from-packages: package `{name}` is not in the tree");
-        }
-    }
-    // What each package puts in the tree: its payload less what `remove-from-packages` takes out.
-    let contents: Vec<std::borrow::Cow<import::Unpacked>> = used
-        .iter()
-        .map(|c| match tf.files_remove_regex.get(&c.unpacked.package.name) {
-            None => std::borrow::Cow::Borrowed(&c.unpacked),
-            Some(patterns) => {
-                let (kept, gone) = crate::treefile_edits::remove_from_package(&c.unpacked, patterns);
-                let what = format!("remove-from-packages: {} files of {} left out", gone.len(), c.unpacked.package.nevra);
-                events::step(Stage::Compose, what, None);
-                std::borrow::Cow::Owned(kept)
-            }
-        })
-        .collect();
-    for (cached, content) in used.iter().zip(&contents) {
-        import::merge(root, &cached.files, content)?;
-    }
-    let unpacked = used.iter().filter(|c| !c.hit).count();
-    progress.finish(&format!(
-        "{} packages ({unpacked} unpacked, {} from the unpack cache)",
-        used.len(),
-        used.len() - unpacked
-    ));
-    let imported: Vec<import::ImportedPackage> = contents.iter().map(|c| c.package.clone()).collect();
-    crate::layers::check_out(&state.repo(), root, layers)?;
+    let (used, imported) = import_packages(root, tf, inputs, cache)?;
+    crate::layers::check_out(&state.repo(), root, inputs.layers)?;
     let t = std::time::Instant::now();
     let n = crate::scriptlet_run::run_all(root, &imported)?;
     if n > 0 {
-        events::step(Stage::Compose, format!("scriptlets: {n} run"), Some(t.elapsed().as_secs_f64()));
+        events::step(
+            Stage::Compose,
+            format!("scriptlets: {n} run"),
+            Some(t.elapsed().as_secs_f64()),
+        );
     }
     let policy = crate::accounts::Policy {
         ignore_removed_users: &tf.ignore_removed_users,
@@ -397,6 +362,106 @@ fn assemble(
             },
         )
     })?;
+    apply_treefile_edits(root, tf, version)?;
+    // After the scripts, which may change accounts too; before /etc moves.
+    crate::accounts::check(root, previous, &policy)?;
+    let t = std::time::Instant::now();
+    let layout = postprocess::Layout {
+        initramfs_args: &tf.initramfs_args,
+        tmp_is_dir: tf.tmp_is_dir,
+        boot_location: tf.boot_location,
+        bootable: !tf.container,
+        opt_usrlocal: tf.opt_usrlocal,
+    };
+    let kver = postprocess::postprocess(root, &imported, &layout, &state.initramfs_cache())?;
+    events::step(
+        Stage::Compose,
+        "postprocess (initramfs included)",
+        Some(t.elapsed().as_secs_f64()),
+    );
+    crate::progress::timed("rpmdb", || crate::rpmdb::write(root, inputs.rpms, tf.rpmdb))?;
+    Ok((kver, used))
+}
+
+/// Merge every solved package into a new `root` (unpacked or cached); returns the cache entries and imports.
+fn import_packages(
+    root: &std::path::Path,
+    tf: &Treefile,
+    inputs: &Inputs,
+    cache: &crate::unpack_cache::UnpackCache,
+) -> Result<(Vec<crate::unpack_cache::CachedPackage>, Vec<import::ImportedPackage>)> {
+    let Inputs {
+        solved,
+        rpms,
+        repos,
+        keys,
+        ..
+    } = *inputs;
+    fs_err::create_dir(root)?;
+    let progress = Progress::new("import", rpms.len() as u64, false);
+    let mut used = Vec::with_capacity(rpms.len());
+    for (pkg, rpm) in solved.iter().zip(rpms) {
+        progress.set_message(&pkg.nevra());
+        let verify = keys[pkg.repo].as_ref().filter(|_| repos[pkg.repo].gpgcheck);
+        let import_opts = import::ImportOptions {
+            documentation: tf.documentation,
+            verify,
+            readonly_executables: tf.readonly_executables,
+        };
+        let from = || format!("{} from repository `{}`", pkg.nevra(), repos[pkg.repo].id);
+        let identity = format!("{}:{}", pkg.checksum_type, pkg.checksum);
+        let cached = cache
+            .get(rpm, &identity, import_opts, verify.map_or("", RepoKeys::id))
+            .with_context(from)?;
+        used.push(cached);
+        progress.inc(1);
+    }
+    cache.mark_in_use(&used)?;
+    let contents = contents_less_removed(tf, solved, &used);
+    for (cached, content) in used.iter().zip(&contents) {
+        import::merge(root, &cached.files, content)?;
+    }
+    let unpacked = used.iter().filter(|c| !c.hit).count();
+    progress.finish(&format!(
+        "{} packages ({unpacked} unpacked, {} from the unpack cache)",
+        used.len(),
+        used.len() - unpacked
+    ));
+    let imported: Vec<import::ImportedPackage> = contents.iter().map(|c| c.package.clone()).collect();
+    Ok((used, imported))
+}
+
+/// Apply `remove-from-packages` to the unpacked packages, warning of those it names not in the tree.
+fn contents_less_removed<'a>(
+    tf: &Treefile,
+    solved: &[SolvedPackage],
+    used: &'a [crate::unpack_cache::CachedPackage],
+) -> Vec<std::borrow::Cow<'a, import::Unpacked>> {
+    for name in tf.files_remove_regex.keys() {
+        if !solved.iter().any(|p| &p.name == name) {
+            tracing::warn!("remove-from-packages: package `{name}` is not in the tree");
+        }
+    }
+    // What each package puts in the tree: its payload less what `remove-from-packages` takes out.
+    used.iter()
+        .map(|c| match tf.files_remove_regex.get(&c.unpacked.package.name) {
+            None => std::borrow::Cow::Borrowed(&c.unpacked),
+            Some(patterns) => {
+                let (kept, gone) = crate::treefile_edits::remove_from_package(&c.unpacked, patterns);
+                let what = format!(
+                    "remove-from-packages: {} files of {} left out",
+                    gone.len(),
+                    c.unpacked.package.nevra
+                );
+                events::step(Stage::Compose, what, None);
+                std::borrow::Cow::Owned(kept)
+            }
+        })
+        .collect()
+}
+
+/// The treefile's edits of the tree: `mutate-os-release`, `remove-files`, `add-files`, postprocess scripts.
+fn apply_treefile_edits(root: &std::path::Path, tf: &Treefile, version: Option<&str>) -> Result<()> {
     if let Some(base) = &tf.mutate_os_release {
         crate::treefile_edits::mutate_os_release(root, base, version)?;
     }
@@ -412,20 +477,7 @@ fn assemble(
             &format!("postprocess-script {}", script.display()),
         )?;
     }
-    // After the scripts, which may change accounts too; before /etc moves.
-    crate::accounts::check(root, previous, &policy)?;
-    let t = std::time::Instant::now();
-    let layout = postprocess::Layout {
-        initramfs_args: &tf.initramfs_args,
-        tmp_is_dir: tf.tmp_is_dir,
-        boot_location: tf.boot_location,
-        bootable: !tf.container,
-        opt_usrlocal: tf.opt_usrlocal,
-    };
-    let kver = postprocess::postprocess(root, &imported, &layout, &state.initramfs_cache())?;
-    events::step(Stage::Compose, "postprocess (initramfs included)", Some(t.elapsed().as_secs_f64()));
-    crate::progress::timed("rpmdb", || crate::rpmdb::write(root, rpms, tf.rpmdb))?;
-    Ok((kver, used))
+    Ok(())
 }
 
 /// The treefile's `postprocess` scripts, in order, each run as an executable in the sandbox with the
@@ -488,31 +540,9 @@ fn solve(
 ) -> Result<Vec<SolvedPackage>> {
     let progress = Progress::new("depsolve", 1, false);
     let mut solver = Solver::new(tf.arch.as_str());
-    for (r, k) in repos.iter().zip(keys) {
-        let md = match repo::fetch_metadata(r, k.as_ref(), &state.repodata_cache()) {
-            Ok(md) => md,
-            Err(e) if r.skip_if_unavailable && !fedostree_util::is_input_error(&e) => {
-                tracing::warn!("repository `{}` skipped (skip_if_unavailable): {e:#}", r.id);
-                solver.skip_repo();
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        solver.add_repo_prioritized(&r.id, &md.primary, md.filelists.as_deref(), r.priority, r.cost)?;
-    }
-    let repo_index = |id: &str| repos.iter().position(|r| r.id == id);
+    add_repositories(&mut solver, state, repos, keys)?;
     let mut install = tf.packages.clone();
-    let overridden = match first_override < repos.len() {
-        true => solver.names_offered_from(first_override),
-        false => Default::default(),
-    };
-    if first_override < repos.len() && overridden.is_empty() {
-        fedostree_util::bail_input!(
-            "{}: the overriding packages offer nothing installable on {}",
-            tf.name,
-            tf.arch
-        );
-    }
+    let overridden = overriding_names(&solver, tf, repos.len(), first_override)?;
     install.extend(
         overridden
             .iter()
@@ -520,25 +550,12 @@ fn solve(
             .cloned()
             .collect::<Vec<_>>(),
     );
-    let mut pinned: std::collections::BTreeMap<String, usize> = Default::default();
-    for rp in &tf.repo_packages {
-        let Some(i) = repo_index(&rp.repo).filter(|_| tf.repos.contains(&rp.repo) || lock.is_some()) else {
-            fedostree_util::bail_input!(
-                "{}: `repo-packages`: repository `{}` is not enabled (list it under `repos`)",
-                tf.path.display(),
-                rp.repo
-            );
-        };
-        for name in rp.packages.iter().flat_map(|p| p.split_whitespace()) {
-            install.push(name.to_owned());
-            pinned.insert(name.to_owned(), i);
-        }
-    }
+    let pinned = pin_repo_packages(tf, repos, lock.is_some(), &mut install)?;
     let lockfile_repos: std::collections::BTreeSet<usize> = tf
         .lockfile_repos
         .iter()
         .filter(|r| !tf.repos.contains(r))
-        .filter_map(|r| repo_index(r))
+        .filter_map(|r| repo_index(repos, r))
         .collect();
     let req = Request {
         install,
@@ -572,6 +589,78 @@ fn solve(
         .with_context(|| format!("{}: {} ({}){with_overrides}", tf.path.display(), tf.name, tf.arch))?;
     progress.finish(&format!("{} packages for {}", solved.len(), tf.arch));
     Ok(solved)
+}
+
+/// Add each repository's metadata to the solver; a skipped (`skip_if_unavailable`) one keeps its index.
+fn add_repositories(
+    solver: &mut Solver,
+    state: &StateDir,
+    repos: &[repo::RepoConfig],
+    keys: &[Option<RepoKeys>],
+) -> Result<()> {
+    for (r, k) in repos.iter().zip(keys) {
+        let md = match repo::fetch_metadata(r, k.as_ref(), &state.repodata_cache()) {
+            Ok(md) => md,
+            Err(e) if r.skip_if_unavailable && !fedostree_util::is_input_error(&e) => {
+                tracing::warn!("repository `{}` skipped (skip_if_unavailable): {e:#}", r.id);
+                solver.skip_repo();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        solver.add_repo_prioritized(&r.id, &md.primary, md.filelists.as_deref(), r.priority, r.cost)?;
+    }
+    Ok(())
+}
+
+/// The names the overriding repositories (from `first_override` on) offer; offering none is an error.
+fn overriding_names(
+    solver: &Solver,
+    tf: &Treefile,
+    repo_count: usize,
+    first_override: usize,
+) -> Result<std::collections::BTreeSet<String>> {
+    let overridden = match first_override < repo_count {
+        true => solver.names_offered_from(first_override),
+        false => Default::default(),
+    };
+    if first_override < repo_count && overridden.is_empty() {
+        fedostree_util::bail_input!(
+            "{}: the overriding packages offer nothing installable on {}",
+            tf.name,
+            tf.arch
+        );
+    }
+    Ok(overridden)
+}
+
+/// Add the `repo-packages` names to `install`, each pinned to its repository's index (must be enabled).
+fn pin_repo_packages(
+    tf: &Treefile,
+    repos: &[repo::RepoConfig],
+    locked: bool,
+    install: &mut Vec<String>,
+) -> Result<std::collections::BTreeMap<String, usize>> {
+    let mut pinned: std::collections::BTreeMap<String, usize> = Default::default();
+    for rp in &tf.repo_packages {
+        let Some(i) = repo_index(repos, &rp.repo).filter(|_| tf.repos.contains(&rp.repo) || locked) else {
+            fedostree_util::bail_input!(
+                "{}: `repo-packages`: repository `{}` is not enabled (list it under `repos`)",
+                tf.path.display(),
+                rp.repo
+            );
+        };
+        for name in rp.packages.iter().flat_map(|p| p.split_whitespace()) {
+            install.push(name.to_owned());
+            pinned.insert(name.to_owned(), i);
+        }
+    }
+    Ok(pinned)
+}
+
+/// The index of repository `id` in `repos`.
+fn repo_index(repos: &[repo::RepoConfig], id: &str) -> Option<usize> {
+    repos.iter().position(|r| r.id == id)
 }
 
 /// Everything that determines the commit's content: the merged treefile, each package's checksum,

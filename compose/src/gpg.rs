@@ -1,7 +1,7 @@
 //! OpenPGP for repositories, as dnf does it: `gpgcheck=1` verifies every RPM's header signature (and
 //! through it the payload digest) against the repository's `gpgkey=` keys; `repo_gpgcheck=1` verifies
-//! `repomd.xml` against its detached `repomd.xml.asc`. Also signs the dev repository with the project's
-//! dev key (see `compose/keys/README.md`). RSA and EdDSA keys, as Fedora uses.
+//! `repomd.xml` against its detached `repomd.xml.asc`; [`sign_detached`] makes such signatures (the
+//! dev repository's key itself lives in the devrepo crate). RSA and EdDSA keys, as Fedora uses.
 
 use anyhow::{anyhow, Result};
 use fedostree_util::InputError;
@@ -9,14 +9,6 @@ use pgp::composed::{ArmorOptions, Deserializable, DetachedSignature};
 use pgp::ser::Serialize;
 use rpm::signature::pgp::{Signer, Verifier};
 use rpm::signature::{Signing, Verifying};
-
-/// The dev repository's signing key. Its secret is public on purpose: it proves the signature path
-/// runs end to end, not that anyone in particular built the packages.
-pub const DEV_SECRET_KEY: &str = include_str!("../keys/fedostree-dev.secret.asc");
-/// The public half, installed as `$STATE/devrepo/RPM-GPG-KEY-fedostree-dev` for the dev trees' `gpgkey=`.
-pub const DEV_PUBLIC_KEY: &str = include_str!("../keys/RPM-GPG-KEY-fedostree-dev");
-/// File name of the dev key in the dev repository root.
-pub const DEV_KEY_FILE: &str = "RPM-GPG-KEY-fedostree-dev";
 
 /// The keys one repository trusts.
 pub struct RepoKeys {
@@ -82,11 +74,6 @@ impl RepoKeys {
     }
 }
 
-/// A signer for the dev key.
-pub fn dev_signer() -> Result<Signer> {
-    Signer::from_asc(DEV_SECRET_KEY).map_err(|e| anyhow!("loading the dev signing key: {e}"))
-}
-
 /// An ASCII-armored detached signature over `data`, made at time `t` (reproducible: EdDSA and RSA
 /// PKCS#1 signatures are deterministic).
 pub fn sign_detached(signer: &Signer, data: &[u8], t: u32) -> Result<String> {
@@ -101,6 +88,14 @@ pub fn sign_detached(signer: &Signer, data: &[u8], t: u32) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The dev repository's key pair (the devrepo crate owns it; a test fixture here).
+    const DEV_SECRET_KEY: &str = include_str!("../../devrepo/keys/fedostree-dev.secret.asc");
+    const DEV_PUBLIC_KEY: &str = include_str!("../../devrepo/keys/RPM-GPG-KEY-fedostree-dev");
+
+    fn dev_signer() -> Result<Signer> {
+        Signer::from_asc(DEV_SECRET_KEY).map_err(|e| anyhow!("loading the dev signing key: {e}"))
+    }
     use crate::repo::RepoConfig;
 
     fn repo(keys: Vec<String>) -> RepoConfig {

@@ -196,18 +196,21 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
     let what = format!("{}: {nevra}", rpm_path.display());
     let at = |path: &str| format!("{what}: {path}");
 
-    let (identity, group_size) =
-        hardlink_identities(md).map_err(|e| InputError::new(format!("{}: {e}", rpm_path.display())))?;
+    let identities = hardlink_identities(md).map_err(|e| InputError::new(format!("{}: {e}", rpm_path.display())))?;
 
     let dest_dir =
         Dir::open_ambient_dir(dest, ambient_authority()).with_context(|| format!("opening {}", dest.display()))?;
-    let mut owners = Vec::new();
-    let mut caps = Vec::new();
-    let mut sample_path = None;
-    let mut entries = Vec::new();
-    // Hardlink members collected per identity: (path, content if this member carries it, mode).
-    let mut links: BTreeMap<(u32, u32), Vec<HardlinkMember>> = BTreeMap::new();
-    let mut contents = 0usize;
+    let mut payload = PayloadWriter {
+        dest_dir,
+        opts,
+        identities,
+        owners: Vec::new(),
+        caps: Vec::new(),
+        sample_path: None,
+        entries: Vec::new(),
+        links: BTreeMap::new(),
+        contents: 0,
+    };
 
     let files = pkg
         .files()
@@ -219,76 +222,10 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
                 rpm_path.display()
             ))
         })?;
-        let meta = &f.metadata;
-        let raw = meta.path().to_string_lossy().into_owned();
-        if meta.flags().contains(FileFlags::GHOST) || (!opts.documentation && meta.flags().contains(FileFlags::DOC)) {
-            continue;
-        }
-        let rel = safe_relative(&raw)
-            .map(translate_for_ostree)
-            .ok_or_else(|| InputError::new(format!("{}: refusing payload path: it escapes the tree root", at(&raw))))?;
-        let perms = meta.permissions() as u32;
-        let file_perms = file_mode(perms, opts);
-        let escape = |e| write_error(e, &at(&raw));
-        let entry = match meta.file_type() {
-            FileType::Dir => Some(Entry::Dir {
-                path: rel.clone(),
-                mode: perms,
-            }),
-            FileType::SymbolicLink => {
-                let target = meta
-                    .linkto()
-                    .ok_or_else(|| InputError::new(format!("{}: symlink without a target", at(&raw))))?;
-                note_sample(&mut sample_path, &rel);
-                Some(Entry::Symlink {
-                    path: rel.clone(),
-                    target: PathBuf::from(target),
-                })
-            }
-            FileType::Regular => {
-                note_sample(&mut sample_path, &rel);
-                if let Some(text) = meta.caps().filter(|t| !t.trim().is_empty()) {
-                    let value = crate::filecaps::xattr_for(text).map_err(|e| {
-                        InputError::new(format!("{}: invalid file capabilities `{text}`: {e}", at(&raw)))
-                    })?;
-                    caps.push((rel.clone(), value));
-                }
-                let id = identity.get(&meta.path()).copied();
-                if let Some(id) = id.filter(|id| group_size.get(id).copied().unwrap_or(0) > 1) {
-                    // Written once the whole set is known (below).
-                    let carries = f.content().filter(|c| c.len() == meta.size()).map(<[u8]>::to_vec);
-                    links
-                        .entry(id)
-                        .or_default()
-                        .push((rel.clone(), carries, file_perms as u16));
-                    None
-                } else {
-                    let content = contents.to_string();
-                    contents += 1;
-                    write_file(
-                        &dest_dir,
-                        Path::new(&content),
-                        f.content().unwrap_or_default(),
-                        file_perms,
-                    )
-                    .map_err(escape)?;
-                    Some(Entry::File {
-                        path: rel.clone(),
-                        content,
-                    })
-                }
-            }
-            other => bail_input!(
-                "{}: unsupported file type {other:?} (devices, fifos and sockets are not allowed)",
-                at(&raw)
-            ),
-        };
-        entries.extend(entry);
-        if meta.user() != "root" || meta.group() != "root" {
-            owners.push((rel, meta.user().to_string(), meta.group().to_string()));
-        }
+        payload.unpack_entry(&f, &at)?;
     }
-    for (content, members) in write_hardlink_sets(&dest_dir, links, contents, &at)? {
+    let mut entries = payload.entries;
+    for (content, members) in write_hardlink_sets(&payload.dest_dir, payload.links, payload.contents, &at)? {
         entries.extend(members.into_iter().map(|path| Entry::File {
             path,
             content: content.clone(),
@@ -299,14 +236,118 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
         package: ImportedPackage {
             name,
             nevra,
-            sample_path,
-            owners,
+            sample_path: payload.sample_path,
+            owners: payload.owners,
             scriptlets,
-            caps,
+            caps: payload.caps,
         },
         entries,
         what,
     })
+}
+
+/// What [`unpack_rpm`] gathers while it writes one package's payload, entry by entry.
+struct PayloadWriter<'a> {
+    /// The directory the regular files' content is written to.
+    dest_dir: Dir,
+    opts: ImportOptions<'a>,
+    identities: Identities,
+    owners: Vec<(PathBuf, String, String)>,
+    caps: Vec<(PathBuf, Vec<u8>)>,
+    sample_path: Option<String>,
+    entries: Vec<Entry>,
+    /// Hardlink members collected per identity: (path, content if this member carries it, mode).
+    links: BTreeMap<(u32, u32), Vec<HardlinkMember>>,
+    /// How many content names are taken.
+    contents: usize,
+}
+
+impl PayloadWriter<'_> {
+    /// Check and list one payload entry (ghosts and unwanted %doc skipped), noting a non-root owner.
+    fn unpack_entry(&mut self, f: &rpm::RpmFile<'_>, at: &dyn Fn(&str) -> String) -> Result<()> {
+        let meta = &f.metadata;
+        let raw = meta.path().to_string_lossy().into_owned();
+        if meta.flags().contains(FileFlags::GHOST)
+            || (!self.opts.documentation && meta.flags().contains(FileFlags::DOC))
+        {
+            return Ok(());
+        }
+        let rel = safe_relative(&raw)
+            .map(translate_for_ostree)
+            .ok_or_else(|| InputError::new(format!("{}: refusing payload path: it escapes the tree root", at(&raw))))?;
+        let perms = meta.permissions() as u32;
+        let file_perms = file_mode(perms, self.opts);
+        let entry = match meta.file_type() {
+            FileType::Dir => Some(Entry::Dir {
+                path: rel.clone(),
+                mode: perms,
+            }),
+            FileType::SymbolicLink => {
+                let target = meta
+                    .linkto()
+                    .ok_or_else(|| InputError::new(format!("{}: symlink without a target", at(&raw))))?;
+                note_sample(&mut self.sample_path, &rel);
+                Some(Entry::Symlink {
+                    path: rel.clone(),
+                    target: PathBuf::from(target),
+                })
+            }
+            FileType::Regular => self.regular_file(f, &rel, file_perms, &|| at(&raw))?,
+            other => bail_input!(
+                "{}: unsupported file type {other:?} (devices, fifos and sockets are not allowed)",
+                at(&raw)
+            ),
+        };
+        self.entries.extend(entry);
+        if meta.user() != "root" || meta.group() != "root" {
+            self.owners
+                .push((rel, meta.user().to_string(), meta.group().to_string()));
+        }
+        Ok(())
+    }
+
+    /// A regular file: caps noted, written under the next content name, or held back (None) in its hardlink set.
+    fn regular_file(
+        &mut self,
+        f: &rpm::RpmFile<'_>,
+        rel: &Path,
+        file_perms: u32,
+        here: &dyn Fn() -> String,
+    ) -> Result<Option<Entry>> {
+        let meta = &f.metadata;
+        let escape = |e| write_error(e, &here());
+        note_sample(&mut self.sample_path, rel);
+        if let Some(text) = meta.caps().filter(|t| !t.trim().is_empty()) {
+            let value = crate::filecaps::xattr_for(text)
+                .map_err(|e| InputError::new(format!("{}: invalid file capabilities `{text}`: {e}", here())))?;
+            self.caps.push((rel.to_path_buf(), value));
+        }
+        let (identity, group_size) = &self.identities;
+        let id = identity.get(&meta.path()).copied();
+        if let Some(id) = id.filter(|id| group_size.get(id).copied().unwrap_or(0) > 1) {
+            // Written once the whole set is known (after the payload, by `unpack_rpm`).
+            let carries = f.content().filter(|c| c.len() == meta.size()).map(<[u8]>::to_vec);
+            self.links
+                .entry(id)
+                .or_default()
+                .push((rel.to_path_buf(), carries, file_perms as u16));
+            Ok(None)
+        } else {
+            let content = self.contents.to_string();
+            self.contents += 1;
+            write_file(
+                &self.dest_dir,
+                Path::new(&content),
+                f.content().unwrap_or_default(),
+                file_perms,
+            )
+            .map_err(escape)?;
+            Ok(Some(Entry::File {
+                path: rel.to_path_buf(),
+                content,
+            }))
+        }
+    }
 }
 
 /// Replay `unpacked` (written into `from` by [`unpack_rpm`]) into the tree at `root`: regular files

@@ -105,7 +105,11 @@ pub fn check_out(repo: &Path, root: &Path, layers: &[Layer]) -> Result<()> {
         ostree(repo).args(["checkout", &l.commit]).arg(&dir).run()?;
         merge(&dir, root, Path::new(""), l.overrides)
             .map_err(|e| InputError::new(format!("{key}: `{}`: {e:#}", l.reference)))?;
-        let what = format!("ostree layer {} ({})", l.reference, fedostree_util::checksum::short(&l.commit));
+        let what = format!(
+            "ostree layer {} ({})",
+            l.reference,
+            fedostree_util::checksum::short(&l.commit)
+        );
         fedostree_util::events::step(fedostree_util::events::Stage::Compose, what, None);
     }
     Ok(())

@@ -32,6 +32,7 @@ pub mod scriptlets;
 pub mod solve;
 pub mod systemd_setup;
 pub mod treefile;
+mod treefile_checks;
 pub mod treefile_edits;
 pub mod treefile_vars;
 pub mod unpack_cache;

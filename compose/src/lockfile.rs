@@ -8,7 +8,7 @@
 //! repository has is a warning (rpm-ostree's), and becomes a depsolve error when the tree needs it.
 
 use crate::solve::{Candidate, SolvedPackage};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use fedostree_util::InputError;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -220,15 +220,7 @@ pub fn write(path: &Path, solved: &[SolvedPackage], repos: &[(String, Option<Str
         }),
     };
     let text = serde_json::to_string_pretty(&lock)? + "\n";
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    fedostree_util::atomic::write(path, text)
 }
 
 #[cfg(test)]

@@ -50,7 +50,11 @@ impl Progress {
             b.finish_and_clear();
         }
         let secs = self.start.elapsed().as_secs_f64();
-        fedostree_util::events::step(fedostree_util::events::Stage::Compose, format!("{}: {summary}", self.label), Some(secs));
+        fedostree_util::events::step(
+            fedostree_util::events::Stage::Compose,
+            format!("{}: {summary}", self.label),
+            Some(secs),
+        );
     }
 }
 

@@ -222,93 +222,113 @@ fn parse_repo_file(path: &Path, vars: &RepoVars) -> Result<Vec<RepoConfig>> {
         let cur = out
             .last_mut()
             .ok_or_else(|| anyhow!("{}: key outside of a [repository] section", at()))?;
-        let v = v.trim();
-        let mut unknown_var = None;
-        let mut expand = |url: &str| -> Result<String> {
-            let (url, unknown) = expand_vars(url, vars);
-            if let Some(name) = unknown {
-                let why = match name.as_str() {
-                    "releasever" => "the treefile sets no `releasever`".to_owned(),
-                    _ => "known: $basearch, $releasever (from the treefile), $devrepo, the treefile's \
-                          `repovars`, and DNF_VAR_* from the environment"
-                        .to_owned(),
-                };
-                unknown_var.get_or_insert(format!("{}: `{}` uses ${name}, which has no value ({why})", at(), k));
-            }
-            if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("{}: `{k}` URL `{url}` must be file://, http:// or https://", at());
-            }
-            Ok(url)
-        };
-        match k.trim() {
-            "name" => cur.name = v.into(),
-            "baseurl" => {
-                for url in list(v) {
-                    let url = expand(url)?;
-                    cur.baseurls.push(url.trim_end_matches('/').into());
-                }
-            }
-            "mirrorlist" => cur.mirrorlist = Some(expand(v)?),
-            "metalink" => cur.metalink = Some(expand(v)?),
-            "exclude" | "excludepkgs" => cur.exclude.extend(list(v).map(str::to_owned)),
-            "includepkgs" => cur.includepkgs.extend(list(v).map(str::to_owned)),
-            "priority" | "cost" => {
-                let n: i32 = v.parse().map_err(|_| anyhow!("{}: {k}=`{v}` is not a number", at()))?;
-                *(if k == "priority" {
-                    &mut cur.priority
-                } else {
-                    &mut cur.cost
-                }) = n;
-            }
-            "skip_if_unavailable" => {
-                cur.skip_if_unavailable =
-                    parse_bool(v).ok_or_else(|| anyhow!("{}: skip_if_unavailable=`{v}` is not a boolean", at()))?
-            }
-            "module_hotfixes" => {
-                tracing::info!(
-                    "{}: module_hotfixes ignored: fedostree composes no modular content",
-                    at()
-                )
-            }
-            "gpgcheck" => {
-                cur.gpgcheck = parse_bool(v).ok_or_else(|| anyhow!("{}: gpgcheck=`{v}` is not a boolean", at()))?
-            }
-            "repo_gpgcheck" => {
-                cur.repo_gpgcheck =
-                    parse_bool(v).ok_or_else(|| anyhow!("{}: repo_gpgcheck=`{v}` is not a boolean", at()))?
-            }
-            // dnf: several keys separated by whitespace or commas.
-            "gpgkey" => {
-                for url in list(v) {
-                    cur.gpgkeys.push(expand(url)?);
-                }
-            }
-            "enabled" | "metadata_expire" => {}
-            other => bail!("{}: unknown repository option `{other}`", at()),
-        }
-        if let Some(problem) = unknown_var {
-            cur.unexpanded.get_or_insert(problem);
-        }
+        set_repo_option(cur, k, v.trim(), vars, &at)?;
     }
     for r in &mut out {
-        r.baseurl = match (r.baseurls.first(), &r.mirrorlist, &r.metalink) {
-            (Some(b), _, _) => b.clone(),
-            (None, Some(m), _) | (None, None, Some(m)) => m.clone(),
-            (None, None, None) => bail!(
-                "{}: repository `{}` has no baseurl, mirrorlist or metalink",
-                path.display(),
-                r.id
-            ),
-        };
-        if (r.gpgcheck || r.repo_gpgcheck) && r.gpgkeys.is_empty() {
-            bail!(
-                "{}: repository `{}` sets gpgcheck or repo_gpgcheck but names no gpgkey",
-                path.display(),
-                r.id
-            );
-        }
+        finish_repo(r, path)?;
     }
     Ok(out)
+}
+
+/// Apply option `k` = `v` to `cur`; the first URL variable without a value is noted in `unexpanded`.
+fn set_repo_option(cur: &mut RepoConfig, k: &str, v: &str, vars: &RepoVars, at: &dyn Fn() -> String) -> Result<()> {
+    let mut unknown_var = None;
+    let mut expand = |url: &str| expand_url(url, k, vars, at, &mut unknown_var);
+    match k.trim() {
+        "name" => cur.name = v.into(),
+        "baseurl" => {
+            for url in list(v) {
+                let url = expand(url)?;
+                cur.baseurls.push(url.trim_end_matches('/').into());
+            }
+        }
+        "mirrorlist" => cur.mirrorlist = Some(expand(v)?),
+        "metalink" => cur.metalink = Some(expand(v)?),
+        "exclude" | "excludepkgs" => cur.exclude.extend(list(v).map(str::to_owned)),
+        "includepkgs" => cur.includepkgs.extend(list(v).map(str::to_owned)),
+        "priority" | "cost" => {
+            let n: i32 = v.parse().map_err(|_| anyhow!("{}: {k}=`{v}` is not a number", at()))?;
+            *(if k == "priority" {
+                &mut cur.priority
+            } else {
+                &mut cur.cost
+            }) = n;
+        }
+        "skip_if_unavailable" => {
+            cur.skip_if_unavailable =
+                parse_bool(v).ok_or_else(|| anyhow!("{}: skip_if_unavailable=`{v}` is not a boolean", at()))?
+        }
+        "module_hotfixes" => {
+            tracing::info!(
+                "{}: module_hotfixes ignored: fedostree composes no modular content",
+                at()
+            )
+        }
+        "gpgcheck" => {
+            cur.gpgcheck = parse_bool(v).ok_or_else(|| anyhow!("{}: gpgcheck=`{v}` is not a boolean", at()))?
+        }
+        "repo_gpgcheck" => {
+            cur.repo_gpgcheck =
+                parse_bool(v).ok_or_else(|| anyhow!("{}: repo_gpgcheck=`{v}` is not a boolean", at()))?
+        }
+        // dnf: several keys separated by whitespace or commas.
+        "gpgkey" => {
+            for url in list(v) {
+                cur.gpgkeys.push(expand(url)?);
+            }
+        }
+        "enabled" | "metadata_expire" => {}
+        other => bail!("{}: unknown repository option `{other}`", at()),
+    }
+    if let Some(problem) = unknown_var {
+        cur.unexpanded.get_or_insert(problem);
+    }
+    Ok(())
+}
+
+/// Option `k`'s URL with variables expanded (file:// or http(s):// only), noting a variable without value.
+fn expand_url(
+    url: &str,
+    k: &str,
+    vars: &RepoVars,
+    at: &dyn Fn() -> String,
+    unknown_var: &mut Option<String>,
+) -> Result<String> {
+    let (url, unknown) = expand_vars(url, vars);
+    if let Some(name) = unknown {
+        let why = match name.as_str() {
+            "releasever" => "the treefile sets no `releasever`".to_owned(),
+            _ => "known: $basearch, $releasever (from the treefile), $devrepo, the treefile's \
+                  `repovars`, and DNF_VAR_* from the environment"
+                .to_owned(),
+        };
+        unknown_var.get_or_insert(format!("{}: `{}` uses ${name}, which has no value ({why})", at(), k));
+    }
+    if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("{}: `{k}` URL `{url}` must be file://, http:// or https://", at());
+    }
+    Ok(url)
+}
+
+/// Set `baseurl` (first base URL, else mirrorlist or metalink) and check that gpg checks name a key.
+fn finish_repo(r: &mut RepoConfig, path: &Path) -> Result<()> {
+    r.baseurl = match (r.baseurls.first(), &r.mirrorlist, &r.metalink) {
+        (Some(b), _, _) => b.clone(),
+        (None, Some(m), _) | (None, None, Some(m)) => m.clone(),
+        (None, None, None) => bail!(
+            "{}: repository `{}` has no baseurl, mirrorlist or metalink",
+            path.display(),
+            r.id
+        ),
+    };
+    if (r.gpgcheck || r.repo_gpgcheck) && r.gpgkeys.is_empty() {
+        bail!(
+            "{}: repository `{}` sets gpgcheck or repo_gpgcheck but names no gpgkey",
+            path.display(),
+            r.id
+        );
+    }
+    Ok(())
 }
 
 /// A value holding several items, separated by whitespace or commas as dnf reads them.

@@ -87,16 +87,11 @@ pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
 /// to every user but root (the lifecycle scenario's delta check found it changing mode between composes).
 pub fn replace_file_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".fedostree-").tempfile_in(parent)?;
-    write(tmp.as_file_mut())?;
     let mode = match fs_err::symlink_metadata(path) {
-        Ok(old) if old.is_file() => old.permissions(),
-        _ => std::fs::Permissions::from_mode(0o644),
+        Ok(old) if old.is_file() => old.permissions().mode(),
+        _ => 0o644,
     };
-    tmp.as_file().set_permissions(mode)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    fedostree_util::atomic::write_with(path, mode, write)
 }
 
 #[cfg(test)]

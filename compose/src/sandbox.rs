@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long one sandboxed program may run (`FEDOSTREE_SANDBOX_TIMEOUT`, seconds). dracut for an
 /// aarch64 tree under qemu-user is the slowest legitimate one, at a few minutes.
@@ -94,18 +94,16 @@ pub fn run_with(
     let mut child = c.spawn().context("running bwrap (install bubblewrap: ci/setup)")?;
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let mut nap = Duration::from_millis(1);
-    let (status, timed_out) = loop {
-        if let Some(st) = child.try_wait()? {
-            break (st, None);
-        }
-        if Instant::now() >= deadline {
+    let every = fedostree_util::poll::Every {
+        first: Duration::from_millis(1),
+        max: Duration::from_millis(50),
+    };
+    let (status, timed_out) = match fedostree_util::poll::until(timeout, every, || Ok(child.try_wait()?))? {
+        Some(st) => (st, None),
+        None => {
             let _ = child.kill();
-            break (child.wait()?, Some(timeout));
+            (child.wait()?, Some(timeout))
         }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(50));
     };
     let mut output = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
     output.push_str(&String::from_utf8_lossy(&err.join().unwrap_or_default()));

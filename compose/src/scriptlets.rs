@@ -1,8 +1,6 @@
 //! RPM scriptlets as the package headers declare them: [`Phase`], [`Scriptlet`] and [`read`].
 //! Running them in the sandbox at compose time is `scriptlet_run.rs`'s.
 
-
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     Pre,

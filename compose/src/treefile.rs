@@ -3,6 +3,7 @@
 //! Unknown keys are errors naming file and line; rpm-ostree keys that fedostree does not implement
 //! yet are a distinct "not supported yet" error, never silently ignored.
 
+use crate::treefile_checks;
 use crate::treefile_vars::{self, VarValue, Variables};
 use fedostree_util::Arch;
 use serde::{Deserialize, Serialize};
@@ -273,17 +274,17 @@ macro_rules! treefile_keys {
 mod merge {
     use std::collections::BTreeMap;
 
+    /// The included items, then the includer's.
     pub fn list<T>(base: Option<Vec<T>>, top: Option<Vec<T>>) -> Option<Vec<T>> {
-        match (base, top) {
-            (Some(mut b), Some(t)) => {
-                b.extend(t);
-                Some(b)
-            }
-            (b, t) => t.or(b),
-        }
+        extend(base, top)
     }
 
+    /// Key by key, the includer's entries winning.
     pub fn map<V>(base: Option<BTreeMap<String, V>>, top: Option<BTreeMap<String, V>>) -> Option<BTreeMap<String, V>> {
+        extend(base, top)
+    }
+
+    fn extend<C: Extend<I> + IntoIterator<Item = I>, I>(base: Option<C>, top: Option<C>) -> Option<C> {
         match (base, top) {
             (Some(mut b), Some(t)) => {
                 b.extend(t);
@@ -430,6 +431,21 @@ impl RawTreefile {
             _ => None,
         }
     }
+
+    /// Substitute variables where rpm-ostree does: `automatic-version-prefix`, `add-commit-metadata` strings.
+    fn substitute_variables(&mut self, vars: &Variables) {
+        self.automatic_version_prefix = self
+            .automatic_version_prefix
+            .take()
+            .map(|p| treefile_vars::substitute(&p, vars));
+        if let Some(metadata) = &mut self.add_commit_metadata {
+            for v in metadata.values_mut() {
+                if let serde_json::Value::String(s) = v {
+                    *s = treefile_vars::substitute(s, vars);
+                }
+            }
+        }
+    }
 }
 
 /// A treefile with its includes merged and resolved for one architecture.
@@ -519,10 +535,6 @@ pub struct Treefile {
 impl Treefile {
     /// Load `path` and everything it includes, resolved for `arch`.
     pub fn load(path: &Path, name: &str, arch: Arch) -> Result<Treefile, TreefileError> {
-        let invalid = |msg: String| TreefileError::Invalid {
-            path: path.to_owned(),
-            msg,
-        };
         let mut walk = Walk {
             arch,
             chain: Vec::new(),
@@ -531,129 +543,7 @@ impl Treefile {
         };
         let mut raw = walk.load(path)?;
         let vars = walk.vars;
-        let mut packages = raw.packages.take().unwrap_or_default();
-        packages.extend(raw.packages_for(arch.as_str()).unwrap_or_default());
-        let packages = split_names(packages);
-        let ref_ = raw
-            .ref_
-            .take()
-            .ok_or_else(|| invalid("missing mandatory key `ref`".into()))?;
-        let ref_ = treefile_vars::substitute(&ref_, &vars);
-        if ref_.contains("${") {
-            return Err(invalid(format!("`ref` `{ref_}` names a variable that is not defined")));
-        }
-        if ref_.is_empty() || ref_.contains(['\0', ' ', '\n']) {
-            return Err(invalid(format!("invalid ref `{ref_}`")));
-        }
-        let remove_files = raw.remove_files.unwrap_or_default();
-        for f in &remove_files {
-            if f.starts_with('/') || f.split('/').any(|c| c == "..") {
-                return Err(invalid(format!(
-                    "remove-files entry `{f}` must be relative to / and must not contain `..`"
-                )));
-            }
-        }
-        if packages.is_empty() {
-            return Err(invalid(format!("no packages for {arch}")));
-        }
-        let exclude_packages = split_names(raw.exclude_packages.unwrap_or_default());
-        for (key, names) in [("packages", &packages), ("exclude-packages", &exclude_packages)] {
-            if let Some(bad) = names.iter().find(|n| n.chars().any(char::is_control)) {
-                return Err(invalid(format!(
-                    "`{key}`: package name {bad:?} contains a control character"
-                )));
-            }
-        }
-        raw.automatic_version_prefix = raw
-            .automatic_version_prefix
-            .map(|p| treefile_vars::substitute(&p, &vars));
-        if let Some(metadata) = &mut raw.add_commit_metadata {
-            for v in metadata.values_mut() {
-                if let serde_json::Value::String(s) = v {
-                    *s = treefile_vars::substitute(s, &vars);
-                }
-            }
-        }
-        let digest = |file: &Path| -> Result<String, TreefileError> {
-            use sha2::Digest;
-            let bytes = fs_err::read(file).map_err(|source| TreefileError::Io {
-                path: file.to_owned(),
-                source,
-            })?;
-            Ok(hex::encode(sha2::Sha256::digest(bytes)))
-        };
-        let mut external_digests = Vec::new();
-        if let Some(script) = &raw.postprocess_script {
-            external_digests.push(format!("postprocess-script {}", digest(script)?));
-        }
-        let add_files = raw.add_files.take().unwrap_or_default();
-        for f in &add_files {
-            if !f.source.is_file() {
-                return Err(invalid(format!("`add-files`: {} is not a file", f.source.display())));
-            }
-            external_digests.push(format!("add-files {:?} {}", f.source_as_written, digest(&f.source)?));
-        }
-        let remove_from_packages = raw.remove_from_packages.take().unwrap_or_default();
-        let files_remove_regex = compile_remove_from_packages(&remove_from_packages)
-            .map_err(|msg| invalid(format!("`remove-from-packages`: {msg}")))?;
-        let container = raw.container.unwrap_or(false);
-        let repovars = raw.repovars.take().unwrap_or_default();
-        for name in repovars.keys() {
-            if name == "releasever" || name == "basearch" {
-                return Err(invalid(format!(
-                    "`repovars`: `{name}` cannot be set here (rpm-ostree refuses it too): {}",
-                    if name == "releasever" {
-                        "use the `releasever` key"
-                    } else {
-                        "it is the compose architecture"
-                    }
-                )));
-            }
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(invalid(format!(
-                    "`repovars`: `{name}` is not a variable name (letters, digits, _)"
-                )));
-            }
-        }
-        let opt_usrlocal = raw.opt_usrlocal.unwrap_or_default();
-        if opt_usrlocal == OptUsrLocal::StateOverlay {
-            return Err(invalid(
-                "`opt-usrlocal: state-overlay` needs ostree's ostree-state-overlay@ units (ostree 2023.3); \
-                      this ostree (2022.7) has none: use `var` or `root`"
-                    .into(),
-            ));
-        }
-        let check_passwd = raw.check_passwd.take().unwrap_or_default();
-        let check_groups = raw.check_groups.take().unwrap_or_default();
-        for (key, file) in [
-            ("check-passwd", check_file(Some(&check_passwd))),
-            ("check-groups", check_file(Some(&check_groups))),
-        ] {
-            if let Some(file) = file {
-                if !file.is_file() {
-                    return Err(invalid(format!("`{key}`: {} is not a file", file.display())));
-                }
-                external_digests.push(format!("{key} {}", digest(file)?));
-            }
-        }
-        let repo_packages = raw.repo_packages.take().unwrap_or_default();
-        for rp in &repo_packages {
-            let names = split_names(rp.packages.clone());
-            if names.is_empty() {
-                return Err(invalid(format!(
-                    "`repo-packages`: the entry for repository `{}` names no package",
-                    rp.repo
-                )));
-            }
-        }
-        let preserve_passwd = raw.preserve_passwd.unwrap_or(true);
-        if preserve_passwd && check_file(Some(&check_passwd)).is_some() != check_file(Some(&check_groups)).is_some() {
-            return Err(invalid(
-                "`check-passwd` and `check-groups` must both be of type file or neither: accounts are \
-                      preserved from the files or from the previous commit, not one from each (as rpm-ostree)"
-                    .into(),
-            ));
-        }
+        let checked = CheckedKeys::take(&mut raw, path, arch, &vars)?;
         let mutate_os_release = raw
             .mutate_os_release
             .take()
@@ -663,23 +553,19 @@ impl Treefile {
         if boot_location != BootLocation::Modules {
             warnings.push("boot-location: new is deprecated, use boot-location: modules (as rpm-ostree warns)".into());
         }
-        if let Some(prefix) = &raw.automatic_version_prefix {
-            crate::version::check_version_prefix(prefix)
-                .map_err(|msg| invalid(format!("`automatic-version-prefix`: {msg}")))?;
-        }
         Ok(Treefile {
             path: path.to_owned(),
             name: name.to_owned(),
             arch,
             releasever: raw.releasever,
-            ref_,
+            ref_: checked.ref_,
             repos: raw.repos.unwrap_or_default(),
-            packages,
-            exclude_packages,
+            packages: checked.packages,
+            exclude_packages: checked.exclude_packages,
             recommends: raw.recommends.unwrap_or(true),
             add_commit_metadata: raw.add_commit_metadata.unwrap_or_default(),
             automatic_version_prefix: raw.automatic_version_prefix,
-            remove_files,
+            remove_files: checked.remove_files,
             documentation: raw.documentation.unwrap_or(true),
             units: raw.units.unwrap_or_default(),
             default_target: raw.default_target,
@@ -688,30 +574,30 @@ impl Treefile {
             ignore_removed_groups: raw.ignore_removed_groups.unwrap_or_default(),
             initramfs_args: raw.initramfs_args.unwrap_or_default(),
             postprocess_script: raw.postprocess_script,
-            external_digests,
+            external_digests: checked.external_digests,
             postprocess: raw.postprocess.unwrap_or_default(),
             machineid_compat: raw.machineid_compat.unwrap_or(true),
             variables: vars,
             warnings,
-            remove_from_packages,
-            files_remove_regex,
-            add_files,
+            remove_from_packages: checked.remove_from_packages,
+            files_remove_regex: checked.files_remove_regex,
+            add_files: checked.add_files,
             mutate_os_release,
             tmp_is_dir: raw.tmp_is_dir.unwrap_or(false),
             readonly_executables: raw.readonly_executables.unwrap_or(false),
             container_cmd: raw.container_cmd.unwrap_or_default(),
             boot_location,
             rpmdb: raw.rpmdb.unwrap_or_default(),
-            preserve_passwd,
-            check_passwd,
-            check_groups,
+            preserve_passwd: checked.preserve_passwd,
+            check_passwd: checked.check_passwd,
+            check_groups: checked.check_groups,
             lockfile_repos: raw.lockfile_repos.unwrap_or_default(),
-            repo_packages,
+            repo_packages: checked.repo_packages,
             ostree_layers: raw.ostree_layers.unwrap_or_default(),
             ostree_override_layers: raw.ostree_override_layers.unwrap_or_default(),
-            container,
-            opt_usrlocal,
-            repovars,
+            container: raw.container.unwrap_or(false),
+            opt_usrlocal: checked.opt_usrlocal,
+            repovars: checked.repovars,
         })
     }
 
@@ -755,6 +641,183 @@ impl Treefile {
     pub fn canonical_json(&self) -> String {
         serde_json::to_string(self).expect("treefile serializes")
     }
+}
+
+/// The keys of a merged treefile that [`Treefile::load`] checks, or computes from, taken out of it.
+struct CheckedKeys {
+    ref_: String,
+    packages: Vec<String>,
+    exclude_packages: Vec<String>,
+    remove_files: Vec<String>,
+    external_digests: Vec<String>,
+    add_files: Vec<AddFile>,
+    remove_from_packages: Vec<Vec<String>>,
+    files_remove_regex: BTreeMap<String, Vec<regex::Regex>>,
+    repovars: BTreeMap<String, String>,
+    opt_usrlocal: OptUsrLocal,
+    check_passwd: AccountCheck<PasswdIds>,
+    check_groups: AccountCheck<u32>,
+    repo_packages: Vec<RepoPackages>,
+    preserve_passwd: bool,
+}
+
+impl CheckedKeys {
+    /// Take the keys that need checks or digests out of the merged `raw`, in order; errors name `path`.
+    fn take(raw: &mut RawTreefile, path: &Path, arch: Arch, vars: &Variables) -> Result<CheckedKeys, TreefileError> {
+        let invalid = |msg: String| TreefileError::Invalid {
+            path: path.to_owned(),
+            msg,
+        };
+        let mut packages = raw.packages.take().unwrap_or_default();
+        packages.extend(raw.packages_for(arch.as_str()).unwrap_or_default());
+        let packages = split_names(packages);
+        let ref_ = raw
+            .ref_
+            .take()
+            .ok_or_else(|| invalid("missing mandatory key `ref`".into()))?;
+        let ref_ = treefile_vars::substitute(&ref_, vars);
+        treefile_checks::check_ref(&ref_).map_err(invalid)?;
+        let remove_files = raw.remove_files.take().unwrap_or_default();
+        treefile_checks::check_remove_files(&remove_files).map_err(invalid)?;
+        if packages.is_empty() {
+            return Err(invalid(format!("no packages for {arch}")));
+        }
+        let exclude_packages = split_names(raw.exclude_packages.take().unwrap_or_default());
+        treefile_checks::check_package_names(&packages, &exclude_packages).map_err(invalid)?;
+        raw.substitute_variables(vars);
+        let mut external_digests = Vec::new();
+        let add_files = digest_scripts_and_add_files(raw, &mut external_digests, &invalid)?;
+        let remove_from_packages = raw.remove_from_packages.take().unwrap_or_default();
+        let files_remove_regex = compile_remove_from_packages(&remove_from_packages)
+            .map_err(|msg| invalid(format!("`remove-from-packages`: {msg}")))?;
+        let repovars = raw.repovars.take().unwrap_or_default();
+        treefile_checks::check_repovars(&repovars).map_err(invalid)?;
+        let opt_usrlocal = raw.opt_usrlocal.unwrap_or_default();
+        check_opt_usrlocal(opt_usrlocal).map_err(invalid)?;
+        let check_passwd = raw.check_passwd.take().unwrap_or_default();
+        let check_groups = raw.check_groups.take().unwrap_or_default();
+        digest_account_files(&check_passwd, &check_groups, &mut external_digests, &invalid)?;
+        let repo_packages = raw.repo_packages.take().unwrap_or_default();
+        check_repo_packages(&repo_packages).map_err(invalid)?;
+        let preserve_passwd = raw.preserve_passwd.unwrap_or(true);
+        check_account_sources(preserve_passwd, &check_passwd, &check_groups).map_err(invalid)?;
+        if let Some(prefix) = &raw.automatic_version_prefix {
+            crate::version::check_version_prefix(prefix)
+                .map_err(|msg| invalid(format!("`automatic-version-prefix`: {msg}")))?;
+        }
+        Ok(CheckedKeys {
+            ref_,
+            packages,
+            exclude_packages,
+            remove_files,
+            external_digests,
+            add_files,
+            remove_from_packages,
+            files_remove_regex,
+            repovars,
+            opt_usrlocal,
+            check_passwd,
+            check_groups,
+            repo_packages,
+            preserve_passwd,
+        })
+    }
+}
+
+/// The SHA-256 of a file the treefile names: an input of the compose, like the treefile itself.
+fn file_digest(file: &Path) -> Result<String, TreefileError> {
+    use sha2::Digest;
+    let bytes = fs_err::read(file).map_err(|source| TreefileError::Io {
+        path: file.to_owned(),
+        source,
+    })?;
+    Ok(hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Digest `postprocess-script` and the `add-files` sources (which must be files); returns `add-files`.
+fn digest_scripts_and_add_files(
+    raw: &mut RawTreefile,
+    external_digests: &mut Vec<String>,
+    invalid: &dyn Fn(String) -> TreefileError,
+) -> Result<Vec<AddFile>, TreefileError> {
+    if let Some(script) = &raw.postprocess_script {
+        external_digests.push(format!("postprocess-script {}", file_digest(script)?));
+    }
+    let add_files = raw.add_files.take().unwrap_or_default();
+    for f in &add_files {
+        if !f.source.is_file() {
+            return Err(invalid(format!("`add-files`: {} is not a file", f.source.display())));
+        }
+        external_digests.push(format!(
+            "add-files {:?} {}",
+            f.source_as_written,
+            file_digest(&f.source)?
+        ));
+    }
+    Ok(add_files)
+}
+
+/// Digest the `check-passwd`/`check-groups` files (which must exist) into `external_digests`.
+fn digest_account_files(
+    check_passwd: &AccountCheck<PasswdIds>,
+    check_groups: &AccountCheck<u32>,
+    external_digests: &mut Vec<String>,
+    invalid: &dyn Fn(String) -> TreefileError,
+) -> Result<(), TreefileError> {
+    for (key, file) in [
+        ("check-passwd", check_file(Some(check_passwd))),
+        ("check-groups", check_file(Some(check_groups))),
+    ] {
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(invalid(format!("`{key}`: {} is not a file", file.display())));
+            }
+            external_digests.push(format!("{key} {}", file_digest(file)?));
+        }
+    }
+    Ok(())
+}
+
+/// `opt-usrlocal: state-overlay` needs ostree units this ostree lacks.
+fn check_opt_usrlocal(opt_usrlocal: OptUsrLocal) -> Result<(), String> {
+    if opt_usrlocal == OptUsrLocal::StateOverlay {
+        return Err(
+            "`opt-usrlocal: state-overlay` needs ostree's ostree-state-overlay@ units (ostree 2023.3); \
+                  this ostree (2022.7) has none: use `var` or `root`"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Every `repo-packages` entry names at least one package.
+fn check_repo_packages(repo_packages: &[RepoPackages]) -> Result<(), String> {
+    for rp in repo_packages {
+        let names = split_names(rp.packages.clone());
+        if names.is_empty() {
+            return Err(format!(
+                "`repo-packages`: the entry for repository `{}` names no package",
+                rp.repo
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Accounts preserved from files take both from files, or neither (as rpm-ostree).
+fn check_account_sources(
+    preserve_passwd: bool,
+    check_passwd: &AccountCheck<PasswdIds>,
+    check_groups: &AccountCheck<u32>,
+) -> Result<(), String> {
+    if preserve_passwd && check_file(Some(check_passwd)).is_some() != check_file(Some(check_groups)).is_some() {
+        return Err(
+            "`check-passwd` and `check-groups` must both be of type file or neither: accounts are \
+                  preserved from the files or from the previous commit, not one from each (as rpm-ostree)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Find a tree by name under `trees_dir` (`dev/minimal` → `trees/dev/minimal.yaml`) or take a path.
@@ -853,6 +916,36 @@ impl Walk {
     /// Load one file and, depth first, what it includes. A file's `conditional-include` sees the
     /// variables known when it is read, before its own includes, as in rpm-ostree.
     fn load(&mut self, path: &Path) -> Result<RawTreefile, TreefileError> {
+        let canonical = self.enter(path)?;
+        let (text, mut raw) = read_raw(path)?;
+
+        let invalid = |key: &str, msg: String| TreefileError::Invalid {
+            path: path.to_owned(),
+            msg: format!("line {}: `{key}`: {msg}", line_of_key(&text, key)),
+        };
+        resolve_paths(&mut raw, path, &invalid)?;
+        raw.normalize().map_err(|(key, msg)| invalid(key, msg))?;
+        self.define_variables(&mut raw, &invalid)?;
+
+        let mut includes = raw.include.take().map(Includes::into_vec).unwrap_or_default();
+        let mut raw = self.conditional_includes(raw, &mut includes, &text, path, &invalid)?;
+        // After the inline content: it may set releasever too.
+        if matches!(raw.releasever, Some(VarValue::Bool(_))) {
+            return Err(invalid("releasever", "must be a string or a number".into()));
+        }
+
+        self.chain.push(canonical);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for inc in includes {
+            let included = self.load(&dir.join(&inc))?;
+            raw = raw.merge_over(included);
+        }
+        self.chain.pop();
+        Ok(raw)
+    }
+
+    /// Note `path` as seen unless it makes a cycle, a repeat or too deep nesting; returns it canonical.
+    fn enter(&mut self, path: &Path) -> Result<PathBuf, TreefileError> {
         let canonical = path.canonicalize().map_err(|source| TreefileError::Io {
             path: path.to_owned(),
             source,
@@ -872,65 +965,17 @@ impl Walk {
             return Err(TreefileError::IncludeDepth { path: path.to_owned() });
         }
         self.seen.push(canonical.clone());
-        let text = fs_err::read_to_string(path).map_err(|source| TreefileError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
-            path: path.to_owned(),
-            msg: e.to_string(),
-        })?;
-        let map = match value {
-            serde_yaml_ng::Value::Mapping(m) => m,
-            serde_yaml_ng::Value::Null => serde_yaml_ng::Mapping::new(),
-            _ => {
-                return Err(TreefileError::Syntax {
-                    path: path.to_owned(),
-                    msg: "a treefile must be a mapping".into(),
-                })
-            }
-        };
-        check_keys(&map, &text, path)?;
-        let mut raw: RawTreefile = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
-            path: path.to_owned(),
-            msg: e.to_string(),
-        })?;
+        Ok(canonical)
+    }
 
-        let invalid = |key: &str, msg: String| TreefileError::Invalid {
-            path: path.to_owned(),
-            msg: format!("line {}: `{key}`: {msg}", line_of_key(&text, key)),
-        };
-        if let Some(script) = raw.postprocess_script.take() {
-            raw.postprocess_script = Some(path.parent().unwrap_or(Path::new(".")).join(script));
-        }
-        for f in raw.add_files.iter_mut().flatten() {
-            if !add_files_dest_is_valid(&f.dest) {
-                return Err(invalid(
-                    "add-files",
-                    format!(
-                        "unsupported destination `{}` (rpm-ostree allows /usr except /usr/local, /etc, /bin, /sbin, /lib, /lib64)",
-                        f.dest
-                    ),
-                ));
-            }
-            f.source = path.parent().unwrap_or(Path::new(".")).join(&f.source_as_written);
-        }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        if let Some(c) = &mut raw.check_passwd {
-            c.resolve_file(dir);
-        }
-        if let Some(c) = &mut raw.check_groups {
-            c.resolve_file(dir);
-        }
-        raw.normalize().map_err(|(key, msg)| invalid(key, msg))?;
+    /// Add the file's checked `variables`, `basearch` and `releasever` to the walk's (first one wins).
+    fn define_variables(
+        &mut self,
+        raw: &mut RawTreefile,
+        invalid: &dyn Fn(&str, String) -> TreefileError,
+    ) -> Result<(), TreefileError> {
         let mut own = raw.variables.take().unwrap_or_default();
-        if let Some(name) = own.keys().find(|k| treefile_vars::RESERVED.contains(&k.as_str())) {
-            return Err(invalid(
-                "variables",
-                format!("`{name}` is defined by the compose itself"),
-            ));
-        }
-        treefile_vars::check(&own).map_err(|msg| invalid("variables", msg))?;
+        treefile_checks::check_variables(&own).map_err(|msg| invalid("variables", msg))?;
         own.insert("basearch".into(), VarValue::String(self.arch.as_str().into()));
         if let Some(r) = &raw.releasever {
             own.insert("releasever".into(), r.clone());
@@ -938,8 +983,18 @@ impl Walk {
         for (k, v) in own {
             self.vars.entry(k).or_insert(v);
         }
+        Ok(())
+    }
 
-        let mut includes = raw.include.take().map(Includes::into_vec).unwrap_or_default();
+    /// Apply the `conditional-include` entries that hold now: inline ones merged, files added to `includes`.
+    fn conditional_includes(
+        &self,
+        mut raw: RawTreefile,
+        includes: &mut Vec<String>,
+        text: &str,
+        path: &Path,
+        invalid: &dyn Fn(&str, String) -> TreefileError,
+    ) -> Result<RawTreefile, TreefileError> {
         for (n, entry) in raw
             .conditional_include
             .take()
@@ -954,24 +1009,7 @@ impl Walk {
             match entry.include {
                 // Written inline: merged into this file at once (this file wins).
                 serde_yaml_ng::Value::Mapping(m) => {
-                    if let Some(k) = m.keys().filter_map(|k| k.as_str()).find(|k| NOT_INLINE.contains(k)) {
-                        return Err(entry_error(format!("an inline treefile cannot use `{k}`")));
-                    }
-                    check_keys(&m, &text, path)?;
-                    // Through text: serde_yaml's errors from text name the key at fault.
-                    let inline_text = serde_yaml_ng::to_string(&m).unwrap_or_default();
-                    let mut inline: RawTreefile = serde_yaml_ng::from_str(&inline_text)
-                        .map_err(|e| entry_error(format!("inline treefile: {e}")))?;
-                    if check_file(inline.check_passwd.as_ref()).is_some()
-                        || check_file(inline.check_groups.as_ref()).is_some()
-                    {
-                        return Err(entry_error(
-                            "an inline treefile cannot name a check-passwd/check-groups file".into(),
-                        ));
-                    }
-                    inline
-                        .normalize()
-                        .map_err(|(key, msg)| entry_error(format!("`{key}`: {msg}")))?;
+                    let inline = parse_inline(&m, text, path, &entry_error)?;
                     raw = raw.merge_over(inline);
                 }
                 files => {
@@ -981,20 +1019,93 @@ impl Walk {
                 }
             }
         }
-        // After the inline content: it may set releasever too.
-        if matches!(raw.releasever, Some(VarValue::Bool(_))) {
-            return Err(invalid("releasever", "must be a string or a number".into()));
-        }
-
-        self.chain.push(canonical);
-        let dir = path.parent().unwrap_or(Path::new("."));
-        for inc in includes {
-            let included = self.load(&dir.join(&inc))?;
-            raw = raw.merge_over(included);
-        }
-        self.chain.pop();
         Ok(raw)
     }
+}
+
+/// Read one treefile: its text (for errors' line numbers) and its keys, checked before they are parsed.
+fn read_raw(path: &Path) -> Result<(String, RawTreefile), TreefileError> {
+    let text = fs_err::read_to_string(path).map_err(|source| TreefileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    })?;
+    let map = match value {
+        serde_yaml_ng::Value::Mapping(m) => m,
+        serde_yaml_ng::Value::Null => serde_yaml_ng::Mapping::new(),
+        _ => {
+            return Err(TreefileError::Syntax {
+                path: path.to_owned(),
+                msg: "a treefile must be a mapping".into(),
+            })
+        }
+    };
+    check_keys(&map, &text, path)?;
+    let raw: RawTreefile = serde_yaml_ng::from_str(&text).map_err(|e| TreefileError::Syntax {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    })?;
+    Ok((text, raw))
+}
+
+/// Resolve the paths a file names against its directory, checking `add-files` destinations.
+fn resolve_paths(
+    raw: &mut RawTreefile,
+    path: &Path,
+    invalid: &dyn Fn(&str, String) -> TreefileError,
+) -> Result<(), TreefileError> {
+    if let Some(script) = raw.postprocess_script.take() {
+        raw.postprocess_script = Some(path.parent().unwrap_or(Path::new(".")).join(script));
+    }
+    for f in raw.add_files.iter_mut().flatten() {
+        if !add_files_dest_is_valid(&f.dest) {
+            return Err(invalid(
+                "add-files",
+                format!(
+                    "unsupported destination `{}` (rpm-ostree allows /usr except /usr/local, /etc, /bin, /sbin, /lib, /lib64)",
+                    f.dest
+                ),
+            ));
+        }
+        f.source = path.parent().unwrap_or(Path::new(".")).join(&f.source_as_written);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(c) = &mut raw.check_passwd {
+        c.resolve_file(dir);
+    }
+    if let Some(c) = &mut raw.check_groups {
+        c.resolve_file(dir);
+    }
+    Ok(())
+}
+
+/// An inline `conditional-include` treefile, checked like the including file's keys and normalized.
+fn parse_inline(
+    m: &serde_yaml_ng::Mapping,
+    text: &str,
+    path: &Path,
+    entry_error: &dyn Fn(String) -> TreefileError,
+) -> Result<RawTreefile, TreefileError> {
+    if let Some(k) = m.keys().filter_map(|k| k.as_str()).find(|k| NOT_INLINE.contains(k)) {
+        return Err(entry_error(format!("an inline treefile cannot use `{k}`")));
+    }
+    check_keys(m, text, path)?;
+    // Through text: serde_yaml's errors from text name the key at fault.
+    let inline_text = serde_yaml_ng::to_string(m).unwrap_or_default();
+    let mut inline: RawTreefile =
+        serde_yaml_ng::from_str(&inline_text).map_err(|e| entry_error(format!("inline treefile: {e}")))?;
+    if check_file(inline.check_passwd.as_ref()).is_some() || check_file(inline.check_groups.as_ref()).is_some() {
+        return Err(entry_error(
+            "an inline treefile cannot name a check-passwd/check-groups file".into(),
+        ));
+    }
+    inline
+        .normalize()
+        .map_err(|(key, msg)| entry_error(format!("`{key}`: {msg}")))?;
+    Ok(inline)
 }
 
 /// Every key of `map` is a treefile key fedostree implements; rpm-ostree keys it does not

@@ -18,7 +18,11 @@ fn entry_path(e: &Entry) -> &Path {
 /// `unpacked` without the entries a pattern finds in (a directory takes its content with it);
 /// returns the paths left out too. The package's owners and sample path follow.
 pub fn remove_from_package(unpacked: &Unpacked, patterns: &[regex::Regex]) -> (Unpacked, Vec<String>) {
-    let matches = |p: &Path| patterns.iter().any(|re| re.is_match(&crate::commit_paths::commit_path(p)));
+    let matches = |p: &Path| {
+        patterns
+            .iter()
+            .any(|re| re.is_match(&crate::commit_paths::commit_path(p)))
+    };
     let dirs: Vec<&Path> = unpacked
         .entries
         .iter()
@@ -94,7 +98,11 @@ pub fn add_files(root: &Path, files: &[AddFile]) -> Result<()> {
         let mode = fs_err::metadata(&f.source)?.permissions().mode() & 0o7777;
         safepath::replace_file(&target, &content).with_context(at)?;
         fs_err::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
-        fedostree_util::events::step(fedostree_util::events::Stage::Compose, format!("add-files: {}", f.dest), None);
+        fedostree_util::events::step(
+            fedostree_util::events::Stage::Compose,
+            format!("add-files: {}", f.dest),
+            None,
+        );
     }
     Ok(())
 }
@@ -104,7 +112,10 @@ pub fn add_files(root: &Path, files: &[AddFile]) -> Result<()> {
 /// `automatic-version-prefix`) nothing changes, as in rpm-ostree.
 pub fn mutate_os_release(root: &Path, base: &str, version: Option<&str>) -> Result<()> {
     let Some(version) = version else {
-        fedostree_util::events::notice(fedostree_util::events::Stage::Compose, "mutate-os-release: ignored, the commit has no version");
+        fedostree_util::events::notice(
+            fedostree_util::events::Stage::Compose,
+            "mutate-os-release: ignored, the commit has no version",
+        );
         return Ok(());
     };
     let rel = safepath::resolve_in_tree(root, "etc/os-release")

@@ -102,7 +102,10 @@ impl UnpackCache {
                     .and_then(|t| serde_json::from_slice::<Manifest>(&t).ok())
                     .is_some_and(|m| contents_hold(&entry.join("files"), &m.stamps, |_| true));
                 if !intact && entry.starts_with(dir) && entry.exists() {
-                    let msg = format!("unpacked package cache: {} was changed by an unfinished compose; removing it", entry.display());
+                    let msg = format!(
+                        "unpacked package cache: {} was changed by an unfinished compose; removing it",
+                        entry.display()
+                    );
                     fedostree_util::events::notice(fedostree_util::events::Stage::Compose, msg);
                     fs_err::remove_dir_all(&entry)?;
                 }
@@ -184,7 +187,10 @@ impl UnpackCache {
                 || !stamps_hold(&p.files, &p.stamps)?
                 || !contents_hold(&p.files, &p.stamps, |s| !shared_inodes.contains_key(&(s.dev, s.ino)));
             if changed {
-                let msg = format!("unpacked package cache: the compose changed files of {} in place; it will be unpacked again", p.unpacked.package.nevra);
+                let msg = format!(
+                    "unpacked package cache: the compose changed files of {} in place; it will be unpacked again",
+                    p.unpacked.package.nevra
+                );
                 fedostree_util::events::notice(fedostree_util::events::Stage::Compose, msg);
                 fs_err::remove_dir_all(&p.entry)?;
                 evicted.push(p.unpacked.package.nevra.clone());
@@ -204,10 +210,7 @@ impl UnpackCache {
     /// (an error, a kill), the next [`Self::open`] checks their content before anything uses them.
     pub fn mark_in_use(&self, used: &[CachedPackage]) -> Result<()> {
         let names: Vec<&Path> = used.iter().map(|p| p.entry.as_path()).collect();
-        let tmp = self.dir.join(format!("{IN_USE}.tmp"));
-        fs_err::write(&tmp, serde_json::to_vec(&names)?)?;
-        fs_err::rename(&tmp, self.dir.join(IN_USE))?;
-        Ok(())
+        fedostree_util::atomic::write(&self.dir.join(IN_USE), serde_json::to_vec(&names)?)
     }
 
     fn prune(&self) {
@@ -235,7 +238,10 @@ fn load(entry: &Path) -> Result<Option<CachedPackage>> {
     };
     let files = entry.join("files");
     if !stamps_hold(&files, &m.stamps)? {
-        let msg = format!("unpacked package cache: files of {} changed since they were unpacked; unpacking again", m.unpacked.package.nevra);
+        let msg = format!(
+            "unpacked package cache: files of {} changed since they were unpacked; unpacking again",
+            m.unpacked.package.nevra
+        );
         fedostree_util::events::notice(fedostree_util::events::Stage::Compose, msg);
         return Ok(None);
     }

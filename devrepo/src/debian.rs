@@ -200,7 +200,11 @@ fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb>
     }
     fs_err::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = tempfile::tempdir_in(&dir)?;
-    fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, format!("downloading {q}={}", deb.version), None);
+    fedostree_util::events::step(
+        fedostree_util::events::Stage::Devrepo,
+        format!("downloading {q}={}", deb.version),
+        None,
+    );
     Command::new("apt-get")
         // Our cache is not readable by apt's _apt sandbox user; without this apt warns on every download.
         .args(["-q", "-o", "APT::Sandbox::User=root", "download"])

@@ -38,7 +38,7 @@ fn recipe_hash() -> String {
         include_str!("convert/scripts.rs"),
         include_str!("convert/version.rs"),
         include_str!("spec.rs"),
-        fedostree_compose::gpg::DEV_PUBLIC_KEY,
+        crate::dev_key::DEV_PUBLIC_KEY,
     ];
     crate::hash_sources(&sources)
 }
@@ -72,7 +72,11 @@ pub(crate) fn resolve(state: &StateDir, source_dir: &Path, debarch: &str) -> Res
             .map(|p| u.record(&p.name).expect("closure members are candidates").to_string())
             .collect();
         let what = format!("debian {debarch}: {} roots → {} packages", roots.len(), records.len());
-        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t.elapsed().as_secs_f64()));
+        fedostree_util::events::step(
+            fedostree_util::events::Stage::Devrepo,
+            what,
+            Some(t.elapsed().as_secs_f64()),
+        );
         repo::save_json(
             &memo_path,
             &ClosureMemo {
@@ -201,18 +205,9 @@ pub fn build(state: &StateDir, arch: Arch, source_dir: &Path) -> Result<Vec<Buil
             alts,
             &convert::conflicts(p, &unversioned),
         );
-        let old = manifest.packages.get(&p.name).cloned();
-        if let Some(o) = old.filter(|o| o.input == input) {
-            let path = pkgdir.join(&o.file);
-            if path.exists() && files.0.get(&p.name).is_some_and(|(i, _)| *i == input) {
-                out.push(BuiltPackage {
-                    name: p.name.clone(),
-                    nevra: o.nevra,
-                    path,
-                    rebuilt: false,
-                });
-                continue;
-            }
+        if let Some(kept) = up_to_date(&manifest, &files, &pkgdir, &p.name, &input) {
+            out.push(kept);
+            continue;
         }
         let t0 = Instant::now();
         let spec = convert::convert(&ConvertInput {
@@ -228,13 +223,7 @@ pub fn build(state: &StateDir, arch: Arch, source_dir: &Path) -> Result<Vec<Buil
         rewrote_in_place |= path.exists();
         let size = spec.write_rpm(&path)?;
         tracing::debug!("devrepo debian {arch}: {nevra} ({size} bytes) in {:?}", t0.elapsed());
-        let paths: Vec<String> = spec
-            .entries
-            .iter()
-            .filter(|(_, e)| !matches!(e.content, crate::spec::Content::Dir))
-            .map(|(p, _)| p.clone())
-            .collect();
-        files.0.insert(p.name.clone(), (input.clone(), paths));
+        files.0.insert(p.name.clone(), (input.clone(), shipped_paths(&spec)));
         manifest.packages.insert(
             p.name.clone(),
             ManifestEntry {
@@ -250,18 +239,60 @@ pub fn build(state: &StateDir, arch: Arch, source_dir: &Path) -> Result<Vec<Buil
             rebuilt: true,
         });
     }
-    files.0.retain(|n, _| pkgs.iter().any(|p| &p.name == n));
-    repo::save_json(&files_path, &files)?;
-    manifest.packages.retain(|n, _| pkgs.iter().any(|p| &p.name == n));
-    manifest.save(&dir)?;
+    save_state(&dir, &files_path, &mut files, &mut manifest, &pkgs)?;
     let rebuilt = out.iter().filter(|p| p.rebuilt).count();
     if rebuilt > 0 {
         let what = format!("debian {arch}: converted {rebuilt} packages");
-        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t_all.elapsed().as_secs_f64()));
+        fedostree_util::events::step(
+            fedostree_util::events::Stage::Devrepo,
+            what,
+            Some(t_all.elapsed().as_secs_f64()),
+        );
     }
     check_clashes(&files)?;
     finish(state, arch, &out, rewrote_in_place)?;
     Ok(out)
+}
+
+/// The existing RPM of package `name`, when it was built from `input` and it and its file list are still there.
+fn up_to_date(manifest: &Manifest, files: &FileLists, pkgdir: &Path, name: &str, input: &str) -> Option<BuiltPackage> {
+    let old = manifest.packages.get(name).cloned();
+    if let Some(o) = old.filter(|o| o.input == input) {
+        let path = pkgdir.join(&o.file);
+        if path.exists() && files.0.get(name).is_some_and(|(i, _)| *i == input) {
+            return Some(BuiltPackage {
+                name: name.to_string(),
+                nevra: o.nevra,
+                path,
+                rebuilt: false,
+            });
+        }
+    }
+    None
+}
+
+/// The spec's non-directory paths, as `files.json` records them.
+fn shipped_paths(spec: &crate::spec::PkgSpec) -> Vec<String> {
+    spec.entries
+        .iter()
+        .filter(|(_, e)| !matches!(e.content, crate::spec::Content::Dir))
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+/// Forget packages no longer in `pkgs`, then save `files.json` and the manifest.
+fn save_state(
+    dir: &Path,
+    files_path: &Path,
+    files: &mut FileLists,
+    manifest: &mut Manifest,
+    pkgs: &[Package],
+) -> Result<()> {
+    files.0.retain(|n, _| pkgs.iter().any(|p| &p.name == n));
+    repo::save_json(files_path, &*files)?;
+    manifest.packages.retain(|n, _| pkgs.iter().any(|p| &p.name == n));
+    manifest.save(dir)?;
+    Ok(())
 }
 
 /// Each package's control-archive facts (by name), read from the .deb only when its checksum is new.
@@ -342,6 +373,10 @@ fn finish(state: &StateDir, arch: Arch, out: &[BuiltPackage], rewrote_in_place: 
     repo::sign_repomd(&dir, revision)?;
     repo::install_public_key(&state.devrepo_root())?;
     let what = format!("debian {arch}: repodata for {} packages", out.len());
-    fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t0.elapsed().as_secs_f64()));
+    fedostree_util::events::step(
+        fedostree_util::events::Stage::Devrepo,
+        what,
+        Some(t0.elapsed().as_secs_f64()),
+    );
     Ok(())
 }

@@ -15,6 +15,7 @@ mod debian_index;
 pub mod debian_repo;
 #[cfg(test)]
 mod debian_tests;
+pub mod dev_key;
 mod kernel;
 mod own;
 mod repo;
@@ -95,7 +96,7 @@ fn recipe_hash() -> String {
         include_str!("busybox.rs"),
         include_str!("own.rs"),
         // Packages are signed with the dev key: a new key rebuilds them.
-        fedostree_compose::gpg::DEV_PUBLIC_KEY,
+        crate::dev_key::DEV_PUBLIC_KEY,
     ];
     hash_sources(&sources)
 }
@@ -124,8 +125,8 @@ fn human_size(bytes: u64) -> String {
 /// Metadata, its signature and the key the dev trees' `gpgkey=` names are all in place.
 pub fn is_built(state: &StateDir, arch: Arch) -> bool {
     state.devrepo(arch).join("repodata/repomd.xml.asc").exists()
-        && fs_err::read_to_string(state.devrepo_root().join(fedostree_compose::gpg::DEV_KEY_FILE))
-            .is_ok_and(|k| k == fedostree_compose::gpg::DEV_PUBLIC_KEY)
+        && fs_err::read_to_string(state.devrepo_root().join(crate::dev_key::DEV_KEY_FILE))
+            .is_ok_and(|k| k == crate::dev_key::DEV_PUBLIC_KEY)
 }
 
 /// Build (incrementally: milliseconds when nothing changed) the dev repositories that `tree`'s repos
@@ -224,6 +225,39 @@ struct ArchBuild<'a> {
     kstage: Option<kernel::KernelStage>,
 }
 
+impl<'a> ArchBuild<'a> {
+    /// The shared state for building `arch`'s packages, the kernel's release raised by its bump count.
+    fn new(
+        state: &StateDir,
+        arch: Arch,
+        source_dir: &'a Path,
+        bumps: &'a Bumps,
+        debs: &'a BTreeMap<String, debian::ArchDebs>,
+    ) -> Result<Self> {
+        let debarch = arch.debian();
+        let debian::ArchDebs { kernel: kdeb, busybox } = &debs[debarch];
+        let mut kv = debian::split_version(&kdeb.version)?;
+        kv.release = bumped_release(&kv.release, bumps.count("kernel"));
+        Ok(ArchBuild {
+            arch: arch.as_str(),
+            source_dir,
+            bumps,
+            recipe: recipe_hash(),
+            shared: own::shared_dirs(),
+            kdeb,
+            kmeta: kernel::KernelMeta {
+                arch: arch.to_string(),
+                v: kv,
+            },
+            busybox,
+            host_busybox: &debs[host_debarch()?].busybox,
+            tmp_parent: state.tmp(),
+            tmp: None,
+            kstage: None,
+        })
+    }
+}
+
 impl ArchBuild<'_> {
     /// A complete spec when it is cheap (own files, metadata only), else a skeleton whose metadata
     /// names the result and whose input hash stands in the .deb checksums for the content. Returns
@@ -303,31 +337,11 @@ fn build_arch(
     bumps: &Bumps,
     debs: &BTreeMap<String, debian::ArchDebs>,
 ) -> Result<Vec<BuiltPackage>> {
-    let debarch = arch.debian();
     let dir = state.devrepo(arch);
     let pkgdir = dir.join("Packages");
     fs_err::create_dir_all(&pkgdir)?;
     let mut manifest = Manifest::load(&dir)?;
-    let debian::ArchDebs { kernel: kdeb, busybox } = &debs[debarch];
-    let mut kv = debian::split_version(&kdeb.version)?;
-    kv.release = bumped_release(&kv.release, bumps.count("kernel"));
-    let mut b = ArchBuild {
-        arch: arch.as_str(),
-        source_dir,
-        bumps,
-        recipe: recipe_hash(),
-        shared: own::shared_dirs(),
-        kdeb,
-        kmeta: kernel::KernelMeta {
-            arch: arch.to_string(),
-            v: kv,
-        },
-        busybox,
-        host_busybox: &debs[host_debarch()?].busybox,
-        tmp_parent: state.tmp(),
-        tmp: None,
-        kstage: None,
-    };
+    let mut b = ArchBuild::new(state, arch, source_dir, bumps, debs)?;
 
     let mut out = Vec::new();
     let mut rewrote_in_place = false;
@@ -359,7 +373,11 @@ fn build_arch(
         rewrote_in_place |= path.exists();
         let size = s.write_rpm(&path).with_context(ctx)?;
         let what = format!("{arch}: built {nevra} ({})", human_size(size));
-        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t0.elapsed().as_secs_f64()));
+        fedostree_util::events::step(
+            fedostree_util::events::Stage::Devrepo,
+            what,
+            Some(t0.elapsed().as_secs_f64()),
+        );
         manifest.packages.insert(
             name.into(),
             ManifestEntry {
@@ -401,10 +419,18 @@ fn finish_repo(
     manifest.save(&dir)?;
     let removed = repo::remove_stale(&dir.join("Packages"), &keep)?;
     for r in &removed {
-        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, format!("{arch}: removed stale {r}"), None);
+        fedostree_util::events::step(
+            fedostree_util::events::Stage::Devrepo,
+            format!("{arch}: removed stale {r}"),
+            None,
+        );
     }
     if removed.is_empty() && !out.iter().any(|p| p.rebuilt) && is_built(state, arch) {
-        fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, format!("{arch}: {} packages up to date", out.len()), None);
+        fedostree_util::events::step(
+            fedostree_util::events::Stage::Devrepo,
+            format!("{arch}: {} packages up to date", out.len()),
+            None,
+        );
         return Ok(());
     }
     let t0 = Instant::now();
@@ -413,6 +439,10 @@ fn finish_repo(
     repo::sign_repomd(&dir, revision).with_context(|| format!("devrepo {arch}: signing repomd.xml"))?;
     repo::install_public_key(&state.devrepo_root())?;
     let what = format!("{arch}: repodata for {} packages", out.len());
-    fedostree_util::events::step(fedostree_util::events::Stage::Devrepo, what, Some(t0.elapsed().as_secs_f64()));
+    fedostree_util::events::step(
+        fedostree_util::events::Stage::Devrepo,
+        what,
+        Some(t0.elapsed().as_secs_f64()),
+    );
     Ok(())
 }

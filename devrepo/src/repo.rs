@@ -33,7 +33,7 @@ pub(crate) fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     fs_err::create_dir_all(path.parent().context("no parent")?)?;
     let mut data = serde_json::to_vec_pretty(v)?;
     data.push(b'\n');
-    write_atomic(path, &data)
+    fedostree_util::atomic::write(path, &data)
 }
 
 impl Manifest {
@@ -117,26 +117,17 @@ pub(crate) fn sign_repomd(arch_dir: &Path, revision: u64) -> Result<()> {
     let repomd = arch_dir.join("repodata/repomd.xml");
     let data = fs_err::read(&repomd).with_context(|| format!("reading {}", repomd.display()))?;
     let t = u32::try_from(revision).context("repository revision beyond 2106")?;
-    let asc = fedostree_compose::gpg::sign_detached(&fedostree_compose::gpg::dev_signer()?, &data, t)?;
-    write_atomic(&arch_dir.join("repodata/repomd.xml.asc"), asc.as_bytes())
+    let asc = fedostree_compose::gpg::sign_detached(&crate::dev_key::dev_signer()?, &data, t)?;
+    fedostree_util::atomic::write(&arch_dir.join("repodata/repomd.xml.asc"), asc.as_bytes())
 }
 
 /// `$STATE/devrepo/RPM-GPG-KEY-fedostree-dev`, the key the dev trees' `gpgkey=` names.
 pub(crate) fn install_public_key(devrepo_root: &Path) -> Result<()> {
-    let path = devrepo_root.join(fedostree_compose::gpg::DEV_KEY_FILE);
-    if fs_err::read_to_string(&path).is_ok_and(|k| k == fedostree_compose::gpg::DEV_PUBLIC_KEY) {
+    let path = devrepo_root.join(crate::dev_key::DEV_KEY_FILE);
+    if fs_err::read_to_string(&path).is_ok_and(|k| k == crate::dev_key::DEV_PUBLIC_KEY) {
         return Ok(());
     }
-    write_atomic(&path, fedostree_compose::gpg::DEV_PUBLIC_KEY.as_bytes())
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().context("no parent")?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, data)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    fedostree_util::atomic::write(&path, crate::dev_key::DEV_PUBLIC_KEY)
 }
 
 #[cfg(test)]

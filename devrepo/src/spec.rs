@@ -231,7 +231,21 @@ impl PkgSpec {
     /// Write the RPM to `out` atomically and return its size. The file's mtime is SOURCE_DATE too:
     /// createrepo_c records it in primary.xml.
     pub fn write_rpm(&self, out: &Path) -> Result<u64> {
-        let ts = rpm::Timestamp::from(SOURCE_DATE);
+        let mut b = self.package_builder();
+        self.add_entries(&mut b)?;
+        self.add_dependencies(&mut b)?;
+        if let Some(post) = &self.post {
+            b.post_install_script(rpm::Scriptlet::new(post.as_str()).prog(vec!["/bin/sh"]));
+        }
+        // Signed at SOURCE_DATE (the build's source date): reproducible, and verified by gpgcheck=1.
+        let pkg = b
+            .build_and_sign(crate::dev_key::dev_signer()?)
+            .with_context(|| format!("building {}", self.nevra()))?;
+        write_package_file(&pkg, out)
+    }
+
+    /// A builder with the package's metadata and the fixed, reproducible build configuration.
+    fn package_builder(&self) -> PackageBuilder {
         let mut b = PackageBuilder::new(&self.name, &self.version, &self.license, &self.arch, &self.summary);
         b.using_config(
             BuildConfig::v4()
@@ -249,6 +263,12 @@ impl PkgSpec {
         if let Some(e) = self.epoch {
             b.epoch(e);
         }
+        b
+    }
+
+    /// Add every entry (directory, file, bytes or symlink) with its mode, owner, flags and mtime.
+    fn add_entries(&self, b: &mut PackageBuilder) -> Result<()> {
+        let ts = rpm::Timestamp::from(SOURCE_DATE);
         for (path, e) in &self.entries {
             let ctx = || format!("{}: adding {path}", self.nevra());
             let doc = is_doc_path(path);
@@ -290,6 +310,11 @@ impl PkgSpec {
             }
             .with_context(ctx)?;
         }
+        Ok(())
+    }
+
+    /// Add the provides, requires, recommends and conflicts, in that order.
+    fn add_dependencies(&self, b: &mut PackageBuilder) -> Result<()> {
         for d in &self.provides {
             b.provides(parse_dep(d)?);
         }
@@ -302,28 +327,21 @@ impl PkgSpec {
         for d in &self.conflicts {
             b.conflicts(parse_dep(d)?);
         }
-        if let Some(post) = &self.post {
-            b.post_install_script(rpm::Scriptlet::new(post.as_str()).prog(vec!["/bin/sh"]));
-        }
-        // Signed at SOURCE_DATE (the build's source date): reproducible, and verified by gpgcheck=1.
-        let pkg = b
-            .build_and_sign(fedostree_compose::gpg::dev_signer()?)
-            .with_context(|| format!("building {}", self.nevra()))?;
-        let dir = out.parent().context("output has no parent")?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        pkg.write(&mut w)
-            .with_context(|| format!("writing {}", out.display()))?;
+        Ok(())
+    }
+}
+
+/// Write `pkg` to `out` atomically, mode 0644 and mtime SOURCE_DATE, and return its size.
+fn write_package_file(pkg: &rpm::Package, out: &Path) -> Result<u64> {
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(SOURCE_DATE.into());
+    fedostree_util::atomic::write_with(out, 0o644, |f| {
+        let mut w = std::io::BufWriter::new(&mut *f);
+        pkg.write(&mut w).map_err(std::io::Error::other)?;
         w.flush()?;
         drop(w);
-        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(SOURCE_DATE.into());
-        tmp.as_file().set_modified(mtime)?;
-        let size = tmp.as_file().metadata()?.len();
-        let perm = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-        tmp.as_file().set_permissions(perm)?;
-        tmp.persist(out).with_context(|| format!("writing {}", out.display()))?;
-        Ok(size)
-    }
+        f.set_modified(mtime)
+    })?;
+    Ok(fs_err::metadata(out)?.len())
 }
 
 /// `name`, `name OP EVR` (OP one of `< <= = >= >`), or a rich dependency `(a or b >= 1)`, which

@@ -267,7 +267,7 @@ fn full_build_is_incremental_and_reproducible() {
     assert_eq!(a, b, "two builds from the same inputs differ");
 
     // Every package is signed by the dev key and verifies against the key the dev trees name.
-    let key = fs::read_to_string(state.devrepo_root().join(fedostree_compose::gpg::DEV_KEY_FILE)).unwrap();
+    let key = fs::read_to_string(state.devrepo_root().join(crate::dev_key::DEV_KEY_FILE)).unwrap();
     let verifier = rpm::signature::pgp::Verifier::from_asc(&key).unwrap();
     for p in pkgs {
         Package::open(&p.path).unwrap().verify_signature(&verifier).unwrap();

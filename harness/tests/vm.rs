@@ -8,7 +8,7 @@ mod support;
 use fedostree_harness::protocol::GuestEvent;
 use fedostree_harness::qemu::{Accel, Arch, VmConfig, SCREEN_COLS, SCREEN_ROWS};
 use fedostree_harness::results::{suite_from_outcome, Status};
-use fedostree_harness::{run_vm, Vm};
+use fedostree_harness::{run_vm, Vm, VmOutcome};
 use fedostree_util::prereq::{run_tests, Prereq, Test};
 use fedostree_util::screen::Screen;
 use std::path::{Path, PathBuf};
@@ -120,6 +120,29 @@ fn find_qemu(run_dir: &Path) -> Option<u32> {
     })
 }
 
+/// One run of `cfg` with the usual 120 s deadline, no events wanted and nothing cancelling it.
+async fn run_plain(cfg: &VmConfig) -> VmOutcome {
+    run_vm(
+        cfg,
+        Duration::from_secs(120),
+        &fedostree_util::cancel::Cancel::new(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap()
+}
+
+/// The PID of the QEMU of `run_dir` once it runs (within 10 s).
+async fn qemu_appears(run_dir: &Path) -> u32 {
+    for _ in 0..1000 {
+        if let Some(p) = find_qemu(run_dir) {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("QEMU for {} never appeared", run_dir.display());
+}
+
 /// Gone means reaped too: a zombie still has a /proc entry.
 fn pid_gone(pid: u32) -> bool {
     !PathBuf::from(format!("/proc/{pid}")).exists()
@@ -194,14 +217,7 @@ async fn a_failed_test_leaves_a_screenshot_of_the_console() {
     let f = vm_fixture!();
     let _one = ONE_VM.lock().await;
     let r = vm_config(f, "fail");
-    let out = run_vm(
-        &r.cfg,
-        Duration::from_secs(120),
-        &fedostree_util::cancel::Cancel::new(),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
+    let out = run_plain(&r.cfg).await;
     assert!(out.finished, "console:\n{}", out.console_tail);
     let suite = suite_from_outcome("t", Arch::X86_64, "feed", &out);
     assert_eq!(suite.cases[0].status, Status::Fail, "{suite:?}");
@@ -221,14 +237,7 @@ async fn a_failed_test_leaves_a_screenshot_of_the_console() {
     );
 
     let ok = vm_config(f, "ok");
-    let out = run_vm(
-        &ok.cfg,
-        Duration::from_secs(120),
-        &fedostree_util::cancel::Cancel::new(),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
+    let out = run_plain(&ok.cfg).await;
     assert!(out.finished);
     assert!(!ok.cfg.screenshot().exists(), "a passing run has no screenshot");
 }
@@ -238,14 +247,7 @@ async fn panicking_init_is_badness_and_ends_the_vm_at_once() {
     let _one = ONE_VM.lock().await;
     for scenario in ["panic", "exit"] {
         let r = vm_config(f, scenario);
-        let out = run_vm(
-            &r.cfg,
-            Duration::from_secs(120),
-            &fedostree_util::cancel::Cancel::new(),
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let out = run_plain(&r.cfg).await;
         let bad = out
             .badness
             .clone()
@@ -295,14 +297,7 @@ async fn end_marker_without_poweroff_gets_a_grace_then_the_ladder() {
     let f = vm_fixture!();
     let _one = ONE_VM.lock().await;
     let r = vm_config(f, "linger");
-    let out = run_vm(
-        &r.cfg,
-        Duration::from_secs(120),
-        &fedostree_util::cancel::Cancel::new(),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
+    let out = run_plain(&r.cfg).await;
     assert!(out.finished && !out.timed_out && out.badness.is_none(), "{out:?}");
     let ttr = out.time_to_results.unwrap();
     let after = out.wall - ttr;
@@ -351,15 +346,7 @@ async fn dropping_the_run_future_leaves_no_qemu() {
     let _one = ONE_VM.lock().await;
     let r = vm_config(f, "hang");
     let run_dir = r.cfg.run_dir.clone();
-    let watch = async {
-        for _ in 0..1000 {
-            if let Some(p) = find_qemu(&run_dir) {
-                return p;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("QEMU for {} never appeared", run_dir.display());
-    };
+    let watch = qemu_appears(&run_dir);
     let mut sink = |_: &GuestEvent| {};
     let cancel = fedostree_util::cancel::Cancel::new();
     let run = tokio::time::timeout(
@@ -380,14 +367,9 @@ async fn a_cancelled_run_kills_its_vm_and_starts_none() {
     let run_dir = r.cfg.run_dir.clone();
     let cancel = fedostree_util::cancel::Cancel::new();
     let trip = async {
-        for _ in 0..1000 {
-            if let Some(p) = find_qemu(&run_dir) {
-                cancel.cancel(libc::SIGTERM);
-                return p;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("QEMU for {} never appeared", run_dir.display());
+        let pid = qemu_appears(&run_dir).await;
+        cancel.cancel(libc::SIGTERM);
+        pid
     };
     let mut sink = |_: &GuestEvent| {};
     let run = tokio::time::timeout(
@@ -415,14 +397,7 @@ async fn kvm_that_cannot_run_the_kernel_falls_back_to_tcg() {
     let _one = ONE_VM.lock().await;
     let mut r = vm_config(f, "ok");
     r.cfg.accel = Accel::Kvm;
-    let out = run_vm(
-        &r.cfg,
-        Duration::from_secs(120),
-        &fedostree_util::cancel::Cancel::new(),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
+    let out = run_plain(&r.cfg).await;
     // Either KVM works here, or it stopped with an internal error and the run was redone under TCG;
     // never a paused VM waiting for the whole-VM timeout.
     assert!(out.finished && !out.timed_out && out.badness.is_none(), "{out:?}");

@@ -19,10 +19,9 @@ use fedostree_util::state::StateDir;
 use fedostree_util::Arch;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The first component of a throwaway copy's tree name.
 pub const THROWAWAY_PREFIX: &str = "scratch";
@@ -149,15 +148,9 @@ pub fn read_state(dir: &Path) -> Option<ImageStateFile> {
     }
 }
 
-/// Write `state.json` atomically (temp file, fsync, rename).
+/// Write `state.json` atomically.
 pub fn write_state(dir: &Path, st: &ImageStateFile) -> Result<()> {
-    let tmp = dir.join(".state.json.tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(st)?.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    fs_err::rename(&tmp, dir.join("state.json"))?;
-    Ok(())
+    fedostree_util::atomic::write(&dir.join("state.json"), serde_json::to_string_pretty(st)? + "\n")
 }
 
 /// Exclusive flock on `<arch>.lock`, held for the life of the value; waits at most `timeout`, saying
@@ -169,24 +162,27 @@ pub struct ImageLock {
 
 impl ImageLock {
     pub fn acquire(path: &Path, timeout: Duration) -> Result<Self> {
-        let deadline = Instant::now() + timeout;
         let mut told = false;
-        let mut lock = loop {
+        let every = fedostree_util::poll::Every::fixed(Duration::from_millis(100));
+        let got = fedostree_util::poll::until(timeout, every, || {
             if let Some(lock) = FileLock::try_acquire(path)? {
-                break lock;
+                return Ok(Some(lock));
             }
             if !told {
                 let by = FileLock::holder(path)
                     .map(|p| format!(", held by pid {p}"))
                     .unwrap_or_default();
-                let msg = format!("waiting for another run updating this image (lock {}{by})", path.display());
+                let msg = format!(
+                    "waiting for another run updating this image (lock {}{by})",
+                    path.display()
+                );
                 fedostree_util::events::notice(fedostree_util::events::Stage::Image, msg);
                 told = true;
             }
-            if Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting for image lock {}", path.display());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            Ok(None)
+        })?;
+        let Some(mut lock) = got else {
+            bail!("timed out after {timeout:?} waiting for image lock {}", path.display());
         };
         lock.record_holder()?;
         Ok(ImageLock { _lock: lock })
@@ -207,10 +203,7 @@ pub struct ResourceRecord {
 
 impl ResourceRecord {
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        fs_err::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        fs_err::rename(&tmp, path)?;
-        Ok(())
+        fedostree_util::atomic::write(path, serde_json::to_vec_pretty(self)?)
     }
 }
 
@@ -254,56 +247,13 @@ pub fn recover_stale(paths: &ImagePaths) -> Result<()> {
             .unwrap_or_else(|| paths.work.clone()),
     };
     // 1. filesystems mounted in the work dir (not the qsd FUSE export itself), deepest first
-    let mut mounts: Vec<_> = guard::mounts()?
-        .into_iter()
-        .filter(|m| m.mount_point.starts_with(&work))
-        .collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.mount_point.components().count()));
-    let raw_exports: Vec<PathBuf> = record.iter().filter_map(|r| r.qsd_raw.clone()).collect();
-    for m in &mounts {
-        let is_export =
-            raw_exports.contains(&m.mount_point) || m.mount_point.file_name().is_some_and(|n| n == "raw.img");
-        if !is_export {
-            resources::mount_teardown(&m.mount_point, true)?;
-        }
-    }
+    unmount_work_filesystems(&work, record.as_ref())?;
     // 2. guestmount daemons on the work dir exit once unmounted
-    for pid in procs_under("guestmount", &work) {
-        if resources::wait_until(Duration::from_secs(30), "stale guestmount to exit", || {
-            !fedostree_util::sys::pid_alive(pid)
-        })
-        .is_err()
-        {
-            fedostree_util::sys::kill(pid, fedostree_util::sys::Sig::KILL)?;
-        }
-    }
+    reap_stale_guestmounts(&work)?;
     // 3. loop devices over files in the work dir
-    if let Ok(rd) = fs_err::read_dir("/sys/block") {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let dev = PathBuf::from(format!("/dev/{name}"));
-            if let Ok(b) = fs_err::read_to_string(format!("/sys/block/{name}/loop/backing_file")) {
-                let b = PathBuf::from(b.trim_end());
-                if b.starts_with(&work) {
-                    resources::loop_teardown(&dev, &b)?;
-                }
-            }
-        }
-    }
+    detach_work_loop_devices(&work)?;
     // 4. qemu-storage-daemon exporting from the work dir (recorded pid, verified, and any found by path)
-    let mut qsds = procs_under("qemu-storage-daemon", &work);
-    if let Some(p) = record.as_ref().and_then(|r| r.qsd_pid) {
-        if resources::pid_is(p, "qemu-storage-daemon", &work) && !qsds.contains(&p) {
-            qsds.push(p);
-        }
-    }
-    for pid in qsds {
-        let raw = record
-            .as_ref()
-            .and_then(|r| r.qsd_raw.clone())
-            .unwrap_or_else(|| work.join("raw.img"));
-        resources::qsd_teardown(Some(pid), &raw).or_else(|_| resources::qsd_teardown(Some(pid), &work))?;
-    }
+    stop_stale_storage_daemons(&work, record.as_ref())?;
     for m in guard::mounts()?
         .into_iter()
         .filter(|m| m.mount_point.starts_with(&work))
@@ -320,6 +270,72 @@ pub fn recover_stale(paths: &ImagePaths) -> Result<()> {
     }
     remove_tree(&paths.work)?;
     let _ = fs_err::remove_file(&paths.resources);
+    Ok(())
+}
+
+/// Unmount the filesystems mounted in `work`, deepest first, except qemu-storage-daemon's FUSE export.
+fn unmount_work_filesystems(work: &Path, record: Option<&ResourceRecord>) -> Result<()> {
+    let mut mounts: Vec<_> = guard::mounts()?
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(work))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.mount_point.components().count()));
+    let raw_exports: Vec<PathBuf> = record.iter().filter_map(|r| r.qsd_raw.clone()).collect();
+    for m in &mounts {
+        let is_export =
+            raw_exports.contains(&m.mount_point) || m.mount_point.file_name().is_some_and(|n| n == "raw.img");
+        if !is_export {
+            resources::mount_teardown(&m.mount_point, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Wait up to 30 s for each guestmount daemon on `work` to exit, and kill it when it does not.
+fn reap_stale_guestmounts(work: &Path) -> Result<()> {
+    for pid in procs_under("guestmount", work) {
+        if resources::wait_until(Duration::from_secs(30), "stale guestmount to exit", || {
+            !fedostree_util::sys::pid_alive(pid)
+        })
+        .is_err()
+        {
+            fedostree_util::sys::kill(pid, fedostree_util::sys::Sig::KILL)?;
+        }
+    }
+    Ok(())
+}
+
+/// Detach every loop device whose backing file is under `work`.
+fn detach_work_loop_devices(work: &Path) -> Result<()> {
+    if let Ok(rd) = fs_err::read_dir("/sys/block") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dev = PathBuf::from(format!("/dev/{name}"));
+            if let Ok(b) = fs_err::read_to_string(format!("/sys/block/{name}/loop/backing_file")) {
+                let b = PathBuf::from(b.trim_end());
+                if b.starts_with(work) {
+                    resources::loop_teardown(&dev, &b)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stop the qemu-storage-daemons exporting from `work`: those found by path and the recorded one.
+fn stop_stale_storage_daemons(work: &Path, record: Option<&ResourceRecord>) -> Result<()> {
+    let mut qsds = procs_under("qemu-storage-daemon", work);
+    if let Some(p) = record.and_then(|r| r.qsd_pid) {
+        if resources::pid_is(p, "qemu-storage-daemon", work) && !qsds.contains(&p) {
+            qsds.push(p);
+        }
+    }
+    for pid in qsds {
+        let raw = record
+            .and_then(|r| r.qsd_raw.clone())
+            .unwrap_or_else(|| work.join("raw.img"));
+        resources::qsd_teardown(Some(pid), &raw).or_else(|_| resources::qsd_teardown(Some(pid), work))?;
+    }
     Ok(())
 }
 

@@ -126,11 +126,17 @@ pub struct ImageState {
 #[cfg(feature = "test-hooks")]
 pub(crate) fn crash_point(step: &str) {
     if std::env::var("FEDOSTREE_TEST_CRASH_AFTER").is_ok_and(|s| s == step) {
-        fedostree_util::events::notice(fedostree_util::events::Stage::Image, format!("FEDOSTREE_TEST_CRASH_AFTER={step}: aborting"));
+        fedostree_util::events::notice(
+            fedostree_util::events::Stage::Image,
+            format!("FEDOSTREE_TEST_CRASH_AFTER={step}: aborting"),
+        );
         std::process::abort();
     }
     if std::env::var("FEDOSTREE_TEST_PAUSE_AFTER").is_ok_and(|s| s == step) {
-        fedostree_util::events::notice(fedostree_util::events::Stage::Image, format!("FEDOSTREE_TEST_PAUSE_AFTER={step}: pausing"));
+        fedostree_util::events::notice(
+            fedostree_util::events::Stage::Image,
+            format!("FEDOSTREE_TEST_PAUSE_AFTER={step}: pausing"),
+        );
         if let Some(m) = std::env::var_os("FEDOSTREE_TEST_PAUSE_MARKER") {
             let _ = fs_err::write(m, std::process::id().to_string());
         }

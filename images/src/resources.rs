@@ -9,19 +9,14 @@ use fedostree_util::cleanup::{self, CleanupHandle};
 use fedostree_util::cmd::CommandRunExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Poll `done` every 10 ms until it is true or `timeout` passes.
 pub(crate) fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let every = fedostree_util::poll::Every::fixed(Duration::from_millis(10));
+    match fedostree_util::poll::until(timeout, every, || Ok(done().then_some(())))? {
+        Some(()) => Ok(()),
+        None => bail!("timed out after {timeout:?} waiting for {what}"),
     }
 }
 
@@ -90,7 +85,10 @@ macro_rules! best_effort_drop {
                     #[allow(clippy::redundant_closure_call)]
                     if let Err(e) = ($teardown)(&*self) {
                         tracing::warn!("teardown in drop: {e:#}");
-                        fedostree_util::events::notice(fedostree_util::events::Stage::Image, format!("teardown failed: {e:#}"));
+                        fedostree_util::events::notice(
+                            fedostree_util::events::Stage::Image,
+                            format!("teardown failed: {e:#}"),
+                        );
                     }
                     cleanup::deregister(h);
                 }

@@ -16,8 +16,9 @@ use fedostree_harness::qemu::{Accel, FwCfgValue};
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::{Status, SuiteResult};
 use fedostree_images::{throwaway, Backend};
+use fedostree_util::events::Stage;
 use fedostree_util::state::{Sources, StateDir};
-use fedostree_util::{Arch, InputError};
+use fedostree_util::{checksum, Arch, InputError};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -329,8 +330,11 @@ pub async fn bisect(
         steps: vec![],
         run_dir: run_dir.clone(),
     };
-    let first_line = report.render().lines().next().unwrap_or_default().to_string();
-    fedostree_util::events::Scope::new(&opts.tree, opts.arch).notice(fedostree_util::events::Stage::Bisect, first_line);
+    let scope = fedostree_util::events::Scope::new(&opts.tree, opts.arch);
+    scope.notice(
+        Stage::Bisect,
+        report.render().lines().next().unwrap_or_default().to_string(),
+    );
     let (mut lo, mut hi) = (-1isize, commits.len() as isize - 1);
     let mut skipped = std::collections::BTreeSet::new();
     while let Some(i) = next_probe(lo, hi, &skipped) {
@@ -340,8 +344,9 @@ pub async fn bisect(
             version: info(&repo, c).version,
             ..step
         };
-        let what = format!("step {}: {} {:?}: {}", report.steps.len() + 1, fedostree_util::checksum::short(c), step.verdict, step.reason);
-        fedostree_util::events::Scope::new(&opts.tree, opts.arch).step(fedostree_util::events::Stage::Bisect, what, None);
+        let n = report.steps.len() + 1;
+        let what = format!("step {n}: {} {:?}: {}", checksum::short(c), step.verdict, step.reason);
+        scope.step(Stage::Bisect, what, None);
         match step.verdict {
             Verdict::Good => lo = i,
             Verdict::Bad => hi = i,
@@ -351,20 +356,27 @@ pub async fn bisect(
         }
         report.steps.push(step);
     }
-    if hi - lo == 1 {
-        let first = &commits[hi as usize];
-        report.first_bad = Some(info(&repo, first));
-        if let Some(parent) = commit::parent_of(&repo, first)? {
-            report.package_diff = Some(dbdiff::diff(&repo, &parent, first)?);
-        }
-    } else {
-        report.could_be = ((lo + 1)..=hi).map(|i| info(&repo, &commits[i as usize])).collect();
-    }
+    conclude(&repo, &commits, lo, hi, &mut report)?;
     fs_err::write(
         run_dir.join("bisect.json"),
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
     Ok(report)
+}
+
+/// The search ended between `lo` (good) and `hi` (bad): one commit apart names the first bad one and
+/// its package changes; skipped commits between them leave a range.
+fn conclude(repo: &ostree::Repo, commits: &[String], lo: isize, hi: isize, report: &mut BisectReport) -> Result<()> {
+    if hi - lo == 1 {
+        let first = &commits[hi as usize];
+        report.first_bad = Some(info(repo, first));
+        if let Some(parent) = commit::parent_of(repo, first)? {
+            report.package_diff = Some(dbdiff::diff(repo, &parent, first)?);
+        }
+    } else {
+        report.could_be = ((lo + 1)..=hi).map(|i| info(repo, &commits[i as usize])).collect();
+    }
+    Ok(())
 }
 
 /// One step: deploy `commit` into a fresh throwaway copy of the cached image and boot it (twice if the

@@ -57,7 +57,11 @@ pub async fn boot_and_test(
         suite.count(Status::Pass),
         suite.count(Status::Fail) + suite.count(Status::Timeout) + suite.count(Status::Error),
         suite.count(Status::Skip),
-        if suite.infra_error.is_some() { "; the boot broke" } else { "" }
+        if suite.infra_error.is_some() {
+            "; the boot broke"
+        } else {
+            ""
+        }
     ));
     let times = GuestTimes {
         to_tests: outcome.time_to_tests,

@@ -100,31 +100,7 @@ async fn run_arch(
     timings.publish_s = Some(t.elapsed().as_secs_f64());
 
     let server = ScenarioServer::start(public.clone(), Some(("/repo/deltas/".into(), SERVER_DOWN))).await?;
-    let env = [
-        format!("FEDOSTREE_SERVER=http://10.0.2.2:{}", server.addr.port()),
-        format!("LIFECYCLE_REF={}", fx.ref_),
-        format!("LIFECYCLE_N={}", fx.n),
-        format!("LIFECYCLE_N1={}", fx.n1),
-        format!("LIFECYCLE_SWITCH_REF={}", fx.switch_ref),
-        format!("LIFECYCLE_SWITCH_COMMIT={}", fx.switch_commit),
-    ];
-    let env_file = dir.join("lifecycle.env");
-    fs_err::write(&env_file, env.join("\n") + "\n")?;
-    let guest = GuestSettings {
-        accel: opts.accel,
-        timeout: opts.vm_timeout.max(DEFAULT_TIMEOUT),
-        vcpus: fedostree_harness::qemu::vcpus_for(1),
-        boot: BootPath::Firmware,
-        fw_cfg: vec![
-            ("scenario".into(), FwCfgValue::Text(SCENARIO.into())),
-            ("env".into(), FwCfgValue::File(env_file)),
-            (
-                "gpg".into(),
-                FwCfgValue::File(public.join("repo").join(crate::publish::PUBLIC_KEY_FILE)),
-            ),
-        ],
-        cancel: opts.cancel.clone(),
-    };
+    let guest = guest_settings(opts, &fx, server.addr.port(), &public, &dir)?;
     let t = Instant::now();
     let mut watch = RebootWatch {
         inner: reporter,
@@ -154,20 +130,7 @@ async fn run_arch(
         delta_case(&upgrade_log, &fx, &fallback),
         all_parts_case(&suite, times.boots),
     ] {
-        reporter.event(
-            &composed.tree,
-            arch,
-            &GuestEvent::TestFinished {
-                name: host_case.name.clone(),
-                status: match host_case.status {
-                    Status::Pass => TestStatus::Pass,
-                    _ => TestStatus::Fail,
-                },
-                exit_code: None,
-                duration_ms: 0,
-                output: host_case.output.clone(),
-            },
-        );
+        report_host_case(reporter, &composed.tree, arch, &host_case);
         suite.cases.push(host_case);
     }
     fedostree_harness::junit::write_junit(std::slice::from_ref(&suite), &dir.join("junit.xml"))?;
@@ -183,6 +146,52 @@ async fn run_arch(
         timings,
         package_diff: None,
     })
+}
+
+/// The VM of the scenario: firmware boots, the scenario's environment (server, refs, commits) and the
+/// public key through fw_cfg, written to `lifecycle.env` in `dir` too.
+fn guest_settings(opts: &TestOptions, fx: &Fixture, port: u16, public: &Path, dir: &Path) -> Result<GuestSettings> {
+    let env = [
+        format!("FEDOSTREE_SERVER=http://10.0.2.2:{port}"),
+        format!("LIFECYCLE_REF={}", fx.ref_),
+        format!("LIFECYCLE_N={}", fx.n),
+        format!("LIFECYCLE_N1={}", fx.n1),
+        format!("LIFECYCLE_SWITCH_REF={}", fx.switch_ref),
+        format!("LIFECYCLE_SWITCH_COMMIT={}", fx.switch_commit),
+    ];
+    let env_file = dir.join("lifecycle.env");
+    fs_err::write(&env_file, env.join("\n") + "\n")?;
+    Ok(GuestSettings {
+        accel: opts.accel,
+        timeout: opts.vm_timeout.max(DEFAULT_TIMEOUT),
+        vcpus: fedostree_harness::qemu::vcpus_for(1),
+        boot: BootPath::Firmware,
+        fw_cfg: vec![
+            ("scenario".into(), FwCfgValue::Text(SCENARIO.into())),
+            ("env".into(), FwCfgValue::File(env_file)),
+            (
+                "gpg".into(),
+                FwCfgValue::File(public.join("repo").join(crate::publish::PUBLIC_KEY_FILE)),
+            ),
+        ],
+        cancel: opts.cancel.clone(),
+    })
+}
+
+/// A check the host made (not the guest) reported like a guest's test.
+fn report_host_case(reporter: &mut (dyn Reporter + Send), tree: &str, arch: Arch, case: &TestCaseResult) {
+    let status = match case.status {
+        Status::Pass => TestStatus::Pass,
+        _ => TestStatus::Fail,
+    };
+    let event = GuestEvent::TestFinished {
+        name: case.name.clone(),
+        status,
+        exit_code: None,
+        duration_ms: 0,
+        output: case.output.clone(),
+    };
+    reporter.event(tree, arch, &event);
 }
 
 /// Forwards every event and notes when the guest first asked for a reboot.

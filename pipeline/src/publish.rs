@@ -59,9 +59,16 @@ pub fn publish(source: &Path, public: &Path, ref_: &str, commit: &str, opts: &Pu
     if previous.as_deref() != Some(commit) && (previous.is_some() || opts.scratch_delta) {
         let from = previous.as_deref();
         let what = match from {
-            Some(f) => format!("static delta {} → {}", fedostree_util::checksum::short(f), fedostree_util::checksum::short(commit)),
+            Some(f) => format!(
+                "static delta {} → {}",
+                fedostree_util::checksum::short(f),
+                fedostree_util::checksum::short(commit)
+            ),
             // xz, single-threaded: minutes for a tree of hundreds of MB.
-            None => format!("static delta from scratch to {} (xz: minutes for a large tree)", fedostree_util::checksum::short(commit)),
+            None => format!(
+                "static delta from scratch to {} (xz: minutes for a large tree)",
+                fedostree_util::checksum::short(commit)
+            ),
         };
         let delta = fedostree_util::events::current().stage(fedostree_util::events::Stage::Publish, what);
         // libostree reads its parameters without a NULL check: an empty dictionary means its defaults.
@@ -89,7 +96,7 @@ pub fn publish(source: &Path, public: &Path, ref_: &str, commit: &str, opts: &Pu
     kept.push(commit.to_owned());
     let gone: Vec<String> = kept.drain(..kept.len().saturating_sub(opts.retain.max(1))).collect();
     prune(&repo, public, &gone, &history)?;
-    fedostree_compose::safepath::replace_file(&history_path(public), serde_json::to_vec_pretty(&history)?)?;
+    fedostree_util::atomic::write(&history_path(public), serde_json::to_vec_pretty(&history)?)?;
     sign_summary(&repo, opts.key)?;
     opts.key.export_public(&public.join(PUBLIC_KEY_FILE))?;
     Ok(())

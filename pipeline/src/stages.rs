@@ -6,8 +6,8 @@ use crate::run::Timings;
 use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
 use fedostree_images::{Backend, ImageSpec, ImageState};
-use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::events::{self, Scope, Stage};
+use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::{Arch, Checksum};
 use std::path::Path;
 use std::time::Instant;
@@ -33,7 +33,10 @@ pub fn compose(
 ) -> Result<(compose_tree::ComposeResult, Checksum)> {
     let scope = Scope::new(tree, arch);
     let _in = events::enter(scope.clone());
-    let devrepo = scope.stage(Stage::Devrepo, "bringing the repositories the tree composes from up to date");
+    let devrepo = scope.stage(
+        Stage::Devrepo,
+        "bringing the repositories the tree composes from up to date",
+    );
     fedostree_devrepo::ensure_for_tree(state, sources, tree, arch)?;
     devrepo.finish("current");
     let composed = compose_tree::compose(state, sources, &ComposeOptions::new(tree, arch))?;
@@ -72,7 +75,10 @@ pub fn prepare(
 pub fn update_image(state: &StateDir, tree: &str, arch: Arch, commit: &str, backend: Backend) -> Result<ImageState> {
     let scope = Scope::new(tree, arch);
     let _in = events::enter(scope.clone());
-    let what = format!("deploying {} into the cached image ({backend})", fedostree_util::checksum::short(commit));
+    let what = format!(
+        "deploying {} into the cached image ({backend})",
+        fedostree_util::checksum::short(commit)
+    );
     let running = scope.stage(Stage::Image, what);
     let spec = ImageSpec {
         tree: tree.into(),

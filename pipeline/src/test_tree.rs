@@ -10,8 +10,8 @@ use anyhow::Result;
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::SuiteResult;
 use fedostree_images::ImageState;
-use fedostree_util::state::StateDir;
 use fedostree_util::events::Scope;
+use fedostree_util::state::StateDir;
 use fedostree_util::Arch;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -186,7 +186,13 @@ fn finish(
             retain: opts.retain,
             scratch_delta: opts.scratch_delta,
         };
-        timings.publish_s = Some(publish_timed(state, &Scope::new(&tree, arch), &publish_opts, public_ref, &image.commit)?);
+        timings.publish_s = Some(publish_timed(
+            state,
+            &Scope::new(&tree, arch),
+            &publish_opts,
+            public_ref,
+            &image.commit,
+        )?);
     }
     fs_err::write(dir.join("timings.json"), serde_json::to_string_pretty(&timings)? + "\n")?;
     if let Some(d) = &package_diff {

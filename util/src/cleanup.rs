@@ -12,7 +12,7 @@
 use crate::cancel::Cancel;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, Once};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type Teardown = Box<dyn FnOnce() + Send + 'static>;
 
@@ -134,16 +134,13 @@ fn stop_children(grace: Duration) {
     for &pid in &kids {
         let _ = crate::sys::kill(pid, crate::sys::Sig::TERM);
     }
-    let deadline = Instant::now() + grace;
-    loop {
+    // Whoever is still there after the grace period gets SIGKILL below.
+    let _ = crate::poll::until(grace, crate::poll::Every::fixed(Duration::from_millis(20)), || {
         for &pid in &kids {
             crate::sys::try_reap(pid);
         }
-        if kids.iter().all(|&p| !crate::sys::pid_alive(p)) || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        Ok(kids.iter().all(|&p| !crate::sys::pid_alive(p)).then_some(()))
+    });
     for &pid in &kids {
         if crate::sys::pid_alive(pid) {
             let _ = crate::sys::kill(pid, crate::sys::Sig::KILL);

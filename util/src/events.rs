@@ -173,11 +173,22 @@ impl Scope {
 
     /// A step inside `stage` is done.
     pub fn step(&self, stage: Stage, what: impl Into<String>, secs: Option<f64>) {
-        emit(self.event(stage, EventKind::StageStep { what: what.into(), secs }));
+        emit(self.event(
+            stage,
+            EventKind::StageStep {
+                what: what.into(),
+                secs,
+            },
+        ));
     }
 
     pub fn notice(&self, stage: Stage, message: impl Into<String>) {
-        emit(self.event(stage, EventKind::Notice { message: message.into() }));
+        emit(self.event(
+            stage,
+            EventKind::Notice {
+                message: message.into(),
+            },
+        ));
     }
 }
 
@@ -268,7 +279,10 @@ mod tests {
         assert_eq!(v["event"], "stage-started");
         assert_eq!(v["stage"], "publish");
         assert_eq!(v["arch"], "x86_64");
-        assert_eq!(e.plain(), "publish server/docker-io x86_64: static delta from scratch …");
+        assert_eq!(
+            e.plain(),
+            "publish server/docker-io x86_64: static delta from scratch …"
+        );
         let run = Scope::run().event(Stage::Ci, EventKind::Notice { message: "m".into() });
         assert!(serde_json::to_value(&run).unwrap().get("tree").is_none());
     }
@@ -295,7 +309,11 @@ mod tests {
         let got = sink.0.lock().unwrap().clone();
         let mine: Vec<_> = got.iter().filter(|e| e.stage == Stage::Image).collect();
         assert_eq!(mine.len(), 3, "{got:?}");
-        assert_eq!(mine[1].tree.as_deref(), Some("dev/minimal"), "a deep step names its tree");
+        assert_eq!(
+            mine[1].tree.as_deref(),
+            Some("dev/minimal"),
+            "a deep step names its tree"
+        );
         assert!(matches!(mine[2].kind, EventKind::StageFinished { .. }));
     }
 }

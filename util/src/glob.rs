@@ -1,39 +1,30 @@
-//! Shell-style wildcards: package names in repository filters, tree names, test names.
+//! Shell-style wildcards (globset): package names in repository filters, tree names, test names.
+
+use globset::{GlobBuilder, GlobMatcher};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// fnmatch-style globs as dnf matches package names: `*`, `?` and `[...]` classes (`*` crosses `/`,
-/// so `dev/*` and `*/minimal` both name trees).
+/// so `dev/*` and `*/minimal` both name trees). A pattern globset cannot read (an unclosed `[`) only
+/// matches itself. Compiled patterns are kept per thread: repository filters match every package.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn rec(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| rec(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && rec(&p[1..], &n[1..]),
-            Some('[') => match p.iter().position(|&c| c == ']') {
-                Some(end) if end > 1 && !n.is_empty() => {
-                    let (class, negate) = match p[1] {
-                        '!' | '^' => (&p[2..end], true),
-                        _ => (&p[1..end], false),
-                    };
-                    let mut hit = false;
-                    let mut i = 0;
-                    while i < class.len() {
-                        if i + 2 < class.len() && class[i + 1] == '-' {
-                            hit |= class[i] <= n[0] && n[0] <= class[i + 2];
-                            i += 3;
-                        } else {
-                            hit |= class[i] == n[0];
-                            i += 1;
-                        }
-                    }
-                    hit != negate && rec(&p[end + 1..], &n[1..])
-                }
-                _ => n.first() == Some(&'[') && rec(&p[1..], &n[1..]),
-            },
-            Some(c) => n.first() == Some(c) && rec(&p[1..], &n[1..]),
-        }
+    thread_local! {
+        static COMPILED: RefCell<HashMap<String, Option<GlobMatcher>>> = RefCell::new(HashMap::new());
     }
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    rec(&p, &n)
+    COMPILED.with(|c| {
+        let mut c = c.borrow_mut();
+        let m = c.entry(pattern.to_string()).or_insert_with(|| {
+            GlobBuilder::new(pattern)
+                .literal_separator(false)
+                .build()
+                .ok()
+                .map(|g| g.compile_matcher())
+        });
+        match m {
+            Some(m) => m.is_match(name),
+            None => pattern == name,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -52,5 +43,7 @@ mod tests {
         assert!(glob_match("kernel-[cm]*", "kernel-core"));
         assert!(!glob_match("kernel-[!cm]*", "kernel-core"));
         assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+        assert!(glob_match("kernel-[^cm]*", "kernel-tools") && !glob_match("kernel-[^cm]*", "kernel-core"));
+        assert!(glob_match("[unclosed", "[unclosed") && !glob_match("[unclosed", "u"));
     }
 }

@@ -7,6 +7,7 @@
 //! screenshot back).
 
 pub mod arch;
+pub mod atomic;
 pub mod cancel;
 pub mod checksum;
 pub mod cleanup;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod glob;
 pub mod lock;
+pub mod poll;
 pub mod prereq;
 pub mod qemu_opt;
 #[cfg(feature = "testing")]

@@ -71,7 +71,11 @@ pub fn generate(tree_root: &Path, kver: &str, args: &[String], cache_dir: &Path)
     let out = crate::safepath::beneath(tree_root, &rel)?;
     if crate::sandbox::has(tree_root, "usr/bin/dracut") {
         if dracut::generate(tree_root, kver, args, &rel, &out, cache_dir)? {
-            fedostree_util::events::step(fedostree_util::events::Stage::Compose, "dracut: inputs unchanged, image reused from the cache", None);
+            fedostree_util::events::step(
+                fedostree_util::events::Stage::Compose,
+                "dracut: inputs unchanged, image reused from the cache",
+                None,
+            );
         }
         return Ok(());
     }

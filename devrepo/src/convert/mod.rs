@@ -277,18 +277,7 @@ fn read_payload(deb: &Path, spec: &mut PkgSpec, control: &ControlFacts) -> Resul
             };
             let h = e.header();
             let mode = (h.mode()? & 0o7777) as u16;
-            let attrs = Attrs {
-                user: owner(h.username().ok().flatten()),
-                group: owner(h.groupname().ok().flatten()),
-                config: control.conffiles.contains(&path),
-                caps: control
-                    .scripts
-                    .caps
-                    .iter()
-                    .find(|(p, _)| usr_merge(p) == path)
-                    .map(|(_, c)| c.clone()),
-                hardlink: None,
-            };
+            let attrs = entry_attrs(h, &path, control);
             let kind = h.entry_type();
             let ctx = || format!("{name}: {orig}");
             match kind {
@@ -319,29 +308,53 @@ fn read_payload(deb: &Path, spec: &mut PkgSpec, control: &ControlFacts) -> Resul
                         .ok_or_else(|| anyhow!("{name}: hardlink {orig} has no target"))?
                         .to_string_lossy()
                         .into_owned();
-                    let tpath = map_path(&normalize(&target))
-                        .ok_or_else(|| anyhow!("{name}: hardlink {orig} to {target}, which is not carried"))?;
-                    let first = spec
-                        .entries
-                        .get_mut(&tpath)
-                        .ok_or_else(|| anyhow!("{name}: hardlink {orig} before its target {target}"))?;
-                    let Content::Bytes(data) = &first.content else {
-                        bail!("{name}: hardlink {orig} to {target}, which is not a regular file");
-                    };
-                    let data = data.clone();
-                    first.attrs.hardlink = Some(tpath.clone());
-                    let mode = first.mode;
-                    let attrs = Attrs {
-                        hardlink: Some(tpath.clone()),
-                        ..first.attrs.clone()
-                    };
-                    spec.bytes(&path, data, mode, attrs).with_context(ctx)?;
+                    add_hardlink(spec, &name, &orig, &path, &target)?;
                 }
                 other => bail!("{name}: {orig} is a {other:?}, which the converter does not carry"),
             }
         }
         Ok(())
     })
+}
+
+/// What the RPM records of payload entry `path` beyond its mode: owners, `%config`, capabilities.
+fn entry_attrs(h: &tar::Header, path: &str, control: &ControlFacts) -> Attrs {
+    Attrs {
+        user: owner(h.username().ok().flatten()),
+        group: owner(h.groupname().ok().flatten()),
+        config: control.conffiles.iter().any(|c| c == path),
+        caps: control
+            .scripts
+            .caps
+            .iter()
+            .find(|(p, _)| usr_merge(p) == path)
+            .map(|(_, c)| c.clone()),
+        hardlink: None,
+    }
+}
+
+/// Add hardlink `path` (`orig` in the .deb) to `target`, a regular file added before it; both then
+/// share one hardlink identity.
+fn add_hardlink(spec: &mut PkgSpec, name: &str, orig: &str, path: &str, target: &str) -> Result<()> {
+    let ctx = || format!("{name}: {orig}");
+    let tpath = map_path(&normalize(target))
+        .ok_or_else(|| anyhow!("{name}: hardlink {orig} to {target}, which is not carried"))?;
+    let first = spec
+        .entries
+        .get_mut(&tpath)
+        .ok_or_else(|| anyhow!("{name}: hardlink {orig} before its target {target}"))?;
+    let Content::Bytes(data) = &first.content else {
+        bail!("{name}: hardlink {orig} to {target}, which is not a regular file");
+    };
+    let data = data.clone();
+    first.attrs.hardlink = Some(tpath.clone());
+    let mode = first.mode;
+    let attrs = Attrs {
+        hardlink: Some(tpath.clone()),
+        ..first.attrs.clone()
+    };
+    spec.bytes(path, data, mode, attrs).with_context(ctx)?;
+    Ok(())
 }
 
 /// sysusers.d and preset files for what the maintainer scripts did.
