@@ -27,7 +27,7 @@ impl PassArgs {
     fn options(&self, sources: Sources, cancel: &Cancel) -> CiOptions {
         CiOptions {
             trees: self.trees.clone(),
-            arches: arches(self.arch, &Arch::ALL),
+            arches: arches(self.arch, Arch::ALL),
             jobs: self
                 .jobs
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

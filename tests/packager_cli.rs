@@ -78,6 +78,27 @@ fn installed_test(suite: &str, name: &str, script: &str) -> Vec<(&'static str, S
     ]
 }
 
+/// `fedostree CMD --trees-dir TREES --tree dev/regress --arch ARCH EXTRA…` on `state`.
+fn on_regress(state: &Path, trees: &str, cmd: &str, arch: &str, extra: &[&str]) -> Output {
+    let mut args = vec![cmd, "--trees-dir", trees, "--tree", "dev/regress", "--arch", arch];
+    args.extend_from_slice(extra);
+    fedostree(state, &args)
+}
+
+/// `probe.sh` in `dir`: the program a bisection runs in the guest.
+fn probe_script(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("probe.sh");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `fedostree test --tree dev/minimal --arch ARCH ARGS…`.
+fn test_dev_minimal(state: &Path, arch: &str, args: &[&str]) -> Output {
+    let mut all = vec!["test", "--tree", "dev/minimal", "--arch", arch];
+    all.extend_from_slice(args);
+    fedostree(state, &all)
+}
+
 fn report_has(err: &str, test: &str, arch: &str, status: &str) -> bool {
     err.lines()
         .any(|l| l.contains(status) && l.contains(test) && l.contains(arch))
@@ -107,18 +128,7 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
     files.push(("/usr/share/packager-hello/marker", "1\n".into(), 0o100644));
     build_rpm(&build, "packager-hello", "1.0", &[], &files);
 
-    let out = fedostree(
-        &state,
-        &[
-            "test",
-            "--tree",
-            "dev/minimal",
-            "--arch",
-            "all",
-            "--add-rpm",
-            build.to_str().unwrap(),
-        ],
-    );
+    let out = test_dev_minimal(&state, "all", &["--add-rpm", build.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     for arch in ["x86_64", "aarch64"] {
@@ -166,14 +176,10 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
     assert!(!public_refs.contains("scratch"), "{public_refs}");
 
     // Again, with --publish-to: the same scratch commit (no recompose) is published under that ref.
-    let out = fedostree(
+    let out = test_dev_minimal(
         &state,
+        "x86_64",
         &[
-            "test",
-            "--tree",
-            "dev/minimal",
-            "--arch",
-            "x86_64",
             "--no-scratch-delta",
             "--add-rpm",
             build.join("packager-hello-1.0-1.noarch.rpm").to_str().unwrap(),
@@ -202,14 +208,10 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
     pkg::createrepo(&build);
     let scratch_ref = "fedostree/dev/x86_64/minimal-scratch/fedostree-motd";
     let before = ostree(&repo, &["rev-parse", scratch_ref]);
-    let out = fedostree(
+    let out = test_dev_minimal(
         &state,
+        "x86_64",
         &[
-            "test",
-            "--tree",
-            "dev/minimal",
-            "--arch",
-            "x86_64",
             "--add-repo",
             &format!("file://{}", build.display()),
             "--ref",
@@ -231,18 +233,7 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
         &[],
     );
     let refs_before = ostree(&repo, &["refs"]);
-    let out = fedostree(
-        &state,
-        &[
-            "test",
-            "--tree",
-            "dev/minimal",
-            "--arch",
-            "x86_64",
-            "--add-rpm",
-            rpm.to_str().unwrap(),
-        ],
-    );
+    let out = test_dev_minimal(&state, "x86_64", &["--add-rpm", rpm.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     for needle in ["libdoesnotexist.so.9", "packager-broken", "dev/minimal"] {
@@ -314,18 +305,7 @@ fn bisect_finds_the_planted_regression_on_both_arches() {
     let t = RegressTrees::new();
     let trees = t.trees.to_str().unwrap().to_string();
     let compose = |arch: &str| {
-        let out = fedostree(
-            &state,
-            &[
-                "compose",
-                "--trees-dir",
-                &trees,
-                "--tree",
-                "dev/regress",
-                "--arch",
-                arch,
-            ],
-        );
+        let out = on_regress(&state, &trees, "compose", arch, &[]);
         assert!(out.status.success(), "{}", stderr(&out));
         let line = String::from_utf8_lossy(&out.stdout).into_owned();
         line.split_whitespace().nth(2).unwrap().to_string()
@@ -337,22 +317,9 @@ fn bisect_finds_the_planted_regression_on_both_arches() {
         commits.push((compose("x86_64"), compose("aarch64")));
     }
     let bisect = |arch: &str, extra: &[&str], good: &str, bad: &str| {
-        let mut args = vec![
-            "bisect",
-            "--trees-dir",
-            &trees,
-            "--tree",
-            "dev/regress",
-            "--arch",
-            arch,
-            "--good",
-            good,
-            "--bad",
-            bad,
-            "--json",
-        ];
+        let mut args = vec!["--good", good, "--bad", bad, "--json"];
         args.extend_from_slice(extra);
-        fedostree(&state, &args)
+        on_regress(&state, &trees, "bisect", arch, &args)
     };
 
     // x86_64, by the installed test: 7 candidates, so 3 boots at most.
@@ -383,12 +350,10 @@ fn bisect_finds_the_planted_regression_on_both_arches() {
 
     // aarch64, by a script: it skips version 6 (exit 125), which the search probes second; the
     // first bad commit is still found, and the skip is in the steps.
-    let script = t.trees.join("probe.sh");
-    std::fs::write(
-        &script,
+    let script = probe_script(
+        &t.trees,
         "v=$(cat /usr/share/regress-probe/version)\n[ \"$v\" = 6 ] && exit 125\n[ \"$v\" -ge 5 ] && exit 1\nexit 0\n",
-    )
-    .unwrap();
+    );
     let out = bisect(
         "aarch64",
         &["--script", script.to_str().unwrap()],
@@ -430,20 +395,12 @@ fn bisect_over_http_needs_no_compose() {
     let mut published = Vec::new();
     for v in 1..=6 {
         t.publish_probe(v, u32::MAX);
-        let out = fedostree(
+        let out = on_regress(
             &server,
-            &[
-                "test",
-                "--trees-dir",
-                &trees,
-                "--tree",
-                "dev/regress",
-                "--arch",
-                "x86_64",
-                "--retain",
-                "10",
-                "--no-scratch-delta",
-            ],
+            &trees,
+            "test",
+            "x86_64",
+            &["--retain", "10", "--no-scratch-delta"],
         );
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         published.push(ostree(
@@ -452,22 +409,16 @@ fn bisect_over_http_needs_no_compose() {
         ));
     }
     let (_server, url) = common::serve(&server, &[]);
-    let script = t.trees.join("probe.sh");
-    std::fs::write(
-        &script,
+    let script = probe_script(
+        &t.trees,
         "#!/bin/sh\n[ \"$(cat /usr/share/regress-probe/version)\" -lt 4 ]\n",
-    )
-    .unwrap();
-    let out = fedostree(
+    );
+    let out = on_regress(
         &laptop,
+        &trees,
+        "bisect",
+        "x86_64",
         &[
-            "bisect",
-            "--trees-dir",
-            &trees,
-            "--tree",
-            "dev/regress",
-            "--arch",
-            "x86_64",
             "--repo",
             &url,
             "--good",

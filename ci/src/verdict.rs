@@ -4,36 +4,13 @@
 
 use fedostree_harness::results::Status;
 
-/// A string enum: `as_str`, `Display`, `FromStr` (unknown → error naming the value), serde as its name,
-/// and SQLite through `ToSql`/`FromSql`.
+/// A [`fedostree_util::word_enum!`] that serializes as its word and lives in SQLite through
+/// `ToSql`/`FromSql`.
 macro_rules! stored_enum {
     ($(#[$m:meta])* $name:ident, $what:literal { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!(concat!("unknown ", $what, " {:?}"), other)),
-                }
-            }
+        fedostree_util::word_enum! {
+            $(#[$m])*
+            pub enum $name, $what { $($(#[$vm])* $variant = $text),+ }
         }
 
         impl serde::Serialize for $name {

@@ -3,9 +3,7 @@
 //! Nothing here touches the system: `qemu_command` is snapshot-tested for both arches, and `vm.rs` is the
 //! only place that turns its output into a process.
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 pub use fedostree_util::Arch;
 
@@ -30,36 +28,11 @@ impl QemuArch for Arch {
     }
 }
 
-/// Which accelerator QEMU uses. Chosen by `accel::choose_accel`, never assumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
-
-impl fmt::Display for Accel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Accel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "kvm" => Ok(Accel::Kvm),
-            "tcg" => Ok(Accel::Tcg),
-            other => Err(format!("unknown accelerator {other:?} (expected kvm or tcg)")),
-        }
+fedostree_util::word_enum! {
+    /// Which accelerator QEMU uses. Chosen by `accel::choose_accel`, never assumed.
+    pub enum Accel, "accelerator" {
+        Kvm = "kvm",
+        Tcg = "tcg",
     }
 }
 
@@ -84,30 +57,17 @@ pub fn vcpus_for(guests: usize) -> u32 {
     (cores / guests.max(1)).clamp(1, 8) as u32
 }
 
-/// How the guest's kernel is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BootPath {
-    /// QEMU loads the host's copy of the default entry's kernel and initramfs (`-kernel`): the fastest
-    /// boot, but the host decides what boots and a guest reboot ends the VM. Single-boot runs.
-    #[default]
-    DirectKernel,
-    /// Real firmware (U-Boot) boots what the disk's ostree configuration names, and a guest reboot
-    /// boots again: a deployment made in the guest is what runs next. Runs that reboot.
-    Firmware,
-}
-
-impl BootPath {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BootPath::DirectKernel => "direct-kernel",
-            BootPath::Firmware => "firmware",
-        }
-    }
-}
-
-impl fmt::Display for BootPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+fedostree_util::word_enum! {
+    /// How the guest's kernel is chosen.
+    #[derive(Default)]
+    pub enum BootPath, "boot path" {
+        /// QEMU loads the host's copy of the default entry's kernel and initramfs (`-kernel`): the
+        /// fastest boot, but the host decides what boots and a guest reboot ends the VM. Single-boot runs.
+        #[default]
+        DirectKernel = "direct-kernel",
+        /// Real firmware (U-Boot) boots what the disk's ostree configuration names, and a guest reboot
+        /// boots again: a deployment made in the guest is what runs next. Runs that reboot.
+        Firmware = "firmware",
     }
 }
 

@@ -226,6 +226,19 @@ mod tests {
     }
 
     /// The project key, generated under `dir/state`.
+    /// Candidate commits in `dir/repo` (see [`candidates`]), and where the public repo goes.
+    fn setup(dir: &Path, commits: &[(&str, &str)]) -> (Vec<String>, std::path::PathBuf, std::path::PathBuf) {
+        (candidates(dir, commits), dir.join("repo"), dir.join("public"))
+    }
+
+    fn options(key: &SigningKey, retain: usize, scratch_delta: bool) -> PublishOptions<'_> {
+        PublishOptions {
+            key,
+            retain,
+            scratch_delta,
+        }
+    }
+
     fn key(dir: &Path) -> SigningKey {
         let state = fedostree_util::state::StateDir::new(dir.join("state"));
         SigningKey::resolve(&state, &crate::signing::SigningSpec::default()).unwrap()
@@ -238,14 +251,9 @@ mod tests {
     #[test]
     fn objects_then_ref_then_summary_and_a_failed_copy_moves_nothing() {
         let d = tempfile::tempdir().unwrap();
-        let c = candidates(d.path(), &[("t/x86_64", "v1")]);
-        let (src, public) = (d.path().join("repo"), d.path().join("public"));
+        let (c, src, public) = setup(d.path(), &[("t/x86_64", "v1")]);
         let key = key(d.path());
-        let opts = PublishOptions {
-            key: &key,
-            retain: 3,
-            scratch_delta: true,
-        };
+        let opts = options(&key, 3, true);
         publish(&src, &public, "t/x86_64", &c[0], &opts).unwrap();
         assert_eq!(ostree(&public, &["rev-parse", "t/x86_64"]).unwrap().trim(), c[0]);
         // Every object the ref names is there, and the summary lists the ref.
@@ -270,14 +278,9 @@ mod tests {
     #[test]
     fn each_arch_is_published_by_its_own_verdict() {
         let d = tempfile::tempdir().unwrap();
-        let c = candidates(d.path(), &[("t/x86_64", "x"), ("t/aarch64", "a")]);
-        let (src, public) = (d.path().join("repo"), d.path().join("public"));
+        let (c, src, public) = setup(d.path(), &[("t/x86_64", "x"), ("t/aarch64", "a")]);
         let key = key(d.path());
-        let opts = PublishOptions {
-            key: &key,
-            retain: 3,
-            scratch_delta: true,
-        };
+        let opts = options(&key, 3, true);
         let runs = [
             ("t/x86_64", &c[0], suite(fedostree_util::Arch::X86_64, Status::Pass)),
             ("t/aarch64", &c[1], suite(fedostree_util::Arch::Aarch64, Status::Fail)),
@@ -299,14 +302,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let runs: Vec<(&str, String)> = (0..5).map(|i| ("t/x86_64", format!("v{i}"))).collect();
         let runs: Vec<(&str, &str)> = runs.iter().map(|(r, v)| (*r, v.as_str())).collect();
-        let c = candidates(d.path(), &runs);
-        let (src, public) = (d.path().join("repo"), d.path().join("public"));
+        let (c, src, public) = setup(d.path(), &runs);
         let key = key(d.path());
-        let opts = PublishOptions {
-            key: &key,
-            retain: 2,
-            scratch_delta: false,
-        };
+        let opts = options(&key, 2, false);
         for commit in [&c[0], &c[2], &c[4]] {
             publish(&src, &public, "t/x86_64", commit, &opts).unwrap();
         }
@@ -324,14 +322,9 @@ mod tests {
     #[test]
     fn signed_commits_and_summary_deltas_and_retention() {
         let d = tempfile::tempdir().unwrap();
-        let c = candidates(d.path(), &[("t/x86_64", "v1"), ("t/x86_64", "v2"), ("t/x86_64", "v3")]);
-        let (src, public) = (d.path().join("repo"), d.path().join("public"));
+        let (c, src, public) = setup(d.path(), &[("t/x86_64", "v1"), ("t/x86_64", "v2"), ("t/x86_64", "v3")]);
         let key = key(d.path());
-        let opts = PublishOptions {
-            key: &key,
-            retain: 2,
-            scratch_delta: true,
-        };
+        let opts = options(&key, 2, true);
         publish(&src, &public, "t/x86_64", &c[0], &opts).unwrap();
         let first = ostree(&public, &["static-delta", "list"]).unwrap();
         assert_eq!(first.trim(), c[0], "the first commit's delta from scratch");

@@ -6,13 +6,13 @@
 //! The scratch ref is `<tree ref>-scratch/<name>`: ostree keeps refs as files, so the tree's ref cannot
 //! also be a directory holding `<tree ref>/scratch/<name>`.
 
-use crate::run::{ScratchOptions, Timings};
+use crate::run::{ScratchOptions, TestOptions, Timings};
 use crate::stages;
 use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
 use fedostree_compose::overrides::Overrides;
 use fedostree_images::throwaway::{self, Throwaway};
-use fedostree_images::{Backend, ImageState};
+use fedostree_images::ImageState;
 use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::{Arch, Checksum};
 use std::time::Instant;
@@ -63,14 +63,8 @@ pub fn resolve_ref(sources: &Sources, tree: &str, arch: Arch, opts: &ScratchOpti
 
 /// The tree composed and its cached image current (as `fedostree test` does), then the override
 /// composed onto the scratch ref and deployed into a throwaway copy of that image.
-pub fn prepare(
-    state: &StateDir,
-    sources: &Sources,
-    tree: &str,
-    arch: Arch,
-    backend: Backend,
-    opts: &ScratchOptions,
-) -> Result<Scratch> {
+pub fn prepare(state: &StateDir, run: &TestOptions, arch: Arch, opts: &ScratchOptions) -> Result<Scratch> {
+    let (sources, tree, backend) = (&run.sources, run.tree.as_str(), run.backend);
     let overrides = Overrides {
         rpms: opts.rpms.clone(),
         repos: opts.repos.clone(),

@@ -106,7 +106,7 @@ fn ready(state: &StateDir, opts: &TestOptions, arch: Arch) -> Result<Ready> {
             }
         }
         CommitSource::Scratch(sc) => {
-            let s = crate::scratch::prepare(state, &opts.sources, &opts.tree, arch, opts.backend, sc)?;
+            let s = crate::scratch::prepare(state, opts, arch, sc)?;
             let diff = s.diff.render();
             let what = format!(
                 "{} {}: package changes over the tree's {}:\n{diff}",

@@ -47,7 +47,7 @@ pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
             continue; // an include fragment, not a tree
         }
         let name = format!("dev/{}", file.file_stem().unwrap().to_string_lossy());
-        for arch in Arch::ALL {
+        for &arch in Arch::ALL {
             let tf = Treefile::load(&file, &name, arch)?;
             for pkg in &tf.packages {
                 let Some(suffix) = pkg.strip_prefix(TESTS_PACKAGE) else {

@@ -1,28 +1,17 @@
 //! [`Arch`]: the one architecture type every crate passes around (treefiles, images, VMs, the CLI).
 
-use std::fmt;
-use std::str::FromStr;
-
-/// An architecture fedostree composes for and boots. Spelled like `uname -m`, RPM and the treefiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub enum Arch {
-    #[serde(rename = "x86_64")]
-    X86_64,
-    #[serde(rename = "aarch64")]
-    Aarch64,
+crate::word_enum! {
+    /// An architecture fedostree composes for and boots. Spelled like `uname -m`, RPM and the treefiles.
+    #[derive(PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+    pub enum Arch, "architecture" {
+        #[serde(rename = "x86_64")]
+        X86_64 = "x86_64",
+        #[serde(rename = "aarch64")]
+        Aarch64 = "aarch64",
+    }
 }
 
 impl Arch {
-    /// Every architecture, in the order runs and reports list them.
-    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
     /// The architecture this binary runs on, if fedostree supports it.
     pub fn host() -> Option<Arch> {
         std::env::consts::ARCH.parse().ok()
@@ -41,25 +30,6 @@ impl Arch {
         match self {
             Arch::X86_64 => "ttyS0",
             Arch::Aarch64 => "ttyAMA0",
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Arch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "x86_64" => Ok(Arch::X86_64),
-            "aarch64" => Ok(Arch::Aarch64),
-            other => Err(format!(
-                "unsupported architecture {other:?} (expected x86_64 or aarch64)"
-            )),
         }
     }
 }
@@ -96,7 +66,7 @@ mod tests {
     #[test]
     fn round_trips_through_its_spelling() {
         for a in Arch::ALL {
-            assert_eq!(a.as_str().parse::<Arch>(), Ok(a));
+            assert_eq!(a.as_str().parse::<Arch>(), Ok(*a));
             assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
         }
         let e = "ppc64le".parse::<Arch>().unwrap_err();

@@ -25,6 +25,7 @@ pub mod screen;
 mod sql;
 pub mod state;
 pub mod sys;
+pub mod words;
 pub mod workdir;
 
 pub use arch::Arch;
