@@ -4,6 +4,7 @@
 use crate::args::{self, arches, host, BootArg, Cli, Command, ComposeArgs, DbCommand, ImageArgs, TestArgs};
 use crate::render::{one_or_array, say};
 use anyhow::Result;
+use fedostree_compose::loaded_tree::LoadedTree;
 use fedostree_compose::{compose_tree, dbdiff};
 use fedostree_devrepo as devrepo;
 use fedostree_harness::qemu::BootPath;
@@ -107,12 +108,10 @@ fn cmd_devrepo(state: &StateDir, sources: Sources, arches: Vec<Arch>, bump: Vec<
 
 /// The merged treefile of `tree` for each arch, as JSON: one object, or an array for several arches.
 fn cmd_print_treefile(tree: &str, trees: &Path, arches: &[Arch]) -> Result<Exit> {
-    use fedostree_compose::treefile;
-    let (path, name) = treefile::locate(tree, trees).map_err(InputError::wrap)?;
+    let loaded = LoadedTree::load(trees, tree, arches)?;
     let mut merged = Vec::new();
     for &arch in arches {
-        let tf = treefile::Treefile::load(&path, &name, arch).map_err(InputError::wrap)?;
-        merged.push(serde_json::to_value(&tf)?);
+        merged.push(serde_json::to_value(&*loaded.treefile(arch)?)?);
     }
     say(one_or_array(&merged)?)?;
     Ok(Exit::Ok)
@@ -127,6 +126,7 @@ fn cmd_compose(state: &StateDir, sources: impl Fn() -> Result<Sources>, a: Compo
         fedostree_util::bail_input!("--ex-write-lockfile-to writes one architecture's lockfile: give one --arch");
     }
     let sources = sources()?;
+    let loaded = LoadedTree::load(&sources.trees, &a.tree, &arches)?;
     let mut results = Vec::new();
     for arch in arches {
         let o = compose_tree::ComposeOptions {
@@ -137,8 +137,9 @@ fn cmd_compose(state: &StateDir, sources: impl Fn() -> Result<Sources>, a: Compo
             write_lockfile_to: a.write_lockfile_to.clone(),
             ..compose_tree::ComposeOptions::new(a.tree.clone(), arch)
         };
-        devrepo::ensure_for_tree(state, &sources, &o.tree, o.arch)?;
-        let r = compose_tree::compose(state, &sources, &o)?;
+        let tf = loaded.treefile(arch)?;
+        devrepo::ensure_for_tree(state, &sources, &tf)?;
+        let r = compose_tree::compose_treefile(state, &tf, &o)?;
         crate::render::compose_result(&r, o.dry_run)?;
         results.push(r);
     }
@@ -149,9 +150,11 @@ fn cmd_compose(state: &StateDir, sources: impl Fn() -> Result<Sources>, a: Compo
 }
 
 fn cmd_image(state: &StateDir, sources: &Sources, a: ImageArgs) -> Result<Exit> {
-    for arch in arches(a.arch, &host()?) {
+    let arches = arches(a.arch, &host()?);
+    let loaded = LoadedTree::load(&sources.trees, &a.tree, &arches)?;
+    for arch in arches {
         let backend = args::backend(a.backend);
-        let (_, image, _) = fedostree_pipeline::stages::prepare(state, sources, &a.tree, arch, backend)?;
+        let (_, image, _) = fedostree_pipeline::stages::prepare(state, sources, &loaded, arch, backend)?;
         let report = serde_json::json!({
             "arch": arch,
             "disk": image.disk,

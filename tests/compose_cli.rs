@@ -10,8 +10,28 @@ use common::{fedostree, state_dir, TestDir};
 #[path = "../compose/tests/common/mod.rs"]
 mod pkg;
 
+/// The scenarios that start from the composed dev/minimal state, each its own test on its own copy.
+/// A scenario: what it checks, given its own copy of the good state.
+type Scenario = fn(&Path);
+
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("bad_inputs", bad_inputs),
+    ("signatures", signatures),
+    ("treefile_features", treefile_features),
+    ("treefile_edits", treefile_edits),
+    ("lockfiles_and_repo_packages", lockfiles_and_repo_packages),
+    ("ostree_layers", ostree_layers),
+    ("opt_and_usr_local", opt_and_usr_local),
+    ("payload_attributes", payload_attributes),
+    ("scriptlets_and_file_triggers", scriptlets_and_file_triggers),
+    (
+        "mirrors_fail_over_and_downloads_resume",
+        mirrors_fail_over_and_downloads_resume,
+    ),
+];
+
 fn main() {
-    run_tests(vec![
+    let mut tests = vec![
         Test::new(
             "compose_both_arches_noop_bump_and_diff",
             &[],
@@ -22,7 +42,51 @@ fn main() {
             &[Prereq::Root],
             full_disk_is_the_machine_not_the_input,
         ),
-    ]);
+    ];
+    for &(name, scenario) in SCENARIOS {
+        tests.push(Test::with(name, &[], move || {
+            let state = TestDir::fresh(&format!("compose-{name}-state"));
+            copy_state(&good_state(), &state);
+            scenario(&state);
+        }));
+    }
+    run_tests(tests);
+}
+
+/// What every scenario starts from: dev/minimal composed on both arches, then composed again after a
+/// package bump (what `compose_both_arches_noop_bump_and_diff` checks on its way). Made once per test
+/// run (nextest runs each test in a process of its own: a lock, and a marker once it is complete); the
+/// scenarios bump packages and compose into their state, so each works on a copy.
+fn good_state() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let run = std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| std::process::id().to_string());
+    let dir = tmp.join(format!("compose-good-{}", &run[..run.len().min(8)]));
+    let _lock = fedostree_util::lock::FileLock::acquire(&tmp.join("compose-good.lock")).unwrap();
+    if !dir.join(".complete").exists() {
+        // Earlier runs' states go: each is hundreds of MB.
+        for e in std::fs::read_dir(tmp).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("compose-good-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let state = state_dir(&dir.file_name().unwrap().to_string_lossy());
+        compose_dev_minimal_noop_bump_and_diff(&state);
+        std::fs::write(state.join(".complete"), "").unwrap();
+        // Kept for the other scenarios of this run (a TestDir would remove it).
+        std::mem::forget(state);
+    }
+    dir
+}
+
+/// `cp -a` of a state directory (the shared Debian cache stays a symlink).
+fn copy_state(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "copying {} to {}", from.display(), to.display());
 }
 
 /// `fedostree compose --tree dev/minimal --arch ARCH --write-compose-json CJ`
@@ -65,11 +129,16 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The first compose of dev/minimal on both arches, no-op composes, the compose lock, a bump and its
+/// `db diff`, a dry run, a closed stdout: the state every scenario then starts from ([`good_state`]).
 fn compose_both_arches_noop_bump_and_diff() {
-    let state = state_dir("compose-e2e");
+    good_state();
+}
+
+fn compose_dev_minimal_noop_bump_and_diff(state: &Path) {
     let repo = state.join("repo");
     let cj = state.join("compose.json");
-    ok(&compose_minimal(&state, "all", &cj));
+    ok(&compose_minimal(state, "all", &cj));
     let results = json(&cj);
     for (r, arch) in results.as_array().unwrap().iter().zip(["x86_64", "aarch64"]) {
         assert_eq!(r["arch"], arch);
@@ -111,7 +180,7 @@ fn compose_both_arches_noop_bump_and_diff() {
     }
 
     // Unchanged inputs: no new commit.
-    let out = compose_minimal(&state, "x86_64", &cj);
+    let out = compose_minimal(state, "x86_64", &cj);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no changes since"));
     let r = json(&cj);
@@ -126,7 +195,7 @@ fn compose_both_arches_noop_bump_and_diff() {
     std::fs::create_dir_all(&live).unwrap();
     let lock = fedostree_util::lock::FileLock::acquire_announced(&state.join("compose.lock"), "compose").unwrap();
     let mut waiting = Command::new(env!("CARGO_BIN_EXE_fedostree"))
-        .env("FEDOSTREE_STATE_DIR", &state)
+        .env("FEDOSTREE_STATE_DIR", state)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["compose", "--tree", "dev/minimal", "--arch", "x86_64"])
         .stderr(std::process::Stdio::piped())
@@ -153,16 +222,16 @@ fn compose_both_arches_noop_bump_and_diff() {
 
     // One package bumped in the dev repo: a new commit whose diff is exactly that upgrade.
     ok(&fedostree(
-        &state,
+        state,
         &["devrepo", "--arch", "x86_64", "--bump", "fedostree-base"],
     ));
-    ok(&compose_minimal(&state, "x86_64", &cj));
+    ok(&compose_minimal(state, "x86_64", &cj));
     let r = json(&cj);
     assert_eq!(r["changed"], true);
     assert_eq!(r["parent"], results[0]["ostree-commit"]);
     let reff = "fedostree/dev/x86_64/minimal";
     let diff: serde_json::Value = serde_json::from_str(&ok(&fedostree(
-        &state,
+        state,
         &["db", "diff", "--json", &format!("{reff}^"), reff],
     )))
     .unwrap();
@@ -171,13 +240,13 @@ fn compose_both_arches_noop_bump_and_diff() {
     assert_eq!(diff["upgraded"][0]["from"], "1.0-1");
     assert_eq!(diff["upgraded"][0]["to"], "1.0-2");
     assert!(diff["added"].as_array().unwrap().is_empty() && diff["removed"].as_array().unwrap().is_empty());
-    let text = ok(&fedostree(&state, &["db", "diff", &format!("{reff}^"), reff]));
+    let text = ok(&fedostree(state, &["db", "diff", &format!("{reff}^"), reff]));
     assert!(text.contains("Upgraded:\n  fedostree-base 1.0-1 -> 1.0-2"), "{text}");
 
     // Dry run resolves and commits nothing.
     let before = ostree(&repo, &["rev-parse", reff]);
     let dry = ok(&fedostree(
-        &state,
+        state,
         &["compose", "--tree", "dev/broken", "--arch", "x86_64", "--dry-run"],
     ));
     assert!(dry.contains("fedostree-installed-tests-broken-"), "{dry}");
@@ -186,7 +255,7 @@ fn compose_both_arches_noop_bump_and_diff() {
 
     // A reader that stops early (`| head`) ends the output, not the command: no panic, exit 0.
     let mut child = Command::new(env!("CARGO_BIN_EXE_fedostree"))
-        .env("FEDOSTREE_STATE_DIR", &state)
+        .env("FEDOSTREE_STATE_DIR", state)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["compose", "--tree", "dev/broken", "--arch", "x86_64", "--dry-run"])
         .stdout(std::process::Stdio::piped())
@@ -201,17 +270,6 @@ fn compose_both_arches_noop_bump_and_diff() {
         "{:?}\n{stderr}",
         out.status
     );
-
-    bad_inputs(&state);
-    signatures(&state);
-    treefile_features(&state);
-    treefile_edits(&state);
-    lockfiles_and_repo_packages(&state);
-    ostree_layers(&state);
-    opt_and_usr_local(&state);
-    payload_attributes(&state);
-    scriptlets_and_file_triggers(&state);
-    mirrors_fail_over_and_downloads_resume(&state);
 }
 
 /// rpm-ostree's treefile features on real RPMs: variables, `releasever`, conditional includes (a

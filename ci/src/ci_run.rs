@@ -7,6 +7,7 @@ use crate::denylist::Denylist;
 use crate::history::{History, NewResult, ResultRecord, TestRow};
 use crate::verdict::{RunStatus, Verdict};
 use anyhow::Result;
+use fedostree_compose::loaded_tree::LoadedTree;
 use fedostree_harness::qemu::{Accel, BootPath, FwCfgValue};
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::{Status, SuiteResult};
@@ -264,10 +265,16 @@ fn compose_all(
     let mut outcomes = Vec::new();
     let mut changed = Vec::new();
     for tree in trees {
+        // Loaded once for every arch; a treefile that does not load fails each arch's compose.
+        let loaded = LoadedTree::load(&opts.sources.trees, tree, &opts.arches);
         for &arch in &opts.arches {
             opts.cancel.check()?;
             let t = Instant::now();
-            let (composed, commit) = match compose(state, &opts.sources, tree, arch) {
+            let composed = match &loaded {
+                Ok(l) => compose(state, &opts.sources, l, arch),
+                Err(e) => Err(anyhow::anyhow!("{e:#}")),
+            };
+            let (composed, commit) = match composed {
                 Ok(c) => c,
                 Err(e) => {
                     let failed = record_compose_failure(history, opts, tree, arch, t.elapsed(), &e)?;

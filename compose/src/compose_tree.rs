@@ -76,14 +76,19 @@ pub struct ComposeResult {
 pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Result<ComposeResult> {
     let (path, name) = treefile::locate(&opts.tree, &sources.trees).map_err(InputError::wrap)?;
     let tf = Treefile::load(&path, &name, opts.arch).map_err(InputError::wrap)?;
+    compose_treefile(state, &tf, opts)
+}
+
+/// [`compose`] of a treefile already loaded for `opts.arch` (`opts.tree` is not read again).
+pub fn compose_treefile(state: &StateDir, tf: &Treefile, opts: &ComposeOptions) -> Result<ComposeResult> {
     for w in &tf.warnings {
-        tracing::warn!("{}: {w}", path.display());
+        tracing::warn!("{}: {w}", tf.path.display());
     }
     let scope = events::Scope::new(&tf.name, opts.arch);
     let _in = events::enter(scope.clone());
     let running = scope.stage(Stage::Compose, format!("composing {}", tf.ref_));
-    let lock = read_lockfiles(&tf, opts)?;
-    let (repos, first_override) = load_repos(state, &tf, opts, lock.is_some())?;
+    let lock = read_lockfiles(tf, opts)?;
+    let (repos, first_override) = load_repos(state, tf, opts, lock.is_some())?;
     // One compose per state directory at a time: they share the repo, the caches and the dev repo.
     let _lock = fedostree_util::lock::FileLock::acquire_announced(&state.root().join("compose.lock"), "compose")?;
     // Scratch dirs of composes and dev repo builds that were killed (SIGKILL, power cut) go now.
@@ -92,7 +97,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         .iter()
         .map(|r| (r.gpgcheck || r.repo_gpgcheck).then(|| repo::repo_keys(r)).transpose())
         .collect::<Result<Vec<_>>>()?;
-    let solved = solve(state, &tf, &repos, &keys, lock.as_ref(), first_override)?;
+    let solved = solve(state, tf, &repos, &keys, lock.as_ref(), first_override)?;
     if let Some(path) = &opts.write_lockfile_to {
         let ids: Vec<(String, Option<String>)> = repos.iter().map(|r| (r.id.clone(), None)).collect();
         crate::lockfile::write(path, &solved, &ids)?;
@@ -118,7 +123,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         ref_: opts.overrides.as_ref().map_or(&tf.ref_, |o| &o.ref_).clone(),
         commit: None,
         parent: None,
-        inputhash: inputhash(&tf, &solved, &layers, opts, base.as_deref()),
+        inputhash: inputhash(tf, &solved, &layers, opts, base.as_deref()),
         changed: false,
         version: None,
         packages: solved.len(),
@@ -136,7 +141,7 @@ pub fn compose(state: &StateDir, sources: &Sources, opts: &ComposeOptions) -> Re
         keys: &keys,
         layers: &layers,
     };
-    if !commit_new(state, &tf, opts, &inputs, base, &mut result)? {
+    if !commit_new(state, tf, opts, &inputs, base, &mut result)? {
         running.finish(format!("unchanged at {}", result.commit.as_deref().unwrap_or("-")));
         return Ok(result);
     }

@@ -19,6 +19,7 @@ pub mod import;
 pub mod initramfs;
 pub mod layers;
 pub mod linesafe;
+pub mod loaded_tree;
 pub mod lockfile;
 pub mod overrides;
 pub mod postprocess;

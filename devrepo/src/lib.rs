@@ -132,10 +132,8 @@ pub fn is_built(state: &StateDir, arch: Arch) -> bool {
 /// Build (incrementally: milliseconds when nothing changed) the dev repositories that `tree`'s repos
 /// point at, so that edits to tests-suite/ or devrepo/own/ reach the next compose. Callers run this
 /// before [`fedostree_compose::compose_tree::compose`], which only reads repositories.
-pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tree: &str, arch: Arch) -> Result<()> {
-    use fedostree_compose::treefile;
-    let (path, name) = treefile::locate(tree, &sources.trees).map_err(InputError::wrap)?;
-    let tf = treefile::Treefile::load(&path, &name, arch).map_err(InputError::wrap)?;
+pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tf: &fedostree_compose::treefile::Treefile) -> Result<()> {
+    let arch = tf.arch;
     let devrepo_dir = state.devrepo_root();
     let repos = tf.load_repos(&devrepo_dir).map_err(InputError::wrap)?;
     let debian_dir = debian_repo::repo_dir(state, arch);

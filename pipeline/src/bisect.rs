@@ -290,7 +290,8 @@ pub async fn bisect(
     opts: &BisectOptions,
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<BisectReport> {
-    let ref_ = stages::tree_ref(&opts.sources, &opts.tree, opts.arch)?;
+    let ref_ = fedostree_compose::loaded_tree::LoadedTree::load(&opts.sources.trees, &opts.tree, &[opts.arch])?
+        .ref_(opts.arch)?;
     let fw_cfg = decider(opts)?;
     if let Some(url) = &opts.repo_url {
         pull_history(state, url, &ref_)?;

@@ -82,7 +82,8 @@ async fn run_arch(
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<TreeArchRun> {
     opts.cancel.check()?;
-    let (composed, image, mut timings) = stages::prepare(state, &opts.sources, BASE_TREE, arch, opts.backend)?;
+    let base = fedostree_compose::loaded_tree::LoadedTree::load(&opts.sources.trees, BASE_TREE, &[arch])?;
+    let (composed, image, mut timings) = stages::prepare(state, &opts.sources, &base, arch, opts.backend)?;
     let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
     fs_err::create_dir_all(&dir)?;
     let public = dir.join("public");
@@ -349,10 +350,12 @@ fn build_fixture(
             source_dir: sources.checkout.clone(),
         },
     )?;
-    let n1 = stages::compose(state, sources, BASE_TREE, arch)?.1;
+    let base = fedostree_compose::loaded_tree::LoadedTree::load(&sources.trees, BASE_TREE, &[arch])?;
+    let n1 = stages::compose(state, sources, &base, arch)?.1;
     anyhow::ensure!(n1 != n, "bumping {BUMPED} did not change {BASE_TREE}'s commit");
     publish(&state.repo(), &good, ref_, &n1, &opts)?;
-    let (switch, switch_commit) = stages::compose(state, sources, SWITCH_TREE, arch)?;
+    let switch_tree = fedostree_compose::loaded_tree::LoadedTree::load(&sources.trees, SWITCH_TREE, &[arch])?;
+    let (switch, switch_commit) = stages::compose(state, sources, &switch_tree, arch)?;
     let switch_ref = switch.ref_;
     publish(&state.repo(), &good, &switch_ref, &switch_commit, &opts)?;
 

@@ -10,10 +10,11 @@ use crate::run::{ScratchOptions, TestOptions, Timings};
 use crate::stages;
 use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
+use fedostree_compose::loaded_tree::LoadedTree;
 use fedostree_compose::overrides::Overrides;
 use fedostree_images::throwaway::{self, Throwaway};
 use fedostree_images::ImageState;
-use fedostree_util::state::{Sources, StateDir};
+use fedostree_util::state::StateDir;
 use fedostree_util::{Arch, Checksum};
 use std::time::Instant;
 
@@ -49,13 +50,14 @@ fn default_name(opts: &ScratchOptions) -> Result<String> {
 }
 
 /// The scratch ref of `tree` on `arch`, checked to be a valid ostree ref before anything is built.
-pub fn resolve_ref(sources: &Sources, tree: &str, arch: Arch, opts: &ScratchOptions) -> Result<String> {
+pub fn resolve_ref(tree: &LoadedTree, arch: Arch, opts: &ScratchOptions) -> Result<String> {
+    let tree_ref = tree.ref_(arch)?;
     let ref_ = match &opts.ref_ {
         Some(r) => r.clone(),
-        None => scratch_ref(&stages::tree_ref(sources, tree, arch)?, &default_name(opts)?),
+        None => scratch_ref(&tree_ref, &default_name(opts)?),
     };
     ostree::validate_rev(&ref_).map_err(|e| fedostree_util::InputError::new(format!("--ref {ref_:?}: {e}")))?;
-    if ref_ == stages::tree_ref(sources, tree, arch)? {
+    if ref_ == tree_ref {
         fedostree_util::bail_input!("--ref {ref_}: that is the tree's own ref; a scratch build goes on its own");
     }
     Ok(ref_)
@@ -63,15 +65,21 @@ pub fn resolve_ref(sources: &Sources, tree: &str, arch: Arch, opts: &ScratchOpti
 
 /// The tree composed and its cached image current (as `fedostree test` does), then the override
 /// composed onto the scratch ref and deployed into a throwaway copy of that image.
-pub fn prepare(state: &StateDir, run: &TestOptions, arch: Arch, opts: &ScratchOptions) -> Result<Scratch> {
+pub fn prepare(
+    state: &StateDir,
+    run: &TestOptions,
+    loaded: &LoadedTree,
+    arch: Arch,
+    opts: &ScratchOptions,
+) -> Result<Scratch> {
     let (sources, tree, backend) = (&run.sources, run.tree.as_str(), run.backend);
     let overrides = Overrides {
         rpms: opts.rpms.clone(),
         repos: opts.repos.clone(),
-        ref_: resolve_ref(sources, tree, arch, opts)?,
+        ref_: resolve_ref(loaded, arch, opts)?,
     };
     fedostree_compose::overrides::validate(&overrides)?;
-    let (composed, _, mut timings) = stages::prepare(state, sources, tree, arch, backend)?;
+    let (composed, _, mut timings) = stages::prepare(state, sources, loaded, arch, backend)?;
     let base = Checksum::from(
         composed
             .commit

@@ -5,6 +5,7 @@
 use crate::run::Timings;
 use anyhow::{Context, Result};
 use fedostree_compose::compose_tree::{self, ComposeOptions};
+use fedostree_compose::loaded_tree::LoadedTree;
 use fedostree_images::{Backend, ImageSpec, ImageState};
 use fedostree_util::events::{self, Scope, Stage};
 use fedostree_util::state::{Sources, StateDir};
@@ -15,35 +16,28 @@ use std::time::Instant;
 /// The stateroot every image deploys into.
 pub const OSNAME: &str = "fedostree";
 
-/// The ref `tree` commits to on `arch`, read from its treefile.
-pub fn tree_ref(sources: &Sources, tree: &str, arch: Arch) -> Result<String> {
-    use fedostree_compose::treefile::{self, Treefile};
-    let (path, name) = treefile::locate(tree, &sources.trees).map_err(fedostree_util::InputError::wrap)?;
-    let tf = Treefile::load(&path, &name, arch).map_err(fedostree_util::InputError::wrap)?;
-    Ok(tf.ref_)
-}
-
 /// Compose `tree` for `arch` with default options, its dev repository made first; the result and the
 /// commit it names.
 pub fn compose(
     state: &StateDir,
     sources: &Sources,
-    tree: &str,
+    tree: &LoadedTree,
     arch: Arch,
 ) -> Result<(compose_tree::ComposeResult, Checksum)> {
-    let scope = Scope::new(tree, arch);
+    let tf = tree.treefile(arch)?;
+    let scope = Scope::new(&tree.name, arch);
     let _in = events::enter(scope.clone());
     let devrepo = scope.stage(
         Stage::Devrepo,
         "bringing the repositories the tree composes from up to date",
     );
-    fedostree_devrepo::ensure_for_tree(state, sources, tree, arch)?;
+    fedostree_devrepo::ensure_for_tree(state, sources, &tf)?;
     devrepo.finish("current");
-    let composed = compose_tree::compose(state, sources, &ComposeOptions::new(tree, arch))?;
+    let composed = compose_tree::compose_treefile(state, &tf, &ComposeOptions::new(&tree.name, arch))?;
     let commit = composed
         .commit
         .clone()
-        .with_context(|| format!("{tree}: compose produced no commit"))?;
+        .with_context(|| format!("{}: compose produced no commit", tree.name))?;
     Ok((composed, Checksum::new(commit)))
 }
 
@@ -52,7 +46,7 @@ pub fn compose(
 pub fn prepare(
     state: &StateDir,
     sources: &Sources,
-    tree: &str,
+    tree: &LoadedTree,
     arch: Arch,
     backend: Backend,
 ) -> Result<(compose_tree::ComposeResult, ImageState, Timings)> {
@@ -62,7 +56,8 @@ pub fn prepare(
     timings.compose_s = t.elapsed().as_secs_f64();
     if !composed.bootable {
         fedostree_util::bail_input!(
-            "{tree}: the tree is not bootable (`container: true`): it composes ({commit}) but has no kernel to boot"
+            "{}: the tree is not bootable (`container: true`): it composes ({commit}) but has no kernel to boot",
+            tree.name
         );
     }
     let t = Instant::now();

@@ -3,10 +3,12 @@
 
 use crate::guest::{boot_and_test, GuestSettings, SharedReporter};
 use crate::publish::PublishOptions;
+use crate::run::Candidate;
 use crate::run::{gate, run_dir, CommitSource, GuestTimes, Scenario, TestOptions, Timings, TreeArchRun};
 use crate::signing::SigningKey;
-use crate::stages::{prepare, publish_timed, pull_candidate, tree_ref, update_image};
-use anyhow::Result;
+use crate::stages::{prepare, publish_timed, pull_candidate, update_image};
+use anyhow::{Context, Result};
+use fedostree_compose::loaded_tree::LoadedTree;
 use fedostree_harness::report::Reporter;
 use fedostree_harness::results::SuiteResult;
 use fedostree_images::ImageState;
@@ -51,9 +53,14 @@ pub async fn test_tree(
     };
     // Composes and image updates want the disk and both cores: one arch at a time.
     let mut prepared = Vec::new();
+    // The treefile, loaded once for every arch; a worker told which ref to pull needs none.
+    let tree = match &opts.source {
+        CommitSource::Pulled(Candidate { ref_: Some(_), .. }) => None,
+        _ => Some(LoadedTree::load(&opts.sources.trees, &opts.tree, &opts.arches)?),
+    };
     for &arch in &opts.arches {
         opts.cancel.check()?;
-        prepared.push(ready(state, opts, arch)?);
+        prepared.push(ready(state, opts, tree.as_ref(), arch)?);
     }
     // A TCG guest keeps one core busy: boot the arches side by side, the cores shared out.
     let guest = GuestSettings {
@@ -89,11 +96,13 @@ pub async fn test_tree(
     Ok(runs)
 }
 
-/// The commit of `opts.source` for `arch`, deployed into the image it boots from.
-fn ready(state: &StateDir, opts: &TestOptions, arch: Arch) -> Result<Ready> {
+/// The commit of `opts.source` for `arch`, deployed into the image it boots from. `tree` is loaded
+/// unless the source needs no treefile.
+fn ready(state: &StateDir, opts: &TestOptions, tree: Option<&LoadedTree>, arch: Arch) -> Result<Ready> {
+    let loaded = || tree.context("the tree's treefile was not loaded");
     Ok(match &opts.source {
         CommitSource::Compose => {
-            let (composed, image, timings) = prepare(state, &opts.sources, &opts.tree, arch, opts.backend)?;
+            let (composed, image, timings) = prepare(state, &opts.sources, loaded()?, arch, opts.backend)?;
             Ready {
                 arch,
                 tree: composed.tree,
@@ -106,7 +115,7 @@ fn ready(state: &StateDir, opts: &TestOptions, arch: Arch) -> Result<Ready> {
             }
         }
         CommitSource::Scratch(sc) => {
-            let s = crate::scratch::prepare(state, opts, arch, sc)?;
+            let s = crate::scratch::prepare(state, opts, loaded()?, arch, sc)?;
             let diff = s.diff.render();
             let what = format!(
                 "{} {}: package changes over the tree's {}:\n{diff}",
@@ -129,7 +138,7 @@ fn ready(state: &StateDir, opts: &TestOptions, arch: Arch) -> Result<Ready> {
         CommitSource::Pulled(from) => {
             let ref_ = match &from.ref_ {
                 Some(r) => r.clone(),
-                None => tree_ref(&opts.sources, &opts.tree, arch)?,
+                None => loaded()?.ref_(arch)?,
             };
             let mut timings = Timings::default();
             let t = Instant::now();

@@ -98,8 +98,9 @@ pub fn vm_results(state: &StateDir, tree: &str, arch: Arch) -> Result<SuiteResul
         return Ok(serde_json::from_str(&text)?);
     }
     let sources = Sources::discover(None).map_err(anyhow::Error::msg)?;
-    let (_, image, _) =
-        fedostree_pipeline::stages::prepare(state, &sources, tree, arch, fedostree_images::default_backend())?;
+    let loaded = fedostree_compose::loaded_tree::LoadedTree::load(&sources.trees, tree, &[arch])?;
+    let backend = fedostree_images::default_backend();
+    let (_, image, _) = fedostree_pipeline::stages::prepare(state, &sources, &loaded, arch, backend)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (suite, _) = rt.block_on(fedostree_pipeline::guest::boot_and_test(
         tree,

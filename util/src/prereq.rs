@@ -96,6 +96,14 @@ mod runner {
             })
         }
 
+        /// A test that is a closure (it may capture what it tests); fails when it panics.
+        pub fn with(name: impl Into<String>, needs: &[Prereq], run: impl FnOnce() + Send + 'static) -> Test {
+            let run = std::panic::AssertUnwindSafe(run);
+            Test::fallible(name, needs, move || {
+                std::panic::catch_unwind(run).map_err(|p| panic_message(&p))
+            })
+        }
+
         /// A test that fails with `Err(message)`.
         pub fn fallible(
             name: impl Into<String>,
