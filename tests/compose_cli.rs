@@ -202,9 +202,10 @@ fn compose_dev_minimal_noop_bump_and_diff(state: &Path) {
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(waiting.stderr.take().unwrap());
-    // The dev repository is brought up to date (outside the compose lock) before compose waits.
+    // The dev repository is brought up to date (outside the compose lock), and the compose says it
+    // started, before it waits.
     let mut first = String::new();
-    while first.is_empty() || first.starts_with("devrepo ") {
+    while first.is_empty() || first.starts_with("devrepo") || first.contains(": composing ") {
         first.clear();
         std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
     }

@@ -168,7 +168,12 @@ fn read_lockfiles(tf: &Treefile, opts: &ComposeOptions) -> Result<Option<crate::
     }
     let lock = crate::lockfile::Lockfile::read(&lockfiles, opts.lockfile_strict)?;
     let names: Vec<String> = lockfiles.iter().map(|f| f.display().to_string()).collect();
-    events::step(Stage::Compose, format!("lockfiles: {}", names.join(", ")), None);
+    // rpm-ostree's words, which tools that wrap it look for.
+    events::step(
+        Stage::Compose,
+        format!("Loaded lockfiles:\n  {}", names.join("\n  ")),
+        None,
+    );
     Ok(Some(lock))
 }
 
