@@ -4,6 +4,7 @@
 use crate::protocol::SubtestStatus;
 use crate::results::{Status, Subtest, SuiteResult, TestCaseResult};
 use anyhow::{Context, Result};
+use fedostree_util::events::{Event, EventKind};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use std::path::Path;
 
@@ -34,11 +35,18 @@ fn subtest_case(c: &TestCaseResult, st: &Subtest, class: &str) -> TestCase {
 
 /// The report as a value (for `write_junit` and tests).
 pub fn junit_report(suites: &[SuiteResult]) -> Report {
+    junit_report_with_stages(suites, &[])
+}
+
+/// The report, each testsuite also carrying its tree/arch's stage events: how long each stage took as
+/// properties (`stage.compose` = seconds), and every event's line as the suite's system-out.
+pub fn junit_report_with_stages(suites: &[SuiteResult], stages: &[Event]) -> Report {
     let mut report = Report::new("fedostree");
     for s in suites {
         let class = s.id();
         let mut suite = TestSuite::new(class.clone());
         suite.add_property(("commit", s.commit.as_str()));
+        add_stages(&mut suite, s, stages);
         for c in &s.cases {
             let status = match c.status {
                 Status::Pass => TestCaseStatus::success(),
@@ -74,6 +82,23 @@ pub fn junit_report(suites: &[SuiteResult]) -> Report {
     report
 }
 
+/// The stage events of `s`'s tree and arch: durations as properties, all of them as system-out.
+fn add_stages(suite: &mut TestSuite, s: &SuiteResult, stages: &[Event]) {
+    let mine: Vec<&Event> = stages
+        .iter()
+        .filter(|e| e.tree.as_deref() == Some(s.tree.as_str()) && e.arch == Some(s.arch))
+        .collect();
+    for e in &mine {
+        if let EventKind::StageFinished { secs, .. } = &e.kind {
+            suite.add_property((format!("stage.{}", e.stage.as_str()), format!("{secs:.3}")));
+        }
+    }
+    if !mine.is_empty() {
+        let lines: Vec<String> = mine.iter().map(|e| e.plain()).collect();
+        suite.set_system_out(lines.join("\n") + "\n");
+    }
+}
+
 /// A run whose guest rebooted, one testsuite per boot (`<tree>::<arch>::boot-N`): each holds the TAP
 /// subtests reported during that boot, so a dashboard shows which boot an assertion belongs to.
 pub fn junit_per_boot(s: &SuiteResult) -> Report {
@@ -107,10 +132,17 @@ pub fn write_junit_per_boot(suite: &SuiteResult, path: &Path) -> Result<()> {
 
 /// Write the JUnit file for `suites` to `path` (parent directories created).
 pub fn write_junit(suites: &[SuiteResult], path: &Path) -> Result<()> {
+    write_junit_with_stages(suites, &[], path)
+}
+
+/// [`write_junit`], each testsuite with its stage events (see [`junit_report_with_stages`]).
+pub fn write_junit_with_stages(suites: &[SuiteResult], stages: &[Event], path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs_err::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let xml = junit_report(suites).to_string().context("serializing JUnit")?;
+    let xml = junit_report_with_stages(suites, stages)
+        .to_string()
+        .context("serializing JUnit")?;
     fs_err::write(path, xml).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -226,5 +258,66 @@ mod tests {
     fn junit_snapshot() {
         let xml = junit_report(&suites()).to_string().unwrap();
         insta::assert_snapshot!(xml);
+    }
+
+    /// A suite's stage events land in its testsuite only: durations as properties, lines as system-out.
+    #[test]
+    fn stage_events_go_to_their_own_suite() {
+        use fedostree_util::events::Stage;
+        let event = |arch, stage, kind| Event {
+            stage,
+            tree: Some("dev/minimal".into()),
+            arch: Some(arch),
+            kind,
+        };
+        let stages = [
+            event(
+                Arch::X86_64,
+                Stage::Compose,
+                EventKind::StageStarted {
+                    what: "composing".into(),
+                },
+            ),
+            event(
+                Arch::X86_64,
+                Stage::Compose,
+                EventKind::StageFinished {
+                    summary: "8 packages".into(),
+                    secs: 4.25,
+                },
+            ),
+            event(
+                Arch::Aarch64,
+                Stage::Image,
+                EventKind::StageFinished {
+                    summary: "updated".into(),
+                    secs: 1.5,
+                },
+            ),
+        ];
+        let xml = junit_report_with_stages(&suites(), &stages).to_string().unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let suite = |name: &str| {
+            doc.descendants()
+                .find(|n| n.has_tag_name("testsuite") && n.attribute("name") == Some(name))
+                .unwrap()
+        };
+        let prop = |s: roxmltree::Node, name: &str| {
+            s.descendants()
+                .find(|n| n.has_tag_name("property") && n.attribute("name") == Some(name))
+                .and_then(|n| n.attribute("value").map(str::to_owned))
+        };
+        let x86 = suite("dev/minimal::x86_64");
+        assert_eq!(prop(x86, "stage.compose").as_deref(), Some("4.250"));
+        assert_eq!(prop(x86, "stage.image"), None, "aarch64's image is not x86_64's");
+        let out = x86.descendants().find(|n| n.has_tag_name("system-out")).unwrap();
+        assert!(
+            out.text().unwrap().contains("compose dev/minimal x86_64: composing"),
+            "{xml}"
+        );
+        assert_eq!(
+            prop(suite("dev/minimal::aarch64"), "stage.image").as_deref(),
+            Some("1.500")
+        );
     }
 }

@@ -42,6 +42,8 @@ pub async fn test_tree(
     if let CommitSource::Scenario(Scenario::Lifecycle) = opts.source {
         return crate::lifecycle::run(state, opts, reporter).await;
     }
+    // The run's JUnit carries each tree/arch's stage events.
+    let recording = fedostree_util::events::record();
     let publish_to = match &opts.source {
         CommitSource::Scratch(sc) => sc.publish_to.as_deref(),
         _ => None,
@@ -92,7 +94,8 @@ pub async fn test_tree(
         runs.push(run);
     }
     let suites: Vec<SuiteResult> = runs.iter().map(|r| r.suite.clone()).collect();
-    fedostree_harness::junit::write_junit(&suites, &state.runs().join(&opts.run_id).join("junit.xml"))?;
+    let junit = state.runs().join(&opts.run_id).join("junit.xml");
+    fedostree_harness::junit::write_junit_with_stages(&suites, &recording.take(), &junit)?;
     Ok(runs)
 }
 

@@ -119,12 +119,46 @@ impl Sink for PlainLines {
 
 static SINK: RwLock<Option<Arc<dyn Sink>>> = RwLock::new(None);
 
+/// Recordings under way (see [`record`]): every event is also kept in each.
+static RECORDINGS: RwLock<Vec<Arc<std::sync::Mutex<Vec<Event>>>>> = RwLock::new(Vec::new());
+
+/// Keep every event emitted from now on (besides rendering it) until [`Recording::take`]: a run's
+/// JUnit carries its stages' events.
+pub fn record() -> Recording {
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    RECORDINGS.write().unwrap_or_else(|e| e.into_inner()).push(kept.clone());
+    Recording { kept }
+}
+
+/// What [`record`] kept; recording stops when this is taken or dropped.
+pub struct Recording {
+    kept: Arc<std::sync::Mutex<Vec<Event>>>,
+}
+
+impl Recording {
+    pub fn take(self) -> Vec<Event> {
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        RECORDINGS
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| !Arc::ptr_eq(k, &self.kept));
+    }
+}
+
 /// Send every later event to `sink` (the binary calls this once, before the command runs).
 pub fn set_sink(sink: Arc<dyn Sink>) {
     *SINK.write().unwrap_or_else(|e| e.into_inner()) = Some(sink);
 }
 
 pub fn emit(e: Event) {
+    for kept in RECORDINGS.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        kept.lock().unwrap_or_else(|e| e.into_inner()).push(e.clone());
+    }
     let sink = SINK.read().unwrap_or_else(|e| e.into_inner()).clone();
     match sink {
         Some(s) => s.emit(&e),
@@ -298,6 +332,7 @@ mod tests {
     fn an_installed_sink_gets_every_event_of_a_stage() {
         let sink = Arc::new(Collect(Mutex::new(Vec::new())));
         set_sink(sink.clone());
+        let recording = record();
         let s = Scope::new("dev/minimal", Arch::Aarch64);
         let running = s.stage(Stage::Image, "deploying");
         {
@@ -315,5 +350,11 @@ mod tests {
             "a deep step names its tree"
         );
         assert!(matches!(mine[2].kind, EventKind::StageFinished { .. }));
+        let kept: Vec<Event> = recording
+            .take()
+            .into_iter()
+            .filter(|e| e.stage == Stage::Image)
+            .collect();
+        assert_eq!(kept.len(), 3, "the recording keeps what the sink got: {kept:?}");
     }
 }
