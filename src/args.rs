@@ -41,11 +41,13 @@ pub fn arches(a: Option<ArchArg>, default: &[Arch]) -> Vec<Arch> {
     }
 }
 
-/// The host's architecture: the default of `--arch` for single-tree commands.
-pub fn host() -> Result<Vec<Arch>> {
-    match Arch::host() {
-        Some(a) => Ok(vec![a]),
-        None => fedostree_util::bail_input!(
+/// The architectures `--arch` names, or the host's when it was not given (single-tree commands): a
+/// host fedostree does not build for needs `--arch`.
+pub fn arches_or_host(a: Option<ArchArg>) -> Result<Vec<Arch>> {
+    match (a, Arch::host()) {
+        (Some(a), _) => Ok(arches(Some(a), &[])),
+        (None, Some(host)) => Ok(vec![host]),
+        (None, None) => fedostree_util::bail_input!(
             "this host ({}) is not an architecture fedostree builds for: give --arch",
             std::env::consts::ARCH
         ),

@@ -1,7 +1,7 @@
 //! What each command does with its parsed arguments: it builds the library's options, calls the
 //! library, and renders the result ([`crate::render`]). Exit codes come from the library's verdicts.
 
-use crate::args::{self, arches, host, BootArg, Cli, Command, ComposeArgs, DbCommand, ImageArgs, TestArgs};
+use crate::args::{self, arches_or_host, BootArg, Cli, Command, ComposeArgs, DbCommand, ImageArgs, TestArgs};
 use crate::render::{one_or_array, say};
 use anyhow::Result;
 use fedostree_compose::loaded_tree::LoadedTree;
@@ -20,9 +20,7 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<Exit> {
     let state = StateDir::new(&cli.state_dir);
     let sources = || Sources::discover(cli.trees_dir.clone()).map_err(InputError::new);
     match cli.command {
-        Command::Devrepo { arch, bump, debian } => {
-            cmd_devrepo(&state, sources()?, arches(arch, &host()?), bump, debian)
-        }
+        Command::Devrepo { arch, bump, debian } => cmd_devrepo(&state, sources()?, arches_or_host(arch)?, bump, debian),
         Command::Compose(a) => cmd_compose(&state, sources, a),
         Command::Test(a) => {
             let json = a.json;
@@ -46,7 +44,7 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<Exit> {
 /// `fedostree test`'s options, its flags checked against each other.
 fn test_options(a: TestArgs, sources: Sources, cancel: &Cancel) -> Result<TestOptions> {
     let scratch = !a.add_rpm.is_empty() || !a.add_repo.is_empty();
-    let arches = arches(a.arch, &host()?);
+    let arches = arches_or_host(a.arch)?;
     if a.from_ref.is_some() && a.from.is_none() && !scratch {
         fedostree_util::bail_input!("--ref goes with --from, --add-rpm or --add-repo");
     }
@@ -118,7 +116,7 @@ fn cmd_print_treefile(tree: &str, trees: &Path, arches: &[Arch]) -> Result<Exit>
 }
 
 fn cmd_compose(state: &StateDir, sources: impl Fn() -> Result<Sources>, a: ComposeArgs) -> Result<Exit> {
-    let arches = arches(a.arch, &host()?);
+    let arches = arches_or_host(a.arch)?;
     if a.print_only {
         return cmd_print_treefile(&a.tree, &sources()?.trees, &arches);
     }
@@ -150,7 +148,7 @@ fn cmd_compose(state: &StateDir, sources: impl Fn() -> Result<Sources>, a: Compo
 }
 
 fn cmd_image(state: &StateDir, sources: &Sources, a: ImageArgs) -> Result<Exit> {
-    let arches = arches(a.arch, &host()?);
+    let arches = arches_or_host(a.arch)?;
     let loaded = LoadedTree::load(&sources.trees, &a.tree, &arches)?;
     for arch in arches {
         let backend = args::backend(a.backend);
@@ -183,7 +181,7 @@ fn cmd_db_diff(state: &StateDir, from: &str, to: &str, json: bool) -> Result<Exi
 
 fn cmd_bisect(state: &StateDir, sources: Sources, a: args::BisectArgs, cancel: &Cancel) -> Result<Exit> {
     use fedostree_harness::report::Reporter;
-    let arch = match arches(a.arch, &host()?).as_slice() {
+    let arch = match arches_or_host(a.arch)?.as_slice() {
         [one] => *one,
         _ => fedostree_util::bail_input!("bisect runs on one architecture: give one --arch"),
     };

@@ -3,6 +3,7 @@
 //! `fedostree_util::Exit`, or 128+signal when SIGINT/SIGTERM ended the command).
 
 use clap::Parser;
+use fedostree::args::Command;
 use fedostree_util::cancel::{cancelled_by, Cancel};
 use fedostree_util::Exit;
 use std::process::ExitCode;
@@ -21,10 +22,15 @@ fn main() -> ExitCode {
             return Exit::Failed.into();
         }
     };
-    // SIGINT/SIGTERM trip the token; the command stops its VMs and unwinds. The cleanup registry is
-    // the backstop for a second signal or an unwind that does not end.
+    // SIGINT/SIGTERM trip the token of a command that boots VMs: it stops them and unwinds, and the
+    // cleanup registry is the backstop for a second signal or an unwind that does not end. Commands
+    // that never look at the token (compose, image, serve, …) take the registry's path at once.
     let cancel = Cancel::new();
-    fedostree_util::cleanup::cancel_on_signal(&cancel);
+    if matches!(cli.command, Command::Test(_) | Command::Ci { .. } | Command::Bisect(_)) {
+        fedostree_util::cleanup::cancel_on_signal(&cancel);
+    } else {
+        fedostree_util::cleanup::install_signal_handler();
+    }
     let result = fedostree::run(cli, &cancel);
     if let Some(signal) = cancel.signal() {
         if let Err(e) = &result {

@@ -189,9 +189,11 @@ pub async fn run_pass(state: &StateDir, opts: &CiOptions, reporter: &mut (dyn Re
         }
     });
     let pass = test_changed(state, opts, &trees, &denylist, key.as_ref(), &mut history, reporter).await;
-    let status = match &pass {
-        Err(e) if fedostree_util::cancel::cancelled_by(e).is_some() => RunStatus::Interrupted,
-        _ => RunStatus::Finished,
+    // A signal, or an error that ended the pass early: the run did not finish, and the next pass
+    // tests its trees again.
+    let status = match (&pass, opts.cancel.is_cancelled()) {
+        (Ok(_), false) => RunStatus::Finished,
+        _ => RunStatus::Interrupted,
     };
     history.finish_run(&opts.run_id, status)?;
     fedostree_util::cleanup::deregister(interrupted);
@@ -277,6 +279,8 @@ fn compose_all(
             let (composed, commit) = match composed {
                 Ok(c) => c,
                 Err(e) => {
+                    // A compose a signal broke (its children got it too) says nothing about the tree.
+                    opts.cancel.check()?;
                     let failed = record_compose_failure(history, opts, tree, arch, t.elapsed(), &e)?;
                     outcomes.push((tree.clone(), arch, failed));
                     continue;

@@ -179,7 +179,7 @@ pub fn write(history: &History, public: &Path) -> Result<()> {
 /// The grid of trees × arches (each cell the latest verdict) and the newest runs.
 fn front_page(latest: &[ResultRow], trees: &[&str], runs: &[RunRow], now: chrono::DateTime<chrono::Utc>) -> Markup {
     let mut arches: Vec<Arch> = latest.iter().map(|r| r.arch).collect();
-    arches.sort();
+    arches.sort_by_key(|a| a.as_str());
     arches.dedup();
     html! {
         h2 { "Trees" }

@@ -13,19 +13,21 @@ pub struct LoadedTree {
     /// `dev/minimal`, or a treefile's stem when given as a path.
     pub name: String,
     pub path: PathBuf,
-    by_arch: BTreeMap<Arch, Treefile>,
+    /// Each arch's treefile, or why it does not load (one arch's error is not another's).
+    by_arch: BTreeMap<Arch, Result<Treefile, String>>,
 }
 
 impl LoadedTree {
     /// Locate `tree` under `trees_dir` (or as a path) and load it, includes merged, for each of
-    /// `arches`. Errors name the file and are input errors.
+    /// `arches`. A tree that is nowhere is an error now; a treefile that does not load for one arch is
+    /// that arch's error, returned by [`LoadedTree::treefile`]. Errors name the file and are input
+    /// errors.
     pub fn load(trees_dir: &Path, tree: &str, arches: &[Arch]) -> Result<LoadedTree> {
         let (path, name) = treefile::locate(tree, trees_dir).map_err(InputError::wrap)?;
-        let mut by_arch = BTreeMap::new();
-        for &arch in arches {
-            let tf = Treefile::load(&path, &name, arch).map_err(InputError::wrap)?;
-            by_arch.insert(arch, tf);
-        }
+        let by_arch = arches
+            .iter()
+            .map(|&arch| (arch, Treefile::load(&path, &name, arch).map_err(|e| e.to_string())))
+            .collect();
         Ok(LoadedTree { name, path, by_arch })
     }
 
@@ -33,7 +35,8 @@ impl LoadedTree {
     /// is loaded now).
     pub fn treefile(&self, arch: Arch) -> Result<std::borrow::Cow<'_, Treefile>> {
         Ok(match self.by_arch.get(&arch) {
-            Some(tf) => std::borrow::Cow::Borrowed(tf),
+            Some(Ok(tf)) => std::borrow::Cow::Borrowed(tf),
+            Some(Err(e)) => return Err(InputError::new(e)),
             None => std::borrow::Cow::Owned(Treefile::load(&self.path, &self.name, arch).map_err(InputError::wrap)?),
         })
     }
@@ -41,5 +44,29 @@ impl LoadedTree {
     /// The ref the tree commits to on `arch`.
     pub fn ref_(&self, arch: Arch) -> Result<String> {
         Ok(self.treefile(arch)?.ref_.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One arch's treefile error is that arch's alone; a tree that is nowhere fails at once.
+    #[test]
+    fn each_arch_loads_on_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("dev")).unwrap();
+        std::fs::write(
+            d.path().join("dev/t.yaml"),
+            "ref: t/${basearch}\npackages-aarch64: [a]\n",
+        )
+        .unwrap();
+        let t = LoadedTree::load(d.path(), "dev/t", Arch::ALL).unwrap();
+        assert_eq!(t.ref_(Arch::Aarch64).unwrap(), "t/aarch64");
+        let e = t.treefile(Arch::X86_64).unwrap_err();
+        assert!(fedostree_util::is_input_error(&e), "{e:#}");
+        assert!(format!("{e:#}").contains("no packages for x86_64"), "{e:#}");
+        let e = LoadedTree::load(d.path(), "dev/none", Arch::ALL).unwrap_err();
+        assert!(format!("{e:#}").contains("no tree named `dev/none`"), "{e:#}");
     }
 }

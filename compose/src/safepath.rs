@@ -91,7 +91,7 @@ pub fn replace_file_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> 
         Ok(old) if old.is_file() => old.permissions().mode(),
         _ => 0o644,
     };
-    fedostree_util::atomic::write_with(path, mode, write)
+    fedostree_util::atomic::replace_with(path, mode, write)
 }
 
 #[cfg(test)]

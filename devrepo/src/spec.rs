@@ -334,7 +334,7 @@ impl PkgSpec {
 /// Write `pkg` to `out` atomically, mode 0644 and mtime SOURCE_DATE, and return its size.
 fn write_package_file(pkg: &rpm::Package, out: &Path) -> Result<u64> {
     let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(SOURCE_DATE.into());
-    fedostree_util::atomic::write_with(out, 0o644, |f| {
+    fedostree_util::atomic::replace_with(out, 0o644, |f| {
         let mut w = std::io::BufWriter::new(&mut *f);
         pkg.write(&mut w).map_err(std::io::Error::other)?;
         w.flush()?;

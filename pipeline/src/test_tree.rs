@@ -89,6 +89,8 @@ pub async fn test_tree(
     opts.cancel.check()?;
     let mut runs = Vec::new();
     for (ready, dir, boot_time, booted) in booted {
+        // Publishing one arch can take minutes (a static delta): a signal meanwhile stops the next.
+        opts.cancel.check()?;
         let run = finish(state, opts, key.as_ref(), ready, dir, boot_time, booted)?;
         (&shared).suite_done(&run.suite);
         runs.push(run);

@@ -16,6 +16,17 @@ pub fn write(path: &Path, data: impl AsRef<[u8]>) -> Result<()> {
 /// Replace `path` with what `fill` writes into the new file, which gets `mode` (not the 0600 of a
 /// temporary file).
 pub fn write_with(path: &Path, mode: u32, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+    replace(path, mode, true, fill)
+}
+
+/// [`write_with`] without the fsync: for files that are rebuilt rather than recovered after a crash
+/// (a compose's tree, which is committed and then deleted; RPMs the dev repository rebuilds), where
+/// an fsync per file only costs time.
+pub fn replace_with(path: &Path, mode: u32, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+    replace(path, mode, false, fill)
+}
+
+fn replace(path: &Path, mode: u32, durable: bool, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -29,7 +40,9 @@ pub fn write_with(path: &Path, mode: u32, fill: impl FnOnce(&mut File) -> std::i
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .with_context(ctx)?;
-    tmp.as_file().sync_all().with_context(ctx)?;
+    if durable {
+        tmp.as_file().sync_all().with_context(ctx)?;
+    }
     tmp.persist(path).map_err(|e| e.error).with_context(ctx)?;
     Ok(())
 }

@@ -14,8 +14,10 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     COMPILED.with(|c| {
         let mut c = c.borrow_mut();
         let m = c.entry(pattern.to_string()).or_insert_with(|| {
-            GlobBuilder::new(pattern)
+            // dnf's fnmatch has no `{a,b}` alternation and no backslash escapes: braces are literal.
+            GlobBuilder::new(&pattern.replace('{', "[{]").replace('}', "[}]"))
                 .literal_separator(false)
+                .backslash_escape(false)
                 .build()
                 .ok()
                 .map(|g| g.compile_matcher())
@@ -45,5 +47,7 @@ mod tests {
         assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
         assert!(glob_match("kernel-[^cm]*", "kernel-tools") && !glob_match("kernel-[^cm]*", "kernel-core"));
         assert!(glob_match("[unclosed", "[unclosed") && !glob_match("[unclosed", "u"));
+        assert!(glob_match("lib{a,b}*", "lib{a,b}-1") && !glob_match("lib{a,b}*", "liba"));
+        assert!(glob_match("a\\b", "a\\b"));
     }
 }
