@@ -33,6 +33,10 @@ pub(crate) fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     fs_err::create_dir_all(path.parent().context("no parent")?)?;
     let mut data = serde_json::to_vec_pretty(v)?;
     data.push(b'\n');
+    // An up-to-date repository saves what it read: no write, no fsync (a no-op compose runs this).
+    if fs_err::read(path).is_ok_and(|old| old == data) {
+        return Ok(());
+    }
     fedostree_util::atomic::write(path, &data)
 }
 
