@@ -409,7 +409,7 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
     lifecycle_scenario_passes_on_x86_64(&state);
 }
 
-/// The client lifecycle in the VM (ci/src/lifecycle.rs, README "Reboots and the client lifecycle"), on
+/// The client lifecycle in the VM (pipeline/src/lifecycle.rs, README "Reboots and the client lifecycle"), on
 /// x86_64 (aarch64 runs the same scenario from the CLI; under TCG it takes several times as long):
 /// every assertion inside the guest passes across five boots through U-Boot, and the host saw the
 /// upgrade take the static delta. Nothing is published by a scenario.

@@ -1,6 +1,6 @@
 #!/bin/sh
 # lifecycle: a client machine upgrades, rolls back and switches trees over HTTP, rebooting through
-# firmware between the steps. Run by `fedostree test --scenario lifecycle` (ci/src/lifecycle.rs), which
+# firmware between the steps. Run by `fedostree test --scenario lifecycle` (pipeline/src/lifecycle.rs), which
 # serves the repositories and passes over fw_cfg: FEDOSTREE_SERVER, LIFECYCLE_REF, LIFECYCLE_N (the
 # booted commit), LIFECYCLE_N1 (N with one package changed), LIFECYCLE_SWITCH_REF/_COMMIT, and the
 # repository's public key. Each boot is one part, chosen by the runner's reboot mark; a part with a
