@@ -13,13 +13,9 @@ use std::time::Duration;
 
 /// Wait `d` between passes; false when a signal cut the wait short.
 fn sleep_unless_cancelled(d: Duration, cancel: &Cancel) -> bool {
-    let end = std::time::Instant::now() + d;
-    while std::time::Instant::now() < end {
-        if cancel.is_cancelled() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200).min(end - std::time::Instant::now()));
-    }
+    let every = fedostree_util::poll::Every::fixed(Duration::from_millis(200));
+    // Ends early when the token trips; what the wait returned says nothing the token does not.
+    let _ = fedostree_util::poll::until(d, every, || Ok(cancel.is_cancelled().then_some(())));
     !cancel.is_cancelled()
 }
 

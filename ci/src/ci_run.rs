@@ -492,14 +492,9 @@ async fn test_with_retries(
         let guest = attempt_guest(opts, number, only.as_deref(), vcpus);
         let t = Instant::now();
         let booted = boot_and_test(&unit.tree, unit.arch, image, &dir, guest, &mut &*reporter).await;
-        let suite = booted.map(|(s, _)| s).unwrap_or_else(|e| SuiteResult {
-            tree: unit.tree.clone(),
-            arch: unit.arch,
-            commit: unit.commit.clone(),
-            cases: vec![],
-            infra_error: Some(format!("{e:#}")),
-            console_tail: String::new(),
-        });
+        let suite = booted
+            .map(|(s, _)| s)
+            .unwrap_or_else(|e| SuiteResult::broken(&unit.tree, unit.arch, &unit.commit, &e, String::new()));
         let broke = suite.infra_error.is_some();
         let blocking: Vec<String> = suite
             .cases

@@ -154,16 +154,16 @@ pub fn write(history: &History, public: &Path) -> Result<()> {
     fs_err::create_dir_all(dir.join("run"))?;
     let now = chrono::Utc::now();
     let generated = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    write_atomic(&dir.join("style.css"), STYLE)?;
+    fedostree_util::atomic::write(&dir.join("style.css"), STYLE)?;
     let latest = history.latest()?;
     let mut trees: Vec<&str> = latest.iter().map(|r| r.tree.as_str()).collect();
     trees.dedup();
     let front = front_page(&latest, &trees, &history.runs(FRONT_PAGE_RUNS)?, now);
-    write_atomic(&dir.join("index.html"), &page("fedostree status", 0, front, &generated))?;
+    fedostree_util::atomic::write(&dir.join("index.html"), page("fedostree status", 0, front, &generated))?;
     for t in &trees {
         let rows = history.history(Some(t), TREE_PAGE_ROWS)?;
         let path = dir.join("tree").join(format!("{}.html", slug(t)));
-        write_atomic(&path, &page(t, 1, tree_page(&rows, now), &generated))?;
+        fedostree_util::atomic::write(&path, page(t, 1, tree_page(&rows, now), &generated))?;
     }
     // Run pages: one per run still in the history; a finished run's page never changes.
     for r in history.runs(usize::MAX >> 1)? {
@@ -265,9 +265,9 @@ fn write_run(history: &History, run: &RunRow, out: &Path, generated: &str) -> Re
         }
         @for section in results { (section) }
     };
-    write_atomic(
+    fedostree_util::atomic::write(
         &out.join("index.html"),
-        &page(&format!("run {}", run.id), 2, body, generated),
+        page(&format!("run {}", run.id), 2, body, generated),
     )
 }
 
@@ -389,11 +389,6 @@ fn tests_table(tests: &[TestRow]) -> Markup {
             }
         }
     }
-}
-
-/// Readers (a web server) never see half a page.
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    fedostree_util::atomic::write(path, text)
 }
 
 #[cfg(test)]

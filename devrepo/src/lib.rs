@@ -131,7 +131,7 @@ pub fn is_built(state: &StateDir, arch: Arch) -> bool {
 
 /// Build (incrementally: milliseconds when nothing changed) the dev repositories that `tree`'s repos
 /// point at, so that edits to tests-suite/ or devrepo/own/ reach the next compose. Callers run this
-/// before [`fedostree_compose::compose_tree::compose`], which only reads repositories.
+/// before [`fedostree_compose::compose_tree::compose_treefile`], which only reads repositories.
 pub fn ensure_for_tree(state: &StateDir, sources: &Sources, tf: &fedostree_compose::treefile::Treefile) -> Result<()> {
     let arch = tf.arch;
     let devrepo_dir = state.devrepo_root();

@@ -89,6 +89,19 @@ pub struct SuiteResult {
 }
 
 impl SuiteResult {
+    /// The suite of a boot that broke before it said anything: no cases, the error, and what the
+    /// console showed (empty when unknown).
+    pub fn broken(tree: &str, arch: Arch, commit: &Checksum, e: &anyhow::Error, console_tail: String) -> SuiteResult {
+        SuiteResult {
+            tree: tree.to_string(),
+            arch,
+            commit: commit.clone(),
+            cases: vec![],
+            infra_error: Some(format!("{e:#}")),
+            console_tail,
+        }
+    }
+
     /// `tree::arch`, the prefix of every test name in reports.
     pub fn id(&self) -> String {
         format!("{}::{}", self.tree, self.arch)

@@ -419,14 +419,7 @@ async fn test_commit(
         };
         let suite = match boot_and_test(&opts.tree, opts.arch, &image, &dir, guest, reporter).await {
             Ok((suite, _)) => suite,
-            Err(e) => SuiteResult {
-                tree: opts.tree.clone(),
-                arch: opts.arch,
-                commit: commit.into(),
-                cases: vec![],
-                infra_error: Some(format!("{e:#}")),
-                console_tail: String::new(),
-            },
+            Err(e) => SuiteResult::broken(&opts.tree, opts.arch, &commit.into(), &e, String::new()),
         };
         let judged = judge(&suite, opts.script.is_some());
         // A broken VM says nothing about the commit: once more, in a fresh VM.

@@ -23,6 +23,7 @@ use crate::serve::ScenarioServer;
 use crate::signing::{SigningKey, SigningSpec};
 use crate::stages;
 use anyhow::{Context, Result};
+use fedostree_compose::loaded_tree::LoadedTree;
 use fedostree_harness::protocol::{GuestEvent, TestStatus};
 use fedostree_harness::qemu::{BootPath, FwCfgValue};
 use fedostree_harness::report::Reporter;
@@ -82,22 +83,13 @@ async fn run_arch(
     reporter: &mut (dyn Reporter + Send),
 ) -> Result<TreeArchRun> {
     opts.cancel.check()?;
-    let base = fedostree_compose::loaded_tree::LoadedTree::load(&opts.sources.trees, BASE_TREE, &[arch])?;
+    let base = LoadedTree::load(&opts.sources.trees, BASE_TREE, &[arch])?;
     let (composed, image, mut timings) = stages::prepare(state, &opts.sources, &base, arch, opts.backend)?;
     let dir = run_dir(state, &opts.run_id, &composed.tree, arch);
     fs_err::create_dir_all(&dir)?;
     let public = dir.join("public");
     let t = Instant::now();
-    let fx = build_fixture(
-        state,
-        &opts.sources,
-        arch,
-        &image.commit,
-        &composed.ref_,
-        key,
-        &public,
-        &dir,
-    )?;
+    let fx = build_fixture(state, &opts.sources, &base, arch, &image.commit, key, &public, &dir)?;
     timings.publish_s = Some(t.elapsed().as_secs_f64());
 
     let server = ScenarioServer::start(public.clone(), Some(("/repo/deltas/".into(), SERVER_DOWN))).await?;
@@ -326,13 +318,14 @@ fn all_parts_case(suite: &SuiteResult, boots: usize) -> TestCaseResult {
 fn build_fixture(
     state: &StateDir,
     sources: &Sources,
+    base: &LoadedTree,
     arch: Arch,
     n: &str,
-    ref_: &str,
     key: &SigningKey,
     public: &Path,
     dir: &Path,
 ) -> Result<Fixture> {
+    let ref_ = &base.ref_(arch)?;
     let _ = fs_err::remove_dir_all(public);
     let good = public.join("repo");
     let opts = PublishOptions {
@@ -350,11 +343,10 @@ fn build_fixture(
             source_dir: sources.checkout.clone(),
         },
     )?;
-    let base = fedostree_compose::loaded_tree::LoadedTree::load(&sources.trees, BASE_TREE, &[arch])?;
-    let n1 = stages::compose(state, sources, &base, arch)?.1;
+    let n1 = stages::compose(state, sources, base, arch)?.1;
     anyhow::ensure!(n1 != n, "bumping {BUMPED} did not change {BASE_TREE}'s commit");
     publish(&state.repo(), &good, ref_, &n1, &opts)?;
-    let switch_tree = fedostree_compose::loaded_tree::LoadedTree::load(&sources.trees, SWITCH_TREE, &[arch])?;
+    let switch_tree = LoadedTree::load(&sources.trees, SWITCH_TREE, &[arch])?;
     let (switch, switch_commit) = stages::compose(state, sources, &switch_tree, arch)?;
     let switch_ref = switch.ref_;
     publish(&state.repo(), &good, &switch_ref, &switch_commit, &opts)?;

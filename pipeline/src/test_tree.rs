@@ -225,15 +225,9 @@ fn finish(
 }
 
 /// The suite of a boot that broke: no cases, the error, and the console's last lines.
-pub(crate) fn infra_suite(tree: &str, arch: Arch, image: &ImageState, dir: &Path, e: &anyhow::Error) -> SuiteResult {
-    SuiteResult {
-        tree: tree.to_string(),
-        arch,
-        commit: image.commit.clone(),
-        cases: vec![],
-        infra_error: Some(format!("{e:#}")),
-        console_tail: fs_err::read_to_string(dir.join("console.log"))
-            .map(|c| fedostree_harness::console::tail(&c, 40))
-            .unwrap_or_default(),
-    }
+fn infra_suite(tree: &str, arch: Arch, image: &ImageState, dir: &Path, e: &anyhow::Error) -> SuiteResult {
+    let console = fs_err::read_to_string(dir.join("console.log"))
+        .map(|c| fedostree_harness::console::tail(&c, 40))
+        .unwrap_or_default();
+    SuiteResult::broken(tree, arch, &image.commit, e, console)
 }
