@@ -109,7 +109,7 @@ fn cmd_print_treefile(tree: &str, trees: &Path, arches: &[Arch]) -> Result<Exit>
     let loaded = LoadedTree::load(trees, tree, arches)?;
     let mut merged = Vec::new();
     for &arch in arches {
-        merged.push(serde_json::to_value(&*loaded.treefile(arch)?)?);
+        merged.push(serde_json::to_value(loaded.treefile(arch)?)?);
     }
     say(one_or_array(&merged)?)?;
     Ok(Exit::Ok)
@@ -136,8 +136,8 @@ fn cmd_compose(state: &StateDir, sources: impl Fn() -> Result<Sources>, a: Compo
             ..compose_tree::ComposeOptions::new(a.tree.clone(), arch)
         };
         let tf = loaded.treefile(arch)?;
-        devrepo::ensure_for_tree(state, &sources, &tf)?;
-        let r = compose_tree::compose_treefile(state, &tf, &o)?;
+        devrepo::ensure_for_tree(state, &sources, tf)?;
+        let r = compose_tree::compose_treefile(state, tf, &o)?;
         crate::render::compose_result(&r, o.dry_run)?;
         results.push(r);
     }

@@ -31,14 +31,13 @@ impl LoadedTree {
         Ok(LoadedTree { name, path, by_arch })
     }
 
-    /// The merged treefile for `arch` (loaded for every arch [`LoadedTree::load`] was given; another
-    /// is loaded now).
-    pub fn treefile(&self, arch: Arch) -> Result<std::borrow::Cow<'_, Treefile>> {
-        Ok(match self.by_arch.get(&arch) {
-            Some(Ok(tf)) => std::borrow::Cow::Borrowed(tf),
-            Some(Err(e)) => return Err(InputError::new(e)),
-            None => std::borrow::Cow::Owned(Treefile::load(&self.path, &self.name, arch).map_err(InputError::wrap)?),
-        })
+    /// The merged treefile for `arch`, one of the arches [`LoadedTree::load`] was given.
+    pub fn treefile(&self, arch: Arch) -> Result<&Treefile> {
+        match self.by_arch.get(&arch) {
+            Some(Ok(tf)) => Ok(tf),
+            Some(Err(e)) => Err(InputError::new(e)),
+            None => anyhow::bail!("{}: the treefile was not loaded for {arch}", self.name),
+        }
     }
 
     /// The ref the tree commits to on `arch`.

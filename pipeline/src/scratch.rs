@@ -91,7 +91,7 @@ pub fn prepare(
         overrides: Some(overrides.clone()),
         ..ComposeOptions::new(tree, arch)
     };
-    let scratch = compose_tree::compose_treefile(state, &*loaded.treefile(arch)?, &compose_opts)?;
+    let scratch = compose_tree::compose_treefile(state, loaded.treefile(arch)?, &compose_opts)?;
     let commit = Checksum::from(scratch.commit.context("the scratch compose produced no commit")?);
     timings.compose_s += t.elapsed().as_secs_f64();
     let t = Instant::now();

@@ -31,9 +31,9 @@ pub fn compose(
         Stage::Devrepo,
         "bringing the repositories the tree composes from up to date",
     );
-    fedostree_devrepo::ensure_for_tree(state, sources, &tf)?;
+    fedostree_devrepo::ensure_for_tree(state, sources, tf)?;
     devrepo.finish("current");
-    let composed = compose_tree::compose_treefile(state, &tf, &ComposeOptions::new(&tree.name, arch))?;
+    let composed = compose_tree::compose_treefile(state, tf, &ComposeOptions::new(&tree.name, arch))?;
     let commit = composed
         .commit
         .clone()
