@@ -195,6 +195,13 @@ pub enum Command {
         /// (`fedostree test --from URL`) instead of the public one.
         #[arg(long)]
         candidates: bool,
+        /// Connections served at once; more wait in the kernel's backlog until one ends.
+        #[arg(long, default_value_t = fedostree_pipeline::serve::Limits::default().max_connections)]
+        max_connections: usize,
+        /// How long a client may take to send a request, stay idle on a kept-alive connection, or leave
+        /// a response unread before its connection is closed (seconds, or 30s, 2m).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        client_timeout: std::time::Duration,
     },
     /// The CI service: test every tree whose inputs changed, keep the history (SQLite), write the
     /// status page.

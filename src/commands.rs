@@ -27,10 +27,19 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<Exit> {
             cmd_test(&state, &test_options(a, sources()?, cancel)?, json)
         }
         Command::Image(a) => cmd_image(&state, &sources()?, a),
-        Command::Serve { addr, candidates } => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Command::Serve {
+            addr,
+            candidates,
+            max_connections,
+            client_timeout,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let dir = if candidates { state.repo() } else { state.public() };
-            rt.block_on(fedostree_pipeline::serve::serve(dir, addr))?;
+            let limits = fedostree_pipeline::serve::Limits {
+                max_connections: max_connections.max(1),
+                client_timeout,
+            };
+            rt.block_on(fedostree_pipeline::serve::serve(dir, addr, limits))?;
             Ok(Exit::Ok)
         }
         Command::Ci { command } => crate::ci_cmd::run(&state, sources, command, cancel),
