@@ -38,6 +38,11 @@ fn main() {
             compose_both_arches_noop_bump_and_diff,
         ),
         Test::new(
+            "file_conflicts_are_refused_as_rpm_refuses_them",
+            &[],
+            file_conflicts_are_refused_as_rpm_refuses_them,
+        ),
+        Test::new(
             "full_disk_is_the_machine_not_the_input",
             &[Prereq::Root],
             full_disk_is_the_machine_not_the_input,
@@ -1387,6 +1392,114 @@ fn refused(out: &Output, has_refs: bool, needles: &[&str]) {
         assert!(err.contains(n), "missing {n:?} in:\n{err}");
     }
     assert!(!has_refs, "a refused compose wrote a ref");
+}
+
+/// Two packages shipping one path differently fail the compose with every conflict named (both
+/// packages, the path, what differs) and nothing committed; what rpm allows composes (identical files,
+/// directories, a `%ghost` against a file). `remove-from-packages` is the way out. A tree that
+/// includes another (a layer over its base) is one transaction: its conflicts with the base are found.
+fn file_conflicts_are_refused_as_rpm_refuses_them() {
+    use rpm::{FileMode, FileOptions};
+    let work = TestDir::fresh("compose-conflicts");
+    let repo_dir = work.join("repo");
+    pkg::Pkg::new("alpha", "1.0", "noarch")
+        .file("/usr/bin/tool", "alpha's tool\n", 0o755)
+        .dir("/usr/share/shared")
+        .file("/usr/share/shared/same", "identical\n", 0o644)
+        .file("/usr/share/shared/mode", "same bytes\n", 0o644)
+        .file_with(
+            FileOptions::new("/usr/share/shared/owned")
+                .mode(FileMode::regular(0o644))
+                .user("daemon"),
+            "x\n",
+        )
+        .symlink("/usr/bin/link", "tool")
+        .file("/usr/bin/moved", "alpha\n", 0o755)
+        .file("/usr/share/shared/kind", "a file\n", 0o644)
+        .ghost("/usr/share/shared/ghost")
+        .write(&repo_dir);
+    pkg::Pkg::new("beta", "1.0", "noarch")
+        .file("/usr/bin/tool", "beta's tool\n", 0o755)
+        .dir("/usr/share/shared")
+        .file("/usr/share/shared/same", "identical\n", 0o644)
+        .file("/usr/share/shared/mode", "same bytes\n", 0o755)
+        .file("/usr/share/shared/owned", "x\n", 0o644)
+        .symlink("/usr/bin/link", "other")
+        .file("/bin/moved", "beta\n", 0o755)
+        .dir("/usr/share/shared/kind")
+        .file("/usr/share/shared/ghost", "real\n", 0o644)
+        .write(&repo_dir);
+    pkg::Pkg::new("gamma", "1.0", "noarch")
+        .file("/usr/bin/tool", "gamma's tool\n", 0o755)
+        .write(&repo_dir);
+    pkg::createrepo(&repo_dir);
+    let repo = format!("baseurl=file://{}\n", repo_dir.display());
+    let tree = |name: &str, packages: &str, extra: &str| {
+        let p = tree_with_repo(&work, name, &repo, packages);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{text}container: true\n{extra}")).unwrap();
+        p
+    };
+
+    let (out, has_refs) = compose_fresh(&work, &tree("both", "alpha, beta", ""));
+    refused(
+        &out,
+        has_refs,
+        &[
+            "6 file conflict(s) between packages",
+            "remove-from-packages",
+            "/usr/bin/tool: alpha-1.0-1.noarch (file) and beta-1.0-1.noarch (file) differ in content",
+            "/usr/bin/link: alpha-1.0-1.noarch (symlink) and beta-1.0-1.noarch (symlink) differ in symlink target tool vs other",
+            "/usr/bin/moved: alpha-1.0-1.noarch (file) and beta-1.0-1.noarch (file as /bin/moved) differ in content",
+            "/usr/share/shared/mode: alpha-1.0-1.noarch (file) and beta-1.0-1.noarch (file) differ in mode 0644 vs 0755",
+            "/usr/share/shared/owned: alpha-1.0-1.noarch (file) and beta-1.0-1.noarch (file) differ in owner daemon:root vs root:root",
+            "/usr/share/shared/kind: alpha-1.0-1.noarch (file) and beta-1.0-1.noarch (directory) differ in type",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("/usr/share/shared/same") && !err.contains("/usr/share/shared/ghost"),
+        "{err}"
+    );
+
+    // The treefile's way out: beta's side of each conflict left out; the rest of beta stays.
+    let resolved = tree(
+        "resolved",
+        "alpha, beta",
+        // alpha's owned file goes too: this container tree has no `daemon` account to chown it to.
+        "remove-from-packages:\n  - [beta, \"^/usr/bin/(tool|link)$\", \"^/bin/moved$\", \"^/usr/share/shared/(mode|kind)$\"]\n  - [alpha, \"^/usr/share/shared/owned$\"]\n",
+    );
+    composes_fresh(&work, &resolved);
+    let committed = work.join("state-resolved/repo");
+    assert_eq!(
+        ostree(&committed, &["cat", "test/resolved", "/usr/bin/tool"]),
+        "alpha's tool\n"
+    );
+    assert_eq!(
+        ostree(&committed, &["cat", "test/resolved", "/usr/share/shared/ghost"]),
+        "real\n"
+    );
+
+    // A layer over its base: gamma against the included tree's alpha.
+    let base = tree("base", "alpha", "");
+    let layer = work.join("layer");
+    std::fs::create_dir_all(&layer).unwrap();
+    std::fs::write(layer.join("r.repo"), format!("[r]\n{repo}")).unwrap();
+    let layer_tree = layer.join("tree.yaml");
+    std::fs::write(
+        &layer_tree,
+        format!("include: {}\nref: test/layer\npackages: [gamma]\n", base.display()),
+    )
+    .unwrap();
+    let (out, has_refs) = compose_fresh(&work, &layer_tree);
+    refused(
+        &out,
+        has_refs,
+        &[
+            "1 file conflict(s)",
+            "/usr/bin/tool: alpha-1.0-1.noarch (file) and gamma-1.0-1.noarch (file) differ in content",
+        ],
+    );
 }
 
 /// gpgcheck and repo_gpgcheck: the dev trees compose with both on (above); here every way a signature

@@ -245,6 +245,33 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
     a.sort();
     b.sort();
     assert_eq!(a, b, "no ref was made or moved");
+
+    // An added package that ships a path of the tree's differently: a file conflict, refused as rpm
+    // refuses it, before anything is committed.
+    let conflict = TestDir::fresh("packager-scratch-conflict");
+    let rpm = build_rpm(
+        &conflict,
+        "packager-conflict",
+        "1.0",
+        &[],
+        &[("/usr/bin/ls", "#!/bin/sh\necho not busybox\n".into(), 0o100755)],
+    );
+    let out = test_dev_minimal(&state, "x86_64", &["--add-rpm", rpm.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needle in [
+        "1 file conflict(s)",
+        "/usr/bin/ls: ",
+        "busybox-",
+        "packager-conflict-1.0-1.noarch (file)",
+        "differ in type",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    let after = ostree(&repo, &["refs"]);
+    let mut c: Vec<&str> = after.lines().collect();
+    c.sort();
+    assert_eq!(a, c, "no ref was made or moved");
 }
 
 /// A tree of its own (dev/minimal plus `regress-probe` from a repository this test writes), composed

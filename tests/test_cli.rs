@@ -4,7 +4,7 @@
 
 use fedostree_util::prereq::{run_tests, Prereq, Test, IMAGE_BACKEND};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -23,7 +23,7 @@ fn main() {
         ),
         Test::new(
             "real_trees_boot_systemd_and_pass_on_both_arches",
-            &vms,
+            &[&vms[..], &[Prereq::Binary("dnf")]].concat(),
             real_trees_boot_systemd_and_pass_on_both_arches,
         ),
         Test::new("bad_arguments_are_input_errors", &[], bad_arguments_are_input_errors),
@@ -402,11 +402,52 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains(": 0 tested, 4 up to date in "), "{err}");
+    dnf_agrees_with_our_depsolve(&state);
     accounts_are_never_dropped_silently(&state);
     file_owners_come_from_the_tree(&state);
     rpm_ostree_style_set_composes_on_both_arches(&state);
     // Last: it bumps a package in this state's dev repository.
     lifecycle_scenario_passes_on_x86_64(&state);
+}
+
+/// A peer check of the depsolve: dnf, given the same repositories and the tree's packages, settles on
+/// the same set (busybox among neither: dash provides /bin/sh), and rpm's test transaction of that set
+/// finds no file conflict (tests/fixtures/dnf-peer.py).
+fn dnf_agrees_with_our_depsolve(state: &Path) {
+    for tree in ["base/minimal", "server/docker-io"] {
+        let json = state.join(format!("{}.treefile.json", tree.replace('/', "-")));
+        let out = fedostree(state, &["compose", "--tree", tree, "--arch", "x86_64", "--print-only"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(&json, &out.stdout).unwrap();
+        let out = fedostree(state, &["compose", "--tree", tree, "--arch", "x86_64", "--dry-run"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ours: BTreeSet<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().to_owned())
+            .collect();
+        let root = state.join(format!("dnf-root-{}", tree.replace('/', "-")));
+        let _ = std::fs::remove_dir_all(&root);
+        let devrepo = state.join("devrepo");
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dnf-peer.py"))
+            .arg(&root)
+            .arg(&json)
+            .arg(format!("fedostree-debian={}", devrepo.join("debian/x86_64").display()))
+            .arg(format!("fedostree-dev={}", devrepo.join("x86_64").display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "dnf refused {tree}'s set: {err}");
+        let theirs: BTreeSet<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(ours, theirs, "{tree}: fedostree's depsolve (left) vs dnf's (right)");
+        assert!(!ours.iter().any(|p| p.starts_with("busybox-")), "{tree}: {ours:?}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
 
 /// The client lifecycle in the VM (pipeline/src/lifecycle.rs, README "Reboots and the client lifecycle"), on

@@ -427,7 +427,19 @@ fn import_packages(
         progress.inc(1);
     }
     cache.mark_in_use(&used)?;
-    let contents = contents_less_removed(tf, solved, &used);
+    let mut contents = contents_less_removed(tf, solved, &used);
+    let shipped: Vec<_> = used
+        .iter()
+        .zip(&contents)
+        .map(|(c, u)| crate::file_conflicts::Shipped {
+            unpacked: u,
+            files: &c.files,
+        })
+        .collect();
+    let left_out = crate::file_conflicts::check(&shipped)?;
+    for (content, paths) in contents.iter_mut().zip(left_out).filter(|(_, p)| !p.is_empty()) {
+        content.to_mut().entries.retain(|e| !paths.contains(e.path()));
+    }
     for (cached, content) in used.iter().zip(&contents) {
         import::merge(root, &cached.files, content)?;
     }

@@ -51,7 +51,23 @@ pub enum Entry {
     File {
         path: PathBuf,
         content: String,
+        /// rpm's file colour (1: ELF32, 2: ELF64, 0: neither): multilib packages may both ship a
+        /// path in different colours (see `file_conflicts.rs`).
+        #[serde(default, skip_serializing_if = "is_uncoloured")]
+        color: u32,
     },
+}
+
+fn is_uncoloured(color: &u32) -> bool {
+    *color == 0
+}
+
+impl Entry {
+    pub fn path(&self) -> &Path {
+        match self {
+            Entry::Dir { path, .. } | Entry::Symlink { path, .. } | Entry::File { path, .. } => path,
+        }
+    }
 }
 
 /// A package unpacked into its own directory: the content of its regular files, each under a plain
@@ -197,6 +213,7 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
     let at = |path: &str| format!("{what}: {path}");
 
     let identities = hardlink_identities(md).map_err(|e| InputError::new(format!("{}: {e}", rpm_path.display())))?;
+    let colors = file_colors(md).map_err(|e| InputError::new(format!("{}: {e}", rpm_path.display())))?;
 
     let dest_dir =
         Dir::open_ambient_dir(dest, ambient_authority()).with_context(|| format!("opening {}", dest.display()))?;
@@ -204,6 +221,7 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
         dest_dir,
         opts,
         identities,
+        colors,
         owners: Vec::new(),
         caps: Vec::new(),
         sample_path: None,
@@ -227,6 +245,7 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
     let mut entries = payload.entries;
     for (content, members) in write_hardlink_sets(&payload.dest_dir, payload.links, payload.contents, &at)? {
         entries.extend(members.into_iter().map(|path| Entry::File {
+            color: payload.colors.get(&path).copied().unwrap_or(0),
             path,
             content: content.clone(),
         }));
@@ -252,6 +271,8 @@ struct PayloadWriter<'a> {
     dest_dir: Dir,
     opts: ImportOptions<'a>,
     identities: Identities,
+    /// Non-zero file colours by path as imported.
+    colors: HashMap<PathBuf, u32>,
     owners: Vec<(PathBuf, String, String)>,
     caps: Vec<(PathBuf, Vec<u8>)>,
     sample_path: Option<String>,
@@ -345,6 +366,7 @@ impl PayloadWriter<'_> {
             Ok(Some(Entry::File {
                 path: rel.to_path_buf(),
                 content,
+                color: self.colors.get(rel).copied().unwrap_or(0),
             }))
         }
     }
@@ -358,15 +380,8 @@ pub fn merge(root: &Path, from: &Path, unpacked: &Unpacked) -> Result<()> {
     let from_dir =
         Dir::open_ambient_dir(from, ambient_authority()).with_context(|| format!("opening {}", from.display()))?;
     for e in &unpacked.entries {
-        let path = match e {
-            Entry::Dir { path, .. } | Entry::Symlink { path, .. } | Entry::File { path, .. } => path,
-        };
-        apply_entry(
-            &root_dir,
-            &from_dir,
-            e,
-            &format!("{}: /{}", unpacked.what, path.display()),
-        )?;
+        let at = format!("{}: /{}", unpacked.what, e.path().display());
+        apply_entry(&root_dir, &from_dir, e, &at)?;
     }
     Ok(())
 }
@@ -391,7 +406,7 @@ fn apply_entry(dir: &Dir, from: &Dir, e: &Entry, at: &str) -> Result<()> {
             // The link's own location was resolved safely; its target is data, not followed here.
             parent.symlink_contents(target, base).map_err(escape)?;
         }
-        Entry::File { path, content } => {
+        Entry::File { path, content, .. } => {
             let parent = parent_dir(dir, path).map_err(escape)?;
             let (_, base) = split_parent(path);
             remove_existing(&parent, base).map_err(escape)?;
@@ -455,6 +470,23 @@ fn hardlink_identities(md: &rpm::PackageMetadata) -> Result<Identities, rpm::Err
         }
     }
     Ok((identity, group_size))
+}
+
+/// Regular files' non-zero colours (`RPMTAG_FILECOLORS`), by path as imported.
+fn file_colors(md: &rpm::PackageMetadata) -> Result<HashMap<PathBuf, u32>, rpm::Error> {
+    let Ok(colors) = md.header.get_entry_data_as_u32_array(IndexTag::RPMTAG_FILECOLORS) else {
+        return Ok(HashMap::new());
+    };
+    let entries = md.get_file_entries()?;
+    Ok(entries
+        .iter()
+        .zip(colors)
+        .filter(|(_, c)| *c != 0)
+        .filter_map(|(e, c)| {
+            let raw = e.path().to_string_lossy().into_owned();
+            Some((safe_relative(&raw).map(translate_for_ostree)?, c))
+        })
+        .collect())
 }
 
 /// Write each hardlink set's content once, under the next free content name; returns each set's

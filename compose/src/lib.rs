@@ -2,7 +2,7 @@
 //!
 //! The pipeline, one module per stage: [`treefile`] (parse, merge includes) → [`repo`] (rpm-md
 //! metadata) → [`solve`] (libsolv) → [`fetch`] (verified RPM cache) → [`import`] (safe payload
-//! extraction) → [`postprocess`] (OSTree conventions, [`initramfs`]) → [`commit`] (libostree, with [`write_tree`] checksumming);
+//! extraction, [`file_conflicts`] refused) → [`postprocess`] (OSTree conventions, [`initramfs`]) → [`commit`] (libostree, with [`write_tree`] checksumming);
 //! [`compose_tree`] runs them in order; [`dbdiff`] compares the package lists of two commits. The
 //! offline dev repositories the dev and real trees compose from are built by the `devrepo` crate.
 
@@ -13,6 +13,7 @@ pub mod compose_tree;
 pub mod dbdiff;
 pub mod epoch;
 pub mod fetch;
+pub mod file_conflicts;
 pub mod filecaps;
 pub mod gpg;
 pub mod import;

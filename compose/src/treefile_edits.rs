@@ -9,12 +9,6 @@ use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-fn entry_path(e: &Entry) -> &Path {
-    match e {
-        Entry::Dir { path, .. } | Entry::Symlink { path, .. } | Entry::File { path, .. } => path,
-    }
-}
-
 /// `unpacked` without the entries a pattern finds in (a directory takes its content with it);
 /// returns the paths left out too. The package's owners and sample path follow.
 pub fn remove_from_package(unpacked: &Unpacked, patterns: &[regex::Regex]) -> (Unpacked, Vec<String>) {
@@ -27,16 +21,16 @@ pub fn remove_from_package(unpacked: &Unpacked, patterns: &[regex::Regex]) -> (U
         .entries
         .iter()
         .filter(|e| matches!(e, Entry::Dir { .. }))
-        .map(entry_path)
+        .map(Entry::path)
         .filter(|p| matches(p))
         .collect();
     let removed = |p: &Path| matches(p) || dirs.iter().any(|d| p.starts_with(d));
     let mut out = unpacked.clone();
     let mut gone = Vec::new();
     out.entries.retain(|e| {
-        let keep = !removed(entry_path(e));
+        let keep = !removed(e.path());
         if !keep {
-            gone.push(crate::commit_paths::commit_path(entry_path(e)));
+            gone.push(crate::commit_paths::commit_path(e.path()));
         }
         keep
     });
@@ -51,7 +45,7 @@ pub fn remove_from_package(unpacked: &Unpacked, patterns: &[regex::Regex]) -> (U
             .entries
             .iter()
             .filter(|e| !matches!(e, Entry::Dir { .. }))
-            .map(|e| format!("/{}", entry_path(e).display()))
+            .map(|e| format!("/{}", e.path().display()))
             .find(|p| crate::linesafe::is_plain_field(p));
     }
     (out, gone)
@@ -163,6 +157,7 @@ mod tests {
         let e = |p: &str| Entry::File {
             path: p.into(),
             content: "0".into(),
+            color: 0,
         };
         let unpacked = Unpacked {
             package: crate::import::ImportedPackage {

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the layout of an entry or what an unpack produces changes.
-const FORMAT: &str = "fedostree-unpacked-4";
+const FORMAT: &str = "fedostree-unpacked-5";
 /// The entries a compose is merging from, until its commit has been checked.
 const IN_USE: &str = "in-use.json";
 /// Entries not used for this long are removed after a compose.

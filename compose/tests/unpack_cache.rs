@@ -37,7 +37,9 @@ fn content_of(p: &fedostree_compose::unpack_cache::CachedPackage, suffix: &str) 
         .entries
         .iter()
         .find_map(|e| match e {
-            fedostree_compose::import::Entry::File { path, content } if path.ends_with(suffix) => Some(content.clone()),
+            fedostree_compose::import::Entry::File { path, content, .. } if path.ends_with(suffix) => {
+                Some(content.clone())
+            }
             _ => None,
         })
         .unwrap()

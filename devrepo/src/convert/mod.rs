@@ -117,6 +117,23 @@ fn map_path(path: &str) -> Option<String> {
     Some(usr_merge(path))
 }
 
+/// Whether a payload entry moved by the usr-merge (`orig` → `path`) keeps providing its old path, as
+/// Fedora's packages do since the UsrMove (bash provides `/bin/sh` and `/bin/bash`): everything of
+/// `/bin` and `/sbin`, and what lies directly in `/lib` and `/lib64` (the dynamic loader). Not the
+/// deeper `/lib` trees (modules, unit files, udev rules): nothing requires those by path, and they
+/// would add thousands of provides.
+fn provides_old_path(orig: &str, path: &str) -> bool {
+    if orig == path {
+        return false;
+    }
+    let moved = |top: &str| orig.strip_prefix(top).filter(|rest| !rest.is_empty());
+    match (moved("/bin/").or(moved("/sbin/")), moved("/lib/").or(moved("/lib64/"))) {
+        (Some(_), _) => true,
+        (None, Some(rest)) => !rest.contains('/'),
+        (None, None) => false,
+    }
+}
+
 /// `a/./b/../c` → `a/c` for absolute paths.
 fn normalize(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
@@ -279,6 +296,9 @@ fn read_payload(deb: &Path, spec: &mut PkgSpec, control: &ControlFacts) -> Resul
             let mode = (h.mode()? & 0o7777) as u16;
             let attrs = entry_attrs(h, &path, control);
             let kind = h.entry_type();
+            if kind != tar::EntryType::Directory && provides_old_path(&orig, &path) {
+                spec.provides.push(orig.clone());
+            }
             let ctx = || format!("{name}: {orig}");
             match kind {
                 tar::EntryType::Directory => {
@@ -408,6 +428,29 @@ pub(crate) fn choose_alternatives(facts: &BTreeMap<String, ControlFacts>) -> BTr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moved_entries_keep_providing_their_old_paths() {
+        let provides = |orig: &str| provides_old_path(orig, &map_path(orig).unwrap());
+        for old in [
+            "/bin/sh",
+            "/bin/bash",
+            "/sbin/ldconfig",
+            "/lib64/ld-linux-x86-64.so.2",
+            "/lib/ld-linux-aarch64.so.1",
+        ] {
+            assert!(provides(old), "{old}");
+        }
+        for not in [
+            "/usr/bin/sh",
+            "/lib/systemd/system/x.service",
+            "/lib/modules/6.1/kernel/x.ko",
+            "/etc/x",
+            "/bin/",
+        ] {
+            assert!(!provides(not), "{not}");
+        }
+    }
 
     #[test]
     fn paths_move_to_merged_usr_and_kernel_files_beside_modules() {
