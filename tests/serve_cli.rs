@@ -33,47 +33,67 @@ fn main() {
 
 /// A `fedostree serve` of `public` (a state dir's public repository), killed and reaped on drop.
 struct Server {
-    child: std::process::Child,
+    child: KillOnDrop,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
-    state: tempfile::TempDir,
+    public: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// The server process, killed and reaped however the test ends, even before it printed its address.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Server {
-    /// Serves a fresh state dir whose `public/` `fill` writes.
+    /// Serves a fresh state dir whose `public/` `fill` writes. The state dir sits below a directory
+    /// named `objects`: what the server decides by path looks only below the served directory.
     fn start(args: &[&str], fill: impl FnOnce(&Path)) -> Server {
-        let state = tempfile::tempdir().unwrap();
-        let public = state.path().join("public");
-        std::fs::create_dir(&public).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("objects");
+        let public = state.join("public");
+        std::fs::create_dir_all(&public).unwrap();
         fill(&public);
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fedostree"))
-            .arg("--state-dir")
-            .arg(state.path())
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
+        let mut child = KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_fedostree"))
+                .arg("--state-dir")
+                .arg(&state)
+                .args(["serve", "--addr", "127.0.0.1:0"])
+                .args(args)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+        // The first line names the address; the server is killed if it never comes (the guard above).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(String::new()));
+        let collected = log.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(lines.next().and_then(Result::ok));
+            for l in lines.map_while(Result::ok) {
+                collected.lock().unwrap().push_str(&(l + "\n"));
+            }
+        });
+        let first = rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
+        let first = first.expect("fedostree serve printed no address within 30 s");
         let url = first
             .split_once(" on http://")
             .expect(&first)
             .1
             .trim()
             .trim_end_matches('/');
-        let log = Arc::new(Mutex::new(String::new()));
-        let collected = log.clone();
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                collected.lock().unwrap().push_str(&(l + "\n"));
-            }
-        });
         Server {
             addr: url.parse().unwrap(),
             child,
             log,
-            state,
+            public,
+            _tmp: tmp,
         }
     }
 
@@ -108,16 +128,9 @@ impl Server {
 
     /// The server's peak resident memory (VmHWM), in KiB.
     fn peak_memory_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -159,6 +172,7 @@ fn what_a_client_gets() {
         std::fs::write(public.join("fedostree.gpg"), b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n").unwrap();
         std::fs::create_dir_all(public.join("objects/ab")).unwrap();
         std::fs::write(public.join("objects/ab/cdef.filez"), b"object").unwrap();
+        std::fs::write(public.join("objects/ab/cdef.commitmeta"), b"signature").unwrap();
         std::fs::create_dir_all(public.join("status")).unwrap();
         std::fs::write(public.join("status/index.html"), b"<html></html>").unwrap();
     });
@@ -184,7 +198,7 @@ fn what_a_client_gets() {
     let r = server.request(&format!("GET /summary HTTP/1.1\r\nIf-Modified-Since: {since}"));
     assert_eq!(r.status, 304);
     // A summary rewritten at once, at the same length (publish replaces it by rename), is new.
-    let public = server.state.path().join("public");
+    let public = &server.public;
     std::fs::write(public.join("summary.new"), b"fedcba9876543210").unwrap();
     std::fs::rename(public.join("summary.new"), public.join("summary")).unwrap();
     let r = server.request(&format!("GET /summary HTTP/1.1\r\nIf-None-Match: {etag}"));
@@ -212,6 +226,9 @@ fn what_a_client_gets() {
     }
     let object = server.request("GET /objects/ab/cdef.filez HTTP/1.1");
     assert!(object.header("cache-control").contains("immutable"));
+    // A commit's detached metadata (its signature) can change: revalidated like the summary.
+    let commitmeta = server.request("GET /objects/ab/cdef.commitmeta HTTP/1.1");
+    assert_eq!(commitmeta.header("cache-control"), "no-cache");
 
     // Paths stay inside the directory, however they are spelled.
     for path in [
@@ -225,6 +242,8 @@ fn what_a_client_gets() {
         assert!(!String::from_utf8_lossy(&r.body).contains("root:"), "{path}");
     }
     assert_eq!(server.request("GET /status HTTP/1.1").header("location"), "/status/");
+    // Not `//status/`, which a browser reads as another host.
+    assert_eq!(server.request("GET //status HTTP/1.1").header("location"), "/status/");
     assert_eq!(server.request("GET /objects/ HTTP/1.1").status, 404);
     assert_eq!(server.request("GET /nothing HTTP/1.1").status, 404);
     let post = server.request("POST /summary HTTP/1.1\r\nContent-Length: 0");
@@ -284,8 +303,10 @@ fn a_client_that_stops_reading_is_dropped() {
     });
     let mut reader = server.connect();
     write!(reader, "GET /big HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    // The socket buffers fill; the server waits, then gives up on this client.
-    std::thread::sleep(Duration::from_secs(3));
+    // The socket buffers fill; the server waits, then gives up on this client. Its one slot serves
+    // the next request only once it has (the request waits in the backlog until then).
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.request("GET /big HTTP/1.1\r\nRange: bytes=0-0").status, 206);
     let mut got = 0u64;
     let mut buf = vec![0; 1 << 20];
     loop {
@@ -295,7 +316,6 @@ fn a_client_that_stops_reading_is_dropped() {
         }
     }
     assert!(got < 1 << 30, "the stalled client got the whole object");
-    assert_eq!(server.request("GET /big HTTP/1.1\r\nRange: bytes=0-0").status, 206);
 }
 
 /// A 1 GiB object (sparse: no disk) is sent whole while the server stays small.

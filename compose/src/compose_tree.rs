@@ -438,7 +438,11 @@ fn import_packages(
         .collect();
     let left_out = crate::file_conflicts::check(&shipped)?;
     for (content, paths) in contents.iter_mut().zip(left_out).filter(|(_, p)| !p.is_empty()) {
-        content.to_mut().entries.retain(|e| !paths.contains(e.path()));
+        // The file a package of the losing colour ships is not merged, nor are its owner and caps.
+        let kept = content.to_mut();
+        kept.entries.retain(|e| !paths.contains(e.path()));
+        kept.package.owners.retain(|(p, _, _)| !paths.contains(p));
+        kept.package.caps.retain(|(p, _)| !paths.contains(p));
     }
     for (cached, content) in used.iter().zip(&contents) {
         import::merge(root, &cached.files, content)?;

@@ -58,9 +58,11 @@ pub fn check(packages: &[Shipped]) -> Result<Vec<BTreeSet<PathBuf>>> {
     let mut skip = vec![BTreeSet::new(); packages.len()];
     let mut conflicts = Vec::new();
     for (path, claimants) in claims.iter().filter(|(_, c)| c.len() > 1) {
-        let (first, rest) = claimants.split_first().expect("two or more");
-        for other in rest {
-            let [a, b] = [first, other].map(|&(i, e)| Side {
+        // Each claim is compared with what the tree would hold so far: the first claim, or the file
+        // of the preferred colour that displaced it.
+        let mut holder = claimants[0];
+        for &other in &claimants[1..] {
+            let [a, b] = [holder, other].map(|(i, e)| Side {
                 package: &packages[i],
                 entry: e,
                 owner: owners[i].get(e.path()).copied().unwrap_or(("root", "root")),
@@ -71,9 +73,12 @@ pub fn check(packages: &[Shipped]) -> Result<Vec<BTreeSet<PathBuf>>> {
             })?;
             match verdict {
                 Verdict::Same => {}
-                Verdict::ColourLoses(loser) => {
-                    let (i, e) = if loser == 0 { *first } else { *other };
-                    skip[i].insert(e.path().to_path_buf());
+                Verdict::ColourLoses(0) => {
+                    skip[holder.0].insert(holder.1.path().to_path_buf());
+                    holder = other;
+                }
+                Verdict::ColourLoses(_) => {
+                    skip[other.0].insert(other.1.path().to_path_buf());
                 }
                 Verdict::Differ(what) => conflicts.push(describe(path, &a, &b, &what)),
             }
@@ -120,8 +125,12 @@ fn compare(a: &Side, b: &Side) -> std::io::Result<Verdict> {
             what.extend(owner_differs(a, b));
             verdict(what)
         }
-        (Entry::File { color: ca, .. }, Entry::File { color: cb, .. }) if *ca != 0 && *cb != 0 && ca != cb => {
-            Verdict::ColourLoses(if cb & PREFERRED_COLOR != 0 { 0 } else { 1 })
+        // rpm's handleColorConflict: two coloured files of different colours resolve when one has the
+        // preferred colour; otherwise they are compared as any two files.
+        (Entry::File { color: ca, .. }, Entry::File { color: cb, .. })
+            if *ca != 0 && *cb != 0 && ca != cb && (ca | cb) & PREFERRED_COLOR != 0 =>
+        {
+            Verdict::ColourLoses(if ca & PREFERRED_COLOR != 0 { 1 } else { 0 })
         }
         (Entry::File { content: fa, .. }, Entry::File { content: fb, .. }) => {
             let mut what = files_differ(a.package.files.join(fa), b.package.files.join(fb))?;
@@ -178,18 +187,21 @@ fn describe(path: &Path, a: &Side, b: &Side, what: &[String]) -> String {
 }
 
 /// Directory symlinks the tree will have: the compose's own, then every symlink a package ships (a
-/// link that is not a directory in the end resolves no path through it, so it does no harm here).
+/// link that is not a directory in the end resolves no path through it, so it does no harm here),
+/// each where it lands (a link shipped as `/etc/x` is `/usr/etc/x`).
 fn directory_links(packages: &[Shipped]) -> HashMap<PathBuf, PathBuf> {
-    let mut links: HashMap<PathBuf, PathBuf> = TREE_LINKS
+    let tree_links: HashMap<PathBuf, PathBuf> = TREE_LINKS
         .iter()
         .map(|(l, t)| (PathBuf::from(l), PathBuf::from(t)))
         .collect();
+    let mut links = tree_links.clone();
     for p in packages {
         for e in &p.unpacked.entries {
             if let Entry::Symlink { path, target } = e {
-                let parent = path.parent().unwrap_or(Path::new(""));
+                let at = in_tree(path, &tree_links);
+                let parent = at.parent().unwrap_or(Path::new(""));
                 if let Some(resolved) = lexical(&parent.join(target)) {
-                    links.entry(path.clone()).or_insert(resolved);
+                    links.entry(at).or_insert(resolved);
                 }
             }
         }
@@ -279,6 +291,11 @@ mod tests {
         assert_eq!(skip, [BTreeSet::from([PathBuf::from("usr/bin/tool")]), BTreeSet::new()]);
         let skip = check(&[shipped(&lib64), shipped(&lib32)]).unwrap();
         assert_eq!(skip, [BTreeSet::new(), BTreeSet::from([PathBuf::from("usr/bin/tool")])]);
+        // Three claims: the ELF64 file displaces the first ELF32 one and then stands against the second.
+        let lib32b = package("tool-1-1.i586", vec![file(1)]);
+        let skip = check(&[shipped(&lib32), shipped(&lib64), shipped(&lib32b)]).unwrap();
+        let tool = || BTreeSet::from([PathBuf::from("usr/bin/tool")]);
+        assert_eq!(skip, [tool(), BTreeSet::new(), tool()]);
         // An uncoloured file against a coloured one is compared as any two files are.
         let plain = package("tool-data-1-1.noarch", vec![file(0)]);
         let err = format!("{:#}", check(&[shipped(&lib64), shipped(&plain)]).unwrap_err());

@@ -34,34 +34,60 @@ pub(super) fn respond<B>(dir: &Path, req: &Request<B>) -> Response<Body> {
     let Some(relative) = local_path(req.uri().path()) else {
         return status(StatusCode::BAD_REQUEST);
     };
-    let mut path = dir.join(&relative);
-    let Ok(mut meta) = std::fs::metadata(&path) else {
-        return status(StatusCode::NOT_FOUND);
+    // Opened first, then described by the handle: publish replaces `summary` by rename, and a stat
+    // before the open could describe the old file while the new one is sent.
+    let (file, meta) = match open(&dir.join(&relative)) {
+        Ok(opened) => opened,
+        Err(code) => return status(code),
     };
     if meta.is_dir() {
         if !req.uri().path().ends_with('/') {
             let mut r = status(StatusCode::MOVED_PERMANENTLY);
-            let to = format!("{}/", req.uri().path());
-            r.headers_mut().insert(
-                header::LOCATION,
-                HeaderValue::from_str(&to).expect("a request's own path"),
-            );
+            // Built from the checked path: a raw `//host` would redirect to another host.
+            let to = format!("/{}/", relative.display());
+            let to = percent_encoding::utf8_percent_encode(&to, URL_PATH).to_string();
+            r.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_str(&to).expect("percent-encoded"));
             return r;
         }
-        path.push("index.html");
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => meta = m,
-            _ => return status(StatusCode::NOT_FOUND),
-        }
+        return match open(&dir.join(&relative).join("index.html")) {
+            Ok((file, meta)) if meta.is_file() => file_response(req, &relative.join("index.html"), file, &meta),
+            _ => status(StatusCode::NOT_FOUND),
+        };
     }
     if !meta.is_file() {
         return status(StatusCode::NOT_FOUND);
     }
-    match File::open(&path) {
-        Ok(file) => file_response(req, &path, file, &meta),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => status(StatusCode::FORBIDDEN),
-        Err(_) => status(StatusCode::NOT_FOUND),
-    }
+    file_response(req, &relative, file, &meta)
+}
+
+/// What a redirect's path keeps as it is: everything but controls, space and what HTTP gives meaning.
+const URL_PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// A file or directory and what its handle says of it. Non-blocking, so a FIFO someone left in the
+/// directory cannot hang the server (it has no effect on regular files).
+fn open(path: &Path) -> Result<(File, std::fs::Metadata), StatusCode> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    let file = opened.map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        _ => StatusCode::NOT_FOUND,
+    })?;
+    let meta = file.metadata().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok((file, meta))
 }
 
 /// The request's path below the served directory, percent-decoded; `None` for one that would leave it
@@ -81,12 +107,12 @@ fn local_path(uri_path: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-fn file_response<B>(req: &Request<B>, path: &Path, file: File, meta: &std::fs::Metadata) -> Response<Body> {
+fn file_response<B>(req: &Request<B>, relative: &Path, file: File, meta: &std::fs::Metadata) -> Response<Body> {
     let len = meta.len();
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let etag = entity_tag(meta);
     let mut head = HeaderMap::new();
-    head.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    head.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(relative)));
     head.insert(
         header::ETAG,
         HeaderValue::from_str(&etag).expect("hex digits and quotes"),
@@ -97,7 +123,7 @@ fn file_response<B>(req: &Request<B>, path: &Path, file: File, meta: &std::fs::M
         HeaderValue::from_str(&last_modified).expect("an HTTP date"),
     );
     head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    head.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control(path)));
+    head.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control(relative)));
     if not_modified(req.headers(), &etag, modified) {
         let mut r = status(StatusCode::NOT_MODIFIED);
         r.headers_mut().extend(head);
@@ -208,6 +234,8 @@ fn requested_range(headers: &HeaderMap, etag: &str, last_modified: &str, len: u6
         // `-N`: the last N bytes.
         (true, false) => match parse(last) {
             Some(0) => return Range::Unsatisfiable,
+            // RFC 9110 §14.1.1: a suffix of an empty file is satisfiable by the whole (empty) file.
+            Some(_) if len == 0 => return Range::Whole,
             Some(n) => (len.saturating_sub(n), len.saturating_sub(1)),
             None => return Range::Whole,
         },
@@ -298,14 +326,16 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// Objects and deltas are named by what they hold and never change: caches may keep them. The rest
-/// (summary, refs, config, pages) changes in place and is revalidated with its ETag.
-fn cache_control(path: &Path) -> &'static str {
-    let immutable = ["objects", "deltas", "delta-indexes"];
-    if path.components().any(|c| immutable.iter().any(|i| c.as_os_str() == *i)) {
-        "public, max-age=31536000, immutable"
-    } else {
-        "no-cache"
+/// Objects and static deltas are named by what they hold and never change: caches may keep them.
+/// The rest changes in place and is revalidated with its ETag: summary, refs, config, pages, delta
+/// indexes (rewritten as deltas come and go) and detached commit metadata (a commit signed again).
+/// `relative` is the path below the served directory.
+fn cache_control(relative: &Path) -> &'static str {
+    let top = relative.components().next().map(|c| c.as_os_str());
+    let commitmeta = relative.extension().is_some_and(|e| e == "commitmeta");
+    match top {
+        Some(t) if (t == "objects" && !commitmeta) || t == "deltas" => "public, max-age=31536000, immutable",
+        _ => "no-cache",
     }
 }
 
@@ -333,6 +363,7 @@ mod tests {
         assert_eq!(r("bytes=100-", 100), Range::Unsatisfiable);
         assert_eq!(r("bytes=-0", 100), Range::Unsatisfiable);
         assert_eq!(r("bytes=0-", 0), Range::Unsatisfiable);
+        assert_eq!(r("bytes=-5", 0), Range::Whole);
         assert_eq!(r("bytes=0-1,5-6", 100), Range::Whole);
         assert_eq!(r("bytes=9-0", 100), Range::Whole);
         assert_eq!(r("lines=0-9", 100), Range::Whole);
