@@ -9,6 +9,9 @@
 //! (usr-merge), `/etc` is `/usr/etc`, and a directory symlink a package ships is followed, as rpm's
 //! fingerprints follow the installed tree's. `remove-from-packages` is applied first: it is the
 //! treefile's way out of a conflict, as in rpm-ostree.
+//!
+//! One deviation from rpm: two directories never conflict, whatever their modes (rpm compares a
+//! directory's mode too). The last package merged sets the mode, as rpm-ostree's checkout union does.
 
 use crate::import::{Entry, Unpacked};
 use anyhow::Result;
