@@ -1748,7 +1748,7 @@ fn bad_inputs(good_state: &Path) {
         .status()
         .unwrap()
         .success());
-    let mut server = KillOnDrop(
+    let mut server = common::Server(
         Command::new("python3")
             .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
             .current_dir(&fixed)
@@ -1839,14 +1839,4 @@ fn bad_inputs(good_state: &Path) {
     let t = tree("trunc", &format!("file://{}", trunc.display()), "");
     let (out, has_refs) = compose_fresh(&work, &t);
     refused(&out, has_refs, &["fedostree-base-", "repository `r`"]);
-}
-
-/// The local HTTP server must not outlive the test, even when an assertion fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

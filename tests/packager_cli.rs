@@ -65,6 +65,13 @@ fn build_rpm(dir: &Path, name: &str, version: &str, requires: &[&str], files: &[
     path
 }
 
+/// The refs of `repo`, sorted: what a refused run must leave as it found it.
+fn sorted_refs(repo: &Path) -> Vec<String> {
+    let mut refs: Vec<String> = ostree(repo, &["refs"]).lines().map(str::to_owned).collect();
+    refs.sort();
+    refs
+}
+
 /// An installed test `suite/name` (keyfile and script) as RPM files.
 fn installed_test(suite: &str, name: &str, script: &str) -> Vec<(&'static str, String, u16)> {
     let exec = format!("/usr/libexec/installed-tests/{suite}/{name}.sh");
@@ -232,19 +239,14 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
         &["libdoesnotexist.so.9()(64bit)"],
         &[],
     );
-    let refs_before = ostree(&repo, &["refs"]);
+    let refs_before = sorted_refs(&repo);
     let out = test_dev_minimal(&state, "x86_64", &["--add-rpm", rpm.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     for needle in ["libdoesnotexist.so.9", "packager-broken", "dev/minimal"] {
         assert!(err.contains(needle), "{needle}: {err}");
     }
-    let mut a: Vec<&str> = refs_before.lines().collect();
-    let after = ostree(&repo, &["refs"]);
-    let mut b: Vec<&str> = after.lines().collect();
-    a.sort();
-    b.sort();
-    assert_eq!(a, b, "no ref was made or moved");
+    assert_eq!(refs_before, sorted_refs(&repo), "no ref was made or moved");
 
     // An added package that ships a path of the tree's differently: a file conflict, refused as rpm
     // refuses it, before anything is committed.
@@ -268,10 +270,7 @@ fn a_packagers_rpms_boot_on_a_scratch_ref_on_both_arches() {
     ] {
         assert!(err.contains(needle), "{needle}: {err}");
     }
-    let after = ostree(&repo, &["refs"]);
-    let mut c: Vec<&str> = after.lines().collect();
-    c.sort();
-    assert_eq!(a, c, "no ref was made or moved");
+    assert_eq!(refs_before, sorted_refs(&repo), "no ref was made or moved");
 }
 
 /// A tree of its own (dev/minimal plus `regress-probe` from a repository this test writes), composed

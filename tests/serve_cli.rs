@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 fn main() {
     run_tests(vec![
         Test::new("what_a_client_gets", &[], what_a_client_gets),
@@ -33,21 +35,12 @@ fn main() {
 
 /// A `fedostree serve` of `public` (a state dir's public repository), killed and reaped on drop.
 struct Server {
-    child: KillOnDrop,
+    /// Killed and reaped however the test ends, even before it printed its address.
+    child: common::Server,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
     public: std::path::PathBuf,
     _tmp: tempfile::TempDir,
-}
-
-/// The server process, killed and reaped however the test ends, even before it printed its address.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 impl Server {
@@ -59,7 +52,7 @@ impl Server {
         let public = state.join("public");
         std::fs::create_dir_all(&public).unwrap();
         fill(&public);
-        let mut child = KillOnDrop(
+        let mut child = common::Server(
             std::process::Command::new(env!("CARGO_BIN_EXE_fedostree"))
                 .arg("--state-dir")
                 .arg(&state)

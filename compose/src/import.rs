@@ -212,8 +212,11 @@ pub fn unpack_rpm(rpm_path: &Path, dest: &Path, opts: ImportOptions) -> Result<U
     let what = format!("{}: {nevra}", rpm_path.display());
     let at = |path: &str| format!("{what}: {path}");
 
-    let identities = hardlink_identities(md).map_err(|e| InputError::new(format!("{}: {e}", rpm_path.display())))?;
-    let colors = file_colors(md).map_err(|e| InputError::new(format!("{}: {e}", rpm_path.display())))?;
+    let header_error = |e: rpm::Error| InputError::new(format!("{}: {e}", rpm_path.display()));
+    // The header's file list, parsed once for the hardlink sets and the colours.
+    let listed = md.get_file_entries().map_err(header_error)?;
+    let identities = hardlink_identities(md, &listed);
+    let colors = file_colors(md, &listed);
 
     let dest_dir =
         Dir::open_ambient_dir(dest, ambient_authority()).with_context(|| format!("opening {}", dest.display()))?;
@@ -449,8 +452,7 @@ fn write_error(e: std::io::Error, at: &str) -> anyhow::Error {
 /// Regular files' hardlink identities, `(device, inode)` in header order, and each identity's size.
 type Identities = (HashMap<PathBuf, (u32, u32)>, HashMap<(u32, u32), usize>);
 
-fn hardlink_identities(md: &rpm::PackageMetadata) -> Result<Identities, rpm::Error> {
-    let entries = md.get_file_entries()?;
+fn hardlink_identities(md: &rpm::PackageMetadata, entries: &[rpm::FileEntry]) -> Identities {
     let devices = md
         .header
         .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEDEVICES)
@@ -469,16 +471,15 @@ fn hardlink_identities(md: &rpm::PackageMetadata) -> Result<Identities, rpm::Err
             }
         }
     }
-    Ok((identity, group_size))
+    (identity, group_size)
 }
 
 /// Regular files' non-zero colours (`RPMTAG_FILECOLORS`), by path as imported.
-fn file_colors(md: &rpm::PackageMetadata) -> Result<HashMap<PathBuf, u32>, rpm::Error> {
+fn file_colors(md: &rpm::PackageMetadata, entries: &[rpm::FileEntry]) -> HashMap<PathBuf, u32> {
     let Ok(colors) = md.header.get_entry_data_as_u32_array(IndexTag::RPMTAG_FILECOLORS) else {
-        return Ok(HashMap::new());
+        return HashMap::new();
     };
-    let entries = md.get_file_entries()?;
-    Ok(entries
+    entries
         .iter()
         .zip(colors)
         .filter(|(_, c)| *c != 0)
@@ -486,7 +487,7 @@ fn file_colors(md: &rpm::PackageMetadata) -> Result<HashMap<PathBuf, u32>, rpm::
             let raw = e.path().to_string_lossy().into_owned();
             Some((safe_relative(&raw).map(translate_for_ostree)?, c))
         })
-        .collect())
+        .collect()
 }
 
 /// Write each hardlink set's content once, under the next free content name; returns each set's

@@ -99,7 +99,7 @@ pub fn serve(state: &Path, args: &[&str]) -> (Server, String) {
 }
 
 /// A server process of this test, killed and reaped on drop.
-pub struct Server(std::process::Child);
+pub struct Server(pub std::process::Child);
 
 impl Drop for Server {
     fn drop(&mut self) {

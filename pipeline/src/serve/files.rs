@@ -256,7 +256,7 @@ fn requested_range(headers: &HeaderMap, etag: &str, last_modified: &str, len: u6
 }
 
 /// The next `count` bytes of `file`, into a buffer that is not zeroed first (`read_to_end` fills
-/// spare capacity): zeroing and faulting in fresh chunks took a quarter of the server's time.
+/// spare capacity): zeroing and faulting in fresh 1 MiB chunks took a fifth of the server's time (perf).
 fn read_next(file: &File, count: usize) -> std::io::Result<Bytes> {
     let mut buf = Vec::with_capacity(count);
     file.take(count as u64).read_to_end(&mut buf)?;
