@@ -80,6 +80,28 @@ fn expected_lines(tree: &str, suite: &str, arches: &[&str]) -> BTreeMap<String, 
     out
 }
 
+/// The base checks every boot of `tree` reports after its tests (tests-suite/guest/base-checks.sh): the
+/// dev trees have no systemd, so only the kernel's checks apply there; no tree has SELinux yet.
+fn base_lines(tree: &str, arches: &[&str]) -> BTreeMap<String, String> {
+    let systemd = !tree.starts_with("dev/");
+    let mut out = BTreeMap::new();
+    for arch in arches {
+        for (check, needs_systemd) in [
+            ("failed-units", true),
+            ("not-emergency", true),
+            ("avc-denials", true),
+            ("core-dumps", false),
+            ("kernel-warnings", false),
+            ("journal-errors", true),
+        ] {
+            let applies = (systemd || !needs_systemd) && check != "avc-denials";
+            let status = if applies { "PASS" } else { "SKIP" };
+            out.insert(format!("{tree}::{arch}::base/{check}"), status.to_string());
+        }
+    }
+    out
+}
+
 /// The `Summary [...] N tests run: …` line, without the time.
 fn summary(stderr: &str) -> String {
     let line = stderr
@@ -113,7 +135,8 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     );
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    let want = expected_lines("dev/minimal", "fedostree", &["x86_64", "aarch64"]);
+    let mut want = expected_lines("dev/minimal", "fedostree", &["x86_64", "aarch64"]);
+    want.extend(base_lines("dev/minimal", &["x86_64", "aarch64"]));
     assert_eq!(report_lines(&err), want, "{err}");
     let skipped = want.values().filter(|s| *s == "SKIP").count();
     assert_eq!(
@@ -192,7 +215,9 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
             )
         })
         .collect();
-    let want: BTreeMap<String, String> = expected_lines("dev/minimal", "fedostree", &["x86_64"])
+    let mut want = expected_lines("dev/minimal", "fedostree", &["x86_64"]);
+    want.extend(base_lines("dev/minimal", &["x86_64"]));
+    let want: BTreeMap<String, String> = want
         .into_iter()
         .map(|(id, st)| (id.rsplit("::").next().unwrap().to_string(), st.to_lowercase()))
         .collect();
@@ -237,6 +262,7 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     let err = String::from_utf8_lossy(&out.stderr);
     let mut want = expected_lines("dev/broken", "fedostree", &["x86_64"]);
     want.extend(expected_lines("dev/broken", "fedostree-broken", &["x86_64"]));
+    want.extend(base_lines("dev/broken", &["x86_64"]));
     assert_eq!(report_lines(&err), want, "{err}");
     assert!(summary(&err).contains(" 2 failed"), "{err}");
     assert!(
@@ -393,6 +419,7 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
                     .map(|(id, st)| (id.replace(&format!("::{dir}/"), &format!("::{suite}/")), st)),
             );
         }
+        want.extend(base_lines(tree, &["x86_64", "aarch64"]));
         for arch in ["x86_64", "aarch64"] {
             let (group, name) = tree.split_once('/').unwrap();
             let reff = format!("fedostree/{group}/{arch}/{name}");
@@ -475,7 +502,7 @@ fn lifecycle_scenario_passes_on_x86_64(state: &Path) {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let want: BTreeMap<String, String> = [
+    let mut want: BTreeMap<String, String> = [
         "base/minimal::x86_64::fedostree-lifecycle/lifecycle",
         "base/minimal::x86_64::host/upgrade-fetched-static-delta",
         "base/minimal::x86_64::host/five-boots",
@@ -483,6 +510,8 @@ fn lifecycle_scenario_passes_on_x86_64(state: &Path) {
     .iter()
     .map(|id| (id.to_string(), "PASS".to_string()))
     .collect();
+    // On the last of the five boots.
+    want.extend(base_lines("base/minimal", &["x86_64"]));
     assert_eq!(report_lines(&err), want, "{err}");
     assert_eq!(
         ostree(&state.join("public"), &["refs"]).stdout,

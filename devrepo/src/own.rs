@@ -13,15 +13,17 @@ pub(crate) const OWN_RELEASE: &str = "1";
 pub(crate) enum Source {
     /// Only the overlay (plus the skeleton, for fedostree-base).
     Overlay,
-    /// One file from the source tree, relative to the checkout.
-    File {
-        src: &'static str,
-        dest: &'static str,
-        mode: u16,
-    },
+    /// Files from the source tree, relative to the checkout.
+    Files(&'static [OwnFile]),
     /// A GNOME installed-tests suite directory, relative to the checkout: `*.test` keyfiles go to
     /// /usr/share/installed-tests/<suite>/, everything else to /usr/libexec/installed-tests/<suite>/.
     InstalledTests { dir: &'static str, suite: &'static str },
+}
+
+pub(crate) struct OwnFile {
+    pub src: &'static str,
+    pub dest: &'static str,
+    pub mode: u16,
 }
 
 pub(crate) struct OwnPackage {
@@ -65,17 +67,24 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
     },
     OwnPackage {
         name: "fedostree-test-runner",
-        summary: "Runs the installed-tests inside a fedostree dev guest and reports the results",
+        summary: "Runs the installed-tests and the base checks inside a fedostree guest and reports the results",
         provides: &[],
         requires: &["/bin/sh"],
         recommends: &[],
         // What Fedora's %systemd_post does; trees without systemd (dev) have no systemctl.
         post: Some("if command -v systemctl >/dev/null; then systemctl --no-reload preset fedostree-installed-tests.service; fi\n"),
-        source: Source::File {
-            src: "tests-suite/guest/installed-tests-runner.sh",
-            dest: "/usr/libexec/fedostree/installed-tests-runner",
-            mode: 0o755,
-        },
+        source: Source::Files(&[
+            OwnFile {
+                src: "tests-suite/guest/installed-tests-runner.sh",
+                dest: "/usr/libexec/fedostree/installed-tests-runner",
+                mode: 0o755,
+            },
+            OwnFile {
+                src: "tests-suite/guest/base-checks.sh",
+                dest: "/usr/libexec/fedostree/base-checks",
+                mode: 0o755,
+            },
+        ]),
     },
     OwnPackage {
         name: "fedostree-installed-tests",
@@ -228,12 +237,14 @@ pub(crate) fn spec(p: &OwnPackage, source_dir: &Path, release: &str) -> Result<P
     }
     match &p.source {
         Source::Overlay => {}
-        Source::File { src, dest, mode } => {
-            let path = source_dir.join(src);
-            if !path.is_file() {
-                bail!("{}: source file {} does not exist", p.name, path.display());
+        Source::Files(files) => {
+            for f in *files {
+                let path = source_dir.join(f.src);
+                if !path.is_file() {
+                    bail!("{}: source file {} does not exist", p.name, path.display());
+                }
+                s.file(f.dest, path, f.mode)?;
             }
-            s.file(dest, path, *mode)?;
         }
         Source::InstalledTests { dir, suite } => {
             let path = source_dir.join(dir);

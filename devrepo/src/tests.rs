@@ -32,6 +32,10 @@ fn fake_source(root: &Path) -> PathBuf {
         "#!/bin/sh\necho placeholder runner\n",
     );
     write(
+        "tests-suite/guest/base-checks.sh",
+        "#!/bin/sh\necho placeholder base checks\n",
+    );
+    write(
         "tests-suite/installed-tests/fedostree/hello.test",
         "[Test]\nType=session\nExec=/usr/libexec/installed-tests/fedostree/hello.sh\n",
     );

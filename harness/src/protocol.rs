@@ -59,6 +59,10 @@ pub enum GuestEvent {
         deployment: String,
         #[serde(default)]
         commit: String,
+        /// Tests this boot adds to those `run-started` announced: the upgrade gate's tests of the
+        /// candidate, known only once it booted.
+        #[serde(default)]
+        added_tests: u32,
     },
     RunFinished {
         passed: u32,

@@ -241,8 +241,16 @@ impl EventFold {
                 c.output
                     .push_str(&format!("{output}\n--- rebooting (mark {mark:?}) ---\n"));
             }
-            GuestEvent::Booted { number, boot_id, .. } => {
+            GuestEvent::Booted {
+                number,
+                boot_id,
+                added_tests,
+                ..
+            } => {
                 self.boot = *number;
+                if let Some(n) = &mut self.announced {
+                    *n += added_tests;
+                }
                 // A reboot that did not happen (a runner resuming in the same boot) must not pass as one.
                 if !boot_id.is_empty() && self.boot_ids.contains(boot_id) {
                     self.problems

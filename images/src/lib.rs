@@ -21,7 +21,7 @@ use fedostree_util::{Arch, Checksum};
 use serde::Serialize;
 use std::path::PathBuf;
 
-pub use update::{create_overlay, default_backend, update_image};
+pub use update::{create_overlay, default_backend, update_image, KEEP_DEPLOYMENTS};
 
 /// How the image is attached on the host while deploying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,6 +67,9 @@ pub struct ImageSpec {
     pub osname: String,
     /// Kernel arguments for the first deployment only; later deployments inherit them.
     pub kargs: Vec<String>,
+    /// Deployments kept after the update ([`KEEP_DEPLOYMENTS`]: the new default plus one rollback).
+    /// The upgrade gate's image keeps 1: the candidate's objects must come over HTTP.
+    pub keep_deployments: usize,
 }
 
 /// Kernel, initramfs and command line of the image's default deployment, cached outside the image.

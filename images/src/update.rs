@@ -20,7 +20,7 @@ const DISK_SIZE: &str = "4G";
 /// that would pass this writes a single compacted image instead.
 const MAX_LAYERS: usize = 4;
 /// Deployments kept after an update: the new default plus one rollback.
-const KEEP_DEPLOYMENTS: usize = 2;
+pub const KEEP_DEPLOYMENTS: usize = 2;
 /// How long a second run waits for the image lock (override: `FEDOSTREE_IMAGE_LOCK_TIMEOUT` seconds).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -294,7 +294,7 @@ fn update_sysroot(
         stats.deploy_s = secs(t);
         crash_point("deploy");
         let t = Instant::now();
-        sysroot::undeploy_and_prune(sr, KEEP_DEPLOYMENTS)?;
+        sysroot::undeploy_and_prune(sr, spec.keep_deployments.max(1))?;
         stats.prune_s = secs(t);
         crash_point("prune");
     }

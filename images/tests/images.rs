@@ -112,6 +112,7 @@ impl Fixture {
             commit: commit.into(),
             osname: "fedostree".into(),
             kargs: KARGS.iter().map(|s| s.to_string()).collect(),
+            keep_deployments: fedostree_images::KEEP_DEPLOYMENTS,
         }
     }
 
@@ -427,6 +428,7 @@ fn child_update_entry(root: std::ffi::OsString) {
         commit,
         osname: "fedostree".into(),
         kargs: vec![],
+        keep_deployments: fedostree_images::KEEP_DEPLOYMENTS,
     };
     update_image(&state, &spec, Backend::Qsd).unwrap();
 }

@@ -49,6 +49,7 @@ pub async fn boot_and_test(
     let outcome = outcome?;
     let suite = suite_from_outcome(tree, arch, &image.commit, &outcome);
     fedostree_harness::junit::write_junit(std::slice::from_ref(&suite), &run_dir.join("junit.xml"))?;
+    keep_journal_summary(&suite, run_dir)?;
     if outcome.boots.len() > 1 {
         fedostree_harness::junit::write_junit_per_boot(&suite, &run_dir.join("junit-boots.xml"))?;
     }
@@ -71,6 +72,17 @@ pub async fn boot_and_test(
     };
     Ok((suite, times))
 }
+
+/// The base checks' summary of the journal's errors, kept as an artifact beside the console log.
+fn keep_journal_summary(suite: &SuiteResult, run_dir: &Path) -> Result<()> {
+    if let Some(c) = suite.cases.iter().find(|c| c.name == JOURNAL_CHECK) {
+        fs_err::write(run_dir.join("journal-errors.txt"), &c.output)?;
+    }
+    Ok(())
+}
+
+/// The base check whose output is the journal's errors (tests-suite/guest/base-checks.sh).
+pub const JOURNAL_CHECK: &str = "base/journal-errors";
 
 /// The VM that boots `image` from `overlay`: the deployment's kernel and options, plus what the tests
 /// compare against.

@@ -68,6 +68,30 @@ pub fn prepare(
 
 /// Deploy `commit` (in the state's repo) into the cached image of `tree` on `arch`.
 pub fn update_image(state: &StateDir, tree: &str, arch: Arch, commit: &str, backend: Backend) -> Result<ImageState> {
+    let into = ImageTarget {
+        repo: state.repo(),
+        keep_deployments: fedostree_images::KEEP_DEPLOYMENTS,
+    };
+    update_image_from(state, tree, arch, commit, backend, into)
+}
+
+/// Where [`update_image_from`] takes the commit from, and what the image keeps.
+pub struct ImageTarget {
+    /// The archive repository holding the commit.
+    pub repo: std::path::PathBuf,
+    /// Deployments kept after the update.
+    pub keep_deployments: usize,
+}
+
+/// [`update_image`] with the commit taken from `into.repo`, keeping `into.keep_deployments`.
+pub fn update_image_from(
+    state: &StateDir,
+    tree: &str,
+    arch: Arch,
+    commit: &str,
+    backend: Backend,
+    into: ImageTarget,
+) -> Result<ImageState> {
     let scope = Scope::new(tree, arch);
     let _in = events::enter(scope.clone());
     let what = format!(
@@ -78,7 +102,7 @@ pub fn update_image(state: &StateDir, tree: &str, arch: Arch, commit: &str, back
     let spec = ImageSpec {
         tree: tree.into(),
         arch,
-        repo: state.repo(),
+        repo: into.repo,
         commit: commit.into(),
         osname: OSNAME.into(),
         kargs: vec![
@@ -88,6 +112,7 @@ pub fn update_image(state: &StateDir, tree: &str, arch: Arch, commit: &str, back
             "quiet".into(),
             "panic=-1".into(),
         ],
+        keep_deployments: into.keep_deployments,
     };
     let image = fedostree_images::update_image(state, &spec, backend)
         .with_context(|| format!("updating the {tree} {arch} image"))?;

@@ -19,6 +19,9 @@
 #   FEDOSTREE_PATH         PATH (a dir of busybox applet links, to test with the guest's tools)
 #   FEDOSTREE_FW_CFG       host-provided items              (/sys/firmware/qemu_fw_cfg/by_name/opt/org.fedostree)
 #   FEDOSTREE_RUNNER_STATE what survives a reboot           (/var/lib/fedostree/installed-tests-runner)
+#   FEDOSTREE_BASE_CHECKS  the base checks program          (/usr/libexec/fedostree/base-checks)
+#   FEDOSTREE_CORE_PATTERN the kernel's core_pattern file   (/proc/sys/kernel/core_pattern)
+#   FEDOSTREE_CORES        where core dumps go, if the tree set no handler (/run/fedostree-cores)
 # Scenarios: the host may name one (fw_cfg item `scenario`); then only tests whose [Test] group says
 # X-Fedostree-Scenario=<that name> run, and without one only tests that name none. The fw_cfg item
 # `env` (KEY=VALUE lines) is exported to every test; `script` replaces the installed tests (bisect).
@@ -26,6 +29,12 @@
 # runner then reboots the guest and, on the next boot, runs that test again with
 # FEDOSTREE_REBOOT_MARK=MARK before the tests still waiting. Such a test declares
 # X-Fedostree-Reboots=true and runs alone, after the others.
+# Base checks (base-checks.sh: failed units, AVC denials, emergency mode, core dumps, kernel warnings,
+# the journal's errors) run after the tree's tests on the run's last boot, as base/NAME.
+# The upgrade gate: fw_cfg item `upgrade` is a program the host hands over (pipeline/src/upgrade.rs),
+# run as upgrade/from-published instead of the installed tests. It upgrades the booted published
+# commit to the candidate and asks for a reboot; on the candidate's boot it runs again with its mark,
+# then the installed tests that declare X-Fedostree-Upgrade=true run, then the base checks.
 export PATH="${FEDOSTREE_PATH:-/usr/bin:/usr/sbin:/bin:/sbin}"
 PORT_NAME=org.fedostree.results
 TESTS_ROOT=${FEDOSTREE_TESTS_ROOT:-/usr/share/installed-tests}
@@ -37,6 +46,9 @@ FW_CFG=${FEDOSTREE_FW_CFG:-/sys/firmware/qemu_fw_cfg/by_name/opt/org.fedostree}
 RSTATE=${FEDOSTREE_RUNNER_STATE:-/var/lib/fedostree/installed-tests-runner}
 PORTS_SYSFS=${FEDOSTREE_VIRTIO_PORTS:-/sys/class/virtio-ports}
 DEV=${FEDOSTREE_DEV:-/dev}
+BASE_CHECKS=${FEDOSTREE_BASE_CHECKS:-/usr/libexec/fedostree/base-checks}
+CORE_PATTERN=${FEDOSTREE_CORE_PATTERN:-/proc/sys/kernel/core_pattern}
+CORES=${FEDOSTREE_CORES:-/run/fedostree-cores}
 DEFAULT_TIMEOUT=300
 # The host only needs the tail of a test's output; the full log would flood the port.
 OUTPUT_TAIL=8192
@@ -130,13 +142,14 @@ kf_all() {
 	'"$KF_PARSE" "$1"
 }
 
-# split_by_type LIST SESSION EXCLUSIVE REBOOTING SCENARIO: the .test files named in LIST (one per line,
-# order kept) that belong to SCENARIO (X-Fedostree-Scenario; empty = tests that name none) into SESSION,
+# split_by_type LIST SESSION EXCLUSIVE REBOOTING SCENARIO [UPGRADE]: the .test files named in LIST (one
+# per line, order kept) that belong to SCENARIO (X-Fedostree-Scenario; empty = tests that name none) and,
+# with UPGRADE=1, declare X-Fedostree-Upgrade=true into SESSION,
 # EXCLUSIVE (Type=session-exclusive) and REBOOTING (X-Fedostree-Reboots=true: last, so no other test runs
 # on what a reboot brings up), in one awk for every file. A file that cannot be read goes to SESSION
 # whatever the scenario, where running it reports why.
 split_by_type() {
-	awk -v list="$1" -v session="$2" -v exclusive="$3" -v rebooting="$4" -v scenario="$5" '
+	awk -v list="$1" -v session="$2" -v exclusive="$3" -v rebooting="$4" -v scenario="$5" -v upgrade="${6:-0}" '
 		BEGIN {
 			while ((getline f < list) > 0) {
 				if (f == "") continue
@@ -148,6 +161,7 @@ split_by_type() {
 			if (k == "Type") type[FILENAME] = v
 			else if (k == "X-Fedostree-Scenario") scen[FILENAME] = v
 			else if (k == "X-Fedostree-Reboots" && v == "true") reboots[FILENAME] = 1
+			else if (k == "X-Fedostree-Upgrade" && v == "true") upgrades[FILENAME] = 1
 		}
 		END {
 			printf "" > session; printf "" > exclusive; printf "" > rebooting
@@ -155,6 +169,7 @@ split_by_type() {
 				f = order[i]
 				if (!(f in readable)) { print f > session; continue }
 				if (scen[f] != scenario) continue
+				if (upgrade == 1 && !(f in upgrades)) continue
 				print f > (reboots[f] ? rebooting : type[f] == "session-exclusive" ? exclusive : session)
 			}
 		}
@@ -382,6 +397,47 @@ run_list() {
 
 njobs() { echo $#; }
 
+# run_base_checks: base/NAME for every check base-checks lists, side by side (they only read).
+run_base_checks() {
+	[ -x "$BASE_CHECKS" ] || { log "no $BASE_CHECKS in this tree: no base checks"; return 0; }
+	TESTS_ROOT=$WORK/base-tests
+	rm -rf "$TESTS_ROOT"
+	mkdir -p "$TESTS_ROOT/base"
+	for c in $("$BASE_CHECKS" --list); do
+		printf '[Test]\nType=session\nExec=%s %s\n' "$BASE_CHECKS" "$c" >"$TESTS_ROOT/base/$c.test"
+	done
+	find "$TESTS_ROOT" -name '*.test' -type f | LC_ALL=C sort >"$WORK/base-list"
+	run_list "$WORK/base-list" "$parallel"
+}
+
+# base_check_count: how many base checks run_base_checks will run.
+base_check_count() {
+	if [ -x "$BASE_CHECKS" ]; then "$BASE_CHECKS" --list | wc -w; else echo 0; fi
+}
+
+# list_upgrade_tests: the installed tests that declare X-Fedostree-Upgrade=true into $WORK/up-session
+# and $WORK/up-exclusive (those that may reboot are left out: the upgrade already did); their count.
+list_upgrade_tests() {
+	find "$INSTALLED_TESTS" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/up-all"
+	split_by_type "$WORK/up-all" "$WORK/up-session" "$WORK/up-exclusive" "$WORK/up-rebooting" "" 1
+	cat "$WORK/up-session" "$WORK/up-exclusive" | wc -l
+}
+
+# run_upgrade_tests: on the candidate's boot after the upgrade, the tests list_upgrade_tests found.
+run_upgrade_tests() {
+	TESTS_ROOT=$INSTALLED_TESTS
+	run_list "$WORK/up-session" "$parallel"
+	run_list "$WORK/up-exclusive" 1
+}
+
+# The kernel's default core_pattern writes `core` into the crashing process's directory, where no
+# check can find it: unless the tree set a handler (systemd-coredump), dumps go to $CORES.
+watch_core_dumps() {
+	[ "$(cat "$CORE_PATTERN" 2>/dev/null)" = core ] || return 0
+	mkdir -p "$CORES" && echo "$CORES/core.%e.%p" >"$CORE_PATTERN" ||
+		log "cannot point $CORE_PATTERN at $CORES"
+}
+
 # reap_one: wait until a running test is done (its DIR arrives on the done FIFO), report it and drop
 # it from $running.
 reap_one() {
@@ -448,10 +504,16 @@ if ostree=$(karg ostree); then
 fi
 jdep=$(printf '%s' "$deployment" | json_escape)
 
+watch_core_dumps
+# A test that crashes leaves a core dump for the base checks to report (the kernel's default limit is 0).
+ulimit -c unlimited 2>/dev/null
+
 # What the host passes through QEMU's fw_cfg (a module on real trees' kernels).
 [ -n "${FEDOSTREE_FW_CFG-}" ] || [ -d "$FW_CFG" ] || modprobe qemu_fw_cfg 2>/dev/null
 fw_item() { cat "$FW_CFG/$1/raw" 2>/dev/null; }
 scenario=$(fw_item scenario)
+INSTALLED_TESTS=$TESTS_ROOT
+run_script='' upgrade_mode=''
 # fw_cfg item `script` (`fedostree bisect --script`): that program is the only test, bisect/script,
 # instead of the installed ones; its exit code is the verdict (0 good, 125 skip, else bad) and the
 # host reads it from the event. A script without `#!` runs under sh.
@@ -464,6 +526,23 @@ if fw_item script >"$WORK/bisect-script" 2>/dev/null && [ -s "$WORK/bisect-scrip
 	TESTS_ROOT=$WORK/script-tests
 else
 	rm -f "$WORK/bisect-script"
+fi
+# fw_cfg item `upgrade` (the upgrade gate): that program is the only test, upgrade/from-published; it
+# reboots into the candidate. Written the same way on every boot, so the resumed test is found again.
+if fw_item upgrade >"$WORK/upgrade-driver" 2>/dev/null && [ -s "$WORK/upgrade-driver" ]; then
+	upgrade_mode=1
+	mkdir -p "$WORK/upgrade-tests/upgrade"
+	printf '[Test]\nType=session-exclusive\nExec=/bin/sh %s\nOutput=TAP\nX-Fedostree-Reboots=true\nX-Fedostree-Timeout=900\n' \
+		"$WORK/upgrade-driver" >"$WORK/upgrade-tests/upgrade/from-published.test"
+	TESTS_ROOT=$WORK/upgrade-tests
+else
+	rm -f "$WORK/upgrade-driver"
+fi
+# The base checks run on the last boot unless a bisect script is the run; the upgrade gate announces
+# them, with its upgrade tests, on the candidate's boot (the `booted` event's added_tests).
+nbase=0
+if [ -z "$run_script" ] && [ -z "$upgrade_mode" ]; then
+	nbase=$(base_check_count)
 fi
 export FEDOSTREE_SCENARIO="$scenario" FEDOSTREE_FW_CFG="$FW_CFG"
 if fw_item env >"$WORK/env" 2>/dev/null; then
@@ -507,7 +586,9 @@ if [ -s "$RSTATE/resume" ]; then
 	resume_tap_base=$(cat "$RSTATE/tap-base")
 	cp "$RSTATE/resume" "$WORK/resume"
 	bid=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
-	emit "{\"event\":\"booted\",\"number\":$boot_number,\"boot_id\":\"$bid\",\"deployment\":\"$jdep\",\"commit\":\"$commit\"}"
+	added=0
+	[ -z "$upgrade_mode" ] || added=$(($(list_upgrade_tests) + $(base_check_count)))
+	emit "{\"event\":\"booted\",\"number\":$boot_number,\"boot_id\":\"$bid\",\"deployment\":\"$jdep\",\"commit\":\"$commit\",\"added_tests\":$added}"
 	run_list "$WORK/resume" 1
 else
 	find "$TESTS_ROOT" -name '*.test' -type f 2>/dev/null | LC_ALL=C sort >"$WORK/all"
@@ -521,7 +602,7 @@ else
 		mv "$WORK/all.only" "$WORK/all"
 	fi
 	split_by_type "$WORK/all" "$WORK/session" "$WORK/exclusive" "$WORK/rebooting" "$scenario"
-	ntests=$(cat "$WORK/session" "$WORK/exclusive" "$WORK/rebooting" | wc -l)
+	ntests=$(($(cat "$WORK/session" "$WORK/exclusive" "$WORK/rebooting" | wc -l) + nbase))
 	bid=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
 	emit "{\"event\":\"run-started\",\"tests\":$((ntests)),\"arch\":\"$(uname -m)\",\"kernel\":\"$(uname -r)\",\"deployment\":\"$jdep\",\"commit\":\"$commit\",\"boot_id\":\"$bid\"}"
 	# Session tests first, side by side; then each session-exclusive one alone; then the ones that may
@@ -555,6 +636,14 @@ if [ -n "$reboot_test" ]; then
 	sleep 300
 	log "asked for a reboot five minutes ago and the guest is still up"
 	while :; do sleep 60; done
+fi
+if [ -n "$upgrade_mode" ] && [ "$boot_number" -eq 1 ]; then
+	log "the upgrade never rebooted into the candidate: no upgrade tests, no base checks of it"
+elif [ -n "$upgrade_mode" ]; then
+	run_upgrade_tests
+	run_base_checks
+elif [ -z "$run_script" ]; then
+	run_base_checks
 fi
 rm -rf "$RSTATE"
 emit "{\"event\":\"run-finished\",\"passed\":$passed,\"failed\":$failed,\"skipped\":$skipped,\"timed_out\":$timed_out}"

@@ -19,6 +19,11 @@ fi
 mkdir -p "$tmp/bin"
 # Never the host's own state dir or firmware config: every run below gets these.
 export FEDOSTREE_RUNNER_STATE=$tmp/rstate FEDOSTREE_FW_CFG=$tmp/fwcfg
+# Nor the host's core_pattern, systemd or kernel log; base checks only where a section asks for them.
+echo core >"$tmp/core_pattern"
+export FEDOSTREE_CORE_PATTERN=$tmp/core_pattern FEDOSTREE_CORES=$tmp/cores FEDOSTREE_BASE_CHECKS=$tmp/no-base-checks \
+	FEDOSTREE_SYSTEMD_RUNTIME=$tmp/no-systemd FEDOSTREE_SELINUXFS=$tmp/no-selinuxfs FEDOSTREE_DMESG=$tmp/dmesg
+printf '[    0.000000] Linux version 6.1.0\n[    1.5] EXT4-fs (vda1): mounted filesystem\n' >"$tmp/dmesg"
 for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s "$bb" "$tmp/bin/$a"; done
 
 # --- fixtures ---
@@ -279,7 +284,9 @@ check "only: just the named tests run" \
 	eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ')" "sample/skip sample/sub/dir/nested "
 check "only: run-started counts them" eq "$(q 'select(.event == "run-started") | .tests')" 2
 rm -rf "$tmp/fwcfg/only"
-# fw_cfg `script` (bisect --script): the script is the only test and its exit code reaches the host.
+# fw_cfg `script` (bisect --script): the script is the only test (no base checks either) and its exit
+# code reaches the host.
+export FEDOSTREE_BASE_CHECKS=$here/base-checks.sh
 for body in 'echo probing; exit 125' '#!/bin/sh
 exit 3'; do
 	mkdir -p "$tmp/fwcfg/script"
@@ -296,6 +303,81 @@ exit 3'; do
 		eq "$(q 'select(.event == "test-finished") | .exit_code')" "$want"
 	rm -rf "$tmp/fwcfg/script"
 done
+# --- base checks (base-checks.sh) after the tree's tests: a kernel warning and a core dump are caught,
+# the checks that need systemd or SELinux say they do not apply; then a clean boot passes them ---
+T8=$tmp/tests8
+mkdir -p "$T8/s" "$tmp/cores"
+printf '%s\n' '[Test]' 'Exec=true' >"$T8/s/pass.test"
+base_run() {
+	: >"$results"
+	FEDOSTREE_TESTS_ROOT=$T8 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+		FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work8 \
+		FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+}
+base() { q -r --arg n "base/$1" 'select(.event == "test-finished" and .name == $n) | .'"$2"; }
+cp "$tmp/dmesg" "$tmp/dmesg.clean"
+printf '[   12.3] ------------[ cut here ]------------\n[   12.3] WARNING: CPU: 0 PID: 1 at fs/x.c:12 x+0x1\n' >>"$tmp/dmesg"
+touch "$tmp/cores/core.crasher.123"
+base_run
+check "base: the runner points the kernel's default core_pattern at its dump directory" \
+	eq "$(cat "$tmp/core_pattern")" "$tmp/cores/core.%e.%p"
+check "base: after the tree's tests, every check as base/NAME" \
+	eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ')" \
+	"s/pass base/avc-denials base/core-dumps base/failed-units base/journal-errors base/kernel-warnings base/not-emergency "
+check "base: run-started counts the checks" eq "$(q 'select(.event == "run-started") | .tests')" 7
+check "base: a kernel warning fails kernel-warnings, quoting it" \
+	eq "$(base kernel-warnings status) $(base kernel-warnings output | grep -c 'WARNING: CPU: 0 PID: 1')" "fail 1"
+check "base: a core dump fails core-dumps, naming it" \
+	eq "$(base core-dumps status) $(base core-dumps output | grep -c core.crasher.123)" "fail 1"
+check "base: without systemd, its checks do not apply" \
+	eq "$(base failed-units status) $(base not-emergency status) $(base journal-errors status)" "skip skip skip"
+check "base: without SELinux, avc-denials does not apply" eq "$(base avc-denials status)" skip
+cp "$tmp/dmesg.clean" "$tmp/dmesg"
+rm -f "$tmp/cores/"*
+base_run
+check "base: a clean boot passes kernel-warnings and core-dumps" \
+	eq "$(base kernel-warnings status) $(base core-dumps status)" "pass pass"
+check "base: run-finished totals" eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" \
+	"[3,0,4,0]"
+
+# --- the upgrade gate (fw_cfg `upgrade`): the host's program is the only test on the published
+# commit's boot; on the candidate's boot it runs again with its mark, then the tests that declare
+# X-Fedostree-Upgrade=true and the base checks. A driver that never reboots gets neither ---
+printf '%s\n' '[Test]' 'X-Fedostree-Upgrade=true' 'Exec=true' >"$T8/s/after-upgrade.test"
+mkdir -p "$tmp/fwcfg/upgrade"
+printf '%s\n' 'echo "ok 1 - mark [$FEDOSTREE_REBOOT_MARK]"' '[ -n "$FEDOSTREE_REBOOT_MARK" ] || "$FEDOSTREE_REBOOT_PREPARE" upgraded' \
+	>"$tmp/fwcfg/upgrade/raw"
+for shell in dash busybox; do
+	case $shell in
+	dash) sh_cmd=$(command -v dash) tools=/usr/bin:/bin ;;
+	busybox) sh_cmd=$tmp/bin/sh tools=$tmp/bin ;;
+	esac
+	: >"$results"
+	for boot in 1 2; do
+		# The guest's WORK is a fresh /run/fedostree-tests on every boot.
+		rm -rf "$tmp/work9"
+		FEDOSTREE_TESTS_ROOT=$T8 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+			FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work9 \
+			FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tools "$sh_cmd" "$runner" </dev/null
+	done
+	check "$shell upgrade: the driver on both boots, then the upgrade tests, then the base checks" \
+		eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ' | cut -d' ' -f1-4)" \
+		"upgrade/from-published upgrade/from-published s/after-upgrade base/avc-denials"
+	check "$shell upgrade: the driver saw the mark on the candidate's boot" \
+		eq "$(q 'select(.event == "subtest") | .description' | tr '\n' ' ')" 'mark [] mark [upgraded] '
+	check "$shell upgrade: run-started announces the driver, the candidate's boot the tests it adds" \
+		eq "$(q 'select(.event == "run-started") | .tests') $(q 'select(.event == "booted") | .added_tests')" "1 7"
+	check "$shell upgrade: run-finished totals" \
+		eq "$(q -c 'select(.event == "run-finished") | [.passed, .failed, .skipped, .timed_out]')" "[4,0,4,0]"
+done
+echo 'echo "not ok 1 - ostree admin upgrade failed"' >"$tmp/fwcfg/upgrade/raw"
+: >"$results"
+FEDOSTREE_TESTS_ROOT=$T8 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+	FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work10 \
+	FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+check "upgrade: a driver that fails before the reboot is the only test, failed" \
+	eq "$(q -r 'select(.event == "test-finished") | "\(.name) \(.status)"' | tr '\n' ' ')" "upgrade/from-published fail "
+rm -rf "$tmp/fwcfg/upgrade"
 
 if [ "$fails" -gt 0 ]; then
 	echo "test-runner-host: $fails check(s) failed; results:" >&2

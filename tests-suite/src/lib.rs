@@ -40,6 +40,7 @@ pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
+    let base_checks = base_checks(source_dir)?;
     let mut cases = Vec::new();
     for file in files {
         let text = fs_err::read_to_string(&file)?;
@@ -48,6 +49,13 @@ pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
         }
         let name = format!("dev/{}", file.file_stem().unwrap().to_string_lossy());
         for &arch in Arch::ALL {
+            // The runner's base checks, after the tree's tests on every boot.
+            cases.extend(base_checks.iter().map(|check| VmTestCase {
+                tree: name.clone(),
+                arch,
+                test: format!("base/{check}"),
+                expect_fail: false,
+            }));
             let tf = Treefile::load(&file, &name, arch)?;
             for pkg in &tf.packages {
                 let Some(suffix) = pkg.strip_prefix(TESTS_PACKAGE) else {
@@ -72,6 +80,21 @@ pub fn list(source_dir: &Path) -> Result<Vec<VmTestCase>> {
         }
     }
     Ok(cases)
+}
+
+/// The checks `tests-suite/guest/base-checks.sh --list` names.
+fn base_checks(source_dir: &Path) -> Result<Vec<String>> {
+    let script = source_dir.join("tests-suite/guest/base-checks.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(out.status.success(), "{} --list failed", script.display());
+    Ok(String::from_utf8(out.stdout)?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Prints nothing: the test runner reports each case.
