@@ -134,6 +134,10 @@ pub struct PublishArgs {
     /// Do not publish even when the tests pass.
     #[arg(long)]
     pub no_publish: bool,
+    /// Skip the upgrade gate: booting the tree's published commit and upgrading it to the candidate
+    /// over HTTP (the report and the history say it was skipped).
+    #[arg(long)]
+    pub no_upgrade: bool,
 }
 
 impl PublishArgs {

@@ -40,6 +40,7 @@ impl PassArgs {
             retain: self.publishing.retain as usize,
             scratch_delta: !self.publishing.no_scratch_delta,
             publish: !self.publishing.no_publish,
+            upgrade: !self.publishing.no_upgrade,
             run_id: fedostree_pipeline::run::new_run_id(),
             cancel: cancel.clone(),
         }

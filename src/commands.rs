@@ -89,6 +89,7 @@ fn test_options(a: TestArgs, sources: Sources, cancel: &Cancel) -> Result<TestOp
         signing: a.publishing.signing(),
         retain: a.publishing.retain as usize,
         scratch_delta: !a.publishing.no_scratch_delta,
+        upgrade: !a.publishing.no_upgrade,
         boot: match a.boot {
             BootArg::Direct => BootPath::DirectKernel,
             BootArg::Firmware => BootPath::Firmware,

@@ -438,8 +438,143 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
     accounts_are_never_dropped_silently(&state);
     file_owners_come_from_the_tree(&state);
     rpm_ostree_style_set_composes_on_both_arches(&state);
-    // Last: it bumps a package in this state's dev repository.
+    // Last: it bumps a package in this state's dev repository, the candidate the two below gate.
     lifecycle_scenario_passes_on_x86_64(&state);
+    planted_breakage_is_caught_and_nothing_is_published(&state);
+    the_candidate_passes_the_upgrade_gate_and_is_published(&state);
+}
+
+/// The test's results of one tree/arch of a run (`results.jsonl`, also the upgrade VM's below
+/// `upgrade/`): test name → (status, output).
+fn finished_tests(err: &str, tree_arch: &str) -> BTreeMap<String, (String, String)> {
+    let run_dir = err.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
+    let dir = Path::new(run_dir).join(tree_arch);
+    let mut out = BTreeMap::new();
+    for (file, prefix) in [
+        (dir.join("results.jsonl"), ""),
+        (dir.join("upgrade/results.jsonl"), "upgrade/"),
+    ] {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for e in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
+            if e["event"] == "test-finished" {
+                let name = e["name"].as_str().unwrap();
+                let name = if name.starts_with("upgrade/") {
+                    name.to_owned()
+                } else {
+                    format!("{prefix}{name}")
+                };
+                let st = (
+                    e["status"].as_str().unwrap().to_owned(),
+                    e["output"].as_str().unwrap().to_owned(),
+                );
+                out.insert(name, st);
+            }
+        }
+    }
+    out
+}
+
+/// A packager's RPM that breaks base/minimal three ways, over the tree's candidate on a scratch ref
+/// with `--publish-to`: a unit that fails and one that dumps core (each caught by the base checks of
+/// the fresh boot), and a directory where the upgrade gate's client edited a file in /etc, so the
+/// 3-way merge of `ostree admin upgrade` from the published commit fails. The verdict fails, each
+/// check names what it caught, and nothing is published.
+fn planted_breakage_is_caught_and_nothing_is_published(state: &Path) {
+    let dir = state.join("planted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let unit = |name: &str, body: &str| {
+        (
+            format!("/usr/lib/systemd/system/{name}.service"),
+            format!(
+                "[Unit]\nDescription={name}\n[Service]\nType=oneshot\n{body}\n[Install]\nWantedBy=multi-user.target\n"
+            ),
+        )
+    };
+    let failing = unit("fedostree-planted-failure", "ExecStart=/bin/false");
+    // `-`: the unit succeeds, so only the core dump tells. systemd makes `$$$$` the shell's `$$`.
+    let crashing = unit(
+        "fedostree-planted-crash",
+        "LimitCORE=infinity\nExecStart=-/bin/sh -c 'kill -SEGV $$$$'",
+    );
+    let mut p = pkg::Pkg::new("fedostree-planted-breakage", "1", "noarch");
+    p = p.file(&failing.0, &failing.1, 0o100644);
+    p = p.file(&crashing.0, &crashing.1, 0o100644);
+    p = p.file(
+        "/usr/lib/systemd/system-preset/10-fedostree-planted.preset",
+        "enable fedostree-planted-*\n",
+        0o100644,
+    );
+    // The upgrade gate's client writes /etc/fedostree-upgrade-gate.conf on the published commit.
+    p = p.file(
+        "/usr/etc/fedostree-upgrade-gate.conf/planted",
+        "a directory now\n",
+        0o100644,
+    );
+    let rpm = p.write(&dir);
+    let target = "fedostree/base/x86_64/minimal-planted";
+    let args = ["test", "--tree", "base/minimal", "--arch", "x86_64", "--add-rpm"];
+    let out = fedostree(
+        state,
+        &[&args[..], &[rpm.to_str().unwrap(), "--publish-to", target]].concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let tests = finished_tests(&err, "base/minimal/x86_64");
+    let caught = |name: &str, says: &str| {
+        let (status, output) = tests.get(name).unwrap_or_else(|| panic!("no {name}: {tests:?}"));
+        assert_eq!(status, "fail", "{name}: {output}");
+        assert!(output.contains(says), "{name} does not say {says:?}: {output}");
+    };
+    caught("base/failed-units", "fedostree-planted-failure.service");
+    caught("base/core-dumps", "dumped core");
+    caught("upgrade/from-published", "ostree admin upgrade");
+    assert!(
+        !tests.keys().any(|t| t.starts_with("upgrade/base/")),
+        "the upgrade never reached the candidate: {tests:?}"
+    );
+    let published = ostree(&state.join("public"), &["rev-parse", target]);
+    assert!(!published.status.success(), "{target} was published:\n{err}");
+}
+
+/// The candidate the lifecycle left (one package bumped over the published commit) through the
+/// upgrade gate: the published commit boots through firmware, upgrades over HTTP through the static
+/// delta, reboots into the candidate, whose upgrade tests and base checks pass; then it is published.
+fn the_candidate_passes_the_upgrade_gate_and_is_published(state: &Path) {
+    let out = fedostree(state, &["test", "--tree", "base/minimal", "--arch", "x86_64"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines = report_lines(&err);
+    let upgrade: BTreeMap<&str, &str> = lines
+        .iter()
+        .filter_map(|(id, st)| Some((id.strip_prefix("base/minimal::x86_64::upgrade/")?, st.as_str())))
+        .collect();
+    for (test, want) in [
+        ("from-published", "PASS"),
+        ("fetched-static-delta", "PASS"),
+        ("fedostree-system/sysusers-resolve", "PASS"),
+        ("fedostree-system/rpmdb-matches-commit", "PASS"),
+        ("base/failed-units", "PASS"),
+        ("base/core-dumps", "PASS"),
+        ("base/avc-denials", "SKIP"),
+    ] {
+        assert_eq!(upgrade.get(test), Some(&want), "upgrade/{test}:\n{err}");
+    }
+    let tip = ostree(&state.join("repo"), &["rev-parse", "fedostree/base/x86_64/minimal"]).stdout;
+    let published = ostree(&state.join("public"), &["rev-parse", "fedostree/base/x86_64/minimal"]).stdout;
+    assert_eq!(published, tip);
+    let timings = err.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
+    let timings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(timings).join("base/minimal/x86_64/timings.json")).unwrap())
+            .unwrap();
+    assert!(
+        timings["upgrade"].as_str().unwrap().starts_with("from the published "),
+        "{timings}"
+    );
 }
 
 /// A peer check of the depsolve: dnf, given the same repositories and the tree's packages, settles on

@@ -10,13 +10,14 @@ use anyhow::Result;
 use fedostree_compose::loaded_tree::LoadedTree;
 use fedostree_harness::qemu::{Accel, BootPath, FwCfgValue};
 use fedostree_harness::report::Reporter;
-use fedostree_harness::results::{Status, SuiteResult};
+use fedostree_harness::results::{Status, SuiteResult, TestCaseResult};
 use fedostree_images::{Backend, ImageState};
 use fedostree_pipeline::guest::{boot_and_test, GuestSettings, SharedReporter};
 use fedostree_pipeline::publish::PublishOptions;
 use fedostree_pipeline::run::{run_dir, Timings};
 use fedostree_pipeline::signing::{SigningKey, SigningSpec};
 use fedostree_pipeline::stages::{compose, publish_timed, update_image};
+use fedostree_pipeline::upgrade::{GateInputs, Plan};
 use fedostree_util::events::{Scope, Stage};
 use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::{Arch, Checksum, Exit};
@@ -52,6 +53,8 @@ pub struct CiOptions {
     pub retain: usize,
     pub scratch_delta: bool,
     pub publish: bool,
+    /// Run the upgrade gate (`fedostree_pipeline::upgrade`); off with `--no-upgrade`.
+    pub upgrade: bool,
     pub run_id: String,
     /// Tripped by SIGINT/SIGTERM: VMs stop, nothing more is published, the run is recorded interrupted.
     pub cancel: fedostree_util::cancel::Cancel,
@@ -229,15 +232,29 @@ async fn test_changed(
         // The compose above already made the commit: deploy it, without composing again.
         let image = update_image(state, &unit.tree, unit.arch, &unit.commit, opts.backend)?;
         unit.timings.image_s = t.elapsed().as_secs_f64();
-        ready.push((unit, image));
+        let gate = gate_plan(state, opts, &unit)?;
+        unit.timings.upgrade = gate.describe();
+        ready.push((unit, image, gate));
     }
 
     let jobs = opts.jobs.max(1);
-    let vcpus = fedostree_harness::qemu::vcpus_for(jobs.min(ready.len().max(1)));
+    let gates = ready.iter().filter(|(_, _, g)| matches!(g, Plan::Run(_))).count();
+    let vcpus = fedostree_harness::qemu::vcpus_for(jobs.min(ready.len().max(1)) + gates.min(jobs));
     let shared = SharedReporter(std::sync::Mutex::new(reporter));
     let shared = &shared;
-    let mut tested = futures_util::stream::iter(ready.into_iter().map(|(unit, image)| async move {
-        let attempts = test_with_retries(state, opts, &unit, &image, vcpus, denylist, shared).await;
+    let mut tested = futures_util::stream::iter(ready.into_iter().map(|(mut unit, image, gate)| async move {
+        // The upgrade from the published commit boots beside the main boot and its reruns.
+        let upgrade = async {
+            match gate {
+                Plan::Run(p) => {
+                    Some(fedostree_pipeline::upgrade::run(*p, upgrade_guest(opts, vcpus), &mut &*shared).await)
+                }
+                Plan::NotRun(_) => None,
+            }
+        };
+        let main = test_with_retries(state, opts, &unit, &image, vcpus, denylist, shared);
+        let (mut attempts, upgraded) = futures_util::future::join(main, upgrade).await;
+        join_upgrade(&mut unit, &mut attempts, upgraded);
         (unit, attempts)
     }))
     .buffer_unordered(jobs);
@@ -253,6 +270,52 @@ async fn test_changed(
     outcomes.extend(done);
     outcomes.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     Ok(outcomes)
+}
+
+/// The upgrade gate of a unit: from its tree's published commit.
+fn gate_plan(state: &StateDir, opts: &CiOptions, unit: &Unit) -> Result<Plan> {
+    let inputs = GateInputs {
+        tree: &unit.tree,
+        arch: unit.arch,
+        tree_ref: &unit.ref_,
+        candidate: &unit.commit,
+        enabled: opts.upgrade,
+        backend: opts.backend,
+        signing: &opts.signing,
+        run_dir: &run_dir(state, &opts.run_id, &unit.tree, unit.arch),
+    };
+    fedostree_pipeline::upgrade::prepare(state, &inputs)
+}
+
+/// The upgrade gate's VM: as a first attempt's, no fw_cfg of the unit's (the gate brings its own).
+fn upgrade_guest(opts: &CiOptions, vcpus: u32) -> GuestSettings {
+    GuestSettings {
+        fw_cfg: Vec::new(),
+        ..attempt_guest(opts, 1, None, vcpus)
+    }
+}
+
+/// The gate's cases join the first attempt (they are not rerun: an upgrade is decided by its own boot);
+/// a gate that could not run at all is a failed `upgrade/boot`.
+fn join_upgrade(unit: &mut Unit, attempts: &mut [Attempt], upgraded: Option<Result<(Vec<TestCaseResult>, f64)>>) {
+    let Some(first) = attempts.first_mut() else {
+        return;
+    };
+    match upgraded {
+        None => {}
+        Some(Ok((cases, took))) => {
+            first.suite.cases.extend(cases);
+            unit.timings.upgrade_s = Some(took);
+        }
+        Some(Err(e)) => first.suite.cases.push(TestCaseResult {
+            name: format!("{}boot", fedostree_pipeline::upgrade::PREFIX),
+            status: Status::Error,
+            duration: Duration::ZERO,
+            output: format!("the upgrade gate could not run: {e:#}"),
+            exit_code: None,
+            subtests: vec![],
+        }),
+    }
 }
 
 /// Compose every tree on every arch: the ones at the commit they were last tested at are up to date

@@ -21,6 +21,7 @@ pub mod serve;
 pub mod signing;
 pub mod stages;
 pub mod test_tree;
+pub mod upgrade;
 
 pub use run::{CommitSource, TestOptions, TreeArchRun};
 pub use test_tree::test_tree;

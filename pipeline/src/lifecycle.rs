@@ -206,7 +206,7 @@ impl Reporter for RebootWatch<'_> {
 }
 
 /// The requested path of an access-log line (`PEER "GET /path[ range]" …`).
-fn requested(line: &str) -> Option<&str> {
+pub(crate) fn requested(line: &str) -> Option<&str> {
     line.split('"').nth(1)?.split(' ').nth(1)
 }
 
@@ -239,7 +239,7 @@ fn superblocks(repo: &Path) -> Result<Vec<ostree::glib::Variant>> {
 /// ostree does not put large objects it cannot diff into delta parts), as `/repo/objects/xx/….filez`.
 /// The last array of a superblock is the fallbacks `(object type, checksum, compressed size,
 /// uncompressed size)`.
-fn delta_fallbacks(repo: &Path) -> Result<Vec<String>> {
+pub(crate) fn delta_fallbacks(repo: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for v in superblocks(repo)? {
         for fb in v.child_value(6).iter() {

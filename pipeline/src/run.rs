@@ -31,6 +31,8 @@ pub struct TestOptions {
     pub retain: usize,
     /// Give a ref's first published commit a static delta from scratch (see `publish`).
     pub scratch_delta: bool,
+    /// Run the upgrade gate (see [`crate::upgrade`]); off with `--no-upgrade`.
+    pub upgrade: bool,
     /// How single-boot runs boot (a scenario picks its own).
     pub boot: BootPath,
     /// Where the commit under test comes from.
@@ -120,6 +122,10 @@ pub struct Timings {
     pub boot_path: String,
     /// Boots of the one VM run (more than one when the guest rebooted).
     pub boots: usize,
+    /// The upgrade gate: what it upgraded, or why it did not run.
+    pub upgrade: String,
+    /// The upgrade gate's publish, image copy and VM, side by side with the main boot.
+    pub upgrade_s: Option<f64>,
 }
 
 impl Timings {

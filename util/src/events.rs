@@ -23,6 +23,8 @@ pub enum Stage {
     /// The offline update of the cached image.
     Image,
     Boot,
+    /// The upgrade gate: the published commit booted and upgraded to the candidate.
+    Upgrade,
     /// Signing, static deltas, summary and pruning of a passing commit.
     Publish,
     /// A tree/arch whose compose came out at the commit it was last tested at.
@@ -43,6 +45,7 @@ impl Stage {
             Stage::Pull => "pull",
             Stage::Image => "image",
             Stage::Boot => "boot",
+            Stage::Upgrade => "upgrade",
             Stage::Publish => "publish",
             Stage::UpToDate => "up-to-date",
             Stage::Bisect => "bisect",
