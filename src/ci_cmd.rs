@@ -162,6 +162,9 @@ fn show(state: &StateDir, run: String, json: bool) -> Result<Exit> {
         if let Some(e) = &res.infra_error {
             say(format!("  infrastructure error: {e}"))?;
         }
+        if let Some(u) = &res.upgrade {
+            say(format!("  upgrade gate: {u}"))?;
+        }
         for t in h.tests_of(res.id)? {
             let note = match (&t.denied, t.flaky) {
                 (Some(why), _) => format!("  (denylisted: {why})"),

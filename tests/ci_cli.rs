@@ -112,6 +112,9 @@ fn ci_tests_what_changed_and_remembers_it() {
     for r in shown["results"].as_array().unwrap() {
         let res = &r["result"];
         assert_eq!(res["published"], res["verdict"] == "pass", "{res}");
+        // The history says why the upgrade gate did not run: a first commit has nothing to upgrade from.
+        let upgrade = res["upgrade"].as_str().unwrap_or_default();
+        assert!(upgrade.starts_with("not run: nothing is published on "), "{res}");
         let tests = r["tests"].as_array().unwrap();
         let attempts = |name: &str| -> Vec<(u64, String, bool)> {
             tests
@@ -615,6 +618,8 @@ fn the_status_page_of_a_recorded_history_renders_in_chromium() {
                 publish_s: None,
                 artifacts: artifacts.display().to_string(),
                 package_diff: Some(serde_json::json!({"added": [format!("pkg-{evil}-1-1.noarch")], "upgraded": []})),
+                upgrade: Some(format!("not run: {evil}")),
+                upgrade_s: None,
             },
             tests,
         })

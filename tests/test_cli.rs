@@ -233,6 +233,13 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     .success());
     let out = fedostree(&state, &["test", "--tree", "dev/minimal", "--arch", "all"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Published before, but a busybox tree has no client to upgrade with: the report says why.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not run: ")
+            && String::from_utf8_lossy(&out.stderr).contains("has no ostree client"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // /var in the guest still holds what the image's first deployment left in the stateroot.
     let err = String::from_utf8_lossy(&out.stderr);
     let run_dir = err.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
@@ -257,7 +264,15 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     client.range_requests_are_honoured();
 
     // dev/broken: its failing test makes the run exit 1 and nothing is published.
-    let out = fedostree(&state, &["test", "--tree", "dev/broken", "--arch", "x86_64"]);
+    let out = fedostree(
+        &state,
+        &["test", "--tree", "dev/broken", "--arch", "x86_64", "--no-upgrade"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("upgrade dev/broken x86_64: not run: --no-upgrade"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let mut want = expected_lines("dev/broken", "fedostree", &["x86_64"]);
@@ -399,6 +414,11 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
     let out = fedostree(&state, &pass);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        err.matches("the first commit has nothing to upgrade from").count(),
+        4,
+        "{err}"
+    );
     let mut want = BTreeMap::new();
     for (tree, suites) in [
         (
@@ -541,11 +561,21 @@ fn planted_breakage_is_caught_and_nothing_is_published(state: &Path) {
     assert!(!published.status.success(), "{target} was published:\n{err}");
 }
 
-/// The candidate the lifecycle left (one package bumped over the published commit) through the
-/// upgrade gate: the published commit boots through firmware, upgrades over HTTP through the static
-/// delta, reboots into the candidate, whose upgrade tests and base checks pass; then it is published.
+/// The candidate the lifecycle left (one package bumped over the published commit) through `ci run`
+/// and its upgrade gate: the published commit boots through firmware, upgrades over HTTP through the
+/// static delta, reboots into the candidate, whose upgrade tests and base checks pass; the candidate
+/// is published, and the history records the gate.
 fn the_candidate_passes_the_upgrade_gate_and_is_published(state: &Path) {
-    let out = fedostree(state, &["test", "--tree", "base/minimal", "--arch", "x86_64"]);
+    let pass = [
+        "ci",
+        "run",
+        "--trees",
+        "base/minimal",
+        "--arch",
+        "x86_64",
+        "--no-scratch-delta",
+    ];
+    let out = fedostree(state, &pass);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let lines = report_lines(&err);
@@ -567,13 +597,22 @@ fn the_candidate_passes_the_upgrade_gate_and_is_published(state: &Path) {
     let tip = ostree(&state.join("repo"), &["rev-parse", "fedostree/base/x86_64/minimal"]).stdout;
     let published = ostree(&state.join("public"), &["rev-parse", "fedostree/base/x86_64/minimal"]).stdout;
     assert_eq!(published, tip);
-    let timings = err.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
-    let timings: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(Path::new(timings).join("base/minimal/x86_64/timings.json")).unwrap())
-            .unwrap();
+    let run = err
+        .lines()
+        .find_map(|l| l.strip_prefix("ci run ").and_then(|r| r.split(':').next()))
+        .unwrap_or_else(|| panic!("no `ci run ID:` line in\n{err}"));
+    let out = fedostree(state, &["ci", "show", run, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = &shown["results"][0];
+    let gate = result["result"]["upgrade"].as_str().unwrap_or_default();
+    assert!(gate.starts_with("from the published "), "{shown}");
     assert!(
-        timings["upgrade"].as_str().unwrap().starts_with("from the published "),
-        "{timings}"
+        result["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "upgrade/from-published" && t["outcome"] == "pass"),
+        "{shown}"
     );
 }
 

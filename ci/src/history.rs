@@ -10,7 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The schema's migrations, in order; `PRAGMA user_version` is how many were applied.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_history.sql", include_str!("../migrations/0001_history.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_history.sql", include_str!("../migrations/0001_history.sql")),
+    (
+        "0002_upgrade_gate.sql",
+        include_str!("../migrations/0002_upgrade_gate.sql"),
+    ),
+];
 
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,6 +47,9 @@ pub struct ResultRecord {
     pub publish_s: Option<f64>,
     pub artifacts: String,
     pub package_diff: Option<serde_json::Value>,
+    /// The upgrade gate: what it upgraded, or why it did not run.
+    pub upgrade: Option<String>,
+    pub upgrade_s: Option<f64>,
 }
 
 /// A tree/arch result as recorded: its record, with the row's id and time (flat in JSON).
@@ -91,7 +100,7 @@ fn now() -> String {
 }
 
 const RESULT_COLUMNS: &str = "id, run_id, tree, arch, ref, commit_id, parent_commit, version, verdict, published, \
-     infra_error, compose_s, image_s, boot_s, publish_s, artifacts, package_diff, recorded_at";
+     infra_error, compose_s, image_s, boot_s, publish_s, artifacts, package_diff, recorded_at, upgrade, upgrade_s";
 
 fn result_row(r: &rusqlite::Row) -> rusqlite::Result<ResultRow> {
     let diff: Option<String> = r.get(16)?;
@@ -114,6 +123,8 @@ fn result_row(r: &rusqlite::Row) -> rusqlite::Result<ResultRow> {
             publish_s: r.get(14)?,
             artifacts: r.get(15)?,
             package_diff: diff.and_then(|d| serde_json::from_str(&d).ok()),
+            upgrade: r.get(18)?,
+            upgrade_s: r.get(19)?,
         },
         recorded_at: r.get(17)?,
     })
@@ -202,8 +213,8 @@ impl History {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO results (run_id, tree, arch, ref, commit_id, parent_commit, version, verdict, published, \
-             infra_error, compose_s, image_s, boot_s, publish_s, artifacts, package_diff, recorded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             infra_error, compose_s, image_s, boot_s, publish_s, artifacts, package_diff, recorded_at, upgrade, \
+             upgrade_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             params![
                 r.run_id,
                 r.tree,
@@ -222,6 +233,8 @@ impl History {
                 r.artifacts,
                 r.package_diff.as_ref().map(|d| d.to_string()),
                 now(),
+                r.upgrade,
+                r.upgrade_s,
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -401,6 +414,8 @@ mod tests {
                 publish_s: None,
                 artifacts: "/nowhere".into(),
                 package_diff: Some(serde_json::json!({"added": ["a-1-1.noarch"]})),
+                upgrade: Some("not run: --no-upgrade: the upgrade from the published commit was not checked".into()),
+                upgrade_s: None,
             },
             tests: vec![
                 TestRow {

@@ -329,6 +329,7 @@ fn result_section(r: &ResultRow, tests: &[TestRow], artifacts: &Artifacts) -> Ma
         ("image", r.image_s),
         ("boot and tests", r.boot_s),
         ("publish", r.publish_s),
+        ("upgrade gate", r.upgrade_s),
     ]
     .iter()
     .filter_map(|(n, s)| s.map(|s| format!("{n} {s:.1} s")))
@@ -339,6 +340,7 @@ fn result_section(r: &ResultRow, tests: &[TestRow], artifacts: &Artifacts) -> Ma
         }
         p { code { (r.commit) } " " (r.version.as_deref().unwrap_or("")) @if r.published { " · published" } }
         @if let Some(e) = &r.infra_error { p { "Infrastructure error:" } pre { (e) } }
+        @if let Some(u) = &r.upgrade { p class="upgrade" { "Upgrade gate: " (u) } }
         @if !times.is_empty() { p { small { (times.join(" · ")) } } }
         (tests_table(tests))
         @if !artifacts.links.is_empty() {
