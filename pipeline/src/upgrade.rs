@@ -236,8 +236,13 @@ pub async fn run(
     Ok((cases, gate.prepare_s + t.elapsed().as_secs_f64()))
 }
 
+/// The driver's test, as the runner names it.
+const DRIVER_CASE: &str = "upgrade/from-published";
+
 /// The cases of the upgrade's VM under [`PREFIX`]; a boot that broke (the candidate did not come up
-/// after the upgrade, say) is a failed `upgrade/boot` with the error and the console's last lines.
+/// after the upgrade, say) is a failed `upgrade/boot` with the error and the console's last lines. A
+/// VM that never ran the driver (a published commit whose runner predates the gate runs its own tests
+/// instead) upgraded nothing: that fails as the driver's case, so it cannot pass for an upgrade.
 fn suite_cases(suite: SuiteResult) -> Vec<TestCaseResult> {
     let mut cases: Vec<TestCaseResult> = suite
         .cases
@@ -249,6 +254,14 @@ fn suite_cases(suite: SuiteResult) -> Vec<TestCaseResult> {
         .collect();
     if let Some(e) = suite.infra_error {
         cases.push(broken_case(format!("{e}\n--- console ---\n{}", suite.console_tail)));
+    } else if !cases.iter().any(|c| c.name == DRIVER_CASE) {
+        cases.push(TestCaseResult {
+            name: DRIVER_CASE.into(),
+            output: "the published commit's test runner never ran the upgrade driver (fw_cfg `upgrade`): its \
+                     fedostree-test-runner predates the upgrade gate, so nothing was upgraded"
+                .into(),
+            ..broken_case(String::new())
+        });
     }
     cases
 }
@@ -363,6 +376,35 @@ mod tests {
         assert_eq!(
             delta_case(&[line("/repo/objects/f1/dd.filez")], &from, &to, &[]).status,
             Status::Fail
+        );
+    }
+
+    #[test]
+    fn a_vm_that_never_ran_the_driver_fails_the_driver_case() {
+        let case = |name: &str| TestCaseResult {
+            name: name.into(),
+            status: Status::Pass,
+            duration: Duration::ZERO,
+            output: String::new(),
+            exit_code: Some(0),
+            subtests: vec![],
+        };
+        let suite = |cases| SuiteResult {
+            tree: "t".into(),
+            arch: Arch::X86_64,
+            commit: "c".into(),
+            cases,
+            infra_error: None,
+            console_tail: String::new(),
+        };
+        let old_runner = suite_cases(suite(vec![case("fedostree/booted-commit")]));
+        let driver = old_runner.iter().find(|c| c.name == DRIVER_CASE).unwrap();
+        assert_eq!(driver.status, Status::Fail);
+        assert!(driver.output.contains("predates the upgrade gate"));
+        let ran = suite_cases(suite(vec![case(DRIVER_CASE), case("base/failed-units")]));
+        assert_eq!(
+            ran.iter().map(|c| (c.name.as_str(), c.status)).collect::<Vec<_>>(),
+            [(DRIVER_CASE, Status::Pass), ("upgrade/base/failed-units", Status::Pass)]
         );
     }
 
