@@ -232,16 +232,14 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
     .status
     .success());
     let out = fedostree(&state, &["test", "--tree", "dev/minimal", "--arch", "all"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
     // Published before, but a busybox tree has no client to upgrade with: the report says why.
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not run: ")
-            && String::from_utf8_lossy(&out.stderr).contains("has no ostree client"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("not run: ") && err.contains("has no ostree client"),
+        "{err}"
     );
     // /var in the guest still holds what the image's first deployment left in the stateroot.
-    let err = String::from_utf8_lossy(&out.stderr);
     let run_dir = err.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
     let results = std::fs::read_to_string(Path::new(run_dir).join("dev/minimal/x86_64/results.jsonl")).unwrap();
     assert!(results.contains("lists 2 deployment(s) of this image"), "{results}");
@@ -268,13 +266,12 @@ fn test_publishes_passing_trees_and_gates_failing_ones() {
         &state,
         &["test", "--tree", "dev/broken", "--arch", "x86_64", "--no-upgrade"],
     );
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("upgrade dev/broken x86_64: not run: --no-upgrade"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("upgrade dev/broken x86_64: not run: --no-upgrade"),
+        "{err}"
     );
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
     let mut want = expected_lines("dev/broken", "fedostree", &["x86_64"]);
     want.extend(expected_lines("dev/broken", "fedostree-broken", &["x86_64"]));
     want.extend(base_lines("dev/broken", &["x86_64"]));

@@ -10,14 +10,14 @@ use anyhow::Result;
 use fedostree_compose::loaded_tree::LoadedTree;
 use fedostree_harness::qemu::{Accel, BootPath, FwCfgValue};
 use fedostree_harness::report::Reporter;
-use fedostree_harness::results::{Status, SuiteResult, TestCaseResult};
+use fedostree_harness::results::{Status, SuiteResult};
 use fedostree_images::{Backend, ImageState};
 use fedostree_pipeline::guest::{boot_and_test, GuestSettings, SharedReporter};
 use fedostree_pipeline::publish::PublishOptions;
 use fedostree_pipeline::run::{run_dir, Timings};
 use fedostree_pipeline::signing::{SigningKey, SigningSpec};
 use fedostree_pipeline::stages::{compose, publish_timed, update_image};
-use fedostree_pipeline::upgrade::{GateInputs, Plan};
+use fedostree_pipeline::upgrade::{GateInputs, GateOutcome, Plan};
 use fedostree_util::events::{Scope, Stage};
 use fedostree_util::state::{Sources, StateDir};
 use fedostree_util::{Arch, Checksum, Exit};
@@ -233,7 +233,6 @@ async fn test_changed(
         let image = update_image(state, &unit.tree, unit.arch, &unit.commit, opts.backend)?;
         unit.timings.image_s = t.elapsed().as_secs_f64();
         let gate = gate_plan(state, opts, &unit)?;
-        unit.timings.upgrade = gate.describe();
         ready.push((unit, image, gate));
     }
 
@@ -244,14 +243,9 @@ async fn test_changed(
     let shared = &shared;
     let mut tested = futures_util::stream::iter(ready.into_iter().map(|(mut unit, image, gate)| async move {
         // The upgrade from the published commit boots beside the main boot and its reruns.
-        let upgrade = async {
-            match gate {
-                Plan::Run(p) => {
-                    Some(fedostree_pipeline::upgrade::run(*p, upgrade_guest(opts, vcpus), &mut &*shared).await)
-                }
-                Plan::NotRun(_) => None,
-            }
-        };
+        // The gate brings its own fw_cfg; the rest is a first attempt's VM.
+        let mut gate_reporter = shared;
+        let upgrade = gate.run(attempt_guest(opts, 1, None, vcpus), &mut gate_reporter);
         let main = test_with_retries(state, opts, &unit, &image, vcpus, denylist, shared);
         let (mut attempts, upgraded) = futures_util::future::join(main, upgrade).await;
         join_upgrade(&mut unit, &mut attempts, upgraded);
@@ -287,34 +281,12 @@ fn gate_plan(state: &StateDir, opts: &CiOptions, unit: &Unit) -> Result<Plan> {
     fedostree_pipeline::upgrade::prepare(state, &inputs)
 }
 
-/// The upgrade gate's VM: as a first attempt's, no fw_cfg of the unit's (the gate brings its own).
-fn upgrade_guest(opts: &CiOptions, vcpus: u32) -> GuestSettings {
-    GuestSettings {
-        fw_cfg: Vec::new(),
-        ..attempt_guest(opts, 1, None, vcpus)
-    }
-}
-
-/// The gate's cases join the first attempt (they are not rerun: an upgrade is decided by its own boot);
-/// a gate that could not run at all is a failed `upgrade/boot`.
-fn join_upgrade(unit: &mut Unit, attempts: &mut [Attempt], upgraded: Option<Result<(Vec<TestCaseResult>, f64)>>) {
-    let Some(first) = attempts.first_mut() else {
-        return;
-    };
-    match upgraded {
-        None => {}
-        Some(Ok((cases, took))) => {
-            first.suite.cases.extend(cases);
-            unit.timings.upgrade_s = Some(took);
-        }
-        Some(Err(e)) => first.suite.cases.push(TestCaseResult {
-            name: format!("{}boot", fedostree_pipeline::upgrade::PREFIX),
-            status: Status::Error,
-            duration: Duration::ZERO,
-            output: format!("the upgrade gate could not run: {e:#}"),
-            exit_code: None,
-            subtests: vec![],
-        }),
+/// The gate's cases join the first attempt (they are not rerun: an upgrade is decided by its own boot).
+fn join_upgrade(unit: &mut Unit, attempts: &mut [Attempt], gate: GateOutcome) {
+    unit.timings.upgrade = gate.note;
+    unit.timings.upgrade_s = gate.took;
+    if let Some(first) = attempts.first_mut() {
+        first.suite.cases.extend(gate.cases);
     }
 }
 
@@ -484,19 +456,7 @@ fn conclude(
         artifacts.join("timings.json"),
         serde_json::to_string_pretty(&unit.timings)? + "\n",
     )?;
-    let verdict_line = format!(
-        "{} at {}{}{}",
-        judged.verdict.as_str().to_uppercase(),
-        unit.commit.short(),
-        if published { ", published" } else { "" },
-        match (&judged.flaky[..], &judged.failed[..]) {
-            ([], []) => String::new(),
-            (f, []) => format!(" (flaky: {})", f.join(", ")),
-            ([], x) => format!(" (failed: {})", x.join(", ")),
-            (f, x) => format!(" (failed: {}; flaky: {})", x.join(", "), f.join(", ")),
-        }
-    );
-    Scope::new(&unit.tree, unit.arch).notice(Stage::Ci, verdict_line);
+    Scope::new(&unit.tree, unit.arch).notice(Stage::Ci, verdict_line(&unit.commit, published, &judged));
     let outcome = Outcome::Tested {
         commit: unit.commit,
         verdict: judged.verdict,
@@ -507,6 +467,22 @@ fn conclude(
         artifacts,
     };
     Ok((unit.tree, unit.arch, outcome))
+}
+
+/// `PASS at abc123, published (flaky: t)`: what the terminal says of a concluded unit.
+fn verdict_line(commit: &Checksum, published: bool, judged: &Judged) -> String {
+    format!(
+        "{} at {}{}{}",
+        judged.verdict.as_str().to_uppercase(),
+        commit.short(),
+        if published { ", published" } else { "" },
+        match (&judged.flaky[..], &judged.failed[..]) {
+            ([], []) => String::new(),
+            (f, []) => format!(" (flaky: {})", f.join(", ")),
+            ([], x) => format!(" (failed: {})", x.join(", ")),
+            (f, x) => format!(" (failed: {}; flaky: {})", x.join(", "), f.join(", ")),
+        }
+    )
 }
 
 fn package_diff(state: &StateDir, from: &str, to: &str) -> Option<serde_json::Value> {

@@ -235,6 +235,23 @@ pub(crate) fn spec(p: &OwnPackage, source_dir: &Path, release: &str) -> Result<P
             }
         }
     }
+    add_source(&mut s, p, source_dir)?;
+    if p.name == "fedostree-base" {
+        for (d, mode) in SKELETON {
+            s.dir(d, *mode)?;
+        }
+        for (l, t) in USR_MERGE_LINKS.iter().chain(BASE_LINKS) {
+            s.symlink(l, t)?;
+        }
+        s.own_parents(&BTreeSet::new())?;
+    } else {
+        s.own_parents(&shared_dirs())?;
+    }
+    Ok(s)
+}
+
+/// The files of `p.source` (its source files, or its installed-tests suite) into `s`.
+fn add_source(s: &mut PkgSpec, p: &OwnPackage, source_dir: &Path) -> Result<()> {
     match &p.source {
         Source::Overlay => {}
         Source::Files(files) => {
@@ -276,18 +293,7 @@ pub(crate) fn spec(p: &OwnPackage, source_dir: &Path, release: &str) -> Result<P
             }
         }
     }
-    if p.name == "fedostree-base" {
-        for (d, mode) in SKELETON {
-            s.dir(d, *mode)?;
-        }
-        for (l, t) in USR_MERGE_LINKS.iter().chain(BASE_LINKS) {
-            s.symlink(l, t)?;
-        }
-        s.own_parents(&BTreeSet::new())?;
-    } else {
-        s.own_parents(&shared_dirs())?;
-    }
-    Ok(s)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@ use crate::run::Candidate;
 use crate::run::{gate, run_dir, CommitSource, GuestTimes, Scenario, TestOptions, Timings, TreeArchRun};
 use crate::signing::SigningKey;
 use crate::stages::{prepare, publish_timed, pull_candidate, update_image};
-use crate::upgrade::{GateInputs, Plan};
+use crate::upgrade::{GateInputs, GateOutcome, Plan};
 use anyhow::{Context, Result};
 use fedostree_compose::loaded_tree::LoadedTree;
 use fedostree_harness::report::Reporter;
-use fedostree_harness::results::{SuiteResult, TestCaseResult};
+use fedostree_harness::results::SuiteResult;
 use fedostree_images::ImageState;
 use fedostree_util::events::Scope;
 use fedostree_util::state::StateDir;
@@ -32,10 +32,6 @@ struct Ready {
     package_diff: Option<String>,
     /// A scratch run's image copy: removed once the boot is over.
     throwaway: Option<fedostree_images::throwaway::Throwaway>,
-    /// The upgrade from the tree's published commit, booted beside the main boot.
-    gate: Plan,
-    /// What the gate did or why it did not run, for the timings.
-    upgrade_note: String,
 }
 
 /// Run the whole loop for `opts.tree` on every arch in `opts.arches`.
@@ -67,14 +63,13 @@ pub async fn test_tree(
     };
     for &arch in &opts.arches {
         opts.cancel.check()?;
-        let mut r = ready(state, opts, tree.as_ref(), arch)?;
-        r.gate = gate_plan(state, opts, tree.as_ref(), &r)?;
-        r.upgrade_note = r.gate.describe();
-        prepared.push(r);
+        let r = ready(state, opts, tree.as_ref(), arch)?;
+        let gate = gate_plan(state, opts, tree.as_ref(), &r)?;
+        prepared.push((r, gate));
     }
     // A TCG guest keeps one core busy: boot the arches (and their upgrades) side by side, the cores
     // shared out.
-    let vms = prepared.len() + prepared.iter().filter(|r| matches!(r.gate, Plan::Run(_))).count();
+    let vms = prepared.len() + prepared.iter().filter(|(_, g)| matches!(g, Plan::Run(_))).count();
     let guest = GuestSettings {
         accel: opts.accel,
         timeout: opts.vm_timeout,
@@ -84,44 +79,17 @@ pub async fn test_tree(
         cancel: opts.cancel.clone(),
     };
     let shared = SharedReporter(std::sync::Mutex::new(reporter));
-    let boots = prepared.into_iter().map(|mut ready| {
-        let shared = &shared;
-        let guest = guest.clone();
-        async move {
-            let dir = run_dir(state, &opts.run_id, &ready.tree, ready.arch);
-            let gate = std::mem::replace(&mut ready.gate, Plan::NotRun(String::new()));
-            let t = Instant::now();
-            let main = async {
-                let booted = boot_and_test(
-                    &ready.tree,
-                    ready.arch,
-                    &ready.image,
-                    &dir,
-                    guest.clone(),
-                    &mut &*shared,
-                )
-                .await;
-                (t.elapsed(), booted)
-            };
-            let upgrade = async {
-                match gate {
-                    Plan::Run(p) => Some(crate::upgrade::run(*p, guest.clone(), &mut &*shared).await),
-                    Plan::NotRun(_) => None,
-                }
-            };
-            let ((boot_time, booted), upgraded) = futures_util::future::join(main, upgrade).await;
-            (ready, dir, boot_time, booted, upgraded)
-        }
-    });
+    let boots = prepared
+        .into_iter()
+        .map(|(ready, gate)| boot_with_gate(state, opts, ready, gate, guest.clone(), &shared));
     let booted = futures_util::future::join_all(boots).await;
     // A signal stopped the VMs: what they reported proves nothing, and nothing is published.
     opts.cancel.check()?;
     let mut runs = Vec::new();
-    for (ready, dir, boot_time, booted, upgraded) in booted {
+    for booted in booted {
         // Publishing one arch can take minutes (a static delta): a signal meanwhile stops the next.
         opts.cancel.check()?;
-        let booted = booted.map(|(suite, times)| (with_upgrade(suite, upgraded.as_ref()), times));
-        let run = finish(state, opts, key.as_ref(), ready, dir, boot_time, booted, upgraded)?;
+        let run = finish(state, opts, key.as_ref(), booted)?;
         (&shared).suite_done(&run.suite);
         runs.push(run);
     }
@@ -129,6 +97,50 @@ pub async fn test_tree(
     let junit = state.runs().join(&opts.run_id).join("junit.xml");
     fedostree_harness::junit::write_junit_with_stages(&suites, &recording.take(), &junit)?;
     Ok(runs)
+}
+
+/// One arch's boot and its upgrade gate, done.
+struct Booted {
+    ready: Ready,
+    dir: std::path::PathBuf,
+    boot_time: Duration,
+    booted: Result<(SuiteResult, GuestTimes)>,
+    gate: GateOutcome,
+}
+
+/// Boot `ready` and, side by side, its upgrade gate.
+async fn boot_with_gate(
+    state: &StateDir,
+    opts: &TestOptions,
+    ready: Ready,
+    gate: Plan,
+    guest: GuestSettings,
+    shared: &SharedReporter<'_>,
+) -> Booted {
+    let dir = run_dir(state, &opts.run_id, &ready.tree, ready.arch);
+    let t = Instant::now();
+    let main = async {
+        let booted = boot_and_test(
+            &ready.tree,
+            ready.arch,
+            &ready.image,
+            &dir,
+            guest.clone(),
+            &mut &*shared,
+        )
+        .await;
+        (t.elapsed(), booted)
+    };
+    let mut gate_reporter = shared;
+    let upgrade = gate.run(guest.clone(), &mut gate_reporter);
+    let ((boot_time, booted), gate) = futures_util::future::join(main, upgrade).await;
+    Booted {
+        ready,
+        dir,
+        boot_time,
+        booted,
+        gate,
+    }
 }
 
 /// The commit of `opts.source` for `arch`, deployed into the image it boots from. `tree` is loaded
@@ -147,8 +159,6 @@ fn ready(state: &StateDir, opts: &TestOptions, tree: Option<&LoadedTree>, arch: 
                 timings,
                 package_diff: None,
                 throwaway: None,
-                gate: Plan::NotRun(String::new()),
-                upgrade_note: String::new(),
             }
         }
         CommitSource::Scratch(sc) => {
@@ -170,8 +180,6 @@ fn ready(state: &StateDir, opts: &TestOptions, tree: Option<&LoadedTree>, arch: 
                 timings: s.timings,
                 package_diff: Some(diff),
                 throwaway: Some(s.throwaway),
-                gate: Plan::NotRun(String::new()),
-                upgrade_note: String::new(),
             }
         }
         CommitSource::Pulled(from) => {
@@ -195,8 +203,6 @@ fn ready(state: &StateDir, opts: &TestOptions, tree: Option<&LoadedTree>, arch: 
                 timings,
                 package_diff: None,
                 throwaway: None,
-                gate: Plan::NotRun(String::new()),
-                upgrade_note: String::new(),
             }
         }
         CommitSource::Scenario(_) => unreachable!("scenarios run their own commits (see test_tree)"),
@@ -223,37 +229,16 @@ fn gate_plan(state: &StateDir, opts: &TestOptions, tree: Option<&LoadedTree>, r:
     crate::upgrade::prepare(state, &inputs)
 }
 
-/// What the upgrade gate's VM reported, joined to the main boot's suite; a gate that could not run
-/// at all is a failed `upgrade/boot`.
-fn with_upgrade(mut suite: SuiteResult, upgraded: Option<&Result<(Vec<TestCaseResult>, f64)>>) -> SuiteResult {
-    match upgraded {
-        None => {}
-        Some(Ok((cases, _))) => suite.cases.extend(cases.iter().cloned()),
-        Some(Err(e)) => suite.cases.push(TestCaseResult {
-            name: format!("{}boot", crate::upgrade::PREFIX),
-            status: fedostree_harness::results::Status::Error,
-            duration: Duration::ZERO,
-            output: format!("the upgrade gate could not run: {e:#}"),
-            exit_code: None,
-            subtests: vec![],
-        }),
-    }
-    suite
-}
-
 /// After the boot: the suite (a broken boot is this arch's infrastructure error), the gate, the
 /// publish of a pass, and the run directory's records.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    state: &StateDir,
-    opts: &TestOptions,
-    key: Option<&SigningKey>,
-    ready: Ready,
-    dir: std::path::PathBuf,
-    boot_time: Duration,
-    booted: Result<(SuiteResult, GuestTimes)>,
-    upgraded: Option<Result<(Vec<TestCaseResult>, f64)>>,
-) -> Result<TreeArchRun> {
+fn finish(state: &StateDir, opts: &TestOptions, key: Option<&SigningKey>, booted: Booted) -> Result<TreeArchRun> {
+    let Booted {
+        ready,
+        dir,
+        boot_time,
+        booted,
+        gate: upgrade,
+    } = booted;
     let Ready {
         arch,
         tree,
@@ -263,12 +248,15 @@ fn finish(
         mut timings,
         package_diff,
         throwaway,
-        gate: _,
-        upgrade_note,
     } = ready;
-    timings.upgrade = upgrade_note;
-    timings.upgrade_s = upgraded.as_ref().and_then(|u| u.as_ref().ok()).map(|(_, s)| *s);
+    timings.upgrade = upgrade.note;
+    timings.upgrade_s = upgrade.took;
     drop(throwaway);
+    // The gate's cases join a main boot that ran; a broken one's suite stays the boot's error alone.
+    let booted = booted.map(|(mut suite, times)| {
+        suite.cases.extend(upgrade.cases);
+        (suite, times)
+    });
     let (suite, guest_times) =
         booted.unwrap_or_else(|e| (infra_suite(&tree, arch, &image, &dir, &e), GuestTimes::default()));
     timings.boot_s = boot_time.as_secs_f64();

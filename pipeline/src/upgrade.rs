@@ -67,13 +67,50 @@ pub enum Plan {
 }
 
 impl Plan {
-    /// What the report and the records say about the gate before it ran.
+    /// What the report and the records say about the gate.
     pub fn describe(&self) -> String {
         match self {
             Plan::NotRun(why) => format!("not run: {why}"),
             Plan::Run(p) => format!("from the published {} to {}", p.from.short(), p.to.short()),
         }
     }
+
+    /// Run the gate if the plan says so. A gate that could not run at all is a failed `upgrade/boot`.
+    pub async fn run(self, guest: GuestSettings, reporter: &mut (dyn Reporter + Send)) -> GateOutcome {
+        let note = self.describe();
+        let Plan::Run(prepared) = self else {
+            return GateOutcome {
+                note,
+                cases: vec![],
+                took: None,
+            };
+        };
+        match run(*prepared, guest, reporter).await {
+            Ok((cases, took)) => GateOutcome {
+                note,
+                cases,
+                took: Some(took),
+            },
+            Err(e) => GateOutcome {
+                note,
+                cases: vec![TestCaseResult {
+                    status: Status::Error,
+                    ..broken_case(format!("the upgrade gate could not run: {e:#}"))
+                }],
+                took: None,
+            },
+        }
+    }
+}
+
+/// What the gate left for the tree/arch's records.
+pub struct GateOutcome {
+    /// [`Plan::describe`]: what it upgraded, or why it did not run.
+    pub note: String,
+    /// Its cases, all under [`PREFIX`], for the tree/arch's suite.
+    pub cases: Vec<TestCaseResult>,
+    /// Seconds it took, when it ran.
+    pub took: Option<f64>,
 }
 
 /// The published commit's machine and the repository it upgrades from, ready to boot.
@@ -192,7 +229,7 @@ fn has_ostree_client(repo: &Path, commit: &Checksum) -> Result<bool> {
 
 /// Boot the published commit's machine, upgrade it to the candidate and reboot; the cases to add to
 /// the tree/arch's suite (all under [`PREFIX`]) and the seconds the gate took.
-pub async fn run(
+async fn run(
     gate: Prepared,
     mut guest: GuestSettings,
     reporter: &mut (dyn Reporter + Send),

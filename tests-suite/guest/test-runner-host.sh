@@ -40,6 +40,20 @@ mkscript() { # mkscript NAME: stdin → executable script
 	cat >"$tmp/$1"
 	chmod +x "$tmp/$1"
 }
+# use_shell NAME: the shell the runner runs under and the tools on its PATH: dash with the host's
+# coreutils and util-linux (what real trees have), or busybox's applets (the dev trees).
+use_shell() {
+	case $1 in
+	dash) sh_cmd=$(command -v dash) tools=/usr/bin:/bin ;;
+	busybox) sh_cmd=$tmp/bin/sh tools=$tmp/bin ;;
+	esac
+}
+# boot TESTS WORK: one run of the runner, as one boot of the guest, under $sh_cmd with $tools.
+boot() {
+	FEDOSTREE_TESTS_ROOT=$1 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
+		FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$2 \
+		FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tools "$sh_cmd" "$runner" </dev/null
+}
 mkscript escape.sh <<'EOF'
 printf 'quote" back\\slash\ttab\rCR\001ctl é\nline2\n'
 EOF
@@ -193,10 +207,7 @@ printf '%s\n' '[Test]' 'Exec=sh -c '"'"'kill -KILL "$(cut -d" " -f4 /proc/$(cut 
 	>"$T3/sample/kills-its-runner.test"
 for shell in dash busybox; do
 	: >"$results"
-	case $shell in
-	dash) sh_cmd=$(command -v dash) tools=/usr/bin:/bin ;;
-	busybox) sh_cmd=$tmp/bin/sh tools=$tmp/bin ;;
-	esac
+	use_shell "$shell"
 	FEDOSTREE_TESTS_ROOT=$T3 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
 		FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work3-$shell \
 		FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tools timeout 60 "$sh_cmd" "$runner" </dev/null 2>/dev/null && rc=0 || rc=$?
@@ -232,10 +243,7 @@ printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'X-Fedostree-Reboots=tru
 printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'Type=session-exclusive' 'Exec=true' >"$T4/s/d-exclusive.test"
 printf '%s\n' '[Test]' 'X-Fedostree-Scenario=lifecycle' 'X-Fedostree-Reboots=true' 'Exec=true' >"$T4/s/e-may-reboot.test"
 for shell in dash busybox; do
-	case $shell in
-	dash) sh_cmd=$(command -v dash) tools=/usr/bin:/bin ;;
-	busybox) sh_cmd=$tmp/bin/sh tools=$tmp/bin ;;
-	esac
+	use_shell "$shell"
 	: >"$results"
 	for boot in 1 2 3; do
 		FEDOSTREE_TESTS_ROOT=$T4 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
@@ -308,11 +316,10 @@ done
 T8=$tmp/tests8
 mkdir -p "$T8/s" "$tmp/cores"
 printf '%s\n' '[Test]' 'Exec=true' >"$T8/s/pass.test"
+use_shell busybox
 base_run() {
 	: >"$results"
-	FEDOSTREE_TESTS_ROOT=$T8 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
-		FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work8 \
-		FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+	boot "$T8" "$tmp/work8"
 }
 base() { q -r --arg n "base/$1" 'select(.event == "test-finished" and .name == $n) | .'"$2"; }
 cp "$tmp/dmesg" "$tmp/dmesg.clean"
@@ -348,17 +355,12 @@ mkdir -p "$tmp/fwcfg/upgrade"
 printf '%s\n' 'echo "ok 1 - mark [$FEDOSTREE_REBOOT_MARK]"' '[ -n "$FEDOSTREE_REBOOT_MARK" ] || "$FEDOSTREE_REBOOT_PREPARE" upgraded' \
 	>"$tmp/fwcfg/upgrade/raw"
 for shell in dash busybox; do
-	case $shell in
-	dash) sh_cmd=$(command -v dash) tools=/usr/bin:/bin ;;
-	busybox) sh_cmd=$tmp/bin/sh tools=$tmp/bin ;;
-	esac
+	use_shell "$shell"
 	: >"$results"
 	for boot in 1 2; do
 		# The guest's WORK is a fresh /run/fedostree-tests on every boot.
 		rm -rf "$tmp/work9"
-		FEDOSTREE_TESTS_ROOT=$T8 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
-			FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work9 \
-			FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tools "$sh_cmd" "$runner" </dev/null
+		boot "$T8" "$tmp/work9"
 	done
 	check "$shell upgrade: the driver on both boots, then the upgrade tests, then the base checks" \
 		eq "$(q -r 'select(.event == "test-started") | .name' | tr '\n' ' ' | cut -d' ' -f1-4)" \
@@ -372,9 +374,8 @@ for shell in dash busybox; do
 done
 echo 'echo "not ok 1 - ostree admin upgrade failed"' >"$tmp/fwcfg/upgrade/raw"
 : >"$results"
-FEDOSTREE_TESTS_ROOT=$T8 FEDOSTREE_VIRTIO_PORTS=$tmp/sys FEDOSTREE_DEV=$tmp/dev FEDOSTREE_CONSOLE=$console \
-	FEDOSTREE_CMDLINE=$tmp/cmdline FEDOSTREE_SYSROOT=$tmp/sysroot FEDOSTREE_WORKDIR=$tmp/work10 \
-	FEDOSTREE_NO_POWEROFF=1 FEDOSTREE_PATH=$tmp/bin "$tmp/bin/sh" "$runner" </dev/null
+use_shell busybox
+boot "$T8" "$tmp/work10"
 check "upgrade: a driver that fails before the reboot is the only test, failed" \
 	eq "$(q -r 'select(.event == "test-finished") | "\(.name) \(.status)"' | tr '\n' ' ')" "upgrade/from-published fail "
 rm -rf "$tmp/fwcfg/upgrade"
