@@ -74,8 +74,8 @@ pub struct CommitRequest<'a> {
     pub arch: &'a str,
     pub packages: &'a [PkgRecord],
     pub extra: &'a BTreeMap<String, serde_json::Value>,
-    /// Extended attributes of files, by committed path (see [`crate::write_tree::Xattrs`]).
-    pub xattrs: &'a crate::write_tree::Xattrs,
+    /// Extended attributes of the tree's entries (see [`crate::write_tree::XattrSource`]).
+    pub xattrs: crate::write_tree::XattrSource<'a>,
 }
 
 fn json_to_variant(v: &serde_json::Value) -> glib::Variant {

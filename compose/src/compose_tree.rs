@@ -269,6 +269,14 @@ fn commit_new(
     if !tf.container_cmd.is_empty() {
         metadata.insert("ostree.container-cmd".into(), serde_json::json!(tf.container_cmd));
     }
+    let labels = match tf.selinux {
+        true => Some(
+            crate::selinux::Labeller::open(&root, tf.selinux_label_version)
+                .with_context(|| format!("{}: selinux", tf.path.display()))?,
+        ),
+        false => None,
+    };
+    let caps = crate::filecaps::commit_xattrs(unpacked.iter().map(|c| c.unpacked.package.caps.as_slice()));
     let progress = Progress::new("commit", 1, false);
     let build_repo = commit::open_or_create_build_repo(&state.build_repo())?;
     let (csum, shared_inodes) = commit::commit_tree(
@@ -286,7 +294,10 @@ fn commit_new(
             arch: opts.arch.as_str(),
             packages: &records(inputs.solved),
             extra: &metadata,
-            xattrs: &crate::filecaps::commit_xattrs(unpacked.iter().map(|c| c.unpacked.package.caps.as_slice())),
+            xattrs: crate::write_tree::XattrSource {
+                by_path: &caps,
+                labels: labels.as_ref(),
+            },
         },
     )?;
     let kernel = kver.map_or_else(|| "not bootable".to_owned(), |k| format!("kernel {k}"));
@@ -352,6 +363,7 @@ fn assemble(
             Some(t.elapsed().as_secs_f64()),
         );
     }
+    crate::selinux::move_policy_store(root)?;
     let policy = crate::accounts::Policy {
         ignore_removed_users: &tf.ignore_removed_users,
         ignore_removed_groups: &tf.ignore_removed_groups,

@@ -31,6 +31,7 @@ pub mod safepath;
 pub mod sandbox;
 pub mod scriptlet_run;
 pub mod scriptlets;
+pub mod selinux;
 pub mod solve;
 pub mod systemd_setup;
 pub mod treefile;

@@ -19,8 +19,6 @@ const NOT_SUPPORTED_YET: &[&str] = &[
     "metadata",
     "gpg-key",
     "gpg_key",
-    "selinux",
-    "selinux-label-version",
     "modules",
     "install-langs",
     "sysroot-readonly",
@@ -366,6 +364,11 @@ treefile_keys! {
     container: bool = "container", scalar;
     opt_usrlocal: OptUsrLocal = "opt-usrlocal", scalar;
     repovars: BTreeMap<String, String> = "repovars", map;
+    /// Label every file of the commit with the tree's own SELinux policy (rpm-ostree's meaning).
+    selinux: bool = "selinux", scalar;
+    /// 1: files beneath `/usr/etc` are labelled as they will be in `/etc` (libostree's
+    /// `SELINUX_LABEL_V1`); 0: by their own path.
+    selinux_label_version: u32 = "selinux-label-version", scalar;
 }
 
 impl RawTreefile {
@@ -530,6 +533,8 @@ pub struct Treefile {
     /// checks, as in rpm-ostree. Such a tree composes but does not boot.
     pub container: bool,
     pub opt_usrlocal: OptUsrLocal,
+    pub selinux: bool,
+    pub selinux_label_version: u32,
 }
 
 impl Treefile {
@@ -548,6 +553,13 @@ impl Treefile {
             .mutate_os_release
             .take()
             .map(|m| treefile_vars::substitute(&m, &vars));
+        let selinux_label_version = raw.selinux_label_version.unwrap_or(0);
+        if selinux_label_version > 1 {
+            return Err(TreefileError::Invalid {
+                path: path.to_owned(),
+                msg: format!("`selinux-label-version`: {selinux_label_version} is not a label version (0 or 1)"),
+            });
+        }
         let mut warnings = deprecation_warnings(&raw.rojig, raw.cliwrap);
         let boot_location = raw.boot_location.unwrap_or_default();
         if boot_location != BootLocation::Modules {
@@ -598,6 +610,8 @@ impl Treefile {
             container: raw.container.unwrap_or(false),
             opt_usrlocal: checked.opt_usrlocal,
             repovars: checked.repovars,
+            selinux: raw.selinux.unwrap_or(false),
+            selinux_label_version,
         })
     }
 
@@ -1240,10 +1254,16 @@ mod tests {
     #[test]
     fn rpm_ostree_key_not_supported_yet() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nselinux: false\n");
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nsysroot-readonly: true\n");
         let e = Treefile::load(&p, "t", Arch::X86_64).unwrap_err().to_string();
         assert!(
-            e.contains("t.yaml:3: treefile key `selinux` (rpm-ostree) is not supported yet"),
+            e.contains("t.yaml:3: treefile key `sysroot-readonly` (rpm-ostree) is not supported yet"),
+            "{e}"
+        );
+        let p = write(d.path(), "t.yaml", "ref: a\npackages: [x]\nselinux-label-version: 2\n");
+        let e = Treefile::load(&p, "t", Arch::X86_64).unwrap_err().to_string();
+        assert!(
+            e.contains("t.yaml: `selinux-label-version`: 2 is not a label version (0 or 1)"),
             "{e}"
         );
         let p = write(
@@ -1461,8 +1481,10 @@ mod tests {
         assert!(e.contains("entry 1: an inline treefile cannot use `include`"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {pacakges: [y]}\n");
         assert!(e.contains("unknown treefile key `pacakges`"), "{e}");
-        let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {selinux: true}\n");
-        assert!(e.contains("`selinux` (rpm-ostree) is not supported yet"), "{e}");
+        let e = load(
+            "ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {edition: x}\n",
+        );
+        assert!(e.contains("`edition` (rpm-ostree) is not supported yet"), "{e}");
         let e = load("ref: a\npackages: [x]\nconditional-include:\n  - if: basearch == \"x86_64\"\n    include: {add-files: []}\n");
         assert!(e.contains("entry 1: an inline treefile cannot use `add-files`"), "{e}");
         let e = load(

@@ -10,9 +10,10 @@
 //! The checksum of a content object is SHA-256 over the file header (the GVariant
 //! `(uuuusa(ayay))`: uid, gid, mode, rdev, symlink target, xattrs; integers big-endian), preceded by
 //! its size as a big-endian u32 and four zero bytes, then the file's bytes (none for a symlink).
-//! Extended attributes come from the caller's map, not from the filesystem the tree was assembled on
-//! (whose own attributes, like the host's, are not the tree's): today the `security.capability`
-//! of files packages give capabilities (see [`crate::filecaps`]).
+//! Extended attributes come from the caller ([`XattrSource`]), not from the filesystem the tree was
+//! assembled on (whose own attributes, like the host's, are not the tree's): the `security.capability`
+//! of files packages give capabilities (see [`crate::filecaps`]) and, for `selinux: true`, the
+//! `security.selinux` label of every file, directory and symlink (see [`crate::selinux`]).
 
 use anyhow::{bail, Context, Result};
 use ostree::gio;
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// What the walk found beneath one directory.
 struct Dir {
     meta: std::fs::Metadata,
+    xattrs: XattrList,
     entries: BTreeMap<OsString, Entry>,
 }
 
@@ -39,15 +41,19 @@ enum Entry {
     Symlink {
         meta: std::fs::Metadata,
         target: PathBuf,
+        xattrs: XattrList,
     },
 }
 
 struct RegularFile {
     path: PathBuf,
     meta: std::fs::Metadata,
-    /// The `a(ayay)` list, sorted by name; empty for most files.
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The `a(ayay)` list, sorted by name.
+    xattrs: XattrList,
 }
+
+/// libostree's `a(ayay)`: each name NUL-terminated, sorted by name, but the SELinux label last.
+type XattrList = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Extended attributes by path relative to the root, as committed: `(name, value)` pairs.
 pub type Xattrs = HashMap<PathBuf, Vec<(String, Vec<u8>)>>;
@@ -55,17 +61,54 @@ pub type Xattrs = HashMap<PathBuf, Vec<(String, Vec<u8>)>>;
 /// Content checksums by `(dev, ino)`.
 pub type InodeChecksums = HashMap<(u64, u64), String>;
 
+/// Where the committed extended attributes come from.
+#[derive(Clone, Copy)]
+pub struct XattrSource<'a> {
+    /// By path: the packages' file capabilities.
+    pub by_path: &'a Xattrs,
+    /// The tree's SELinux policy, labelling every entry (`selinux: true`).
+    pub labels: Option<&'a crate::selinux::Labeller>,
+}
+
+impl XattrSource<'_> {
+    /// The attributes of `rel` (mode `mode`), in libostree's form.
+    fn of(&self, rel: &Path, mode: u32) -> Result<XattrList> {
+        let mut list: XattrList = self
+            .by_path
+            .get(rel)
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| (nul_terminated(name), value.clone()))
+            .collect();
+        list.sort();
+        // After the others, as libostree's commit modifier appends it: the same objects.
+        if let Some(label) = self.labels.map(|l| l.label(rel, mode)).transpose()?.flatten() {
+            let name = nul_terminated(crate::selinux::XATTR);
+            list.retain(|(n, _)| *n != name);
+            list.push((name, label));
+        }
+        Ok(list)
+    }
+}
+
+fn nul_terminated(name: &str) -> Vec<u8> {
+    let mut n = name.as_bytes().to_vec();
+    n.push(0);
+    n
+}
+
 /// The tree written by [`write_tree`].
 pub struct WrittenTree {
     /// The root of the tree as libostree's `write_mtree` gives it.
     pub root: gio::File,
-    /// Content checksums of the files whose inode has other links, by `(dev, ino)`: the unpacked
-    /// package cache checks with them that the compose left its files alone.
+    /// Content checksums of the files whose inode has other links, by `(dev, ino)`, as if they had no
+    /// extended attributes: the unpacked package cache checks with them that the compose left its
+    /// files alone.
     pub shared_inodes: InodeChecksums,
 }
 
 /// Write `root` into `repo` (inside the caller's transaction).
-pub fn write_tree(repo: &ostree::Repo, root: &Path, xattrs: &Xattrs) -> Result<WrittenTree> {
+pub fn write_tree(repo: &ostree::Repo, root: &Path, xattrs: XattrSource) -> Result<WrittenTree> {
     let mut files = Vec::new();
     let top = walk(root, Path::new(""), xattrs, &mut files)?;
     let sums = checksum_files(&files)?;
@@ -75,7 +118,12 @@ pub fn write_tree(repo: &ostree::Repo, root: &Path, xattrs: &Xattrs) -> Result<W
         .iter()
         .zip(&sums)
         .filter(|(f, _)| f.meta.nlink() > 1)
-        .map(|(f, sum)| ((f.meta.dev(), f.meta.ino()), sum.clone()))
+        .map(|(f, sum)| {
+            (
+                (f.meta.dev(), f.meta.ino()),
+                sum.plain.clone().unwrap_or_else(|| sum.full.clone()),
+            )
+        })
         .collect();
     Ok(WrittenTree {
         root: repo.write_mtree(&mtree, gio::Cancellable::NONE)?,
@@ -83,8 +131,9 @@ pub fn write_tree(repo: &ostree::Repo, root: &Path, xattrs: &Xattrs) -> Result<W
     })
 }
 
-fn walk(path: &Path, rel: &Path, xattrs: &Xattrs, files: &mut Vec<RegularFile>) -> Result<Dir> {
+fn walk(path: &Path, rel: &Path, xattrs: XattrSource, files: &mut Vec<RegularFile>) -> Result<Dir> {
     let meta = fs_err::symlink_metadata(path)?;
+    let dir_xattrs = xattrs.of(rel, meta.mode())?;
     let mut entries = BTreeMap::new();
     for e in fs_err::read_dir(path)? {
         let e = e?;
@@ -97,13 +146,14 @@ fn walk(path: &Path, rel: &Path, xattrs: &Xattrs, files: &mut Vec<RegularFile>) 
         } else if ft.is_file() {
             files.push(RegularFile {
                 path: child,
+                xattrs: xattrs.of(&child_rel, m.mode())?,
                 meta: m,
-                xattrs: xattr_list(xattrs.get(&child_rel)),
             });
             Entry::File(files.len() - 1)
         } else if ft.is_symlink() {
             Entry::Symlink {
                 target: fs_err::read_link(&child)?,
+                xattrs: xattrs.of(&child_rel, m.mode())?,
                 meta: m,
             }
         } else {
@@ -114,22 +164,11 @@ fn walk(path: &Path, rel: &Path, xattrs: &Xattrs, files: &mut Vec<RegularFile>) 
         };
         entries.insert(e.file_name(), entry);
     }
-    Ok(Dir { meta, entries })
-}
-
-/// libostree's `a(ayay)` form: each name a NUL-terminated bytestring, sorted by name.
-fn xattr_list(pairs: Option<&Vec<(String, Vec<u8>)>>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut list: Vec<(Vec<u8>, Vec<u8>)> = pairs
-        .into_iter()
-        .flatten()
-        .map(|(name, value)| {
-            let mut n = name.as_bytes().to_vec();
-            n.push(0);
-            (n, value.clone())
-        })
-        .collect();
-    list.sort();
-    list
+    Ok(Dir {
+        meta,
+        xattrs: dir_xattrs,
+        entries,
+    })
 }
 
 /// The file header a content checksum starts with.
@@ -154,55 +193,64 @@ fn header_hasher(uid: u32, gid: u32, mode: u32, symlink_target: &str, xattrs: &[
     h
 }
 
-fn symlink_checksum(meta: &std::fs::Metadata, target: &str) -> String {
-    hex::encode(header_hasher(meta.uid(), meta.gid(), meta.mode(), target, &[]).finalize())
+fn symlink_checksum(meta: &std::fs::Metadata, target: &str, xattrs: &[(Vec<u8>, Vec<u8>)]) -> String {
+    hex::encode(header_hasher(meta.uid(), meta.gid(), meta.mode(), target, xattrs).finalize())
 }
 
-fn file_checksum(f: &RegularFile, buf: &mut [u8]) -> Result<String> {
+/// A regular file's content checksum, and for a file that shares its inode and has extended
+/// attributes, also the one it would have without them (what the unpacked package cache stamped).
+struct FileSums {
+    full: String,
+    plain: Option<String>,
+}
+
+fn file_checksum(f: &RegularFile, buf: &mut [u8]) -> Result<FileSums> {
     let m = &f.meta;
     let src = fs_err::File::open(&f.path)?;
-    checksum_with_xattrs(src, m.uid(), m.gid(), m.mode(), &f.xattrs, m.len(), buf)
-        .with_context(|| f.path.display().to_string())
+    let mut full = header_hasher(m.uid(), m.gid(), m.mode(), "", &f.xattrs);
+    let mut plain = (m.nlink() > 1 && !f.xattrs.is_empty()).then(|| header_hasher(m.uid(), m.gid(), m.mode(), "", &[]));
+    let mut hashers: Vec<&mut Sha256> = std::iter::once(&mut full).chain(plain.as_mut()).collect();
+    hash_body(src, m.len(), buf, &mut hashers).with_context(|| f.path.display().to_string())?;
+    Ok(FileSums {
+        full: hex::encode(full.finalize()),
+        plain: plain.map(|h| hex::encode(h.finalize())),
+    })
 }
 
 /// The content checksum of a regular file with this owner, mode and size, and no extended
 /// attributes, whose bytes `src` reads.
 pub fn content_checksum(src: impl Read, uid: u32, gid: u32, mode: u32, size: u64, buf: &mut [u8]) -> Result<String> {
-    checksum_with_xattrs(src, uid, gid, mode, &[], size, buf)
+    let mut h = header_hasher(uid, gid, mode, "", &[]);
+    hash_body(src, size, buf, &mut [&mut h])?;
+    Ok(hex::encode(h.finalize()))
 }
 
-fn checksum_with_xattrs(
-    mut src: impl Read,
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    xattrs: &[(Vec<u8>, Vec<u8>)],
-    size: u64,
-    buf: &mut [u8],
-) -> Result<String> {
-    let mut h = header_hasher(uid, gid, mode, "", xattrs);
+/// Feed the `size` bytes `src` reads to every hasher.
+fn hash_body(mut src: impl Read, size: u64, buf: &mut [u8], hashers: &mut [&mut Sha256]) -> Result<()> {
     let mut total = 0u64;
     loop {
         let n = src.read(buf)?;
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        for h in hashers.iter_mut() {
+            h.update(&buf[..n]);
+        }
         total += n as u64;
     }
     if total != size {
         bail!("changed while it was being checksummed");
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(())
 }
 
 /// Every regular file's content checksum, on all cores.
-fn checksum_files(files: &[RegularFile]) -> Result<Vec<String>> {
+fn checksum_files(files: &[RegularFile]) -> Result<Vec<FileSums>> {
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len().max(1));
-    let results: Vec<Result<Vec<(usize, String)>>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<(usize, FileSums)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| {
@@ -222,13 +270,13 @@ fn checksum_files(files: &[RegularFile]) -> Result<Vec<String>> {
             .map(|h| h.join().expect("checksum worker panicked"))
             .collect()
     });
-    let mut sums = vec![String::new(); files.len()];
+    let mut sums: Vec<Option<FileSums>> = (0..files.len()).map(|_| None).collect();
     for r in results {
         for (i, sum) in r? {
-            sums[i] = sum;
+            sums[i] = Some(sum);
         }
     }
-    Ok(sums)
+    Ok(sums.into_iter().map(|s| s.expect("every file checksummed")).collect())
 }
 
 fn name_str<'a>(name: &'a OsString, parent: &Path) -> Result<&'a str> {
@@ -245,10 +293,10 @@ fn add_dir(
     mtree: &ostree::MutableTree,
     dir: &Dir,
     files: &[RegularFile],
-    sums: &[String],
+    sums: &[FileSums],
 ) -> Result<()> {
     let cancellable = gio::Cancellable::NONE;
-    mtree.set_metadata_checksum(&dirmeta_checksum(repo, &dir.meta)?);
+    mtree.set_metadata_checksum(&dirmeta_checksum(repo, &dir.meta, &dir.xattrs)?);
     for (name, entry) in &dir.entries {
         match entry {
             Entry::Dir(sub) => {
@@ -256,21 +304,22 @@ fn add_dir(
                 add_dir(repo, &child, sub, files, sums)?;
             }
             Entry::File(i) => {
-                let (f, sum) = (&files[*i], &sums[*i]);
+                let (f, sum) = (&files[*i], &sums[*i].full);
                 let name = name_str(name, &f.path)?;
                 if !repo.has_object(ostree::ObjectType::File, sum, cancellable)? {
                     write_file(repo, f, sum).with_context(|| format!("committing {}", f.path.display()))?;
                 }
                 mtree.replace_file(name, sum)?;
             }
-            Entry::Symlink { meta, target } => {
+            Entry::Symlink { meta, target, xattrs } => {
                 let name = name_str(name, Path::new(""))?;
                 let target = target
                     .to_str()
                     .with_context(|| format!("symlink {name}: target is not UTF-8"))?;
-                let sum = symlink_checksum(meta, target);
+                let sum = symlink_checksum(meta, target, xattrs);
                 if !repo.has_object(ostree::ObjectType::File, &sum, cancellable)? {
-                    repo.write_symlink(Some(&sum), meta.uid(), meta.gid(), None, target, cancellable)?;
+                    let xattrs = (!xattrs.is_empty()).then(|| xattrs.to_variant());
+                    repo.write_symlink(Some(&sum), meta.uid(), meta.gid(), xattrs.as_ref(), target, cancellable)?;
                 }
                 mtree.replace_file(name, &sum)?;
             }
@@ -298,12 +347,13 @@ fn write_file(repo: &ostree::Repo, f: &RegularFile, sum: &str) -> Result<()> {
     Ok(())
 }
 
-fn dirmeta_checksum(repo: &ostree::Repo, meta: &std::fs::Metadata) -> Result<String> {
+fn dirmeta_checksum(repo: &ostree::Repo, meta: &std::fs::Metadata, xattrs: &XattrList) -> Result<String> {
     let info = gio::FileInfo::new();
     info.set_attribute_uint32("unix::uid", meta.uid());
     info.set_attribute_uint32("unix::gid", meta.gid());
     info.set_attribute_uint32("unix::mode", meta.mode());
-    let dirmeta = ostree::create_directory_metadata(&info, None);
+    let xattrs = (!xattrs.is_empty()).then(|| xattrs.to_variant());
+    let dirmeta = ostree::create_directory_metadata(&info, xattrs.as_ref());
     Ok(repo
         .write_metadata(ostree::ObjectType::DirMeta, None, &dirmeta, gio::Cancellable::NONE)?
         .to_string())
@@ -312,22 +362,43 @@ fn dirmeta_checksum(repo: &ostree::Repo, meta: &std::fs::Metadata) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ostree::gio::prelude::FileExt;
     use std::os::unix::fs::PermissionsExt;
 
     /// The attribute the test sets on disk for libostree to read, and hands `write_tree` in its map.
     const TEST_XATTR: (&str, &[u8]) = ("user.fedostree-test", b"\x01\x00value");
 
     fn commit_with(repo: &ostree::Repo, root: &Path, ours: bool) -> String {
+        commit_labelled(repo, root, ours, None)
+    }
+
+    /// Our tree, or libostree's from the same directory (labelled through its commit modifier).
+    fn commit_labelled(
+        repo: &ostree::Repo,
+        root: &Path,
+        ours: bool,
+        labels: Option<&crate::selinux::Labeller>,
+    ) -> String {
         repo.prepare_transaction(gio::Cancellable::NONE).unwrap();
         let file = if ours {
             let xattrs = Xattrs::from([(
                 PathBuf::from("usr/bin/tool"),
                 vec![(TEST_XATTR.0.to_owned(), TEST_XATTR.1.to_vec())],
             )]);
-            write_tree(repo, root, &xattrs).unwrap().root
+            write_tree(
+                repo,
+                root,
+                XattrSource {
+                    by_path: &xattrs,
+                    labels,
+                },
+            )
+            .unwrap()
+            .root
         } else {
             let mtree = ostree::MutableTree::new();
             let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::NONE, None);
+            modifier.set_sepolicy(labels.map(|l| l.policy()));
             repo.write_directory_to_mtree(
                 &gio::File::for_path(root),
                 &mtree,
@@ -384,6 +455,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn labelled_trees_are_the_ones_libostree_labels() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        crate::selinux::tests::write_test_policy(&root, "usr/etc");
+        fs_err::create_dir_all(root.join("usr/bin")).unwrap();
+        fs_err::write(root.join("usr/bin/tool"), b"#!/bin/sh\n").unwrap();
+        set_xattr(&root.join("usr/bin/tool"));
+        fs_err::write(root.join("usr/etc/shadow"), b"").unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        let repo = ostree::Repo::new_for_path(tmp.path().join("repo"));
+        repo.create(ostree::RepoMode::BareUser, gio::Cancellable::NONE).unwrap();
+        // Label version 0 is libostree's labelling, object for object: files, directories, symlinks.
+        let v0 = crate::selinux::Labeller::open(&root, 0).unwrap();
+        let ours = commit_labelled(&repo, &root, true, Some(&v0));
+        assert_eq!(ours, commit_labelled(&repo, &root, false, Some(&v0)));
+        assert_ne!(ours, commit_with(&repo, &root, true), "labels are part of the tree");
+        drop(v0);
+        let v1 = crate::selinux::Labeller::open(&root, 1).unwrap();
+        let label_of = |rev: &str, path: &str| -> String {
+            let (root_file, _) = repo.read_commit(rev, gio::Cancellable::NONE).unwrap();
+            let f = root_file
+                .resolve_relative_path(path)
+                .downcast::<ostree::RepoFile>()
+                .unwrap();
+            f.ensure_resolved().unwrap();
+            let (_, _, xattrs) = repo.load_file(&f.checksum(), gio::Cancellable::NONE).unwrap();
+            let list: Vec<(Vec<u8>, Vec<u8>)> = xattrs.get().unwrap();
+            let (_, v) = list.into_iter().find(|(n, _)| n == b"security.selinux\0").unwrap();
+            String::from_utf8(v).unwrap()
+        };
+        repo.prepare_transaction(gio::Cancellable::NONE).unwrap();
+        let written = write_tree(
+            &repo,
+            &root,
+            XattrSource {
+                by_path: &Xattrs::new(),
+                labels: Some(&v1),
+            },
+        )
+        .unwrap();
+        let dir = written.root.downcast::<ostree::RepoFile>().unwrap();
+        let commit = repo
+            .write_commit(None, None, None, None, &dir, gio::Cancellable::NONE)
+            .unwrap();
+        repo.commit_transaction(gio::Cancellable::NONE).unwrap();
+        assert_eq!(label_of(&commit, "usr/etc/shadow"), "system_u:object_r:shadow_t:s0\0");
+        assert_eq!(label_of(&commit, "usr/bin/tool"), "system_u:object_r:tool_exec_t:s0\0");
+        assert_eq!(label_of(&commit, "bin"), "system_u:object_r:default_t:s0\0");
+    }
+
     /// On disk, for libostree's commit to read (every other file has none: tmp is not labelled).
     fn set_xattr(path: &Path) {
         let st = std::process::Command::new("setfattr")
@@ -409,7 +531,17 @@ mod tests {
         let repo = ostree::Repo::new_for_path(tmp.path().join("repo"));
         repo.create(ostree::RepoMode::BareUser, gio::Cancellable::NONE).unwrap();
         repo.prepare_transaction(gio::Cancellable::NONE).unwrap();
-        let e = write_tree(&repo, &root, &Xattrs::new()).err().unwrap();
+        let none = Xattrs::new();
+        let e = write_tree(
+            &repo,
+            &root,
+            XattrSource {
+                by_path: &none,
+                labels: None,
+            },
+        )
+        .err()
+        .unwrap();
         assert!(format!("{e:#}").contains("run/fifo"), "{e:#}");
         repo.abort_transaction(gio::Cancellable::NONE).unwrap();
     }

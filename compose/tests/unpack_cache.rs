@@ -96,7 +96,17 @@ fn a_package_is_unpacked_once_and_merged_as_hardlinks() {
     repo.create(ostree::RepoMode::BareUser, ostree::gio::Cancellable::NONE)
         .unwrap();
     repo.prepare_transaction(ostree::gio::Cancellable::NONE).unwrap();
-    let written = fedostree_compose::write_tree::write_tree(&repo, &root, &Default::default()).unwrap();
+    // Every file with an attribute, as SELinux labels every file: the commit's checksums include
+    // it, the cache compares the ones without (what it stamped).
+    let mut xattrs = fedostree_compose::write_tree::Xattrs::new();
+    for rel in ["usr/share/tool/data", "usr/bin/tool"].map(std::path::PathBuf::from) {
+        xattrs.insert(rel, vec![("user.fedostree-test".into(), b"x".to_vec())]);
+    }
+    let source = fedostree_compose::write_tree::XattrSource {
+        by_path: &xattrs,
+        labels: None,
+    };
+    let written = fedostree_compose::write_tree::write_tree(&repo, &root, source).unwrap();
     repo.commit_transaction(ostree::gio::Cancellable::NONE).unwrap();
     assert!(!written.shared_inodes.is_empty());
     cache.mark_in_use(std::slice::from_ref(&again)).unwrap();

@@ -34,6 +34,8 @@ pub(crate) struct OwnPackage {
     pub recommends: &'static [&'static str],
     /// `%post` scriptlet (run by /bin/sh at compose time).
     pub post: Option<&'static str>,
+    /// `%posttrans` scriptlet: after every package's `%post`.
+    pub posttrans: Option<&'static str>,
     pub source: Source,
 }
 
@@ -45,6 +47,7 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         requires: &["/bin/sh"],
         recommends: &["fedostree-motd"],
         post: None,
+        posttrans: None,
         source: Source::Overlay,
     },
     OwnPackage {
@@ -54,6 +57,7 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         requires: &[],
         recommends: &[],
         post: None,
+        posttrans: None,
         source: Source::Overlay,
     },
     OwnPackage {
@@ -63,6 +67,18 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         requires: &[],
         recommends: &[],
         post: None,
+        posttrans: None,
+        source: Source::Overlay,
+    },
+    OwnPackage {
+        name: "fedostree-selinux",
+        summary: "fedostree's SELinux for real trees: Debian's reference policy, enforcing, chosen by a kernel argument",
+        provides: &[],
+        requires: &["selinux-policy-default", "policycoreutils", "selinux-utils"],
+        recommends: &[],
+        post: None,
+        // After every %post: the policy package's has built the store this module joins.
+        posttrans: Some("semodule -n -s default -X 400 -i /usr/share/selinux/fedostree/fedostree-local.cil\n"),
         source: Source::Overlay,
     },
     OwnPackage {
@@ -73,6 +89,7 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         recommends: &[],
         // What Fedora's %systemd_post does; trees without systemd (dev) have no systemctl.
         post: Some("if command -v systemctl >/dev/null; then systemctl --no-reload preset fedostree-installed-tests.service; fi\n"),
+        posttrans: None,
         source: Source::Files(&[
             OwnFile {
                 src: "tests-suite/guest/installed-tests-runner.sh",
@@ -94,6 +111,7 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         requires: &["fedostree-test-runner >= 1.0", "/usr/lib/os-release"],
         recommends: &[],
         post: None,
+        posttrans: None,
         source: Source::InstalledTests {
             dir: "tests-suite/installed-tests/fedostree",
             suite: "fedostree",
@@ -106,6 +124,7 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         requires: &["fedostree-test-runner >= 1.0", "systemd", "rpm", "ostree"],
         recommends: &[],
         post: None,
+        posttrans: None,
         source: Source::InstalledTests {
             dir: "tests-suite/installed-tests/system",
             suite: "fedostree-system",
@@ -119,9 +138,23 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         requires: &["fedostree-test-runner >= 1.0", "ostree", "gpg", "python3-gi", "gir1.2-ostree-1.0"],
         recommends: &[],
         post: None,
+        posttrans: None,
         source: Source::InstalledTests {
             dir: "tests-suite/installed-tests/lifecycle",
             suite: "fedostree-lifecycle",
+        },
+    },
+    OwnPackage {
+        name: "fedostree-installed-tests-selinux",
+        summary: "fedostree's installed-tests for SELinux: enforcing with the tree's policy, every file labelled",
+        provides: &[],
+        requires: &["fedostree-test-runner >= 1.0", "fedostree-selinux", "policycoreutils", "selinux-utils"],
+        recommends: &[],
+        post: None,
+        posttrans: None,
+        source: Source::InstalledTests {
+            dir: "tests-suite/installed-tests/selinux",
+            suite: "fedostree-selinux",
         },
     },
     OwnPackage {
@@ -131,6 +164,7 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         requires: &["fedostree-test-runner >= 1.0", "docker.io", "tar"],
         recommends: &[],
         post: None,
+        posttrans: None,
         source: Source::InstalledTests {
             dir: "tests-suite/installed-tests/docker",
             suite: "fedostree-docker",
@@ -143,6 +177,7 @@ pub(crate) const OWN_PACKAGES: &[OwnPackage] = &[
         requires: &["fedostree-test-runner"],
         recommends: &[],
         post: None,
+        posttrans: None,
         source: Source::InstalledTests {
             dir: "tests-suite/installed-tests/fedostree-broken",
             suite: "fedostree-broken",
@@ -220,6 +255,7 @@ pub(crate) fn spec(p: &OwnPackage, source_dir: &Path, release: &str) -> Result<P
         requires: strs(p.requires),
         recommends: strs(p.recommends),
         post: p.post.map(str::to_string),
+        posttrans: p.posttrans.map(str::to_string),
         ..Default::default()
     };
     let overlay = overlay_dir(source_dir, p.name);

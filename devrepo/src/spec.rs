@@ -62,6 +62,8 @@ pub(crate) struct PkgSpec {
     pub description: String,
     /// `%post` scriptlet body, run by /bin/sh at compose time.
     pub post: Option<String>,
+    /// `%posttrans` scriptlet body, run by /bin/sh after every package's `%post`.
+    pub posttrans: Option<String>,
     /// Keyed by absolute path; the BTreeMap gives the sorted order RPM wants and catches duplicates.
     pub entries: BTreeMap<String, Entry>,
 }
@@ -192,7 +194,7 @@ impl PkgSpec {
     pub fn content_hash(&self) -> Result<String> {
         let mut h = Sha256::new();
         let meta = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n",
+            "{}\n{}\n{}\n{}\n{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n",
             self.nevra(),
             self.summary,
             self.license,
@@ -204,7 +206,8 @@ impl PkgSpec {
             self.recommends,
             self.conflicts,
             self.description,
-            self.post
+            self.post,
+            self.posttrans
         );
         h.update(meta.as_bytes());
         for (path, e) in &self.entries {
@@ -236,6 +239,9 @@ impl PkgSpec {
         self.add_dependencies(&mut b)?;
         if let Some(post) = &self.post {
             b.post_install_script(rpm::Scriptlet::new(post.as_str()).prog(vec!["/bin/sh"]));
+        }
+        if let Some(posttrans) = &self.posttrans {
+            b.post_trans_script(rpm::Scriptlet::new(posttrans.as_str()).prog(vec!["/bin/sh"]));
         }
         // Signed at SOURCE_DATE (the build's source date): reproducible, and verified by gpgcheck=1.
         let pkg = b

@@ -11,7 +11,9 @@
 pub mod firmware;
 pub mod guard;
 pub mod guestfs;
+pub mod kargs;
 pub mod layout;
+pub mod relabel;
 pub mod resources;
 pub mod sysroot;
 pub mod throwaway;
@@ -102,6 +104,8 @@ pub struct UpdateStats {
     pub qcow2_after: u64,
     /// Content bytes `pull-local` wrote (new objects only).
     pub pulled_bytes: u64,
+    /// The SELinux policy the deploy labelled `/etc`, `/var` and `/boot` with (None: SELinux off).
+    pub selinux: Option<String>,
 }
 
 /// The result of [`update_image`].

@@ -65,12 +65,18 @@ pub fn pull_local(sr: &GuardedSysroot, src_repo: &Path, commit: &str) -> Result<
     Ok(parse_pulled_bytes(&out).unwrap_or(0))
 }
 
-/// `ostree admin deploy --os=OS COMMIT [--karg=…]`.
-pub fn deploy(sr: &GuardedSysroot, osname: &str, commit: &str, kargs: &[String]) -> Result<()> {
+/// `ostree admin deploy --os=OS COMMIT [--karg=…] [--karg-append=…] [--karg-delete=…]`.
+pub fn deploy(sr: &GuardedSysroot, osname: &str, commit: &str, kargs: &crate::kargs::KargChanges) -> Result<()> {
     let mut c = admin(sr, "deploy");
     c.arg(format!("--os={osname}")).arg(commit);
-    for k in kargs {
-        c.arg(format!("--karg={k}"));
+    for (flag, list) in [
+        ("karg", &kargs.set),
+        ("karg-append", &kargs.append),
+        ("karg-delete", &kargs.delete),
+    ] {
+        for k in list {
+            c.arg(format!("--{flag}={k}"));
+        }
     }
     c.run()?;
     // The stateroot's /var is shared by every deployment: a log of what this image deployed lets the guest

@@ -160,6 +160,8 @@ struct UpdatePlan {
     image_id: String,
     /// `<work>/disk.qcow2`
     work_disk: PathBuf,
+    /// The commit the image was at, whose tree kernel arguments a deploy replaces.
+    previous: Option<String>,
 }
 
 /// Owns the work copy: a new empty qcow2 when there is no current image, else a new top layer over the
@@ -240,6 +242,7 @@ fn prepare_work_copy(
         deploy_needed,
         image_id,
         work_disk,
+        previous: current.map(|s| s.commit.clone()),
     })
 }
 
@@ -289,8 +292,10 @@ fn update_sysroot(
         stats.pull_local_s = secs(t);
         crash_point("pull-local");
         let t = Instant::now();
-        let first = sysroot::bls_entries(sr.path())?.is_empty();
-        sysroot::deploy(sr, &spec.osname, &spec.commit, if first { &spec.kargs } else { &[] })?;
+        let kargs = deploy_kargs(sr, spec, plan.previous.as_deref())?;
+        sysroot::deploy(sr, &spec.osname, &spec.commit, &kargs)?;
+        let deployment = crate::relabel::deployment_dir(sr, &spec.osname, &spec.commit)?;
+        stats.selinux = crate::relabel::relabel(sr, &spec.osname, &deployment)?;
         stats.deploy_s = secs(t);
         crash_point("deploy");
         let t = Instant::now();
@@ -303,6 +308,20 @@ fn update_sysroot(
     stats.extract_s = secs(t);
     crash_point("extract");
     Ok(boot)
+}
+
+/// The first deploy of an image sets the harness's kernel arguments and the tree's; a later one
+/// changes what the tree's changed (see [`crate::kargs`]).
+fn deploy_kargs(sr: &GuardedSysroot, spec: &ImageSpec, previous: Option<&str>) -> Result<crate::kargs::KargChanges> {
+    let tree = crate::kargs::of_commit(sr, &spec.commit, spec.arch)?;
+    if sysroot::bls_entries(sr.path())?.is_empty() {
+        return Ok(crate::kargs::first_deploy(&spec.kargs, &tree));
+    }
+    let old = match previous {
+        Some(c) => crate::kargs::of_commit(sr, c, spec.arch)?,
+        None => Vec::new(),
+    };
+    Ok(crate::kargs::update(&old, &tree))
 }
 
 /// Owns publishing the detached work copy: final size, fsync, state.json, then the atomic swap.

@@ -263,6 +263,9 @@ pub(crate) fn convert(input: &ConvertInput) -> Result<PkgSpec> {
     };
     read_payload(input.deb, &mut spec, input.control)?;
     add_script_files(&mut spec, s)?;
+    if let Some(pb) = &s.selinux_policy {
+        spec.post = Some(policy_post(&spec, pb)?);
+    }
     for (link, target) in input.alternatives {
         spec.symlink(link, target)
             .with_context(|| format!("{}: alternative {link}", p.name))?;
@@ -375,6 +378,20 @@ fn add_hardlink(spec: &mut PkgSpec, name: &str, orig: &str, path: &str, target: 
     };
     spec.bytes(path, data, mode, attrs).with_context(ctx)?;
     Ok(())
+}
+
+/// The `%post` that builds a policy package's policy from the modules its payload lists.
+fn policy_post(spec: &PkgSpec, pb: &scripts::PolicyBuild) -> Result<String> {
+    let list = format!("/usr/share/selinux/{}/.modules", pb.flavour);
+    let modules = match spec.entries.get(&list).map(|e| &e.content) {
+        Some(Content::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Content::File(p)) => fs_err::read_to_string(p)?,
+        _ => bail!(
+            "{}: its postinst builds a policy from {list}, which the package does not ship",
+            spec.name
+        ),
+    };
+    Ok(pb.post(&spec.name, &modules))
 }
 
 /// sysusers.d and preset files for what the maintainer scripts did.

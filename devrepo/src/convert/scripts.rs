@@ -1,8 +1,9 @@
 //! What a Debian package's maintainer scripts do that an RPM-based tree needs, as data:
 //! accounts (`adduser`/`addgroup`/`useradd`/`groupadd`) → sysusers.d lines; `deb-systemd-helper
 //! enable` and `systemctl enable` → preset lines; `update-alternatives --install` → candidate
-//! symlinks (the set's highest priority wins); `setcap` → file capabilities. `ldconfig` is left to
-//! compose. Every other command is dropped and named in the package's description, so nothing is
+//! symlinks (the set's highest priority wins); `setcap` → file capabilities; a policy package's
+//! `semodule` → a `%post` that builds the policy at compose time ([`PolicyBuild`]). `ldconfig` is
+//! left to compose. Every other command is dropped and named in the package's description, so nothing is
 //! lost silently. Scripts are read line by line (debhelper writes one command per line), never run.
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,62 @@ pub(crate) struct ScriptFacts {
     pub caps: Vec<(String, String)>,
     /// "postinst: cmd1, cmd2" per script: the commands not carried over.
     pub dropped: Vec<String>,
+    /// An SELinux policy package's postinst installs its modules with `semodule`.
+    #[serde(default)]
+    pub selinux_policy: Option<PolicyBuild>,
+}
+
+/// What Debian's `selinux-policy-*` postinst does with `semodule`, as its variables say: install
+/// every module listed in `/usr/share/selinux/FLAVOUR/.modules` at `priority` into the `flavour`
+/// store, with the `not_default` modules disabled. It loops over shell variables, so it is read as
+/// these facts and carried over as a `%post` ([`PolicyBuild::post`]), not translated line by line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PolicyBuild {
+    pub flavour: String,
+    pub priority: u32,
+    pub not_default: Vec<String>,
+}
+
+impl PolicyBuild {
+    /// The postinst's assignments, when it is a policy package's (it runs `semodule` on `.modules`).
+    fn read(text: &str) -> Option<PolicyBuild> {
+        if !text.contains("semodule") || !text.contains(".modules") {
+            return None;
+        }
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("{name}=")))
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        Some(PolicyBuild {
+            flavour: value("flavour")?,
+            priority: value("priority")?.parse().ok()?,
+            not_default: value("notdefault")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    /// The `%post`: what the postinst runs on a fresh install, without loading the policy into
+    /// the running kernel (`-n`: a compose is not the system it builds). `modules` is the content
+    /// of the package's `.modules`.
+    pub(crate) fn post(&self, package: &str, modules: &str) -> String {
+        let dir = format!("/usr/share/selinux/{}", self.flavour);
+        let mut args = vec![
+            format!("-X {}", self.priority),
+            "-n".into(),
+            format!("-s {}", self.flavour),
+        ];
+        args.extend(modules.split_whitespace().map(|m| format!("-i {dir}/{m}.pp.bz2")));
+        args.extend(self.not_default.iter().map(|m| format!("-d {m}")));
+        format!(
+            "# From {package}'s Debian postinst (fedostree devrepo): build the {} policy.\nset -e\nsemodule \\\n  {}\n",
+            self.flavour,
+            args.join(" \\\n  ")
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +286,9 @@ fn alternative(facts: &mut ScriptFacts, args: &[String]) {
 /// Read one maintainer script (`which` is its name: postinst, preinst, …) into `facts`.
 pub(crate) fn read_script(which: &str, text: &str, facts: &mut ScriptFacts) {
     let mut dropped = BTreeSet::new();
+    if which == "postinst" {
+        facts.selinux_policy = PolicyBuild::read(text);
+    }
     // Continuation lines are one command.
     let joined = text.replace("\\\n", " ");
     for line in joined.lines() {
@@ -258,6 +318,7 @@ pub(crate) fn read_script(which: &str, text: &str, facts: &mut ScriptFacts) {
                 "setcap" if text.contains("db_get") => {
                     dropped.insert("setcap (depends on a debconf answer)".to_string());
                 }
+                "semodule" if facts.selinux_policy.is_some() => {}
                 "setcap" => {
                     let pos = positional(args, &[]);
                     if let [caps, path] = pos.as_slice() {
@@ -339,6 +400,47 @@ ldconfig
         );
         assert_eq!(f.caps, [("/bin/ping".to_string(), "cap_net_raw+ep".to_string())]);
         assert_eq!(f.dropped, ["postinst: deb-systemd-invoke, dpkg-maintscript-helper"]);
+    }
+
+    #[test]
+    fn a_policy_packages_semodule_becomes_a_post_that_builds_the_policy() {
+        // selinux-policy-default's postinst, abridged.
+        let postinst = r#"#!/bin/sh
+set -e
+flavour="default"
+priority=100
+notdefault="amtu bugzilla"
+. /etc/selinux/config
+case "$1" in
+    configure)
+	for module in `cat /usr/share/selinux/${flavour}/.modules`; do
+	    to_install="$to_install -i/usr/share/selinux/${flavour}/${module}.pp.bz2"
+	done
+	semodule -X $priority $noreload -s $flavour $to_remove $to_install $to_disable || ret=$?
+    ;;
+esac
+dpkg-maintscript-helper rm_conffile /etc/selinux/default/users/local.users 2:2.20140421-10\~ -- "$@"
+"#;
+        let mut f = ScriptFacts::default();
+        read_script("postinst", postinst, &mut f);
+        let pb = f.selinux_policy.clone().unwrap();
+        assert_eq!(pb.flavour, "default");
+        assert_eq!(pb.priority, 100);
+        assert_eq!(pb.not_default, ["amtu", "bugzilla"]);
+        assert!(!f.dropped.iter().any(|d| d.contains("semodule")), "{:?}", f.dropped);
+        let post = pb.post("selinux-policy-default", "base\nunconfined\n");
+        assert!(
+            post.contains(
+                "semodule \\\n  -X 100 \\\n  -n \\\n  -s default \\\n  -i /usr/share/selinux/default/base.pp.bz2"
+            ),
+            "{post}"
+        );
+        assert!(post.ends_with("-d amtu \\\n  -d bugzilla\n"), "{post}");
+        // Any other package's semodule is not a policy build.
+        let mut other = ScriptFacts::default();
+        read_script("postinst", "#!/bin/sh\nsemodule -i /usr/share/x.pp\n", &mut other);
+        assert_eq!(other.selinux_policy, None);
+        assert_eq!(other.dropped, ["postinst: semodule"]);
     }
 
     #[test]
