@@ -269,14 +269,7 @@ fn commit_new(
     if !tf.container_cmd.is_empty() {
         metadata.insert("ostree.container-cmd".into(), serde_json::json!(tf.container_cmd));
     }
-    let labels = match tf.selinux {
-        true => Some(
-            crate::selinux::Labeller::open(&root, tf.selinux_label_version)
-                .with_context(|| format!("{}: selinux", tf.path.display()))?,
-        ),
-        false => None,
-    };
-    let caps = crate::filecaps::commit_xattrs(unpacked.iter().map(|c| c.unpacked.package.caps.as_slice()));
+    let (caps, labels) = xattr_sources(tf, &root, &unpacked)?;
     let progress = Progress::new("commit", 1, false);
     let build_repo = commit::open_or_create_build_repo(&state.build_repo())?;
     let (csum, shared_inodes) = commit::commit_tree(
@@ -314,6 +307,24 @@ fn commit_new(
     result.changed = true;
     result.version = version;
     Ok(true)
+}
+
+/// What the commit's extended attributes come from: the packages' file capabilities, and for
+/// `selinux: true` the tree's policy.
+fn xattr_sources(
+    tf: &Treefile,
+    root: &std::path::Path,
+    unpacked: &[crate::unpack_cache::CachedPackage],
+) -> Result<(crate::write_tree::Xattrs, Option<crate::selinux::Labeller>)> {
+    let caps = crate::filecaps::commit_xattrs(unpacked.iter().map(|c| c.unpacked.package.caps.as_slice()));
+    let labels = match tf.selinux {
+        true => Some(
+            crate::selinux::Labeller::open(root, tf.selinux_label_version)
+                .with_context(|| format!("{}: selinux", tf.path.display()))?,
+        ),
+        false => None,
+    };
+    Ok((caps, labels))
 }
 
 /// The new commit's version: the next of the tree's `automatic-version-prefix`, or for an override the

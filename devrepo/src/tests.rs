@@ -48,7 +48,7 @@ fn fake_source(root: &Path) -> PathBuf {
         "tests-suite/installed-tests/fedostree-broken/fail.sh",
         "#!/bin/sh\nexit 1\n",
     );
-    for suite in ["system", "docker", "lifecycle"] {
+    for suite in ["system", "docker", "lifecycle", "selinux"] {
         write(
             &format!("tests-suite/installed-tests/{suite}/a.test"),
             &format!("[Test]\nType=session\nExec=/usr/libexec/installed-tests/fedostree-{suite}/a.sh\n"),
