@@ -38,12 +38,7 @@ impl Labeller {
             );
         };
         let config = fs_err::read_to_string(etc.join("selinux/config"))?;
-        let Some(name) = config
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("SELINUXTYPE")?.trim_start().strip_prefix('='))
-            .map(|v| v.trim().trim_matches('"').to_string())
-            .next_back()
-        else {
+        let Some(name) = fedostree_util::selinux_config::value(&config, "SELINUXTYPE") else {
             bail!("`selinux: true`, but the tree's /etc/selinux/config names no policy (SELINUXTYPE)");
         };
         if !etc

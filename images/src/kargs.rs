@@ -33,7 +33,7 @@ pub fn parse(name: &str, text: &str, arch: Arch) -> Result<Vec<String>> {
 
 /// The kernel arguments `commit` (in the image's repository) asks for on `arch`.
 pub fn of_commit(sr: &GuardedSysroot, commit: &str, arch: Arch) -> Result<Vec<String>> {
-    let repo = format!("--repo={}", sr.path().join("ostree/repo").display());
+    let repo = crate::sysroot::repo_arg(sr);
     // `ostree ls` of a directory the commit lacks fails; `ls` of its parent says whether it exists.
     let parent = Command::new("ostree")
         .args([repo.as_str(), "ls", commit, "/usr/lib/bootc"])

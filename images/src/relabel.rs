@@ -11,22 +11,13 @@ use fedostree_util::cmd::CommandRunExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The policy a deployment boots with: `SELINUXTYPE`, when `SELINUX` is not `disabled`.
-pub fn enabled_policy(deployment: &Path) -> Result<Option<String>> {
-    let config = deployment.join("etc/selinux/config");
-    let Ok(text) = fs_err::read_to_string(&config) else {
-        return Ok(None);
-    };
-    let value = |key: &str| {
-        text.lines()
-            .filter_map(|l| l.trim().strip_prefix(key)?.trim_start().strip_prefix('='))
-            .map(|v| v.trim().trim_matches('"').to_string())
-            .next_back()
-    };
-    match (value("SELINUX"), value("SELINUXTYPE")) {
-        (Some(mode), Some(policy)) if mode != "disabled" => Ok(Some(policy)),
-        _ => Ok(None),
-    }
+/// The policy a deployment boots with: `SELINUXTYPE`, when `SELINUX` is not `disabled` (None
+/// without a config).
+pub fn enabled_policy(deployment: &Path) -> Option<String> {
+    use fedostree_util::selinux_config::value;
+    let text = fs_err::read_to_string(deployment.join("etc/selinux/config")).ok()?;
+    let mode = value(&text, "SELINUX")?;
+    (mode != "disabled").then(|| value(&text, "SELINUXTYPE")).flatten()
 }
 
 /// The newest deployment directory of `commit` in stateroot `osname`.
@@ -53,7 +44,7 @@ pub fn deployment_dir(sr: &GuardedSysroot, osname: &str, commit: &str) -> Result
 /// Label the deployment's `/etc`, the stateroot's `/var` and the sysroot's `/boot` with the
 /// deployment's policy; returns the policy's name, or None when the deployment has SELinux off.
 pub fn relabel(sr: &GuardedSysroot, osname: &str, deployment: &Path) -> Result<Option<String>> {
-    let Some(policy) = enabled_policy(deployment)? else {
+    let Some(policy) = enabled_policy(deployment) else {
         return Ok(None);
     };
     let contexts = deployment
@@ -107,14 +98,14 @@ mod tests {
     #[test]
     fn the_config_says_which_policy_and_whether_it_is_on() {
         let tmp = tempfile::tempdir().unwrap();
-        assert_eq!(enabled_policy(tmp.path()).unwrap(), None);
+        assert_eq!(enabled_policy(tmp.path()), None);
         fs_err::create_dir_all(tmp.path().join("etc/selinux")).unwrap();
         let config = tmp.path().join("etc/selinux/config");
         fs_err::write(&config, "# c\nSELINUX=enforcing\nSELINUXTYPE = default\n").unwrap();
-        assert_eq!(enabled_policy(tmp.path()).unwrap().as_deref(), Some("default"));
+        assert_eq!(enabled_policy(tmp.path()).as_deref(), Some("default"));
         fs_err::write(&config, "SELINUX=disabled\nSELINUXTYPE=default\n").unwrap();
-        assert_eq!(enabled_policy(tmp.path()).unwrap(), None);
+        assert_eq!(enabled_policy(tmp.path()), None);
         fs_err::write(&config, "SELINUX=permissive\nSELINUXTYPE=\"targeted\"\n").unwrap();
-        assert_eq!(enabled_policy(tmp.path()).unwrap().as_deref(), Some("targeted"));
+        assert_eq!(enabled_policy(tmp.path()).as_deref(), Some("targeted"));
     }
 }

@@ -17,7 +17,8 @@ fn admin(sr: &GuardedSysroot, sub: &str) -> Command {
     c
 }
 
-fn repo_arg(sr: &GuardedSysroot) -> String {
+/// `--repo=` the image's repository.
+pub(crate) fn repo_arg(sr: &GuardedSysroot) -> String {
     format!("--repo={}", sr.path().join("ostree/repo").display())
 }
 

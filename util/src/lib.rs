@@ -21,6 +21,7 @@ pub mod prereq;
 pub mod qemu_opt;
 #[cfg(feature = "testing")]
 pub mod screen;
+pub mod selinux_config;
 #[cfg(feature = "sql")]
 mod sql;
 pub mod state;

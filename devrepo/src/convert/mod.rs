@@ -384,8 +384,8 @@ fn add_hardlink(spec: &mut PkgSpec, name: &str, orig: &str, path: &str, target: 
 fn policy_post(spec: &PkgSpec, pb: &scripts::PolicyBuild) -> Result<String> {
     let list = format!("/usr/share/selinux/{}/.modules", pb.flavour);
     let modules = match spec.entries.get(&list).map(|e| &e.content) {
+        // A converted payload is read into memory (`read_payload`): never a file path.
         Some(Content::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(Content::File(p)) => fs_err::read_to_string(p)?,
         _ => bail!(
             "{}: its postinst builds a policy from {list}, which the package does not ship",
             spec.name
