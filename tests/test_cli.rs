@@ -81,9 +81,10 @@ fn expected_lines(tree: &str, suite: &str, arches: &[&str]) -> BTreeMap<String, 
 }
 
 /// The base checks every boot of `tree` reports after its tests (tests-suite/guest/base-checks.sh): the
-/// dev trees have no systemd, so only the kernel's checks apply there; no tree has SELinux yet.
+/// dev trees have no systemd, so only the kernel's checks apply there; the real trees have SELinux.
 fn base_lines(tree: &str, arches: &[&str]) -> BTreeMap<String, String> {
     let systemd = !tree.starts_with("dev/");
+    let selinux = systemd;
     let mut out = BTreeMap::new();
     for arch in arches {
         for (check, needs_systemd) in [
@@ -94,7 +95,7 @@ fn base_lines(tree: &str, arches: &[&str]) -> BTreeMap<String, String> {
             ("kernel-warnings", false),
             ("journal-errors", true),
         ] {
-            let applies = (systemd || !needs_systemd) && check != "avc-denials";
+            let applies = (systemd || !needs_systemd) && (selinux || check != "avc-denials");
             let status = if applies { "PASS" } else { "SKIP" };
             out.insert(format!("{tree}::{arch}::base/{check}"), status.to_string());
         }
@@ -420,9 +421,12 @@ fn real_trees_boot_systemd_and_pass_on_both_arches() {
     for (tree, suites) in [
         (
             "server/docker-io",
-            &["fedostree", "fedostree-system", "fedostree-docker"][..],
+            &["fedostree", "fedostree-system", "fedostree-docker", "fedostree-selinux"][..],
         ),
-        ("base/minimal", &["fedostree", "fedostree-system"][..]),
+        (
+            "base/minimal",
+            &["fedostree", "fedostree-system", "fedostree-selinux"][..],
+        ),
     ] {
         for suite in suites {
             let dir = if *suite == "fedostree" {
@@ -496,9 +500,9 @@ fn finished_tests(err: &str, tree_arch: &str) -> BTreeMap<String, (String, Strin
     out
 }
 
-/// A packager's RPM that breaks base/minimal three ways, over the tree's candidate on a scratch ref
-/// with `--publish-to`: a unit that fails and one that dumps core (each caught by the base checks of
-/// the fresh boot), and a directory where the upgrade gate's client edited a file in /etc, so the
+/// A packager's RPM that breaks base/minimal four ways, over the tree's candidate on a scratch ref
+/// with `--publish-to`: a unit that fails, one that dumps core and a mislabelled file a confined
+/// service is denied (each caught by the base checks of the fresh boot), and a directory where the upgrade gate's client edited a file in /etc, so the
 /// 3-way merge of `ostree admin upgrade` from the published commit fails. The verdict fails, each
 /// check names what it caught, and nothing is published.
 fn planted_breakage_is_caught_and_nothing_is_published(state: &Path) {
@@ -526,6 +530,17 @@ fn planted_breakage_is_caught_and_nothing_is_published(state: &Path) {
         "enable fedostree-planted-*\n",
         0o100644,
     );
+    // A mislabelled file: sysctl configuration that the policy labels shadow_t (its path in /etc
+    // says so), which systemd-sysctl may not read. Enforcing, the read is denied and logged.
+    p = p.file(
+        "/usr/etc/shadow-fedostree-planted",
+        "kernel.printk = 4 4 1 7\n",
+        0o100644,
+    );
+    p = p.symlink(
+        "/usr/lib/sysctl.d/50-fedostree-planted.conf",
+        "/etc/shadow-fedostree-planted",
+    );
     // The upgrade gate's client writes /etc/fedostree-upgrade-gate.conf on the published commit.
     p = p.file(
         "/usr/etc/fedostree-upgrade-gate.conf/planted",
@@ -549,6 +564,7 @@ fn planted_breakage_is_caught_and_nothing_is_published(state: &Path) {
     };
     caught("base/failed-units", "fedostree-planted-failure.service");
     caught("base/core-dumps", "dumped core");
+    caught("base/avc-denials", "shadow-fedostree-planted");
     caught("upgrade/from-published", "ostree admin upgrade");
     assert!(
         !tests.keys().any(|t| t.starts_with("upgrade/base/")),
@@ -560,7 +576,8 @@ fn planted_breakage_is_caught_and_nothing_is_published(state: &Path) {
 
 /// The candidate the lifecycle left (one package bumped over the published commit) through `ci run`
 /// and its upgrade gate: the published commit boots through firmware, upgrades over HTTP through the
-/// static delta, reboots into the candidate, whose upgrade tests and base checks pass; the candidate
+/// static delta, reboots into the candidate, whose upgrade tests (enforcing SELinux and its labels
+/// after the 3-way merge among them) and base checks pass; the candidate
 /// is published, and the history records the gate.
 fn the_candidate_passes_the_upgrade_gate_and_is_published(state: &Path) {
     let pass = [
@@ -587,7 +604,9 @@ fn the_candidate_passes_the_upgrade_gate_and_is_published(state: &Path) {
         ("fedostree-system/rpmdb-matches-commit", "PASS"),
         ("base/failed-units", "PASS"),
         ("base/core-dumps", "PASS"),
-        ("base/avc-denials", "SKIP"),
+        ("base/avc-denials", "PASS"),
+        ("fedostree-selinux/enforcing", "PASS"),
+        ("fedostree-selinux/labels", "PASS"),
     ] {
         assert_eq!(upgrade.get(test), Some(&want), "upgrade/{test}:\n{err}");
     }

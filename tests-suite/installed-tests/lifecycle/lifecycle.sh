@@ -100,6 +100,7 @@ case ${FEDOSTREE_REBOOT_MARK:-} in
 	check "after the failed upgrade the deployments are unchanged" eq "$(deployments) $(status_default)" "1 $LIFECYCLE_N"
 	i=0
 	until ostree admin upgrade >"$W/up" 2>&1; do
+		echo "# retry $i: $(grep -m 1 '^error:' "$W/up" || tail -n 1 "$W/up")"
 		i=$((i + 1))
 		[ $i -lt 20 ] || break
 		sleep 3
