@@ -64,7 +64,13 @@ fn qualified(name: &str, debarch: &str) -> String {
 pub(crate) struct ArchDebs {
     pub kernel: Deb,
     pub busybox: Deb,
+    /// The reference policy's source and headers (`Architecture: all`), for fedostree-selinux-container.
+    pub policy_src: Deb,
+    pub policy_dev: Deb,
 }
+
+/// The Debian packages fedostree-selinux-container is built from.
+const POLICY_DEBS: [&str; 2] = ["selinux-policy-src", "selinux-policy-dev"];
 
 /// `$STATE/cache/debs/resolved.json`: the last resolution and the apt lists it was made from.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -73,7 +79,8 @@ struct Resolved {
     arches: BTreeMap<String, ArchDebs>,
 }
 
-/// The cloud kernel and busybox-static for each of `debarches`, present in the cache. apt-cache
+/// The cloud kernel, busybox-static and the policy source and headers for each of `debarches`,
+/// present in the cache. apt-cache
 /// costs over a second per call here (no pkgcache.bin), so it is asked twice for all arches
 /// together, and not at all while apt's lists are unchanged since the last resolution.
 pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<String, ArchDebs>> {
@@ -85,20 +92,7 @@ pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<S
         Err(_) => Resolved::default(),
     };
     if old.lists == stamp {
-        let hit: Option<BTreeMap<_, _>> = debarches
-            .iter()
-            .map(|a| {
-                // The memo may have been written through another state dir's link to a shared
-                // cache: each file is looked up in this state's cache, by its place inside it.
-                let mut d = old.arches.get(*a)?.clone();
-                for deb in [&mut d.kernel, &mut d.busybox] {
-                    let (dir, file) = (deb.path.parent()?.file_name()?, deb.path.file_name()?);
-                    deb.path = state.deb_cache().join(dir).join(file);
-                }
-                (d.kernel.path.exists() && d.busybox.path.exists()).then(|| (a.to_string(), d))
-            })
-            .collect();
-        if let Some(hit) = hit {
+        if let Some(hit) = memo_hit(state, &old, debarches) {
             return Ok(hit);
         }
     }
@@ -107,8 +101,21 @@ pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<S
     for a in debarches {
         queries.push((kernels[*a].clone(), a));
         queries.push(("busybox-static".to_string(), a));
+        queries.extend(POLICY_DEBS.map(|n| (n.to_string(), *a)));
     }
-    let qs: Vec<String> = queries.iter().map(|(n, a)| qualified(n, a)).collect();
+    // `Architecture: all` packages have no qualified name (apt: "Unable to locate").
+    let mut qs: Vec<String> = queries
+        .iter()
+        .map(|(n, a)| {
+            if POLICY_DEBS.contains(&n.as_str()) {
+                n.clone()
+            } else {
+                qualified(n, a)
+            }
+        })
+        .collect();
+    qs.sort();
+    qs.dedup();
     let show = Command::new("apt-cache")
         .args(["show", "--no-all-versions"])
         .args(&qs)
@@ -117,7 +124,16 @@ pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<S
     for a in debarches {
         let kernel = fetch(state, a, &kernels[*a], &show)?;
         let busybox = fetch(state, a, "busybox-static", &show)?;
-        out.insert(a.to_string(), ArchDebs { kernel, busybox });
+        let [policy_src, policy_dev] = POLICY_DEBS.map(|n| fetch(state, a, n, &show));
+        out.insert(
+            a.to_string(),
+            ArchDebs {
+                kernel,
+                busybox,
+                policy_src: policy_src?,
+                policy_dev: policy_dev?,
+            },
+        );
     }
     let mut all = if old.lists == stamp {
         old.arches
@@ -131,6 +147,24 @@ pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<S
     })?;
     fs_err::write(&memo, text).with_context(|| format!("writing {}", memo.display()))?;
     Ok(out)
+}
+
+/// The memo's packages for every one of `debarches`, when all of them are still in the cache.
+fn memo_hit(state: &StateDir, old: &Resolved, debarches: &[&str]) -> Option<BTreeMap<String, ArchDebs>> {
+    debarches
+        .iter()
+        .map(|a| {
+            // The memo may have been written through another state dir's link to a shared
+            // cache: each file is looked up in this state's cache, by its place inside it.
+            let mut d = old.arches.get(*a)?.clone();
+            let mut all = [&mut d.kernel, &mut d.busybox, &mut d.policy_src, &mut d.policy_dev];
+            for deb in all.iter_mut() {
+                let (dir, file) = (deb.path.parent()?.file_name()?, deb.path.file_name()?);
+                deb.path = state.deb_cache().join(dir).join(file);
+            }
+            all.iter().all(|deb| deb.path.exists()).then(|| (a.to_string(), d))
+        })
+        .collect()
 }
 
 /// The versioned cloud kernel package each metapackage points at, e.g.
@@ -165,7 +199,7 @@ fn cloud_kernel_packages(debarches: &[&str]) -> Result<BTreeMap<String, String>>
 /// NAME for `debarch` as described in `show` (apt-cache show output), downloaded into the cache
 /// unless already there.
 fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb> {
-    let q = qualified(name, debarch);
+    let mut q = qualified(name, debarch);
     let record = show
         .split("\n\n")
         .find(|r| {
@@ -173,9 +207,12 @@ fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb>
                 r.lines()
                     .any(|l| l.strip_prefix(f).and_then(|x| x.strip_prefix(": ")) == Some(v))
             };
-            has("Package", name) && has("Architecture", debarch)
+            has("Package", name) && (has("Architecture", debarch) || has("Architecture", "all"))
         })
         .ok_or_else(|| anyhow!("apt-cache show has no record for {q}"))?;
+    if record.lines().any(|l| l == "Architecture: all") {
+        q = name.to_string();
+    }
     let field = |f: &str| {
         record
             .lines()

@@ -9,6 +9,7 @@
 
 mod busybox;
 mod closure;
+mod container_policy;
 mod convert;
 mod debian;
 mod debian_index;
@@ -59,6 +60,7 @@ enum Kind {
     KernelCore,
     KernelModules,
     Kernel,
+    ContainerPolicy,
 }
 
 /// Every package of the dev repo, in build order.
@@ -69,6 +71,7 @@ fn kinds() -> Vec<(&'static str, Kind)> {
         ("kernel-core", Kind::KernelCore),
         ("kernel-modules", Kind::KernelModules),
         ("kernel", Kind::Kernel),
+        (container_policy::NAME, Kind::ContainerPolicy),
     ]);
     v
 }
@@ -95,6 +98,7 @@ fn recipe_hash() -> String {
         include_str!("kernel.rs"),
         include_str!("busybox.rs"),
         include_str!("own.rs"),
+        include_str!("container_policy.rs"),
         // Packages are signed with the dev key: a new key rebuilds them.
         crate::dev_key::DEV_PUBLIC_KEY,
     ];
@@ -215,6 +219,8 @@ struct ArchBuild<'a> {
     kmeta: kernel::KernelMeta,
     busybox: &'a debian::Deb,
     host_busybox: &'a debian::Deb,
+    policy_src: &'a debian::Deb,
+    policy_dev: &'a debian::Deb,
     /// Scratch space (the kernel staging is over 100 MB).
     /// Parent of the scratch directory, made on first need (an up-to-date repo makes none).
     tmp_parent: PathBuf,
@@ -233,7 +239,12 @@ impl<'a> ArchBuild<'a> {
         debs: &'a BTreeMap<String, debian::ArchDebs>,
     ) -> Result<Self> {
         let debarch = arch.debian();
-        let debian::ArchDebs { kernel: kdeb, busybox } = &debs[debarch];
+        let debian::ArchDebs {
+            kernel: kdeb,
+            busybox,
+            policy_src,
+            policy_dev,
+        } = &debs[debarch];
         let mut kv = debian::split_version(&kdeb.version)?;
         kv.release = bumped_release(&kv.release, bumps.count("kernel"));
         Ok(ArchBuild {
@@ -249,6 +260,8 @@ impl<'a> ArchBuild<'a> {
             },
             busybox,
             host_busybox: &debs[host_debarch()?].busybox,
+            policy_src,
+            policy_dev,
             tmp_parent: state.tmp(),
             tmp: None,
             kstage: None,
@@ -277,6 +290,18 @@ impl ArchBuild<'_> {
             Kind::Busybox => {
                 let s = busybox::skeleton(self.arch, self.busybox, self.bumps.count(name))?;
                 let h = input_hash(&[recipe, &s.nevra(), &self.busybox.sha256, &self.host_busybox.sha256]);
+                (false, s, h)
+            }
+            Kind::ContainerPolicy => {
+                let s = container_policy::skeleton(self.policy_src, self.policy_dev, self.bumps.count(name))?;
+                let overlay = container_policy::overlay_hash(self.source_dir)?;
+                let h = input_hash(&[
+                    recipe,
+                    &s.nevra(),
+                    &self.policy_src.sha256,
+                    &self.policy_dev.sha256,
+                    &overlay,
+                ]);
                 (false, s, h)
             }
             Kind::KernelCore | Kind::KernelModules => {
@@ -323,6 +348,14 @@ impl ArchBuild<'_> {
                     self.kmeta.modules(st, &self.shared)
                 }
             }
+            Kind::ContainerPolicy => container_policy::spec(
+                self.policy_src,
+                self.policy_dev,
+                self.bumps.count(name),
+                self.source_dir,
+                &self.shared,
+                &tmp,
+            ),
             Kind::Own(_) | Kind::Kernel => unreachable!("full specs are built by describe"),
         }
     }
