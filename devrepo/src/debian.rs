@@ -55,7 +55,12 @@ pub(crate) fn split_version(v: &str) -> Result<DebVersion> {
 }
 
 /// apt names a foreign-architecture package `NAME:ARCH`; the native one works the same way.
+/// `Architecture: all` packages (the policy's source and headers) have no qualified name: apt says
+/// "Unable to locate" for `NAME:ARCH` of a foreign architecture.
 fn qualified(name: &str, debarch: &str) -> String {
+    if POLICY_DEBS.contains(&name) {
+        return name.to_string();
+    }
     format!("{name}:{debarch}")
 }
 
@@ -103,17 +108,8 @@ pub(crate) fn resolve(state: &StateDir, debarches: &[&str]) -> Result<BTreeMap<S
         queries.push(("busybox-static".to_string(), a));
         queries.extend(POLICY_DEBS.map(|n| (n.to_string(), *a)));
     }
-    // `Architecture: all` packages have no qualified name (apt: "Unable to locate").
-    let mut qs: Vec<String> = queries
-        .iter()
-        .map(|(n, a)| {
-            if POLICY_DEBS.contains(&n.as_str()) {
-                n.clone()
-            } else {
-                qualified(n, a)
-            }
-        })
-        .collect();
+    let mut qs: Vec<String> = queries.iter().map(|(n, a)| qualified(n, a)).collect();
+    // Arch-independent packages are asked once for all arches.
     qs.sort();
     qs.dedup();
     let show = Command::new("apt-cache")
@@ -199,7 +195,7 @@ fn cloud_kernel_packages(debarches: &[&str]) -> Result<BTreeMap<String, String>>
 /// NAME for `debarch` as described in `show` (apt-cache show output), downloaded into the cache
 /// unless already there.
 fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb> {
-    let mut q = qualified(name, debarch);
+    let q = qualified(name, debarch);
     let record = show
         .split("\n\n")
         .find(|r| {
@@ -210,9 +206,6 @@ fn fetch(state: &StateDir, debarch: &str, name: &str, show: &str) -> Result<Deb>
             has("Package", name) && (has("Architecture", debarch) || has("Architecture", "all"))
         })
         .ok_or_else(|| anyhow!("apt-cache show has no record for {q}"))?;
-    if record.lines().any(|l| l == "Architecture: all") {
-        q = name.to_string();
-    }
     let field = |f: &str| {
         record
             .lines()
